@@ -1,0 +1,113 @@
+"""Every Redis key and channel name of the contract, built in one place (DESIGN.md, "Keys and
+channels"). Nobody else formats ``f"upbit:..."``: ask a :class:`Keys` instead.
+
+``P`` below is the key prefix (setting ``key_prefix``, default ``upbit``):
+
+=====================  ===========================  =========================================
+name                   kind                         meaning
+=====================  ===========================  =========================================
+P:intents:{client_id}  SET with TTL (the lease)     topics one client wants
+P:control              channel                      "my intents changed" (payload: client_id)
+P:union                SET                          what the collector last requested upstream
+P:status               HASH                         collector state and counters
+P:notices              channel (JSON)               connected/disconnected/subscribed/error/gap
+P:last:{topic}         STRING                       last payload of the topic
+P:{topic}              channel                      the events, e.g. upbit:ticker:KRW-BTC
+P:stream:{type}        STREAM (capped)              durable copy of myOrder / myAsset events
+P:leader               STRING with PX TTL           collector instance holding the upstream
+P:invalid              HASH                         "client_id topic" -> why it was refused
+=====================  ===========================  =========================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from subscriptions.topics import Topic
+
+__all__ = ["Keys"]
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.\-@]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key and channel names under one prefix."""
+
+    prefix: str = "upbit"
+    _intents_prefix: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.prefix or ":" in self.prefix or any(ch.isspace() for ch in self.prefix):
+            raise ValueError(f"key prefix {self.prefix!r} must be non-empty, without ':' or spaces")
+        object.__setattr__(self, "_intents_prefix", f"{self.prefix}:intents:")
+
+    # -- written by clients -------------------------------------------------------------------
+    def intents(self, client_id: str) -> str:
+        """The intent SET of one client (its lease is the key's TTL)."""
+        if not _CLIENT_ID.fullmatch(client_id):
+            raise ValueError(
+                f"client id {client_id!r} must be 1-128 characters of letters, digits and _.-@"
+            )
+        return f"{self._intents_prefix}{client_id}"
+
+    @property
+    def intents_pattern(self) -> str:
+        """``SCAN MATCH`` / ``PSUBSCRIBE`` pattern for every intent key."""
+        return f"{self._intents_prefix}*"
+
+    def client_id_of(self, intents_key: str) -> str | None:
+        """The client id in an intent key, or None if the key is not one."""
+        if intents_key.startswith(self._intents_prefix):
+            client_id = intents_key[len(self._intents_prefix) :]
+            return client_id or None
+        return None
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}:control"
+
+    # -- written by the collector -------------------------------------------------------------
+    @property
+    def union(self) -> str:
+        return f"{self.prefix}:union"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}:status"
+
+    @property
+    def notices(self) -> str:
+        return f"{self.prefix}:notices"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}:leader"
+
+    @property
+    def invalid(self) -> str:
+        return f"{self.prefix}:invalid"
+
+    def channel(self, topic: Topic | str) -> str:
+        """The pub/sub channel carrying a topic's events, e.g. ``upbit:ticker:KRW-BTC``."""
+        return f"{self.prefix}:{topic}"
+
+    def last(self, topic: Topic | str) -> str:
+        """The last-value key of a topic, e.g. ``upbit:last:ticker:KRW-BTC``."""
+        return f"{self.prefix}:last:{topic}"
+
+    def stream(self, type_name: str) -> str:
+        """The capped STREAM keeping private events of one type (myOrder, myAsset)."""
+        return f"{self.prefix}:stream:{type_name}"
+
+    def keyspace_pattern(self, db: int) -> str:
+        """PSUBSCRIBE pattern for keyspace notifications about intent keys in database ``db``."""
+        return f"__keyspace@{db}__:{self.intents_pattern}"
+
+    def keyspace_key(self, channel: str) -> str | None:
+        """The key a keyspace-notification channel is about (``__keyspace@0__:KEY`` -> KEY)."""
+        if not channel.startswith("__keyspace@"):
+            return None
+        _, sep, key = channel.partition("__:")
+        return key if sep else None

@@ -1,0 +1,216 @@
+"""Upbit's field names: DEFAULT (full) names and their SIMPLE abbreviations, per data type.
+
+Source: ../shared/upbit-protocol.md section 4. The tables are per type because abbreviations
+collide across types (``ap`` is ``avg_price`` in myOrder but ``ask_price`` in an orderbook unit;
+``td`` is the trade's ``trade_date`` while the ticker's is ``tdt``). Both the emulator (to write
+SIMPLE frames) and the collector (to read them) use these tables, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+_COMMON: dict[str, str] = {"type": "ty", "code": "cd", "timestamp": "tms", "stream_type": "st"}
+
+TICKER: Mapping[str, str] = MappingProxyType(
+    {
+        **_COMMON,
+        "opening_price": "op",
+        "high_price": "hp",
+        "low_price": "lp",
+        "trade_price": "tp",
+        "prev_closing_price": "pcp",
+        "change": "c",
+        "change_price": "cp",
+        "signed_change_price": "scp",
+        "change_rate": "cr",
+        "signed_change_rate": "scr",
+        "trade_volume": "tv",
+        "acc_trade_volume": "atv",
+        "acc_trade_volume_24h": "atv24h",
+        "acc_trade_price": "atp",
+        "acc_trade_price_24h": "atp24h",
+        "trade_date": "tdt",
+        "trade_time": "ttm",
+        "trade_timestamp": "ttms",
+        "ask_bid": "ab",
+        "acc_ask_volume": "aav",
+        "acc_bid_volume": "abv",
+        "highest_52_week_price": "h52wp",
+        "highest_52_week_date": "h52wdt",
+        "lowest_52_week_price": "l52wp",
+        "lowest_52_week_date": "l52wdt",
+        "market_state": "ms",
+        "is_trading_suspended": "its",
+        "delisting_date": "dd",
+        "market_warning": "mw",
+        # legacy keys still seen in older frames (protocol reference 4.1)
+        "trade_status": "ts",
+        "market_state_for_ios": "msfi",
+        "market": "mk",
+    }
+)
+
+TRADE: Mapping[str, str] = MappingProxyType(
+    {
+        **_COMMON,
+        "trade_price": "tp",
+        "trade_volume": "tv",
+        "ask_bid": "ab",
+        "prev_closing_price": "pcp",
+        "change": "c",
+        "change_price": "cp",
+        "trade_date": "td",
+        "trade_time": "ttm",
+        "trade_timestamp": "ttms",
+        "sequential_id": "sid",
+        "best_ask_price": "bap",
+        "best_ask_size": "bas",
+        "best_bid_price": "bbp",
+        "best_bid_size": "bbs",
+        "market": "mk",
+    }
+)
+
+ORDERBOOK: Mapping[str, str] = MappingProxyType(
+    {
+        **_COMMON,
+        "total_ask_size": "tas",
+        "total_bid_size": "tbs",
+        "orderbook_units": "obu",
+        "level": "lv",
+        "market": "mk",
+    }
+)
+
+ORDERBOOK_UNIT: Mapping[str, str] = MappingProxyType(
+    {"ask_price": "ap", "bid_price": "bp", "ask_size": "as", "bid_size": "bs"}
+)
+
+CANDLE: Mapping[str, str] = MappingProxyType(
+    {
+        **_COMMON,
+        "candle_date_time_utc": "cdttmu",
+        "candle_date_time_kst": "cdttmk",
+        "opening_price": "op",
+        "high_price": "hp",
+        "low_price": "lp",
+        "trade_price": "tp",
+        "candle_acc_trade_volume": "catv",
+        "candle_acc_trade_price": "catp",
+        "market": "mk",
+    }
+)
+
+MY_ORDER: Mapping[str, str] = MappingProxyType(
+    {
+        **_COMMON,
+        "uuid": "uid",
+        "ask_bid": "ab",
+        "order_type": "ot",
+        "state": "s",
+        "trade_uuid": "tuid",
+        "price": "p",
+        "avg_price": "ap",
+        "volume": "v",
+        "remaining_volume": "rv",
+        "executed_volume": "ev",
+        "trades_count": "tc",
+        "reserved_fee": "rsf",
+        "remaining_fee": "rmf",
+        "paid_fee": "pf",
+        "locked": "l",
+        "executed_funds": "ef",
+        "time_in_force": "tif",
+        "trade_fee": "tf",
+        "is_maker": "im",
+        "identifier": "id",
+        "smp_type": "smpt",
+        "prevented_volume": "pv",
+        "prevented_locked": "pl",
+        "trade_timestamp": "ttms",
+        "order_timestamp": "otms",
+    }
+)
+
+MY_ASSET: Mapping[str, str] = MappingProxyType(
+    {
+        "type": "ty",
+        "asset_uuid": "astuid",
+        "assets": "ast",
+        "asset_timestamp": "asttms",
+        "timestamp": "tms",
+        "stream_type": "st",
+    }
+)
+
+MY_ASSET_ITEM: Mapping[str, str] = MappingProxyType(
+    {"currency": "cu", "balance": "b", "locked": "l"}
+)
+
+LIST_SUBSCRIPTIONS: Mapping[str, str] = MappingProxyType(
+    {"method": "mthd", "result": "rslt", "ticket": "tckt"}
+)
+
+LIST_SUBSCRIPTIONS_ITEM: Mapping[str, str] = MappingProxyType(
+    {"type": "ty", "codes": "cds", "level": "lv"}
+)
+
+CANDLE_UNITS: tuple[str, ...] = ("1s", "1m", "3m", "5m", "10m", "15m", "30m", "60m", "240m")
+CANDLE_TYPES: tuple[str, ...] = tuple(f"candle.{unit}" for unit in CANDLE_UNITS)
+QUOTATION_TYPES: tuple[str, ...] = ("ticker", "trade", "orderbook", *CANDLE_TYPES)
+PRIVATE_TYPES: tuple[str, ...] = ("myOrder", "myAsset")
+
+
+def table_for(type_name: str) -> Mapping[str, str]:
+    """The top-level DEFAULT -> SIMPLE table for a data type; KeyError for an unknown type."""
+    if type_name.startswith("candle."):
+        return CANDLE
+    return _TABLES[type_name]
+
+
+def nested_tables(type_name: str) -> Mapping[str, Mapping[str, str]]:
+    """Tables for nested lists, keyed by the DEFAULT name of the list field."""
+    if type_name == "orderbook":
+        return {"orderbook_units": ORDERBOOK_UNIT}
+    if type_name == "myAsset":
+        return {"assets": MY_ASSET_ITEM}
+    return {}
+
+
+def inverse(table: Mapping[str, str]) -> dict[str, str]:
+    """SIMPLE -> DEFAULT for one table."""
+    return {short: full for full, short in table.items()}
+
+
+_TABLES: dict[str, Mapping[str, str]] = {
+    "ticker": TICKER,
+    "trade": TRADE,
+    "orderbook": ORDERBOOK,
+    "myOrder": MY_ORDER,
+    "myAsset": MY_ASSET,
+}
+
+
+def infer_type(payload: Mapping[str, object]) -> str | None:
+    """The data type of an Upbit object, also for legacy frames that carry no ``type``/``ty``.
+
+    2018-era frames name the market in ``market``/``mk`` and omit the type (protocol reference
+    4.1, 10.11); their type is recognised from fields only that type has. Candle frames always
+    carry their type (the unit cannot be inferred). Returns None when nothing fits.
+    """
+    declared = payload.get("type", payload.get("ty"))
+    if isinstance(declared, str):
+        return declared
+    if "orderbook_units" in payload or "obu" in payload:
+        return "orderbook"
+    if "sequential_id" in payload or "sid" in payload:
+        return "trade"
+    if "assets" in payload or "ast" in payload:
+        return "myAsset"
+    if "order_type" in payload or "ot" in payload:
+        return "myOrder"
+    if any(key in payload for key in ("acc_trade_volume", "atv", "acc_trade_price", "atp")):
+        return "ticker"
+    return None

@@ -1,0 +1,156 @@
+"""Shared fixtures: a real Redis for integration tests, and throwaway redis-servers.
+
+Redis policy (issue #2): use the server on 127.0.0.1:6379 when it answers (CI has one); otherwise
+start a ``redis-server`` on a free loopback port if the binary exists; otherwise fall back to
+fakeredis. Tests that need to stop and restart Redis use :func:`redis_server_factory`, which
+always starts servers of their own (and skips, saying why, only where no binary exists).
+Every test gets its own key prefix, so tests never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import fakeredis
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from subscriptions.keys import Keys
+from tests.helpers import free_port
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process owned by a test (loopback, no persistence)."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server binary not installed; this test needs a Redis it can restart")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--notify-keyspace-events", "Kgsx",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server_factory() -> Iterator[Callable[[], RedisServer]]:
+    servers: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        server = RedisServer(free_port())
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def _default_redis_reachable() -> bool:
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str | None]:
+    """URL of a real Redis for this session, or None when only fakeredis is possible."""
+    if _default_redis_reachable():
+        yield "redis://127.0.0.1:6379/0"
+        return
+    if shutil.which("redis-server"):
+        server = RedisServer(free_port())
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+        return
+    yield None
+
+
+@pytest.fixture
+def keys() -> Keys:
+    """A key prefix of this test's own."""
+    return Keys(f"t{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+async def redis_client(redis_url: str | None, keys: Keys) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio Redis client (real when possible); the test's keys are removed afterwards."""
+    if redis_url is None:
+        client: aioredis.Redis = fakeredis.FakeAsyncRedis()
+    else:
+        client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        try:
+            async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
+                await client.delete(key)
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+def real_redis_url(redis_url: str | None) -> str:
+    """For tests that need a real server (keyspace notifications, subprocesses)."""
+    if redis_url is None:
+        pytest.skip("no Redis server reachable and no redis-server binary to start one")
+    return redis_url
