@@ -1,0 +1,675 @@
+"""Collector data-path throughput: Upbit firehose -> decode -> route -> Redis -> a subscriber.
+
+    .venv/bin/python bench/collector_throughput.py [--seconds 8] [--codes 50] [--source auto]
+
+Processes (on a 2-core machine): the collector worker is pinned to CPU 0; the upstream source,
+a redis-server of the bench's own (loopback, no persistence) and a subscriber process that counts
+what arrives are pinned to the other CPUs. Every mode runs in a fresh worker process:
+
+``batched-lua`` / ``batched-pipeline``
+    the collector data path (collector.decode -> collector.routing -> collector.publisher) driven
+    by a minimal reader: a websockets client task decodes and routes every frame into a list, a
+    publisher task sends whatever has arrived (at most ``--batch`` items) in one round trip;
+``service``
+    collector.service.Collector itself (intents in Redis, CC's upstream, outbox and publisher),
+    when it can be imported and started;
+``naive``
+    the baseline: one ``await redis.publish(channel, payload)`` per event, no batching (the
+    payload is Upbit's bytes for json, ``encode_event(loads_exact(frame))`` for msgpack).
+
+Each mode runs for both codecs. Sources: ``emulator`` (``emulator.Emulator`` firehose,
+``rate=0``, in a subprocess) or ``replay``: a minimal WebSocket server of this file that writes
+pre-built DEFAULT frames (ticker, trade with a fresh ``sequential_id`` each, 30-unit orderbook,
+built from ../shared/upbit-samples) as fast as the reader takes them, so that the collector, not
+the source, is the bottleneck. ``auto`` runs the emulator when it starts, and always ``replay``.
+
+Figures: events/s published by the collector in the measuring window (after a warm-up), the
+worker process's CPU time per event (µs), and the rate the subscriber counted between two marks.
+Results go to bench/results/collector_throughput.json. ``--profile MODE`` prints a cProfile of
+one worker instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import cProfile
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import pstats
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis as sync_redis
+import redis.asyncio as aioredis
+import websockets
+from websockets.asyncio.client import connect
+
+from collector.decode import decode_frame
+from collector.publisher import Publisher
+from collector.routing import Outgoing, Router
+from subscriptions.codec import encode_event
+from subscriptions.jsontext import loads_exact
+from subscriptions.keys import Keys
+from subscriptions.topics import parse_topic
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = Path(os.environ.get("UPBIT_FANOUT_SAMPLES", ROOT.parent / "shared" / "upbit-samples"))
+RESULTS = ROOT / "bench" / "results" / "collector_throughput.json"
+
+PREFIX = "bench"
+MARK_CHANNEL = f"{PREFIX}:bench-mark"
+MARK = b"BENCH-MARK-"
+CODES = [
+    "BTC", "ETH", "XRP", "SOL", "DOGE", "ADA", "TRX", "AVAX", "LINK", "DOT", "BCH", "NEAR",
+    "ETC", "XLM", "SUI", "APT", "HBAR", "SHIB", "ATOM", "ARB", "OP", "SEI", "STX", "IMX",
+    "SAND", "MANA", "AXS", "EOS", "AAVE", "ALGO", "POL", "1INCH", "ENS", "GRT", "ZRX", "BAT",
+    "KAVA", "FLOW", "CHZ", "THETA", "QTUM", "ICX", "ONT", "ZIL", "IOST", "WAVES", "NEO",
+    "GAS", "BORA", "MED", "SNT", "STORJ", "ANKR", "CRO", "HIVE", "STEEM", "ARDR", "SC",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pin(cpus: set[int]) -> None:
+    available = os.sched_getaffinity(0)
+    chosen = cpus & available or available
+    os.sched_setaffinity(0, chosen)
+
+
+def other_cpus() -> set[int]:
+    cpus = sorted(os.sched_getaffinity(0))
+    return set(cpus[1:]) or set(cpus)
+
+
+# -- the replay source: a minimal WebSocket server writing pre-built frames ---------------------
+
+
+def _sample(name: str, number: int) -> bytes:
+    return (SAMPLES / name).read_text().splitlines()[number - 1].encode()
+
+
+def build_frames(codes: list[str]) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+    """(ticker and orderbook frames, (trade prefix, trade suffix) around sequential_id)."""
+    ticker = _sample("ticker.jsonl", 2)
+    book = _sample("orderbook.jsonl", 1).replace(b"SNAPSHOT", b"REALTIME")
+    trade = _sample("trade.jsonl", 4).replace(b"SNAPSHOT", b"REALTIME")
+    rng = random.Random(1)
+    fixed: list[bytes] = []
+    trades: list[tuple[bytes, bytes]] = []
+    for code in codes:
+        c = code.encode()
+        price = str(rng.randint(100, 200_000_000)).encode()
+        fixed.append(ticker.replace(b"KRW-BTC", c).replace(b"32287000", price))
+        fixed.append(book.replace(b"KRW-BTC", c))
+        head, _, tail = trade.replace(b"KRW-BTC", c).partition(b"17303368620470000")
+        trades.append((head, tail))
+    return fixed, trades
+
+
+def _ws_frame(payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return bytes((0x82, n)) + payload
+    if n < 65536:
+        return bytes((0x82, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x82, 127)) + n.to_bytes(8, "big") + payload
+
+
+async def replay_server(port: int, codes: list[str]) -> None:
+    fixed, trades = build_frames(codes)
+    framed = [_ws_frame(frame) for frame in fixed]
+    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    sid = 10**16
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sid
+        head = await reader.readuntil(b"\r\n\r\n")
+        found = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head)
+        assert found is not None
+        accept = base64.b64encode(hashlib.sha1(found.group(1) + guid).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await reader.read(65536)  # the subscribe message: start the firehose
+
+        async def discard() -> None:
+            while await reader.read(65536):
+                pass
+
+        drain = asyncio.create_task(discard())
+        try:
+            while not drain.done():
+                chunk: list[bytes] = []
+                for index, (prefix, suffix) in enumerate(trades):
+                    sid += 1
+                    chunk.append(_ws_frame(prefix + str(sid).encode() + suffix))
+                    chunk.append(framed[2 * index])
+                    chunk.append(framed[2 * index + 1])
+                writer.write(b"".join(chunk))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            drain.cancel()
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        print("ready", flush=True)
+        await server.serve_forever()
+
+
+EMULATOR_CODE = """
+import asyncio, sys
+port = int(sys.argv[1])
+try:
+    from emulator import Emulator
+except ImportError:
+    from emulator.server import Emulator
+async def main():
+    async with Emulator(port=port, seed=1, rate=0, idle_timeout=3600, messages_per_s=100,
+                        messages_per_min=10000) as emu:
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def start_source(kind: str, port: int, codes: list[str]) -> subprocess.Popen[bytes]:
+    if kind == "replay":
+        args = [sys.executable, __file__, "--serve-replay", str(port), "--codes", str(len(codes))]
+    else:
+        args = [sys.executable, "-c", EMULATOR_CODE, str(port)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    _pin_others(process.pid)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if b"ready" not in line:
+        process.kill()
+        _, err = process.communicate()
+        raise RuntimeError(f"{kind} source did not start: {err.decode()[-400:]}")
+    return process
+
+
+def _pin_others(pid: int) -> None:
+    os.sched_setaffinity(pid, other_cpus())
+
+
+# -- redis-server and the subscriber ---------------------------------------------------------
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _pin_others(process.pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return process
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def _resp(*args: str) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def subscriber(port: int, channels: list[str]) -> None:
+    """Count pub/sub messages between the two marks; print the count and the seconds."""
+    pin(other_cpus())
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(_resp("SUBSCRIBE", MARK_CHANNEL, *channels))
+    needle = b"$7\r\nmessage\r\n"
+    tail = b""
+    count = 0
+    started = 0.0
+    counting = False
+    print("ready", flush=True)
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return
+        data = tail + data
+        while True:
+            at = data.find(MARK)
+            if at < 0:
+                break
+            before = data[:at]
+            if counting:
+                count += before.count(needle) - 1  # the mark is a message too
+                print(json.dumps({"count": count, "seconds": time.monotonic() - started}))
+                sys.stdout.flush()
+                return
+            counting = True
+            started = time.monotonic()
+            data = data[at + len(MARK) :]
+        cut = max(0, len(data) - len(needle) - len(MARK))
+        if counting:
+            count += data[:cut].count(needle)
+        tail = data[cut:]
+
+
+# -- the worker ----------------------------------------------------------------------------------
+
+
+class Meter:
+    """Samples the worker's published-event counter and CPU time at the window's edges."""
+
+    def __init__(self, published: Callable[[], int], frames: Callable[[], int]) -> None:
+        self.published = published
+        self.frames = frames
+        self.samples: list[tuple[float, float, int, int]] = []
+
+    def sample(self) -> None:
+        self.samples.append(
+            (time.monotonic(), time.process_time(), self.published(), self.frames())
+        )
+
+    def result(self) -> dict[str, float]:
+        (t0, c0, e0, f0), (t1, c1, e1, f1) = self.samples[0], self.samples[-1]
+        events = max(e1 - e0, 1)
+        return {
+            "events_per_s": round(events / (t1 - t0)),
+            "frames_per_s": round((f1 - f0) / (t1 - t0)),
+            "cpu_us_per_event": round((c1 - c0) / events * 1e6, 2),
+            "cpu_share": round((c1 - c0) / (t1 - t0), 3),
+            "events": events,
+        }
+
+
+async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
+    pin({sorted(os.sched_getaffinity(0))[0]})
+    keys = Keys(PREFIX)
+    codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
+    topics = [f"{t}:{c}" for c in codes for t in ("ticker", "trade", "orderbook")]
+    url = f"ws://127.0.0.1:{opts.upstream_port}/websocket/v1"
+    redis = aioredis.Redis(port=opts.redis_port)
+    marks = aioredis.Redis(port=opts.redis_port)
+    message = [
+        {"ticket": "bench"},
+        {"type": "ticker", "codes": codes},
+        {"type": "trade", "codes": codes},
+        {"type": "orderbook", "codes": codes},
+        {"format": "DEFAULT"},
+    ]
+    mode, codec = opts.worker, opts.codec
+    tasks: list[asyncio.Task[None]] = []
+    frames = 0
+    published = 0
+    collector: Any = None
+
+    if mode == "service":
+        # Imported here: the service is written in parallel and may not import yet.
+        from collector.service import Collector  # noqa: PLC0415
+
+        collector = Collector(
+            redis=redis,
+            keys=keys,
+            upstream_url=url,
+            codec=codec,
+            ping_interval=600,
+            ping_timeout=600,
+            sweep_interval=600,
+            queue_size=100_000,
+        )
+        await redis.sadd(keys.intents("bench"), *topics)
+        await redis.pexpire(keys.intents("bench"), 3_600_000)
+        await collector.start()
+        meter = Meter(
+            lambda: collector.publisher.events_published,
+            lambda: collector.public.router.events,
+        )
+    else:
+        ws = await connect(
+            url,
+            max_size=2**24,
+            ping_interval=None,
+            close_timeout=0.5,
+            compression=opts.compression,
+        )
+        await ws.send(orjson.dumps(message).decode())
+        if mode == "naive":
+            channels = {
+                (t.split(":")[0], t.split(":")[1]): keys.channel(t).encode() for t in topics
+            }
+
+            async def naive() -> None:
+                nonlocal frames, published
+                async for data in ws:
+                    frames += 1
+                    head = orjson.loads(data)
+                    channel = channels.get((head.get("type"), head.get("code")))
+                    if channel is None:
+                        continue
+                    payload = data
+                    if codec == "msgpack":
+                        payload = encode_event(loads_exact(data), "msgpack")
+                    await redis.publish(channel, payload)
+                    published += 1
+
+            tasks.append(asyncio.create_task(naive()))
+            meter = Meter(lambda: published, lambda: frames)
+        else:
+            router = Router(codec=codec)
+            router.set_topics([parse_topic(t) for t in topics], fresh_connection=True)
+            publisher = Publisher(redis, keys, mode=mode.removeprefix("batched-"))
+            pending: list[Outgoing] = []
+            ready = asyncio.Event()
+            limit = opts.batch
+
+            async def reader() -> None:
+                nonlocal frames
+                route = router.route
+                async for data in ws:
+                    frames += 1
+                    for frame in decode_frame(data):
+                        pending.extend(route(frame))
+                    ready.set()
+
+            async def publish() -> None:
+                nonlocal pending
+                while True:
+                    await ready.wait()
+                    ready.clear()
+                    while pending:
+                        batch = pending[:limit]
+                        del pending[:limit]
+                        await publisher.publish(batch)
+
+            tasks += [asyncio.create_task(reader()), asyncio.create_task(publish())]
+            meter = Meter(lambda: publisher.events_published, lambda: frames)
+
+    profiler = cProfile.Profile() if opts.profile_out else None
+    try:
+        await asyncio.sleep(opts.warmup)
+        meter.sample()
+        await marks.publish(MARK_CHANNEL, MARK + b"0")
+        if profiler is not None:
+            profiler.enable()
+        await asyncio.sleep(opts.seconds)
+        if profiler is not None:
+            profiler.disable()
+        meter.sample()
+        _debug("sampled")
+        await marks.publish(MARK_CHANNEL, MARK + b"1")
+        _debug("marked")
+        for task in tasks:
+            if task.done() and task.exception() is not None:
+                raise RuntimeError(f"worker task failed: {task.exception()!r}")
+    finally:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        _debug("cancelled")
+        if collector is not None:
+            await collector.aclose()
+        else:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        await redis.aclose()
+        await marks.aclose()
+    if profiler is not None:
+        profiler.dump_stats(opts.profile_out)
+    return meter.result()
+
+
+def _debug(text: str) -> None:
+    if os.environ.get("BENCH_DEBUG"):
+        print(text, file=sys.stderr, flush=True)
+
+
+def worker_main(opts: argparse.Namespace) -> None:
+    result = asyncio.run(run_worker(opts))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# -- the orchestrator ------------------------------------------------------------------------
+
+
+def run_mode(
+    opts: argparse.Namespace,
+    mode: str,
+    codec: str,
+    *,
+    upstream_port: int,
+    redis_port: int,
+    compression: str | None,
+    profile_out: str | None = None,
+) -> dict[str, Any]:
+    codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
+    channels = [f"{PREFIX}:{t}:{c}" for c in codes for t in ("ticker", "trade", "orderbook")]
+    sub = subprocess.Popen(
+        [sys.executable, __file__, "--subscriber", str(redis_port), *channels],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert sub.stdout is not None
+    sub.stdout.readline()
+    args = [
+        sys.executable, __file__, "--worker", mode, "--codec", codec,
+        "--upstream-port", str(upstream_port), "--redis-port", str(redis_port),
+        "--seconds", str(opts.seconds), "--warmup", str(opts.warmup),
+        "--codes", str(opts.codes), "--batch", str(opts.batch),
+        "--compression", compression or "none",
+    ]  # fmt: skip
+    if profile_out:
+        args += ["--profile-out", profile_out]
+    done = subprocess.run(args, capture_output=True, cwd=ROOT, timeout=120, check=False)
+    result: dict[str, Any] = {
+        "mode": mode,
+        "codec": codec,
+        "loadavg_1min_after": round(os.getloadavg()[0], 2),
+    }
+    lines = [ln for ln in done.stdout.decode().splitlines() if ln.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        sub.kill()
+        sub.wait()
+        result["error"] = done.stderr.decode().strip().splitlines()[-1:] or ["failed"]
+        return result
+    result.update(json.loads(lines[-1][len("RESULT ") :]))
+    try:
+        out, _ = sub.communicate(timeout=10)
+        counted = json.loads(out.decode().strip().splitlines()[-1])
+        result["subscriber_events_per_s"] = round(counted["count"] / counted["seconds"])
+    except (subprocess.TimeoutExpired, IndexError, ValueError):
+        sub.kill()
+        sub.wait()
+        result["subscriber_events_per_s"] = None
+    return result
+
+
+def orchestrate(opts: argparse.Namespace) -> None:
+    codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
+    sources = ["replay"] if opts.source == "replay" else ["emulator", "replay"]
+    if opts.source == "emulator":
+        sources = ["emulator"]
+    modes = opts.modes.split(",")
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "websockets": websockets.__version__,
+        "redis_py": sync_redis.__version__,
+        "redis_server": None,
+        "codes": len(codes),
+        "topics": 3 * len(codes),
+        "seconds": opts.seconds,
+        "warmup": opts.warmup,
+        "batch_limit": opts.batch,
+        "layout": "collector worker pinned to CPU 0; source, redis-server, subscriber on the rest",
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "note": "shared machine: other sessions' tests and benches may run at the same time; "
+        "cpu_us_per_event (the worker's own CPU time) is the figure least affected by them",
+        "runs": [],
+    }
+    redis_port = free_port()
+    redis_proc = start_redis(redis_port)
+    try:
+        client = sync_redis.Redis(port=redis_port)
+        report["redis_server"] = client.info("server")["redis_version"]
+        client.close()
+        for source in sources:
+            port = free_port()
+            try:
+                proc = start_source(source, port, codes)
+            except RuntimeError as exc:
+                print(f"{source}: skipped ({str(exc).splitlines()[-1] if str(exc) else exc})")
+                report["runs"].append({"source": source, "error": str(exc)[-300:]})
+                continue
+            compressions = [None] if source == "replay" else ["deflate", None]
+            try:
+                for compression in compressions:
+                    for mode in modes:
+                        for codec in opts.codecs.split(","):
+                            if mode == "batched-pipeline" and codec == "msgpack":
+                                continue
+                            if mode == "service" and compression is None and source != "replay":
+                                continue  # CC's upstream offers deflate (websockets default)
+                            result = run_mode(
+                                opts,
+                                mode,
+                                codec,
+                                upstream_port=port,
+                                redis_port=redis_port,
+                                compression=compression,
+                            )
+                            result["source"] = source
+                            result["compression"] = compression or "none"
+                            report["runs"].append(result)
+                            _print(result)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written {RESULTS.relative_to(ROOT)}")
+
+
+def _print(r: dict[str, Any]) -> None:
+    head = f"{r['source']:>8} {r['compression']:>7} {r['mode']:>16} {r['codec']:>7}"
+    if "error" in r:
+        print(f"{head}  FAILED: {r['error']}")
+        return
+    print(
+        f"{head}  {r['events_per_s']:>8,} ev/s  {r['cpu_us_per_event']:>6.2f} µs/ev  "
+        f"cpu {r['cpu_share']:.0%}  subscriber {r['subscriber_events_per_s'] or 0:>8,} ev/s",
+        flush=True,
+    )
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def profile(opts: argparse.Namespace) -> None:
+    codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
+    redis_port = free_port()
+    redis_proc = start_redis(redis_port)
+    port = free_port()
+    proc = start_source(opts.source if opts.source != "auto" else "replay", port, codes)
+    out = "/tmp/collector_throughput.prof"
+    try:
+        mode, _, codec = opts.profile.partition(":")
+        result = run_mode(
+            opts,
+            mode,
+            codec or "json",
+            upstream_port=port,
+            redis_port=redis_port,
+            compression=None,
+            profile_out=out,
+        )
+        print(result)
+    finally:
+        proc.kill()
+        proc.wait()
+        redis_proc.terminate()
+        redis_proc.wait()
+    stats = pstats.Stats(out)
+    stats.sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="measuring window (s)")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--codes", type=int, default=50, help="KRW codes (x3 topics)")
+    parser.add_argument("--batch", type=int, default=1000, help="items per publish, at most")
+    parser.add_argument("--source", choices=["auto", "emulator", "replay"], default="auto")
+    parser.add_argument(
+        "--modes", default="batched-lua,batched-pipeline,service,naive", help="comma-separated"
+    )
+    parser.add_argument("--codecs", default="json,msgpack")
+    parser.add_argument("--profile", metavar="MODE[:CODEC]", help="cProfile one worker")
+    # internal
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--codec", default="json", help=argparse.SUPPRESS)
+    parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--compression", default="none", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-replay", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--subscriber", nargs="+", help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.compression == "none":
+        opts.compression = None
+    if opts.serve_replay is not None:
+        codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
+        asyncio.run(replay_server(opts.serve_replay, codes))
+    elif opts.subscriber:
+        subscriber(int(opts.subscriber[0]), opts.subscriber[1:])
+    elif opts.worker:
+        worker_main(opts)
+    elif opts.profile:
+        profile(opts)
+    else:
+        orchestrate(opts)
+
+
+if __name__ == "__main__":
+    main()
