@@ -1,0 +1,48 @@
+"""A local stand-in for Upbit's WebSocket API, for tests, benchmarks and offline demos.
+
+Point any Upbit client at it (only the URL changes)::
+
+    async with Emulator(port=0, seed=1) as emu:
+        async with websockets.connect(emu.public_url) as ws:
+            await ws.send('[{"ticket":"t"},{"type":"ticker","codes":["KRW-BTC"]}]')
+            frame = await ws.recv()   # bytes: a SNAPSHOT, then REALTIME frames
+
+From the command line: ``upbit-fanout emulator --port 0`` prints its base URL first.
+docs/emulator.md lists every behaviour, and every choice made where Upbit's is unknown.
+
+Modules: :mod:`emulator.protocol` (requests, errors, formats; pure), :mod:`emulator.auth`
+(private-endpoint JWT), :mod:`emulator.replay` (recorded frames), :mod:`emulator.server`
+(the asyncio server), :mod:`emulator.markets`, :mod:`emulator.simulation` and
+:mod:`emulator.account` (the data behind it).
+"""
+
+from emulator.account import Account, OrderRejected
+from emulator.auth import AuthError, make_token, verify_authorization
+from emulator.markets import Market, default_markets, market_all_payload
+from emulator.protocol import Format, RequestError, Stream, Subscription
+from emulator.replay import ReplayError, ReplayFrame, load_replay
+from emulator.server import DEFAULT_RATE, Emulator, EmulatorConnection, Received
+from emulator.simulation import MarketSimulator
+
+__all__ = [
+    "DEFAULT_RATE",
+    "Account",
+    "AuthError",
+    "Emulator",
+    "EmulatorConnection",
+    "Format",
+    "Market",
+    "MarketSimulator",
+    "OrderRejected",
+    "Received",
+    "ReplayError",
+    "ReplayFrame",
+    "RequestError",
+    "Stream",
+    "Subscription",
+    "default_markets",
+    "load_replay",
+    "make_token",
+    "market_all_payload",
+    "verify_authorization",
+]

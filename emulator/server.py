@@ -1,0 +1,963 @@
+"""The emulator's asyncio server: sockets, tasks and fan-out around the pure core.
+
+Decisions are made elsewhere: what a client message means and which error it earns
+(:mod:`emulator.protocol`), whether a private handshake is allowed (:mod:`emulator.auth`), what
+a recorded frame looks like in each format (:mod:`emulator.replay`), what the market and the
+account do (:mod:`emulator.simulation`, :mod:`emulator.account`); a connection's queue lives in
+:mod:`emulator.connection` and the admin HTTP answers in :mod:`emulator.admin`. This module wires
+them to ``websockets``:
+
+- one :class:`Emulator` owns the websockets server and three to four background tasks (market
+  generator, ``{"status":"UP"}`` ticker, idle reaper, optional private activity), and one replay
+  task per subscribed connection in replay mode; :meth:`Emulator.aclose` cancels and awaits them;
+- every event is rendered once per (format, orderbook depth, level) and the same bytes are written
+  to every connection that wants it;
+- frames are written synchronously into each connection's transport buffer and flushed once per
+  batch (one ``transport.write`` per connection per batch). That buffer is the connection's
+  outgoing queue. Policy: in paced mode a connection whose buffer exceeds ``max_buffer`` bytes is
+  dropped abruptly (counted as ``slow_consumer_drops``), like an exchange drops a slow reader; in
+  firehose mode (``rate=0``) the generator waits for the buffer to drain instead, and drops the
+  connection only when it stays full for ``slow_timeout`` seconds.
+
+Logging policy: INFO for start/stop, WARNING for dropped slow consumers, DEBUG per connection;
+never a token or a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import itertools
+import json
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.http11 import Request, Response
+
+from emulator.account import Account, PrivateEvent
+from emulator.admin import admin_response, json_response
+from emulator.auth import AuthError, NonceMemory, verify_authorization
+from emulator.connection import EmulatorConnection, Socket
+from emulator.markets import Market, default_markets, market_all_payload
+from emulator.protocol import (
+    STATUS_UP,
+    ConnectLimiter,
+    Format,
+    ListRequest,
+    Ping,
+    RequestError,
+    SlidingWindow,
+    Stream,
+    SubscribeRequest,
+    Subscription,
+    compile_subscription,
+    error_frame,
+    frame_binary,
+    parse_request,
+    render_event,
+    render_list_subscriptions,
+    wrap_list,
+)
+from emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
+from emulator.simulation import MarketSimulator, orderbook_at_depth
+from subscriptions.jsontext import dumps_exact
+
+__all__ = ["DEFAULT_RATE", "Emulator", "EmulatorConnection", "Received"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RATE: Final = 1000.0
+"""Simulated market events per second across all subscribed markets (rate=0: firehose)."""
+
+PUBLIC_PATH: Final = "/websocket/v1"
+PRIVATE_PATH: Final = "/websocket/v1/private"
+MARKET_ALL_PATH: Final = "/v1/market/all"
+ADMIN_PREFIX: Final = "/_emulator/"
+
+_TICK: Final = 0.01  # paced generator period, seconds
+_FIREHOSE_BATCH: Final = 256  # events per generator step in firehose mode
+
+
+_DEFLATE: Final = ServerPerMessageDeflateFactory(
+    server_max_window_bits=12,
+    client_max_window_bits=12,
+    compress_settings={"memLevel": 5, "level": 1},
+)
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds, as Upbit stamps its frames."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message a client sent, as the emulator saw it (``Emulator.received``)."""
+
+    connection_id: int
+    monotonic: float
+    wall: float
+    raw: str | bytes
+    request: SubscribeRequest | ListRequest | Ping | None
+    """The parsed request; None when it earned an error."""
+    error: str | None
+    """The error name sent back (``NO_TICKET``, ``TOO_MANY_REQUESTS``, ...), else None."""
+
+
+class Emulator:
+    """A local Upbit: ``/websocket/v1``, ``/websocket/v1/private``, ``GET /v1/market/all``.
+
+    Use it as an async context manager (``async with Emulator(port=0, seed=1) as emu:``); it
+    listens on a free loopback port when ``port=0``. See docs/emulator.md for every behaviour and
+    every choice made where Upbit's behaviour is unknown.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+        rate: float = DEFAULT_RATE,
+        replay: str | Path | None = None,
+        replay_loop: bool = False,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        idle_timeout: float = 120.0,
+        status_interval: float = 10.0,
+        connect_limit_per_s: int = 5,
+        messages_per_s: int = 5,
+        messages_per_min: int = 100,
+        markets: Sequence[Market] | None = None,
+        error_close_delay: float = 0.15,
+        private_activity: float = 0.0,
+        max_buffer: int = 16 * 2**20,
+        write_limit: int = 2**20,
+        slow_timeout: float = 10.0,
+        compression: str | None = "deflate",
+        admin: bool = True,
+        received_limit: int = 10_000,
+        nonce_memory: int = 100_000,
+    ) -> None:
+        if rate < 0:
+            raise ValueError("rate must be >= 0 (0 means as fast as possible)")
+        if compression not in ("deflate", None):
+            raise ValueError("compression must be 'deflate' or None")
+        self.host = host
+        self.port = port
+        self.seed = seed
+        self.rate = rate
+        self.replay_loop = replay_loop
+        self.idle_timeout = idle_timeout
+        self.status_interval = status_interval
+        self.messages_per_s = messages_per_s
+        self.messages_per_min = messages_per_min
+        self.error_close_delay = error_close_delay
+        self.private_activity = private_activity
+        self.max_buffer = max_buffer
+        self.write_limit = write_limit
+        self.slow_timeout = slow_timeout
+        self.compression = compression
+        self.admin = admin
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._nonces = NonceMemory(nonce_memory)
+        self._connect_limiter = ConnectLimiter(connect_limit_per_s)
+
+        self.markets: tuple[Market, ...] = tuple(markets) if markets else default_markets()
+        self._replay_frames: list[ReplayFrame] | None = None
+        known = {market.code for market in self.markets}
+        if replay is not None:
+            self._replay_frames = load_replay(replay)
+            known |= replay_codes(self._replay_frames)
+        self._known: frozenset[str] = frozenset(known)
+
+        self.received: deque[Received] = deque(maxlen=received_limit)
+        """Every client message (the last ``received_limit`` of them), oldest first."""
+        self.received_total = 0
+        self.frames_sent = 0
+        """Frames written to clients since start (all connections, all kinds)."""
+        self.counters: Counter[str] = Counter()
+        """Lifetime counters: connections, frames, errors by name, limits hit, drops..."""
+
+        self._clients: dict[int, EmulatorConnection] = {}
+        self._ids = itertools.count(1)
+        self._index: dict[tuple[str, str], list[tuple[EmulatorConnection, Stream]]] = {}
+        self._private: list[EmulatorConnection] = []
+        self._generated_codes: frozenset[str] = frozenset()
+        self._generated_types: frozenset[str] = frozenset()
+        self._order_codes: set[str] = set()
+        self._orders_placed = False
+        self._dirty: list[EmulatorConnection] = []
+        self._sim: MarketSimulator | None = None
+        self._account: Account | None = None
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = asyncio.Event()
+        self._running.set()
+        self._codes_changed = asyncio.Event()
+        self._rx_event = asyncio.Event()
+        self._conn_event = asyncio.Event()
+        self._resume_handle: asyncio.TimerHandle | None = None
+        self._refuse_until = 0.0
+        self._market_all: dict[bool, bytes] = {}
+        self._seed = seed
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Listen, create the market and the account, start the background tasks."""
+        if self._server is not None:
+            raise RuntimeError("the emulator is already started")
+        self._sim = MarketSimulator(self.markets, seed=self._seed, now_ms=now_ms())
+        self._account = Account(seed=self._seed)
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            process_response=self._process_response,
+            create_connection=Socket,
+            # websockets' default deflate settings, at zlib level 1: ~20% less CPU per frame
+            extensions=[_DEFLATE] if self.compression == "deflate" else None,
+            compression=None,
+            ping_interval=None,  # Upbit sends no pings (§5)
+            write_limit=(self.write_limit, self.write_limit // 4),
+            max_size=2**20,
+            logger=logging.getLogger("emulator.websockets"),
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._spawn(self._status_loop(), "status")
+        self._spawn(self._idle_loop(), "idle")
+        if self._replay_frames is None:
+            self._spawn(self._market_loop(), "market")
+        if self.private_activity > 0:
+            self._spawn(self._activity_loop(), "activity")
+        mode = "replay" if self._replay_frames is not None else "simulated"
+        logger.info("emulator listening on %s (%s, rate %s/s)", self.base_url, mode, self.rate)
+
+    async def aclose(self) -> None:
+        """Stop: close every connection (1001), cancel and await every task."""
+        if self._server is None:
+            return
+        self.resume()
+        self._refuse_until = 0.0
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+        logger.info("emulator stopped")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"emulator-{name}")
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("emulator task %s crashed", task.get_name(), exc_info=task.exception())
+
+    # --- addresses and introspection -----------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``ws://127.0.0.1:PORT`` (what the CLI prints first)."""
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        return self.base_url + PUBLIC_PATH
+
+    @property
+    def private_url(self) -> str:
+        return self.base_url + PRIVATE_PATH
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def connections(self) -> tuple[EmulatorConnection, ...]:
+        """Open connections, oldest first."""
+        return tuple(self._clients.values())
+
+    def subscriptions(self) -> dict[int, Subscription | None]:
+        """The current subscription of each open connection, by connection id."""
+        return {cid: client.subscription for cid, client in self._clients.items()}
+
+    @property
+    def simulator(self) -> MarketSimulator:
+        if self._sim is None:
+            raise RuntimeError("the emulator is not started")
+        return self._sim
+
+    @property
+    def account(self) -> Account:
+        if self._account is None:
+            raise RuntimeError("the emulator is not started")
+        return self._account
+
+    @property
+    def known_codes(self) -> frozenset[str]:
+        """Markets served (the default universe, plus the replay file's codes in replay mode)."""
+        return self._known
+
+    async def wait_received(self, count: int, *, within: float = 5.0) -> list[Received]:
+        """Wait until ``count`` client messages were received in total; return the records."""
+        async with asyncio.timeout(within):
+            while self.received_total < count:
+                self._rx_event.clear()
+                await self._rx_event.wait()
+        return list(self.received)
+
+    async def wait_connections(self, count: int, *, within: float = 5.0) -> None:
+        """Wait until exactly ``count`` connections are open."""
+        async with asyncio.timeout(within):
+            while len(self._clients) != count:
+                self._conn_event.clear()
+                await self._conn_event.wait()
+
+    def state(self) -> dict[str, Any]:
+        """What ``GET /_emulator/state`` answers: connections, subscriptions and counters."""
+        return {
+            "base_url": self.base_url,
+            "mode": "replay" if self._replay_frames is not None else "simulated",
+            "rate": self.rate,
+            "stalled": not self._running.is_set(),
+            "refusing": self._refusing(),
+            "received_total": self.received_total,
+            "frames_sent": self.frames_sent,
+            "connections": [
+                {
+                    "id": c.id,
+                    "private": c.private,
+                    "remote": c.remote,
+                    "format": c.format.value,
+                    "ticket": c.subscription.ticket if c.subscription else None,
+                    "subscription": list(c.subscription.listing) if c.subscription else None,
+                    "status_up": c.status_up,
+                    "frames_sent": c.frames_sent,
+                    "replay_lines": c.replay_lines,
+                    "replay_done": c.replay_done.is_set(),
+                }
+                for c in self._clients.values()
+            ],
+            "counters": dict(sorted(self.counters.items())),
+        }
+
+    # --- fault injection -----------------------------------------------------------------------
+
+    async def drop_all(self) -> int:
+        """Abort every connection: no close frame, the client sees 1006. Returns how many."""
+        clients = list(self._clients.values())
+        for client in clients:
+            self._abort(client, "drops")
+        await asyncio.sleep(0)
+        return len(clients)
+
+    def stall(self, seconds: float | None = None) -> None:
+        """Freeze: sockets stay open but nothing is sent or read (pings go unanswered) and new
+        handshakes wait, until :meth:`resume` (or after ``seconds``)."""
+        self.counters["stalls"] += 1
+        self._running.clear()
+        for client in self._clients.values():
+            client.pause_reading()
+        if self._resume_handle is not None:
+            self._resume_handle.cancel()
+            self._resume_handle = None
+        if seconds is not None:
+            self._resume_handle = asyncio.get_running_loop().call_later(seconds, self.resume)
+
+    def resume(self) -> None:
+        """End a :meth:`stall`."""
+        if self._resume_handle is not None:
+            self._resume_handle.cancel()
+            self._resume_handle = None
+        if self._running.is_set():
+            return
+        self._running.set()
+        for client in self._clients.values():
+            client.resume_reading()
+
+    @property
+    def stalled(self) -> bool:
+        return not self._running.is_set()
+
+    async def send_malformed(self, data: bytes = b'\x00{"type":"tick') -> int:
+        """Send one binary frame of garbage (not JSON) to every connection; returns how many."""
+        count = 0
+        for client in list(self._clients.values()):
+            if self._push(client, data):
+                count += 1
+        self._flush()
+        self.counters["malformed_sent"] += count
+        await asyncio.sleep(0)
+        return count
+
+    def refuse_connections(self, seconds: float) -> None:
+        """Refuse new WebSocket handshakes with HTTP 503 for ``seconds`` (0 ends it)."""
+        self._refuse_until = asyncio.get_running_loop().time() + max(0.0, seconds)
+
+    def _refusing(self) -> bool:
+        return self._refuse_until > asyncio.get_running_loop().time()
+
+    # --- driving the market and the account ----------------------------------------------------
+
+    async def inject(self, payload: Mapping[str, Any] | Sequence[Any] | bytes | str) -> int:
+        """Deliver one frame payload to the connections whose subscription matches it.
+
+        A dict or list is written with exact numbers (Decimal and RawNumber verbatim). Matching
+        and format conversion are those of replay mode. A payload that is not a data frame
+        (error, status, anything without a type and code, or not JSON) is sent as it is to
+        every connection. Returns how many connections got it.
+        """
+        if isinstance(payload, (bytes, bytearray)):
+            raw = bytes(payload)
+        elif isinstance(payload, str):
+            raw = payload.encode("utf-8")
+        else:
+            raw = dumps_exact(payload)
+        await self._running.wait()
+        try:
+            frame = ReplayFrame.parse(raw)
+        except ValueError:
+            frame = None
+        count = 0
+        for client in list(self._clients.values()):
+            if frame is None:
+                count += self._push(client, raw)
+                continue
+            picked = matching_items(frame, client.subscription)
+            if picked:
+                count += 1
+                for data in frame.render(client.format, picked):
+                    self._push(client, data)
+        self._flush()
+        self.counters["injected"] += 1
+        return count
+
+    def place_order(
+        self,
+        *,
+        code: str,
+        side: str,
+        ord_type: str,
+        price: Decimal | str | None = None,
+        volume: Decimal | str | None = None,
+        identifier: str | None = None,
+        time_in_force: str | None = None,
+    ) -> str:
+        """Place an order on the emulated account; its myOrder/myAsset events go to private
+        subscribers at once, and resting limit orders fill as the simulated market trades.
+        Raises :class:`emulator.account.OrderRejected`. Returns the order's uuid."""
+        sim, account = self.simulator, self.account
+        uuid, events = account.place_order(
+            code=code,
+            side=side,
+            ord_type=ord_type,
+            now_ms=now_ms(),
+            market_price=sim.last_price(code),
+            price=None if price is None else Decimal(price),
+            volume=None if volume is None else Decimal(volume),
+            identifier=identifier,
+            time_in_force=time_in_force,
+        )
+        self._orders_placed = True
+        self._dispatch_private(events)
+        self._flush()
+        return uuid
+
+    def cancel_order(self, uuid: str) -> None:
+        """Cancel an open order; its events go to private subscribers."""
+        self._dispatch_private(self.account.cancel_order(uuid, now_ms=now_ms()))
+        self._flush()
+
+    # --- HTTP side of the handshake ------------------------------------------------------------
+
+    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        path, _, query = request.path.partition("?")
+        path = path.rstrip("/") or "/"
+        if self.admin and path.startswith(ADMIN_PREFIX.rstrip("/")):
+            self.counters["admin_requests"] += 1
+            return await admin_response(self, path[len(ADMIN_PREFIX) :], parse_qs(query))
+        if path == MARKET_ALL_PATH:
+            details = parse_qs(query).get("is_details", ["false"])[-1].lower() == "true"
+            body = self._market_all.get(details)
+            if body is None:
+                payload = market_all_payload(self.markets, is_details=details)
+                body = self._market_all[details] = json.dumps(
+                    payload, ensure_ascii=False, separators=(",", ":")
+                ).encode()
+            return json_response(http.HTTPStatus.OK, body)
+        if path not in (PUBLIC_PATH, PRIVATE_PATH):
+            return json_response(http.HTTPStatus.NOT_FOUND, error_frame("NOT_FOUND", "Not Found"))
+
+        loop = asyncio.get_running_loop()
+        remote = ws.remote_address
+        address = str(remote[0]) if remote else "?"
+        if self._refusing():
+            self.counters["refused_connections"] += 1
+            return json_response(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                error_frame("SERVICE_UNAVAILABLE", "Service Unavailable"),
+            )
+        if not self._connect_limiter.try_acquire(address, loop.time()):
+            self.counters["rate_limited_connects"] += 1
+            return json_response(
+                http.HTTPStatus.TOO_MANY_REQUESTS, error_frame("TOO_MANY_REQUESTS")
+            )
+        if path == PRIVATE_PATH:
+            try:
+                verify_authorization(
+                    request.headers.get("Authorization"),
+                    access_key=self._access_key,
+                    secret_key=self._secret_key,
+                    nonces=self._nonces,
+                )
+            except AuthError as exc:
+                self.counters["auth_failures"] += 1
+                logger.info("refused a private connection from %s: %s", address, exc.reason)
+                return json_response(http.HTTPStatus.UNAUTHORIZED, error_frame("INVALID_AUTH"))
+            assert isinstance(ws, Socket)
+            ws.private = True
+        await self._running.wait()
+        return None
+
+    def _process_response(
+        self, ws: ServerConnection, request: Request, response: Response
+    ) -> Response | None:
+        if response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
+            remote = ws.remote_address
+            address = str(remote[0]) if remote else "?"
+            left = self._connect_limiter.remaining(address, asyncio.get_running_loop().time())
+            # As observed on Upbit's 101 (§6); ``min`` is deprecated there, we mirror its value.
+            response.headers["Remaining-Req"] = f"group=websocket; min=300; sec={left}"
+        return None
+
+    # --- connections ---------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, Socket)
+        window = SlidingWindow([(self.messages_per_s, 1.0), (self.messages_per_min, 60.0)])
+        client = EmulatorConnection(next(self._ids), ws, messages=window)
+        self._clients[client.id] = client
+        self._conn_event.set()
+        self.counters["connections"] += 1
+        if client.private:
+            self.counters["private_connections"] += 1
+        if not self._running.is_set():
+            client.pause_reading()
+        logger.debug("connection %d opened from %s", client.id, client.remote)
+        try:
+            while True:
+                try:
+                    message = await ws.recv()
+                except ConnectionClosed:
+                    break
+                await self._running.wait()
+                if not await self._on_message(client, message):
+                    break
+        finally:
+            await self._forget(client)
+            logger.debug("connection %d closed", client.id)
+
+    async def _forget(self, client: EmulatorConnection) -> None:
+        client.closing = True
+        self._clients.pop(client.id, None)
+        self._conn_event.set()
+        task, client.replay_task = client.replay_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if client.subscription is not None:
+            client.subscription = None
+            self._rebuild_index()
+
+    async def _on_message(self, client: EmulatorConnection, message: str | bytes) -> bool:
+        """Handle one client message; False when the connection must now close."""
+        loop = asyncio.get_running_loop()
+        try:
+            request = parse_request(message, private=client.private)
+            if not isinstance(request, Ping) and not client.messages.try_acquire(loop.time()):
+                self.counters["rate_limited_messages"] += 1
+                raise RequestError("TOO_MANY_REQUESTS")
+        except RequestError as exc:
+            self._record(client, message, None, exc.name)
+            return await self._fail(client, exc)
+        self._record(client, message, request, None)
+        if isinstance(request, Ping):
+            client.status_up = True
+        elif isinstance(request, ListRequest):
+            if request.format is not None:
+                client.format = request.format
+            listing = client.subscription.listing if client.subscription else ()
+            self._push(client, render_list_subscriptions(listing, request.ticket, client.format))
+            self._flush()
+        else:
+            self._subscribe(client, request)
+        return True
+
+    def _record(
+        self,
+        client: EmulatorConnection,
+        raw: str | bytes,
+        request: SubscribeRequest | ListRequest | Ping | None,
+        error: str | None,
+    ) -> None:
+        self.received.append(
+            Received(client.id, time.monotonic(), time.time(), raw, request, error)
+        )
+        self.received_total += 1
+        self.counters["messages_received"] += 1
+        self._rx_event.set()
+
+    async def _fail(self, client: EmulatorConnection, error: RequestError) -> bool:
+        """Error frame, nothing else, then close 1000 after ``error_close_delay`` (§7)."""
+        self.counters[f"error:{error.name}"] += 1
+        self._push(client, error.frame())
+        self._flush()
+        client.closing = True
+        if client.subscription is not None:
+            client.subscription = None
+            self._rebuild_index()
+        await asyncio.sleep(self.error_close_delay)
+        return False  # the handler returns; websockets closes with 1000
+
+    def _subscribe(self, client: EmulatorConnection, request: SubscribeRequest) -> None:
+        subscription = compile_subscription(request, is_known=self._known.__contains__)
+        client.subscription = subscription
+        client.format = subscription.format
+        self.counters["subscriptions"] += 1
+        self._rebuild_index()
+        if self._replay_frames is not None:
+            if client.replay_task is None:
+                client.replay_task = asyncio.create_task(
+                    self._replay_to(client), name=f"emulator-replay-{client.id}"
+                )
+                client.replay_task.add_done_callback(self._task_done)
+            return
+        sim = self.simulator
+        stamp = now_ms()
+        for stream in subscription.snapshots:
+            payload = sim.snapshot(
+                stream.type,
+                stream.code,
+                now_ms=stamp,
+                depth=stream.depth or 30,
+                level=stream.level,
+            )
+            if payload is None:
+                continue
+            data = render_event(stream.type, payload, "SNAPSHOT", simple=client.format.simple)
+            self._push(client, wrap_list(data) if client.format.listed else data)
+        self._flush()
+
+    def _rebuild_index(self) -> None:
+        index: dict[tuple[str, str], list[tuple[EmulatorConnection, Stream]]] = {}
+        private: list[EmulatorConnection] = []
+        for client in self._clients.values():
+            subscription = client.subscription
+            if subscription is None or client.closing:
+                continue
+            if subscription.my_order is not None or subscription.my_asset:
+                private.append(client)
+            for key, streams in subscription.realtime.items():
+                targets = index.setdefault(key, [])
+                targets.extend((client, stream) for stream in streams)
+        self._index = index
+        self._private = private
+        codes = frozenset(code for _, code in index) | frozenset(self._order_codes)
+        types = frozenset(type_ for type_, _ in index)
+        if self._order_codes:
+            types |= {"trade"}  # resting orders fill on trades (Account.on_trade)
+        if codes != self._generated_codes or types != self._generated_types:
+            self._generated_codes = codes
+            self._generated_types = types
+            self._codes_changed.set()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def _push(self, client: EmulatorConnection, data: bytes, framed: bytes | None = None) -> bool:
+        """Queue one frame on a connection; :meth:`_flush` writes it."""
+        if not client.push(data, framed):
+            return False
+        self.frames_sent += 1
+        if not client.dirty:
+            client.dirty = True
+            self._dirty.append(client)
+        return True
+
+    def _flush(self) -> None:
+        """Write what :meth:`_push` queued (one write per connection); apply the queue policy."""
+        dirty, self._dirty = self._dirty, []
+        for client in dirty:
+            client.dirty = False
+            try:
+                buffered = client.flush()
+            except Exception:  # the transport failed under us: treat it as lost
+                logger.debug("write to connection %d failed", client.id, exc_info=True)
+                self._abort(client, "write_failures")
+                continue
+            if self.rate > 0 and buffered > self.max_buffer:
+                logger.warning(
+                    "dropping slow connection %d from %s: more than %d bytes queued",
+                    client.id,
+                    client.remote,
+                    self.max_buffer,
+                )
+                self._abort(client, "slow_consumer_drops")
+
+    def _abort(self, client: EmulatorConnection, counter: str) -> None:
+        """Close abruptly (no close frame: the client sees 1006) and count why."""
+        self.counters[counter] += 1
+        client.abort()
+
+    async def _drain(self, clients: Iterable[EmulatorConnection]) -> None:
+        """Firehose back-pressure: wait until each connection's buffer is below the limit."""
+        for client in clients:
+            if not client.backlogged:
+                continue
+            self.counters["firehose_waits"] += 1
+            try:
+                async with asyncio.timeout(self.slow_timeout):
+                    await client.drain()
+            except TimeoutError:
+                logger.warning(
+                    "dropping connection %d: no progress for %.0f s", client.id, self.slow_timeout
+                )
+                self._abort(client, "slow_consumer_drops")
+            except (ConnectionError, OSError):
+                pass
+
+    # --- market events -------------------------------------------------------------------------
+
+    def _dispatch(self, type_: str, code: str, payload: Mapping[str, Any]) -> None:
+        """Render a REALTIME event once per (format, depth, level) and queue it."""
+        targets = self._index.get((type_, code))
+        if not targets:
+            return
+        # keys are plain strings/tuples: hashing the Format enum costs a Python call each time
+        frames: dict[Any, list[Any]] = {}
+        objects: dict[Any, bytes] = {}
+        for client, stream in targets:
+            fmt_key = client.format_key
+            key = fmt_key if not stream.depth else (fmt_key, stream.depth, stream.level)
+            hit = frames.get(key)
+            if hit is None:
+                simple = client.simple
+                inner_key = (simple, stream.depth, stream.level)
+                data = objects.get(inner_key)
+                if data is None:
+                    body = payload
+                    if type_ == "orderbook":
+                        body = self._orderbook_variant(payload, stream)
+                    data = render_event(type_, body, "REALTIME", simple=simple)
+                    objects[inner_key] = data
+                hit = frames[key] = [wrap_list(data) if client.listed else data, None]
+            if client.raw:
+                if hit[1] is None:
+                    hit[1] = frame_binary(hit[0])
+                self._push(client, hit[0], hit[1])
+            else:
+                self._push(client, hit[0])
+
+    def _orderbook_variant(self, payload: Mapping[str, Any], stream: Stream) -> Mapping[str, Any]:
+        """The orderbook event at the stream's depth and level (totals for the units sent)."""
+        if stream.level:
+            return self.simulator.orderbook(
+                stream.code,
+                now_ms=int(payload.get("timestamp") or now_ms()),
+                depth=stream.depth,
+                level=stream.level,
+            )
+        units = payload.get("orderbook_units")
+        if not isinstance(units, list) or len(units) <= stream.depth:
+            return payload
+        return orderbook_at_depth(dict(payload), stream.depth)
+
+    def _dispatch_private(self, events: Iterable[PrivateEvent]) -> None:
+        self._track_open_orders()
+        for type_, code, payload in events:
+            rendered: dict[Format, bytes] = {}
+            for client in self._private:
+                subscription = client.subscription
+                if subscription is None or not subscription.wants(type_, code):
+                    continue
+                fmt = client.format
+                data = rendered.get(fmt)
+                if data is None:
+                    data = render_event(type_, payload, "REALTIME", simple=fmt.simple)
+                    if fmt.listed:
+                        data = wrap_list(data)
+                    rendered[fmt] = data
+                self._push(client, data)
+
+    def _track_open_orders(self) -> None:
+        """Markets with resting orders keep trading (so the orders can fill), watched or not."""
+        if self._account is None or not self._orders_placed:
+            return
+        codes = {self._account.order(uuid)["code"] for uuid in self._account.open_orders()}
+        if codes != self._order_codes:
+            self._order_codes = codes
+            self._rebuild_index()
+
+    async def _market_loop(self) -> None:
+        """Generate events for the subscribed markets at ``rate`` per second (0: firehose)."""
+        loop = asyncio.get_running_loop()
+        sim = self.simulator
+        budget = 0.0
+        last = loop.time()
+        firehose = self.rate == 0
+        while True:
+            await self._running.wait()
+            codes = self._generated_codes
+            if not codes:
+                self._codes_changed.clear()
+                await self._codes_changed.wait()
+                last = loop.time()
+                budget = 0.0
+                continue
+            if firehose:
+                count = _FIREHOSE_BATCH
+            else:
+                await asyncio.sleep(_TICK)
+                now = loop.time()
+                budget = min(budget + (now - last) * self.rate, max(self.rate, 1.0))
+                last = now
+                count = int(budget)
+                if count == 0 or not self._running.is_set():
+                    continue
+                budget -= count
+            events = sim.next_events(
+                codes, now_ms=now_ms(), max_events=count, types=self._generated_types
+            )
+            self._deliver(events)
+            self.counters["events_generated"] += len(events)
+            if firehose:
+                await self._drain(list(self._clients.values()))
+                await asyncio.sleep(0)
+
+    def _deliver(self, events: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
+        account = self._account if self._order_codes else None
+        private: list[PrivateEvent] = []
+        for type_, code, payload in events:
+            self._dispatch(type_, code, payload)
+            if account is not None and type_ == "trade":
+                private.extend(
+                    account.on_trade(
+                        code,
+                        payload["trade_price"],
+                        payload["trade_volume"],
+                        now_ms=int(payload.get("trade_timestamp") or now_ms()),
+                    )
+                )
+        if private:
+            self._dispatch_private(private)
+        self._flush()
+
+    async def _activity_loop(self) -> None:
+        """``private_activity``: random orders on the account every so many seconds."""
+        sim, account = self.simulator, self.account
+        while True:
+            await asyncio.sleep(self.private_activity)
+            await self._running.wait()
+            codes = sorted(code for _, code in self._index) or ["KRW-BTC"]
+            prices = {code: sim.last_price(code) for code in codes}
+            events = account.random_activity(codes, prices, now_ms=now_ms())
+            if events:
+                self._orders_placed = True
+                self._dispatch_private(events)
+                self._flush()
+
+    # --- replay --------------------------------------------------------------------------------
+
+    async def _replay_to(self, client: EmulatorConnection) -> None:
+        """Offer every line of the file, in order, to one connection (from its first subscribe).
+
+        Each line is matched against the connection's subscription *when the line is reached*.
+        Paced at ``rate`` lines per second, or as fast as the connection reads (rate=0).
+        """
+        frames = self._replay_frames or []
+        loop = asyncio.get_running_loop()
+        firehose = self.rate == 0
+        budget = 0.0
+        last = loop.time()
+        position = 0
+        while position < len(frames) or (self.replay_loop and frames):
+            if position >= len(frames):
+                position = 0
+            await self._running.wait()
+            if firehose:
+                count = _FIREHOSE_BATCH
+            else:
+                now = loop.time()
+                budget = min(budget + (now - last) * self.rate, max(self.rate, 1.0))
+                last = now
+                count = int(budget)
+                if count == 0:
+                    await asyncio.sleep(_TICK)
+                    continue
+                budget -= count
+            for frame in frames[position : position + count]:
+                picked = matching_items(frame, client.subscription)
+                if picked:
+                    for data in frame.render(client.format, picked):
+                        self._push(client, data)
+                        client.replay_frames += 1
+            done = min(len(frames), position + count) - position
+            position += done
+            client.replay_lines += done
+            self._flush()
+            if firehose:
+                await self._drain([client])
+            await asyncio.sleep(0)
+        client.replay_done.set()
+
+    # --- timers --------------------------------------------------------------------------------
+
+    async def _status_loop(self) -> None:
+        """``{"status":"UP"}`` every ``status_interval`` s to connections that sent ``PING``."""
+        while True:
+            await asyncio.sleep(self.status_interval)
+            await self._running.wait()
+            for client in list(self._clients.values()):
+                if client.status_up and not client.closing:
+                    self._push(client, STATUS_UP)
+            self._flush()
+
+    async def _idle_loop(self) -> None:
+        """Abort connections with no traffic either way for ``idle_timeout`` s (§5: 1006)."""
+        period = max(0.01, min(1.0, self.idle_timeout / 4))
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            if not self._running.is_set():
+                continue
+            deadline = loop.time() - self.idle_timeout
+            for client in list(self._clients.values()):
+                if client.ws.last_activity < deadline and not client.closing:
+                    logger.debug("connection %d idle for %.0f s", client.id, self.idle_timeout)
+                    self._abort(client, "idle_closes")

@@ -1,0 +1,403 @@
+"""The public endpoint over real loopback WebSockets: requests, formats, errors, keep-alive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
+
+from tests.emulator.wsutil import (
+    client,
+    http_get,
+    recv_json,
+    recv_raw,
+    recv_until,
+    request,
+    silent,
+    started,
+)
+
+
+def is_snapshot(code: str, type_: str | None = None) -> Any:
+    def check(frame: Any) -> bool:
+        obj = frame[0] if isinstance(frame, list) else frame
+        return bool(
+            obj.get("stream_type", obj.get("st")) == "SNAPSHOT"
+            and obj.get("code", obj.get("cd")) == code
+            and (type_ is None or obj.get("type", obj.get("ty")) == type_)
+        )
+
+    return check
+
+
+async def test_snapshot_first_then_realtime_in_binary_frames() -> None:
+    async with started() as emu, client(emu.public_url) as ws:
+        await ws.send(request({"type": "ticker", "codes": ["KRW-BTC"]}))
+        first = await recv_json(ws)
+        assert first["type"] == "ticker"
+        assert first["code"] == "KRW-BTC"
+        assert first["stream_type"] == "SNAPSHOT"
+        for _ in range(3):
+            frame = await recv_json(ws)
+            assert (frame["type"], frame["code"], frame["stream_type"]) == (
+                "ticker",
+                "KRW-BTC",
+                "REALTIME",
+            )
+
+
+async def test_binary_request_frames_are_accepted() -> None:
+    async with started() as emu, client(emu.public_url) as ws:
+        await ws.send(request({"type": "trade", "codes": ["KRW-ETH"]}).encode())
+        frame = await recv_json(ws)
+        assert (frame["type"], frame["code"]) == ("trade", "KRW-ETH")
+
+
+@pytest.mark.parametrize(
+    ("message", "name"),
+    [
+        ("not json", "WRONG_FORMAT"),
+        ('{"ticket":"t","type":"ticker"}', "WRONG_FORMAT"),
+        ('[{"type":"ticker","codes":["KRW-BTC"]}]', "NO_TICKET"),
+        ('[{"ticket":"t"}]', "NO_TYPE"),
+        ('[{"ticket":"t"},{"type":"ticker"}]', "NO_CODES"),
+        ('[{"ticket":"t"},{"type":"ticker","codes":[]}]', "NO_CODES"),
+        ('[{"ticket":"t"},{"type":"nope","codes":["KRW-BTC"]}]', "INVALID_PARAM"),
+        ('[{"ticket":"t"},{"type":"trade","codes":["KRW-A"],"isOnlyRealtime":1}]', "INVALID_PARAM"),
+        ('[{"ticket":"t"},{"type":"trade","codes":["KRW-BTC"]},{"format":"CSV"}]', "INVALID_PARAM"),
+        ('[{"ticket":"t"},{"type":"myAsset"}]', "INVALID_PARAM"),
+    ],
+)  # fmt: skip
+async def test_every_error_is_a_frame_then_close_1000(message: str, name: str) -> None:
+    async with started(error_close_delay=0.1) as emu, client(emu.public_url) as ws:
+        await ws.send(message)
+        sent = time.monotonic()
+        frame = await recv_json(ws)
+        assert list(frame) == ["error"]
+        assert frame["error"]["name"] == name
+        assert frame["error"]["message"]
+        with pytest.raises(ConnectionClosedOK):
+            await recv_raw(ws)
+        assert ws.close_code == 1000
+        assert time.monotonic() - sent >= 0.09  # the short delay Upbit leaves (~150 ms)
+        assert emu.received[-1].error == name
+        assert emu.counters[f"error:{name}"] == 1
+
+
+async def test_an_error_ends_the_running_streams_too() -> None:
+    async with started() as emu, client(emu.public_url) as ws:
+        await ws.send(request({"type": "trade", "codes": ["KRW-BTC"]}))
+        await recv_json(ws)
+        await ws.send("oops")
+        frames = await recv_until(ws, lambda f: "error" in f)
+        assert frames[-1]["error"]["name"] == "WRONG_FORMAT"
+        with pytest.raises(ConnectionClosedOK):
+            await recv_raw(ws)  # nothing but the close after the error
+
+
+async def test_new_request_replaces_the_whole_subscription() -> None:
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        await ws.send(request({"type": "trade", "codes": ["KRW-BTC"]}))
+        await recv_until(ws, lambda f: f["stream_type"] == "REALTIME")
+        await ws.send(request({"type": "ticker", "codes": ["KRW-ETH"]}, ticket="second"))
+        await recv_until(ws, is_snapshot("KRW-ETH", "ticker"))
+        after = [await recv_json(ws) for _ in range(20)]
+        assert {(f["type"], f["code"]) for f in after} == {("ticker", "KRW-ETH")}
+        assert emu.subscriptions()[emu.connections[0].id] is not None
+
+
+async def test_snapshots_again_on_every_request() -> None:
+    async with started() as emu, client(emu.public_url) as ws:
+        for ticket in ("one", "two"):
+            await ws.send(request({"type": "ticker", "codes": ["KRW-BTC"]}, ticket=ticket))
+            await recv_until(ws, is_snapshot("KRW-BTC"))
+
+
+async def test_depth_suffixes_and_codes_without_suffix() -> None:
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        codes = ["KRW-BTC.5", "KRW-ETH.15", "KRW-XRP.20", "KRW-SOL.1", "KRW-DOGE"]
+        await ws.send(request({"type": "orderbook", "codes": codes}))
+        snapshots = [await recv_json(ws) for _ in codes]
+        units = {s["code"]: len(s["orderbook_units"]) for s in snapshots}
+        assert units == {"KRW-BTC": 5, "KRW-ETH": 15, "KRW-XRP": 30, "KRW-SOL": 1, "KRW-DOGE": 30}
+        for snap in snapshots:
+            total = sum(float(u["ask_size"]) for u in snap["orderbook_units"])
+            assert snap["total_ask_size"] == pytest.approx(total)
+        realtime = await recv_until(
+            ws, lambda f: f["code"] == "KRW-BTC" and f["stream_type"] == "REALTIME"
+        )
+        assert len(realtime[-1]["orderbook_units"]) == 5
+        assert all("." not in f["code"] for f in realtime)
+
+
+async def test_same_code_at_two_depths_is_served_at_both() -> None:
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        await ws.send(
+            request(
+                {"type": "orderbook", "codes": ["KRW-BTC.5"]},
+                {"type": "orderbook", "codes": ["KRW-BTC.15"]},
+            )
+        )
+        depths = []
+        for _ in range(2):
+            frame = await recv_json(ws)
+            depths.append((frame["stream_type"], len(frame["orderbook_units"])))
+        assert depths == [("SNAPSHOT", 5), ("SNAPSHOT", 15)]
+        seen: set[int] = set()
+        while len(seen) < 2:
+            frame = await recv_json(ws)
+            seen.add(len(frame["orderbook_units"]))
+        assert seen == {5, 15}
+
+
+async def test_level_on_krw_only() -> None:
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        await ws.send(
+            request({"type": "orderbook", "codes": ["KRW-BTC.5", "USDT-BTC"], "level": 100000})
+        )
+        snap = await recv_json(ws)
+        assert (snap["code"], snap["level"]) == ("KRW-BTC", 100000)
+        prices = [u["ask_price"] for u in snap["orderbook_units"] if u["ask_price"]]
+        assert all(p % 100000 == 0 for p in prices)
+        frames = [await recv_json(ws) for _ in range(10)]
+        assert {f["code"] for f in frames} == {"KRW-BTC"}  # USDT-BTC with a level: nothing
+
+
+@pytest.mark.parametrize("fmt", ["DEFAULT", "SIMPLE", "JSON_LIST", "SIMPLE_LIST"])
+async def test_all_four_formats(fmt: str) -> None:
+    simple = fmt.startswith("SIMPLE")
+    listed = fmt.endswith("LIST")
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        await ws.send(
+            request(
+                {"type": "ticker", "codes": ["KRW-BTC"]},
+                {"type": "orderbook", "codes": ["KRW-BTC.5"]},
+                fmt=fmt,
+            )
+        )
+        for _ in range(6):
+            frame = await recv_json(ws)
+            assert isinstance(frame, list) is listed
+            obj = frame[0] if listed else frame
+            if listed:
+                assert len(frame) == 1
+            if simple:
+                assert {"ty", "cd", "st", "tms"} <= obj.keys()
+                assert "type" not in obj
+                assert "code" not in obj
+                if obj["ty"] == "orderbook":
+                    assert set(obj["obu"][0]) == {"ap", "bp", "as", "bs"}
+                    assert {"tas", "tbs", "lv"} <= obj.keys()
+                else:
+                    assert {"tp", "scr", "atv24h", "tdt"} <= obj.keys()
+            else:
+                assert {"type", "code", "stream_type", "timestamp"} <= obj.keys()
+                if obj["type"] == "orderbook":
+                    assert set(obj["orderbook_units"][0]) == {
+                        "ask_price",
+                        "bid_price",
+                        "ask_size",
+                        "bid_size",
+                    }
+
+
+async def test_a_later_format_switches_the_running_streams() -> None:
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        await ws.send(request({"type": "trade", "codes": ["KRW-BTC"]}))
+        assert "type" in await recv_json(ws)
+        await ws.send(request({"type": "trade", "codes": ["KRW-BTC"]}, fmt="SIMPLE"))
+        frames = await recv_until(ws, lambda f: "ty" in f)
+        assert frames[-1]["st"] == "SNAPSHOT"
+        for _ in range(5):
+            assert "ty" in await recv_json(ws)
+
+
+@pytest.mark.parametrize("spelling", ["is_only_snapshot", "isOnlySnapshot"])
+async def test_only_snapshot(spelling: str) -> None:
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        await ws.send(request({"type": "ticker", "codes": ["KRW-BTC", "KRW-ETH"], spelling: True}))
+        frames = [await recv_json(ws) for _ in range(2)]
+        assert [(f["code"], f["stream_type"]) for f in frames] == [
+            ("KRW-BTC", "SNAPSHOT"),
+            ("KRW-ETH", "SNAPSHOT"),
+        ]
+        assert await silent(ws, 0.3)
+
+
+@pytest.mark.parametrize("spelling", ["is_only_realtime", "isOnlyRealtime"])
+async def test_only_realtime(spelling: str) -> None:
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        await ws.send(request({"type": "trade", "codes": ["KRW-BTC"], spelling: True}))
+        for _ in range(5):
+            assert (await recv_json(ws))["stream_type"] == "REALTIME"
+
+
+async def test_unknown_and_lower_case_codes_are_ignored_without_error() -> None:
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        await ws.send(request({"type": "ticker", "codes": ["krw-btc", "KRW-NOPE", "KRW-ETH"]}))
+        frames = [await recv_json(ws) for _ in range(10)]
+        assert {f["code"] for f in frames} == {"KRW-ETH"}
+        await ws.send(request({"type": "ticker", "codes": ["KRW-NOPE"]}))
+        await ws.send(json.dumps([{"ticket": "l"}, {"method": "LIST_SUBSCRIPTIONS"}]))
+        # frames already in flight may arrive before the answer; none after it
+        answer = await recv_until(ws, lambda f: "method" in f)
+        assert answer[-1]["result"] == [{"type": "ticker", "codes": ["KRW-NOPE"]}]
+        assert await silent(ws, 0.3)
+
+
+async def test_list_subscriptions() -> None:
+    async with started(rate=5000) as emu, client(emu.public_url) as ws:
+        await ws.send(json.dumps([{"ticket": "first"}, {"method": "LIST_SUBSCRIPTIONS"}]))
+        assert await recv_json(ws) == {
+            "method": "LIST_SUBSCRIPTIONS",
+            "result": [],
+            "ticket": "first",
+        }
+        await ws.send(
+            request(
+                {"type": "ticker", "codes": ["KRW-BTC", "KRW-ETH"], "is_only_snapshot": True},
+                {"type": "orderbook", "codes": ["KRW-BTC", "KRW-ETH"]},
+                ticket="unique uuid",
+            )
+        )
+        await ws.send(json.dumps([{"ticket": "unique uuid"}, {"method": "LIST_SUBSCRIPTIONS"}]))
+        answer = (await recv_until(ws, lambda f: "method" in f))[-1]
+        # the shape of upbit-samples/list_subscriptions.jsonl line 1, exactly
+        assert answer == {
+            "method": "LIST_SUBSCRIPTIONS",
+            "result": [
+                {"type": "ticker", "codes": ["KRW-BTC", "KRW-ETH"]},
+                {"type": "orderbook", "codes": ["KRW-BTC", "KRW-ETH"], "level": 0},
+            ],
+            "ticket": "unique uuid",
+        }
+        # the subscription is unchanged: orderbook frames keep coming
+        frame = await recv_json(ws)
+        assert frame["type"] == "orderbook"
+        # a format object in the LIST request switches the connection (§2.7)
+        await ws.send(
+            json.dumps([{"ticket": "s"}, {"method": "LIST_SUBSCRIPTIONS"}, {"format": "SIMPLE"}])
+        )
+        simple = (await recv_until(ws, lambda f: "mthd" in f))[-1]
+        assert simple["rslt"][1] == {"ty": "orderbook", "cds": ["KRW-BTC", "KRW-ETH"], "lv": 0}
+        assert simple["tckt"] == "s"
+        assert "ty" in await recv_json(ws)
+
+
+async def test_list_subscriptions_counts_against_the_message_limit() -> None:
+    async with started(messages_per_s=2) as emu, client(emu.public_url) as ws:
+        listing = json.dumps([{"ticket": "l"}, {"method": "LIST_SUBSCRIPTIONS"}])
+        await ws.send(listing)
+        await ws.send(listing)
+        await ws.send(listing)
+        frames = [await recv_json(ws) for _ in range(3)]
+        assert frames[2] == {"error": {"name": "TOO_MANY_REQUESTS", "message": "Too Many Requests"}}
+        with pytest.raises(ConnectionClosedOK):
+            await recv_raw(ws)
+        assert emu.counters["rate_limited_messages"] == 1
+
+
+async def test_message_rate_limit_error_then_close() -> None:
+    async with started(messages_per_s=5, messages_per_min=100) as emu, client(emu.public_url) as ws:
+        sub = request({"type": "ticker", "codes": ["KRW-NOPE"]})
+        for _ in range(5):
+            await ws.send(sub)
+        await ws.send("PING")  # CHOICE: a text PING does not count
+        await ws.send(sub)
+        frame = await recv_until(ws, lambda f: "error" in f)
+        assert frame[-1]["error"]["name"] == "TOO_MANY_REQUESTS"
+        with pytest.raises(ConnectionClosedOK):
+            await recv_raw(ws)
+        assert [r.error for r in emu.received] == [None] * 6 + ["TOO_MANY_REQUESTS"]
+
+
+async def test_connect_rate_limit_gives_http_429() -> None:
+    async with started(connect_limit_per_s=2) as emu:
+        async with client(emu.public_url), client(emu.public_url):
+            with pytest.raises(InvalidStatus) as caught:
+                async with client(emu.public_url):
+                    pass
+            response = caught.value.response
+            assert response.status_code == 429
+            assert json.loads(response.body) == {
+                "error": {"name": "TOO_MANY_REQUESTS", "message": "Too Many Requests"}
+            }
+        assert emu.counters["rate_limited_connects"] == 1
+
+
+async def test_text_ping_starts_status_up_every_interval() -> None:
+    async with started(status_interval=0.05) as emu, client(emu.public_url) as ws:
+        assert await silent(ws, 0.15)  # nothing before the PING
+        await ws.send("PING")
+        started_at = time.monotonic()
+        for _ in range(3):
+            assert await recv_raw(ws) == b'{"status":"UP"}'
+        assert time.monotonic() - started_at >= 0.09
+
+
+async def test_idle_connection_is_aborted_without_close_frame() -> None:
+    async with started(idle_timeout=0.3) as emu, client(emu.public_url, ping_interval=None) as ws:
+        opened = time.monotonic()
+        with pytest.raises(ConnectionClosed) as caught:
+            await asyncio.wait_for(ws.recv(), 3)
+        assert caught.value.rcvd is None  # no close frame
+        assert ws.close_code == 1006
+        assert 0.25 < time.monotonic() - opened < 2
+        assert emu.counters["idle_closes"] == 1
+
+
+async def test_protocol_pings_are_answered_and_keep_the_socket_alive() -> None:
+    async with started(idle_timeout=0.4) as emu, client(emu.public_url, ping_interval=None) as ws:
+        for _ in range(8):  # 0.8 s, twice the idle timeout
+            waiter = await ws.ping()
+            await asyncio.wait_for(waiter, 1)
+            await asyncio.sleep(0.1)
+        assert emu.counters["idle_closes"] == 0
+        await ws.send(request({"type": "ticker", "codes": ["KRW-BTC"]}))
+        assert (await recv_json(ws))["stream_type"] == "SNAPSHOT"
+
+
+async def test_received_records_every_message() -> None:
+    async with started() as emu, client(emu.public_url) as ws:
+        await ws.send(request({"type": "ticker", "codes": ["KRW-BTC"]}))
+        await ws.send("PING")
+        records = await emu.wait_received(2)
+        assert [r.connection_id for r in records] == [emu.connections[0].id] * 2
+        assert records[0].raw == request({"type": "ticker", "codes": ["KRW-BTC"]})
+        assert records[0].request is not None
+        assert records[0].error is None
+        assert repr(records[1].request) == "PING"
+        assert records[0].monotonic <= records[1].monotonic
+
+
+async def test_upgrade_response_carries_remaining_req() -> None:
+    async with started(connect_limit_per_s=5) as emu, client(emu.public_url) as ws:
+        assert ws.response is not None
+        assert ws.response.headers["Remaining-Req"] == "group=websocket; min=300; sec=4"
+
+
+async def test_market_all() -> None:
+    async with started(markets=None) as emu:
+        status, body, head = await http_get(emu.http_url + "/v1/market/all")
+        assert status == 200
+        assert "application/json" in head
+        markets = json.loads(body)
+        assert len(markets) == 855
+        assert {
+            "market": "KRW-BTC",
+            "korean_name": "비트코인",
+            "english_name": "Bitcoin",
+        } in markets
+        quotes = [m["market"].split("-")[0] for m in markets]
+        assert (quotes.count("KRW"), quotes.count("BTC"), quotes.count("USDT")) == (289, 328, 238)
+        status, body, _ = await http_get(emu.http_url + "/v1/market/all?is_details=true")
+        detailed = json.loads(body)
+        assert status == 200
+        assert len(detailed) == 855
+        assert set(detailed[0]["market_event"]) == {"warning", "caution"}
+        status, _, _ = await http_get(emu.http_url + "/v1/nothing")
+        assert status == 404

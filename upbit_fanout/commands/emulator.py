@@ -1,0 +1,127 @@
+"""``upbit-fanout emulator``: run the local Upbit emulator until SIGINT or SIGTERM.
+
+The first line on stdout is the base URL (``ws://127.0.0.1:PORT``), flushed, so a parent process
+can read it and connect (``PORT`` is free when ``--port 0``). Logs go to stderr. The secret key is
+never printed or logged. See docs/emulator.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from upbit_fanout.settings import Settings
+
+HELP = "Run a local Upbit WebSocket emulator (public, private, /v1/market/all, admin paths)."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port (0: a free one; default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="EVENTS_PER_S",
+        help="market events per second across subscribed markets, or replay lines per second "
+        "per connection; 0 = as fast as possible (default 1000)",
+    )
+    parser.add_argument("--replay", metavar="FILE.jsonl", help="serve recorded frames")
+    parser.add_argument(
+        "--replay-loop", action="store_true", help="start the replay file again at its end"
+    )
+    parser.add_argument(
+        "--access-key", help="key the private endpoint accepts (default: UPBIT_FANOUT_ACCESS_KEY)"
+    )
+    parser.add_argument(
+        "--secret-key", help="secret the private endpoint checks (default: UPBIT_FANOUT_SECRET_KEY)"
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=120.0, metavar="SECONDS", help="default 120"
+    )
+    parser.add_argument(
+        "--status-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help='period of {"status":"UP"} after a text PING (default 10)',
+    )
+    parser.add_argument("--connect-limit", type=int, default=5, help="new connections/s per IP")
+    parser.add_argument("--messages-per-s", type=int, default=5, help="per connection")
+    parser.add_argument("--messages-per-min", type=int, default=100, help="per connection")
+    parser.add_argument(
+        "--private-activity",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="SECONDS",
+        help="random orders on the emulated account every SECONDS (default off; flag alone: 1)",
+    )
+    parser.add_argument(
+        "--no-compression", action="store_true", help="do not offer permessage-deflate"
+    )
+    parser.add_argument("--no-admin", action="store_true", help="disable the /_emulator/ paths")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_serve(args, settings))
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: `upbit-fanout --help` needs none of it.
+    from emulator.replay import ReplayError  # noqa: PLC0415
+    from emulator.server import DEFAULT_RATE, Emulator  # noqa: PLC0415
+
+    access_key = args.access_key
+    secret_key = args.secret_key
+    if access_key is None and settings.access_key is not None:
+        access_key = settings.access_key.get_secret_value()
+    if secret_key is None and settings.secret_key is not None:
+        secret_key = settings.secret_key.get_secret_value()
+
+    try:
+        emulator = Emulator(
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+            rate=DEFAULT_RATE if args.rate is None else args.rate,
+            replay=args.replay,
+            replay_loop=args.replay_loop,
+            access_key=access_key,
+            secret_key=secret_key,
+            idle_timeout=args.idle_timeout,
+            status_interval=args.status_interval,
+            connect_limit_per_s=args.connect_limit,
+            messages_per_s=args.messages_per_s,
+            messages_per_min=args.messages_per_min,
+            private_activity=args.private_activity,
+            compression=None if args.no_compression else "deflate",
+            admin=not args.no_admin,
+        )
+    except (OSError, ReplayError) as exc:
+        print(f"upbit-fanout emulator: cannot load the replay file: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        try:
+            await emulator.start()
+        except OSError as exc:
+            print(f"upbit-fanout emulator: cannot listen: {exc}", file=sys.stderr)
+            return 1
+        try:
+            print(emulator.base_url, flush=True)
+            await stop.wait()
+        finally:
+            await emulator.aclose()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    sys.stdout.flush()
+    return 0
