@@ -72,6 +72,7 @@ from emulator.protocol import (
 from emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
 from emulator.simulation import MarketSimulator, orderbook_at_depth
 from subscriptions.jsontext import dumps_exact
+from subscriptions.redact import redacting_logger
 
 __all__ = ["DEFAULT_RATE", "Emulator", "EmulatorConnection", "Received"]
 
@@ -242,7 +243,7 @@ class Emulator:
             ping_interval=None,  # Upbit sends no pings (§5)
             write_limit=(self.write_limit, self.write_limit // 4),
             max_size=2**20,
-            logger=logging.getLogger("emulator.websockets"),
+            logger=redacting_logger("emulator.websockets"),
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._spawn(self._status_loop(), "status")

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     max_messages_per_second: int = Field(default=5, ge=1)
     max_messages_per_minute: int = Field(default=100, ge=1)
     private_stream_maxlen: int = Field(default=10_000, ge=1)
+    connect_per_second: int = Field(default=5, ge=1)
+    backoff_initial: float = Field(default=0.5, gt=0)
+    backoff_max: float = Field(default=30.0, gt=0)
+    queue_size: int = Field(default=10_000, ge=1)
+    leader_lease: float = Field(default=10.0, ge=0)  # 0: no leadership (no hot standby)
+    collector_id: str | None = None
 
     # Client defaults (see client/).
     lease_seconds: float = Field(default=30.0, gt=0)

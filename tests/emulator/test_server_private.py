@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from decimal import ROUND_FLOOR, ROUND_UP, Decimal
 from typing import Any
 
@@ -219,3 +220,17 @@ async def test_a_resting_limit_order_fills_as_the_market_trades() -> None:
         fill = (await recv_until(ws, lambda f: f["state"] in ("trade", "done"), limit=50))[-1]
         assert (fill["uuid"], fill["state"], fill["is_maker"]) == (uuid, "trade", True)
         assert Decimal(str(fill["price"])) == price
+
+
+async def test_bearer_tokens_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    # websockets logs every handshake header at DEBUG; the Authorization header carries a JWT
+    # signed with the user's secret, so both ends hand websockets a redacting logger.
+    token = make_token(ACCESS, SECRET)
+    caplog.set_level(logging.DEBUG)
+    async with started(**KEYS) as emu, client(emu.private_url, additional_headers=bearer(token)):
+        await emu.wait_connections(1)
+    # (the test's own websockets client logs with a plain logger: look at the emulator's records)
+    server_log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("emulator"))
+    assert "Authorization" in server_log  # the header was logged ...
+    assert token not in server_log  # ... without its value
+    assert SECRET not in caplog.text

@@ -1,0 +1,23 @@
+"""The Upbit side of upbit-fanout: one upstream subscription for every live intent in Redis.
+
+Public API (everything else is internal and may change)::
+
+    from collector import Collector
+
+    async with Collector(redis=redis, keys=Keys("upbit"), upstream_url=URL) as collector:
+        await collector.run()          # until collector.stop()
+
+Modules: :mod:`collector.service` (the :class:`Collector` and its tasks), :mod:`collector.intents`
+(intent tracking), :mod:`collector.upstream` (one connection's life), :mod:`collector.status`
+(``P:status``, ``P:notices``, ``P:union``, ``P:invalid``), :mod:`collector.decode`,
+:mod:`collector.routing`, :mod:`collector.publisher` (the data path), and the pure helpers
+:mod:`collector.budget`, :mod:`collector.backoff`, :mod:`collector.auth`, :mod:`collector.outbox`.
+See docs/collector.md.
+"""
+
+from collector.budget import RateBudget
+from collector.intents import Plan, plan
+from collector.service import Collector
+from collector.status import State
+
+__all__ = ["Collector", "Plan", "RateBudget", "State", "plan"]

@@ -1,0 +1,90 @@
+"""The bounded queue between the WebSocket readers and the Redis publisher.
+
+Policy (STYLE.md 6): the queue holds at most ``maxsize`` items. When it is full (Redis slow or
+down) the OLDEST items are dropped to make room and counted: for live market data the newest
+event is worth more than an old one, and the reader must never block (a blocked reader would stop
+answering pings and lose the Upbit connection). The publisher takes everything available at once
+(:meth:`Outbox.get_batch`) so one Redis round trip carries a whole batch. After a drop the
+service publishes a ``gap`` notice as soon as Redis accepts again (see :meth:`take_dropped`).
+
+One consumer (the publisher task); any number of producers on the same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+__all__ = ["Outbox"]
+
+T = TypeVar("T")
+
+
+class Outbox(Generic[T]):
+    """A drop-oldest bounded FIFO with batch reads."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = maxsize
+        self._items: deque[T] = deque()
+        self._ready = asyncio.Event()
+        self.dropped_total = 0
+        """Items dropped since creation (for the status hash)."""
+        self._dropped_pending = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_many(self, items: Iterable[T]) -> int:
+        """Append ``items``; drop the oldest ones beyond ``maxsize``; return how many dropped."""
+        queue = self._items
+        queue.extend(items)
+        dropped = 0
+        while len(queue) > self.maxsize:
+            queue.popleft()
+            dropped += 1
+        if dropped:
+            self.dropped_total += dropped
+            self._dropped_pending += dropped
+        if queue:
+            self._ready.set()
+        return dropped
+
+    def put_front(self, items: list[T]) -> int:
+        """Put a batch that could not be published back in front (still bounded: the oldest of
+        everything goes first); return how many items were dropped."""
+        queue = self._items
+        queue.extendleft(reversed(items))
+        dropped = 0
+        while len(queue) > self.maxsize:
+            queue.popleft()
+            dropped += 1
+        if dropped:
+            self.dropped_total += dropped
+            self._dropped_pending += dropped
+        if queue:
+            self._ready.set()
+        return dropped
+
+    async def get_batch(self, limit: int | None = None) -> list[T]:
+        """Wait for at least one item, then take every available one (at most ``limit``)."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        queue = self._items
+        if limit is None or limit >= len(queue):
+            batch = list(queue)
+            queue.clear()
+        else:
+            batch = [queue.popleft() for _ in range(limit)]
+        if not queue:
+            self._ready.clear()
+        return batch
+
+    def take_dropped(self) -> int:
+        """Items dropped since the last call (the service reports them in a ``gap`` notice)."""
+        dropped, self._dropped_pending = self._dropped_pending, 0
+        return dropped

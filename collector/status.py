@@ -1,0 +1,318 @@
+"""What the collector tells the world: the ``P:status`` hash, ``P:notices``, ``P:union``,
+``P:invalid``, all written by one task (:meth:`Status.run`).
+
+Everything is first recorded in memory (cheap, synchronous, callable from any task) and written
+to Redis by the writer task:
+
+- ``P:status`` (HASH): at most once a second while counters move, and at once on a state change;
+- ``P:notices`` (channel, JSON ``{"event": ..., "at": <ms>, ...}``): as soon as possible, in
+  order; at most :data:`MAX_PENDING_NOTICES` wait while Redis is away (the oldest are dropped);
+- ``P:union`` (SET): replaced atomically (MULTI/DEL/SADD) whenever a subscription was sent;
+- ``P:invalid`` (HASH ``"client_id topic" -> reason``): replaced whenever the set of refused
+  intents changes.
+
+All of one flush goes in a single MULTI/EXEC. When Redis is unreachable nothing is lost but the
+oldest notices: the dirty flags stay set and the writer retries. No field or notice ever holds a
+secret: callers pass descriptions, never keys or tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from subscriptions.keys import Keys
+
+__all__ = [
+    "COUNTERS",
+    "MAX_PENDING_NOTICES",
+    "LogLimiter",
+    "RedisHealth",
+    "State",
+    "Status",
+    "now_ms",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_NOTICES = 1000
+_RETRY_INITIAL = 0.2
+_RETRY_MAX = 2.0
+COUNTERS = (
+    "events_total",
+    "sends_total",
+    "reconnects",
+    "invalid_intents",
+    "malformed_frames",
+    "dropped_events",
+    "upstream_errors",
+    "redis_outages",
+)
+
+
+class State(enum.StrEnum):
+    """The collector's state as shown in ``P:status`` (field ``state``)."""
+
+    STARTING = "starting"
+    STANDBY = "standby"  # another collector holds P:leader
+    CONNECTING = "connecting"
+    CONNECTED = "connected"  # socket open, nothing sent yet
+    SUBSCRIBED = "subscribed"
+    IDLE = "idle"  # nothing wanted: no socket
+    RECONNECTING = "reconnecting"  # waiting to retry after a failure
+    STOPPED = "stopped"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LogLimiter:
+    """At most one log line per ``key`` every ``interval`` seconds; counts what it held back."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str) -> tuple[bool, int]:
+        """(may log now, how many lines were held back since the last one)."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False, 0
+        self._last[key] = now
+        return True, self._held.pop(key, 0)
+
+
+class RedisHealth:
+    """One place that notices Redis going away and coming back (logged once per outage)."""
+
+    def __init__(self, status: Status, clock: Callable[[], float] = time.monotonic) -> None:
+        self._status = status
+        self._clock = clock
+        self.down_since: float | None = None
+        self._first_error = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.down_since is None
+
+    def failed(self, who: str, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = self._clock()
+            self._first_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "Redis unreachable (%s, seen by %s); keeping the last known intents and the "
+                "upstream subscription, retrying",
+                self._first_error,
+                who,
+            )
+
+    def succeeded(self) -> None:
+        if self.down_since is not None:
+            seconds = self._clock() - self.down_since
+            self.down_since = None
+            log.warning("Redis reachable again after %.1f s", seconds)
+            self._status.count("redis_outages")
+            self._status.resync()
+            self._status.set(
+                last_error=f"Redis was unreachable for {seconds:.1f} s ({self._first_error})"
+            )
+
+
+class Status:
+    """In-memory status and the task that writes it to Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        collector_id: str,
+        version: str,
+        write_interval: float = 1.0,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.write_interval = write_interval
+        self.health = RedisHealth(self)
+        self.state = State.STARTING
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.gauges: dict[str, Callable[[], int]] = {}
+        """Counters read live at each write (they change where nobody calls :meth:`count`)."""
+        self._fields: dict[str, str] = {
+            "collector_id": collector_id,
+            "version": version,
+            "state": self.state.value,
+            "last_error": "",
+            "union_size": "0",
+        }
+        self._notices: deque[bytes] = deque(maxlen=MAX_PENDING_NOTICES)
+        self._union: frozenset[str] | None = None  # pending write
+        self._invalid: dict[str, str] | None = None  # pending write
+        self._current_union: frozenset[str] = frozenset()
+        self._current_invalid: dict[str, str] = {}
+        self._dirty = True
+        self._wake = asyncio.Event()
+        self._urgent = False
+        self.active = True
+        """False while another collector leads: nothing is written (notices are discarded)."""
+
+    # -- recording (synchronous, from any task) ------------------------------------------------
+    def set(self, **fields: object) -> None:
+        """Set plain fields (strings, numbers; None writes an empty string)."""
+        for name, value in fields.items():
+            self._fields[name] = "" if value is None else str(value)
+        self._mark_dirty()
+
+    def set_state(self, state: State) -> None:
+        if state != self.state:
+            self.state = state
+            self._fields["state"] = state.value
+            self._mark_dirty()
+            self._poke()
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount
+        self._mark_dirty()
+
+    def set_counter(self, name: str, value: int) -> None:
+        if self.counters.get(name) != value:
+            self.counters[name] = value
+            self._mark_dirty()
+
+    def notice(self, event: str, **details: object) -> None:
+        """Queue a ``P:notices`` message ``{"event": event, "at": <ms>, **details}``."""
+        body: dict[str, Any] = {"event": event, "at": now_ms()}
+        body.update(details)
+        self._notices.append(orjson.dumps(body))
+        self._poke()
+
+    def set_union(self, topics: Iterable[str]) -> None:
+        union = frozenset(topics)
+        self._union = self._current_union = union
+        self._fields["union_size"] = str(len(union))
+        self._mark_dirty()
+        self._poke()
+
+    def set_invalid(self, invalid: Mapping[tuple[str, str], str]) -> None:
+        """Replace the ``P:invalid`` hash with ``{(client_id, topic): reason}``."""
+        self._invalid = {f"{client} {topic}": reason for (client, topic), reason in invalid.items()}
+        self._current_invalid = self._invalid
+        self.set_counter("invalid_intents", len(invalid))
+        self._poke()
+
+    def resync(self) -> None:
+        """Write everything again (Redis came back, maybe empty after a restart)."""
+        self._union = self._current_union
+        self._invalid = self._current_invalid
+        self._dirty = True
+        self._poke()
+
+    def _mark_dirty(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self._wake.set()
+
+    def _poke(self) -> None:
+        self._urgent = True
+        self._wake.set()
+
+    def current_counters(self) -> dict[str, int]:
+        counters = dict(self.counters)
+        for name, gauge in self.gauges.items():
+            counters[name] = gauge()
+        return counters
+
+    # -- writing --------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, str]:
+        """The ``P:status`` hash as it would be written now."""
+        fields = dict(self._fields)
+        for name, value in self.current_counters().items():
+            fields[name] = str(value)
+        fields["updated_at"] = str(now_ms())
+        return fields
+
+    async def flush(self) -> None:
+        """Write everything pending in one MULTI/EXEC; raises RedisError (nothing is lost)."""
+        if not self.active:
+            self._notices.clear()
+            return
+        # Take what is pending now; anything recorded during the round trip stays pending.
+        notices = list(self._notices)
+        self._notices.clear()
+        union, self._union = self._union, None
+        invalid, self._invalid = self._invalid, None
+        fields = self.snapshot() if self._dirty or self._urgent else None
+        self._dirty = False
+        if fields is None and not notices and union is None and invalid is None:
+            return
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if fields is not None:
+                    pipe.hset(self._keys.status, mapping=fields)  # type: ignore[arg-type]
+                if union is not None:
+                    pipe.delete(self._keys.union)
+                    if union:
+                        pipe.sadd(self._keys.union, *sorted(union))
+                if invalid is not None:
+                    pipe.delete(self._keys.invalid)
+                    if invalid:
+                        pipe.hset(self._keys.invalid, mapping=invalid)  # type: ignore[arg-type]
+                for body in notices:
+                    pipe.publish(self._keys.notices, body)
+                await pipe.execute()
+        except BaseException:
+            # Not written (or not known to be): put it back unless something newer replaced it.
+            self._notices.extendleft(reversed(notices))
+            if self._union is None:
+                self._union = union
+            if self._invalid is None:
+                self._invalid = invalid
+            if fields is not None:
+                self._dirty = True
+            raise
+
+    async def run(self) -> None:
+        """The writer: flush at once when something urgent happened, else once a second."""
+        loop = asyncio.get_running_loop()
+        last_write = -1e9
+        retry = _RETRY_INITIAL
+        while True:
+            while not self._urgent:
+                wait: float | None = None
+                if self._dirty:
+                    wait = last_write + self.write_interval - loop.time()
+                    if wait <= 0:
+                        break
+                self._wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the event fires, and this task would never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+            self._urgent = False
+            try:
+                await self.flush()
+            except (RedisError, OSError) as exc:
+                self._urgent = True
+                self.health.failed("status writer", exc)
+                await asyncio.sleep(retry)
+                retry = min(_RETRY_MAX, retry * 2)
+                continue
+            retry = _RETRY_INITIAL
+            self.health.succeeded()
+            last_write = loop.time()

@@ -1,0 +1,487 @@
+"""One upstream connection's life: connect, send the subscription, read, reconnect. Forever.
+
+:class:`Upstream` is deliberately thin; its decisions are pure helpers tested from tables
+(:func:`classify_connect_error`, :func:`is_rate_limit_error`, :class:`collector.budget.RateBudget`,
+:func:`collector.backoff.backoff`).
+
+Life of a connection
+    Nothing wanted -> no socket (state ``idle``). Something wanted -> wait for the shared connect
+    budget (5 new connections per second, upbit-protocol.md §6), connect with protocol pings
+    (``ping_interval``/``ping_timeout``: a missed pong closes the socket; a quiet market never
+    does, there is no "no data for N s" timer), no Origin header (§6), a ``max_size`` large enough
+    for big frames. Then a reader task decodes and routes every frame into the bounded outbox
+    while the sender keeps the socket's subscription equal to the desired one:
+
+    - a change never sends at once: after ``coalesce`` seconds, and only when the per-connection
+      budget allows (5/s and 100/min, sliding windows), ONE message carrying the LATEST desired
+      state is sent; there is never more than one pending send, and nothing is sent when the
+      desired state equals what the socket already carries;
+    - when the desired state becomes empty the socket is closed (Upbit has no unsubscribe) and the
+      connection goes ``idle`` until something is wanted again.
+
+Failures
+    A lost socket, a refused or failed handshake (HTTP 429/401/503, connection refused, timeout):
+    retry forever after a capped, fully jittered exponential backoff, which restarts once a
+    connection stayed up :data:`STABLE_AFTER` seconds. HTTP 401/403 (the keys are refused) is
+    logged at ERROR once per streak and retried at the slow end of the backoff. After a reconnect
+    the whole subscription is re-sent (the router is told ``fresh_connection=True``) and a ``gap``
+    notice says events may have been missed. An error frame from Upbit is logged, counted and
+    published as an ``error`` notice; a rate-limit error halves the send budget for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final, Literal
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+)
+
+from collector.backoff import backoff
+from collector.budget import RateBudget
+from collector.decode import decode_frame
+from collector.outbox import Outbox
+from collector.routing import Outgoing, Router
+from collector.status import LogLimiter, State, Status, now_ms
+from subscriptions.errors import FrameError, UpstreamError
+from subscriptions.reconcile import Subscription, next_message
+from subscriptions.redact import redacting_logger
+from subscriptions.topics import Topic
+
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "STABLE_AFTER",
+    "ConnectFailure",
+    "Upstream",
+    "classify_connect_error",
+    "is_rate_limit_error",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
+"""Largest frame accepted (a LIST_SUBSCRIPTIONS reply for 855 codes is ~10 kB; generous)."""
+
+STABLE_AFTER: Final = 5.0
+"""A connection that stayed up this long resets the backoff."""
+
+ConnectFailure = Literal[
+    "auth", "rate_limited", "unavailable", "unreachable", "timeout", "protocol"
+]
+
+
+# -- pure decisions ------------------------------------------------------------------------------
+def classify_connect_error(exc: BaseException) -> tuple[ConnectFailure, str]:
+    """What a failed connection attempt means, and a description with no secret in it."""
+    if isinstance(exc, InvalidStatus):
+        code = exc.response.status_code
+        if code in (401, 403):
+            return "auth", f"HTTP {code}: the Upbit API keys were refused"
+        if code in (418, 429):
+            return "rate_limited", f"HTTP {code}: too many connections"
+        return "unavailable", f"HTTP {code} on the WebSocket handshake"
+    if isinstance(exc, TimeoutError):
+        return "timeout", "the WebSocket handshake timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "unreachable", "connection refused"
+    if isinstance(exc, OSError):
+        return "unreachable", f"{type(exc).__name__}: {exc.strerror or exc}"
+    if isinstance(exc, InvalidHandshake):
+        return "protocol", f"{type(exc).__name__}: {exc}"
+    return "protocol", type(exc).__name__
+
+
+def is_rate_limit_error(name: str) -> bool:
+    """Whether an Upbit error name means "slow down" (``TOO_MANY_REQUESTS``, ``Too Many
+    Requests``, ``I'm a teapot``: §6, §7)."""
+    normalized = name.upper().replace(" ", "_").replace("'", "")
+    return "TOO_MANY" in normalized or "TEAPOT" in normalized or "RATE_LIMIT" in normalized
+
+
+_WS_LOGGER = redacting_logger("websockets.client")
+
+
+def new_ticket() -> str:
+    """One ticket per connection (a UUID, as the docs suggest, §2.1)."""
+    return f"upbit-fanout-{uuid.uuid4()}"
+
+
+# -- the connection ------------------------------------------------------------------------------
+class Upstream:
+    """One upstream endpoint (``name`` is ``public`` or ``private``), reconnected forever.
+
+    The service calls :meth:`want` with the desired subscription; :meth:`run` does the rest.
+    Read-only attributes for the service: :attr:`state`, :attr:`union` (topics last sent, kept
+    across reconnects, emptied when the socket is closed for lack of topics), :attr:`ticket`,
+    :attr:`connected`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        url: str,
+        router: Router,
+        outbox: Outbox[Outgoing],
+        status: Status,
+        budget: RateBudget,
+        connect_budget: RateBudget,
+        headers: Callable[[], Mapping[str, str]] | None = None,
+        ping_interval: float = 15.0,
+        ping_timeout: float = 10.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        coalesce: float = 0.05,
+        close_timeout: float | None = None,
+        open_timeout: float = 10.0,
+        rng: Callable[[], float] | None = None,
+        on_change: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.router = router
+        self._outbox = outbox
+        self._status = status
+        self.budget = budget
+        self._connect_budget = connect_budget
+        self._headers = headers
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self._backoff = (backoff_initial, backoff_max)
+        self._rng = rng
+        self.coalesce = coalesce
+        # A peer that does not answer a ping in ping_timeout will not answer a close either.
+        self._close_timeout = min(2.0, ping_timeout) if close_timeout is None else close_timeout
+        self._open_timeout = open_timeout
+        self._on_change = on_change
+        self._clock = clock
+        self._prefix = "" if name == "public" else f"{name}_"
+        self._logs = LogLimiter(10.0)
+
+        self.state = State.IDLE
+        self.desired = Subscription()
+        self.desired_topics: frozenset[Topic] = frozenset()
+        self.sent: Subscription | None = None  # what the CURRENT socket carries
+        self.union: frozenset[Topic] = frozenset()  # what was last sent (P:union)
+        self.ticket = ""
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self._changed = asyncio.Event()
+        self._gap_pending = False
+        self._recovering = False
+        self._auth_failing = False
+        self._failing_since: float | None = None
+
+    # -- called by the service ------------------------------------------------------------------
+    def want(self, subscription: Subscription, topics: frozenset[Topic]) -> None:
+        """Set the desired subscription (the topics it serves, for the router)."""
+        if subscription != self.desired or topics != self.desired_topics:
+            self.desired = subscription
+            self.desired_topics = topics
+            self._changed.set()
+
+    # -- state ------------------------------------------------------------------------------------
+    def _set_state(self, state: State) -> None:
+        if state != self.state:
+            self.state = state
+            self._status.set(**{f"{self._prefix}upstream_state": state.value})
+            self._on_change()
+
+    def _field(self, **fields: object) -> None:
+        self._status.set(**{f"{self._prefix}{name}": value for name, value in fields.items()})
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _delays(self, slow: bool = False) -> Iterator[float]:
+        initial, maximum = self._backoff
+        if slow:  # refused keys: no point hurrying
+            initial = maximum
+        if self._rng is None:
+            return backoff(initial, maximum)
+        return backoff(initial, maximum, rng=self._rng)
+
+    async def run(self) -> None:
+        """Keep the socket in step with :meth:`want` until cancelled (closes it on the way out)."""
+        delays = self._delays()
+        slow_delays = self._delays(slow=True)
+        try:
+            while True:
+                if self.desired.is_empty:
+                    self._set_state(State.IDLE)
+                    self._changed.clear()
+                    await self._changed.wait()
+                    continue
+                wait = self._connect_budget.delay(self._clock())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                self._connect_budget.record(self._clock())
+                if self.state not in (State.RECONNECTING,):
+                    self._set_state(State.CONNECTING)
+                try:
+                    ws = await self._connect()
+                except (OSError, TimeoutError, InvalidHandshake, UpstreamError) as exc:
+                    if isinstance(exc, InvalidURI):
+                        raise
+                    kind = self._connect_failed(exc)
+                    delay = next(slow_delays if kind == "auth" else delays)
+                    self._set_state(State.RECONNECTING)
+                    log.info("%s upstream: reconnecting in %.2f s", self.name, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                opened = self._clock()
+                outcome = "lost"
+                try:
+                    outcome = await self._serve(ws)
+                finally:
+                    self.connected.clear()
+                    self.sent = None
+                    await self._close(ws)
+                if outcome == "idle":
+                    delays = self._delays()
+                    continue
+                if self._clock() - opened >= STABLE_AFTER:
+                    delays = self._delays()
+                delay = next(delays)
+                self._lost(ws, delay)
+                await asyncio.sleep(delay)
+        finally:
+            self.connected.clear()
+            self._set_state(State.STOPPED)
+
+    async def _connect(self) -> ClientConnection:
+        headers = dict(self._headers()) if self._headers is not None else None
+        ws = await connect(
+            self.url,
+            additional_headers=headers,
+            origin=None,  # never an Origin header: it drops Upbit's limit to 1 per 10 s (§6)
+            user_agent_header="upbit-fanout",
+            proxy=None,
+            open_timeout=self._open_timeout,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            close_timeout=self._close_timeout,
+            max_size=MAX_FRAME_BYTES,
+            logger=_WS_LOGGER,
+        )
+        self.connections += 1
+        if self._recovering:  # after a loss or a failed attempt (not a reopen after idle)
+            self._recovering = False
+            self._status.count("reconnects")
+        if self._failing_since is not None or self._auth_failing:
+            log.info("%s upstream: connected to %s again", self.name, self.url)
+        else:
+            log.info("%s upstream: connected to %s", self.name, self.url)
+        self._failing_since = None
+        self._auth_failing = False
+        self.ticket = new_ticket()
+        self._field(ticket=self.ticket, connected_since=now_ms(), upstream=self.url)
+        self._status.notice("connected", connection=self.name, upstream=self.url)
+        self.connected.set()
+        self._set_state(State.CONNECTED)
+        return ws
+
+    def _connect_failed(self, exc: BaseException) -> ConnectFailure:
+        kind, text = classify_connect_error(exc)
+        self._recovering = True
+        self._status.set(last_error=f"{self.name} upstream: {text}")
+        if kind == "rate_limited":
+            self._connect_budget.penalize(self._clock())
+        if kind == "auth":
+            if not self._auth_failing:
+                self._auth_failing = True
+                log.error(
+                    "%s upstream %s refused the API keys (%s); check UPBIT_FANOUT_ACCESS_KEY and "
+                    "UPBIT_FANOUT_SECRET_KEY. Retrying slowly",
+                    self.name,
+                    self.url,
+                    text,
+                )
+        elif self._failing_since is None:
+            self._failing_since = self._clock()
+            log.warning("%s upstream %s: cannot connect (%s)", self.name, self.url, text)
+        else:
+            log.debug("%s upstream %s: cannot connect (%s)", self.name, self.url, text)
+        return kind
+
+    def _lost(self, ws: ClientConnection, delay: float) -> None:
+        code = ws.close_code
+        reason = ws.close_reason or ""
+        description = f"connection lost (close code {code}{': ' + reason if reason else ''})"
+        self._recovering = True
+        if self.union:
+            self._gap_pending = True
+        self._status.set(last_error=f"{self.name} upstream: {description}")
+        self._status.notice("disconnected", connection=self.name, reason=description)
+        self._set_state(State.RECONNECTING)
+        log.warning("%s upstream: %s; reconnecting in %.2f s", self.name, description, delay)
+
+    async def _close(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed, OSError):
+            await ws.close()
+
+    # -- one open socket ------------------------------------------------------------------------
+    async def _serve(self, ws: ClientConnection) -> Literal["idle", "lost"]:
+        reader = asyncio.create_task(self._read(ws), name=f"{self.name}-reader")
+        try:
+            return await self._send_loop(ws, reader)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _wait(
+        self, reader: asyncio.Task[None], within: float | None, *, change: bool
+    ) -> None:
+        """Wait ``within`` s (None: no limit), or until the reader ends (or a want changes)."""
+        waiters: set[asyncio.Future[object]] = {reader}  # type: ignore[arg-type]
+        changed: asyncio.Task[bool] | None = None
+        if change:
+            changed = asyncio.create_task(self._changed.wait())
+            waiters.add(changed)  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if changed is not None:
+                changed.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await changed
+
+    async def _send_loop(
+        self, ws: ClientConnection, reader: asyncio.Task[None]
+    ) -> Literal["idle", "lost"]:
+        fresh = True
+        while not reader.done():
+            if self.desired.is_empty:
+                self._idle()
+                return "idle"
+            if self.desired == self.sent:
+                if self.desired_topics != self.union:
+                    # Same upstream request, other topics (orderbook:KRW-BTC.5 next to
+                    # orderbook:KRW-BTC, myOrder:KRW-BTC next to myOrder:*): nothing to send,
+                    # the router just feeds the new set (next_message says None).
+                    self.router.set_topics(self.desired_topics, fresh_connection=False)
+                    self.union = self.desired_topics
+                    self._on_change()
+                self._changed.clear()
+                await self._wait(reader, None, change=True)
+                continue
+            if not fresh and self.coalesce > 0:
+                # A burst of intent changes becomes one message: let it settle a moment.
+                await self._wait(reader, self.coalesce, change=False)
+                if reader.done() or self.desired.is_empty:
+                    continue
+            delay = self.budget.delay(self._clock())
+            if delay > 0:
+                await self._wait(reader, delay, change=False)
+                continue
+            subscription, topics = self.desired, self.desired_topics
+            message = next_message(subscription, self.sent, self.ticket)
+            if message is None:  # pragma: no cover - desired is non-empty and differs from sent
+                continue
+            self.router.set_topics(topics, fresh_connection=fresh)
+            try:
+                await ws.send(orjson.dumps(message).decode())
+            except ConnectionClosed:
+                return "lost"
+            self.budget.record(self._clock())
+            self.sent = subscription
+            self.union = topics
+            self._status.count("sends_total")
+            self._status.notice("subscribed", connection=self.name, union_size=len(topics))
+            if fresh:
+                log.info("%s upstream: subscribed to %d topics", self.name, len(topics))
+            else:
+                log.debug("%s upstream: resubscribed, %d topics", self.name, len(topics))
+            if self._gap_pending:
+                self._gap_pending = False
+                self._status.notice(
+                    "gap",
+                    connection=self.name,
+                    reason="reconnected to Upbit: events between the disconnect and the new "
+                    "subscription are missing",
+                )
+            fresh = False
+            self._set_state(State.SUBSCRIBED)
+            self._on_change()  # the union changed even when the state did not
+        return "lost"
+
+    def _idle(self) -> None:
+        log.info("%s upstream: nothing subscribed any more; closing the socket", self.name)
+        self.union = frozenset()
+        self.router.set_topics((), fresh_connection=False)
+        self._field(ticket="", connected_since="")
+        self._status.notice("disconnected", connection=self.name, reason="nothing subscribed")
+        self._set_state(State.IDLE)
+        self._on_change()
+
+    # -- reading ----------------------------------------------------------------------------------
+    async def _read(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for data in ws:
+                self.handle(data)
+
+    def handle(self, data: str | bytes) -> None:
+        """Decode, route and queue one WebSocket message (never raises for bad input)."""
+        try:
+            frames = decode_frame(data)
+        except FrameError as exc:
+            self._status.count("malformed_frames")
+            self._log_limited("malformed", "%s upstream: malformed frame (%s)", self.name, exc)
+            return
+        events = 0
+        out: list[Outgoing] = []
+        for frame in frames:
+            if frame.kind == "event":
+                events += 1
+                try:
+                    out.extend(self.router.route(frame))
+                except Exception as exc:  # one bad event must not cost the connection
+                    self._status.count("malformed_frames")
+                    self._log_limited(
+                        "route", "%s upstream: cannot route a %s event (%r)", self.name,
+                        frame.type, exc,
+                    )  # fmt: skip
+            elif frame.kind == "error":
+                self._error_frame(frame.error or ("UNKNOWN", ""))
+        if events:
+            self._status.count("events_total", events)
+            self._status.set(last_event_at=now_ms())
+        if out:
+            self._outbox.put_many(out)
+
+    def _error_frame(self, error: tuple[str, str]) -> None:
+        name, message = error
+        self._status.count("upstream_errors")
+        self._status.set(last_error=f"{self.name} upstream: {name}: {message}")
+        self._status.notice("error", connection=self.name, name=name, message=message)
+        self._log_limited(
+            f"error:{name}", "%s upstream sent an error: %s: %s", self.name, name, message
+        )
+        if is_rate_limit_error(name):
+            self.budget.penalize(self._clock())
+            limits = self.budget.limits(self._clock())
+            log.warning(
+                "%s upstream: rate limited; sending at most %s for a while",
+                self.name,
+                ", ".join(f"{count}/{seconds:g}s" for count, seconds in limits),
+            )
+
+    def _log_limited(self, key: str, msg: str, *args: object) -> None:
+        allowed, held = self._logs.allow(key)
+        if allowed:
+            if held:
+                msg += " (%d similar messages suppressed)"
+                args = (*args, held)
+            log.warning(msg, *args)

@@ -1,0 +1,245 @@
+"""Intents written with plain Redis commands -> one union -> one upstream subscription -> events.
+
+Real Redis, the emulator over loopback, client processes that only run SADD + EXPIRE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from collector.intents import NO_KEYS_REASON
+from emulator import Emulator
+from subscriptions.codec import detect_codec
+from subscriptions.keys import Keys
+from tests.collector.service_support import (
+    Listener,
+    client_processes,
+    running_collector,
+    sent_messages,
+    status_of,
+    topics_of,
+    union_becomes,
+    until,
+)
+from tests.helpers import free_port, wait_for
+
+pytestmark = pytest.mark.usefixtures("real_redis_url")
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(port=0, seed=1, rate=300) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def r(real_redis_url: str, keys: Keys) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(real_redis_url)
+    try:
+        yield client
+    finally:
+        async for key in client.scan_iter(match=f"{keys.prefix}:*"):
+            await client.delete(key)
+        await client.aclose()
+
+
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+async def test_client_processes_get_one_union_and_their_events(
+    codec: str, real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
+) -> None:
+    intents = {
+        "bot-a": ["ticker:KRW-BTC", "trade:KRW-BTC"],
+        "bot-b": ["ticker:KRW-BTC", "orderbook:KRW-BTC.5"],
+        "chart": ["ticker:KRW-ETH"],
+    }
+    expected = {"ticker:KRW-BTC", "trade:KRW-BTC", "orderbook:KRW-BTC.5", "ticker:KRW-ETH"}
+    channels = [keys.channel(topic) for topic in expected]
+    async with (
+        Listener(real_redis_url, channels) as listener,
+        running_collector(real_redis_url, keys, emu.public_url, codec=codec) as c,
+        client_processes(real_redis_url, keys, intents),
+    ):
+        await c.wait_subscribed(lambda union: union == expected)
+        await union_becomes(r, keys, expected)
+        last = sent_messages(emu)[-1]
+        assert topics_of(last) == {
+            "ticker:KRW-BTC",
+            "ticker:KRW-ETH",
+            "trade:KRW-BTC",
+            "orderbook:KRW-BTC.5",
+        }
+        assert emu.counters["connections"] == 1  # one socket, one ticket for all of it
+        assert len({message[0]["ticket"] for message in sent_messages(emu)}) == 1
+
+        await listener.wait(lambda: all(listener.messages[ch] for ch in channels))
+        for topic in expected:
+            payloads = listener.messages[keys.channel(topic)]
+            assert {detect_codec(p) for p in payloads} == {codec}
+            for event in listener.events(keys.channel(topic)):
+                type_name, code = topic.split(":")
+                assert event["type"] == type_name
+                assert event["code"] == code.split(".")[0]
+        book = listener.events(keys.channel("orderbook:KRW-BTC.5"))[0]
+        assert len(book["orderbook_units"]) == 5
+
+
+async def test_a_killed_client_leaves_the_union_within_its_lease_plus_two_seconds(
+    real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
+) -> None:
+    lease = 2
+    eth = keys.channel("ticker:KRW-ETH")
+    async with (
+        Listener(real_redis_url, [eth]) as listener,
+        running_collector(real_redis_url, keys, emu.public_url) as c,
+        client_processes(
+            real_redis_url, keys, {"doomed": ["ticker:KRW-BTC"], "alive": ["ticker:KRW-ETH"]}, lease
+        ) as clients,
+    ):
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC", "ticker:KRW-ETH"})
+        killed_at = time.monotonic()
+        await clients["doomed"].kill()  # SIGKILL: no goodbye, the lease must run out
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-ETH"}, timeout=lease + 3)
+        assert time.monotonic() - killed_at <= lease + 2
+        await union_becomes(r, keys, {"ticker:KRW-ETH"})
+        assert topics_of(sent_messages(emu)[-1]) == {"ticker:KRW-ETH"}
+        # The other client's events keep flowing.
+        seen = len(listener.messages[eth])
+        await listener.wait(lambda: len(listener.messages[eth]) > seen + 3)
+
+
+async def test_a_redis_cli_client_is_served_within_a_second_by_keyspace_notifications(
+    real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
+) -> None:
+    # A sweep every 30 s: only the notifications can explain a fast reaction.
+    async with running_collector(real_redis_url, keys, emu.public_url, sweep_interval=30) as c:
+        await wait_for(lambda: c.tracker.loaded)
+        assert c.tracker.notifications
+        started = time.monotonic()
+        await r.execute_command("SADD", keys.intents("cli"), "ticker:KRW-BTC")
+        await r.execute_command("EXPIRE", keys.intents("cli"), 30)
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"}, timeout=1.0)
+        assert time.monotonic() - started < 1.0
+        # SREM is a change too; DEL takes the client away.
+        await r.execute_command("SADD", keys.intents("cli"), "trade:KRW-BTC")
+        await c.wait_subscribed(lambda union: "trade:KRW-BTC" in union, timeout=1.0)
+        await r.execute_command("DEL", keys.intents("cli"))
+        await c.wait_subscribed(lambda union: not union, timeout=1.0)
+
+
+async def test_without_notifications_the_sweep_serves_a_client_within_one_interval(
+    keys: Keys, emu: Emulator, redis_server_factory: object
+) -> None:
+    server = redis_server_factory()  # type: ignore[operator]
+    async with running_collector(server.url, keys, emu.public_url, sweep_interval=0.5) as c:
+        await wait_for(lambda: c.tracker.loaded)
+        sync = redis.Redis.from_url(server.url)
+        try:
+            sync.config_set("notify-keyspace-events", "")  # someone turned them off
+            started = time.monotonic()
+            sync.execute_command("SADD", keys.intents("cli"), "ticker:KRW-BTC")
+            sync.execute_command("EXPIRE", keys.intents("cli"), 30)
+        finally:
+            sync.close()
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"}, timeout=2.0)
+        assert time.monotonic() - started < 0.5 + 0.5
+
+
+@pytest.fixture
+def locked_redis_url() -> object:
+    """A redis-server where CONFIG is disabled (as on managed Redis services)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--rename-command", "CONFIG", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+
+
+async def test_when_config_is_refused_it_says_so_once_and_relies_on_the_sweep(
+    keys: Keys, emu: Emulator, locked_redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="collector")
+    async with running_collector(locked_redis_url, keys, emu.public_url, sweep_interval=0.3) as c:
+        await wait_for(lambda: c.tracker.loaded)
+        assert not c.tracker.notifications
+        sync = redis.Redis.from_url(locked_redis_url)
+        try:
+            sync.execute_command("SADD", keys.intents("cli"), "ticker:KRW-BTC")
+            sync.execute_command("EXPIRE", keys.intents("cli"), 30)
+        finally:
+            sync.close()
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"}, timeout=2.0)
+    refusals = [rec for rec in caplog.records if "keyspace notifications" in rec.getMessage()]
+    assert len(refusals) == 1
+
+
+async def test_invalid_intents_are_never_sent_and_are_reported(
+    real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="collector")
+    bad = ["ticker:krw-btc", "bogus:KRW-BTC", "orderbook:KRW-BTC.7", "myAsset:KRW-BTC"]
+    async with running_collector(real_redis_url, keys, emu.public_url) as c:
+        await r.sadd(keys.intents("sloppy"), "ticker:KRW-BTC", *bad)
+        await r.sadd(keys.intents("trader"), "myOrder:*")  # private, but no API keys here
+        await r.expire(keys.intents("sloppy"), 30)
+        await r.expire(keys.intents("trader"), 30)
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
+        sweeps = c.tracker.sweeps
+        await wait_for(lambda: c.tracker.sweeps >= sweeps + 3)  # re-read a few times
+        await wait_for(lambda: c.status.counters["invalid_intents"] == 5)
+
+        for message in sent_messages(emu):
+            text = str(message)
+            for needle in ("krw-btc", "bogus", "KRW-BTC.7", "myAsset", "myOrder"):
+                assert needle not in text
+        invalid = {k.decode(): v.decode() for k, v in (await r.hgetall(keys.invalid)).items()}
+        assert set(invalid) == {*(f"sloppy {topic}" for topic in bad), "trader myOrder:*"}
+        assert invalid["trader myOrder:*"] == NO_KEYS_REASON
+        assert "upper case" in invalid["sloppy ticker:krw-btc"]
+        await until(lambda: _status_has(r, keys, invalid_intents="5", state="subscribed"))
+        # Logged once per (client, topic), however many sweeps saw it.
+        refused = [
+            rec.getMessage() for rec in caplog.records if "refusing intent" in rec.getMessage()
+        ]
+        assert len(refused) == 5
+
+        # The report is kept current: when the intents go, so do the entries.
+        await r.delete(keys.intents("sloppy"), keys.intents("trader"))
+        await c.wait_subscribed(lambda union: not union)
+        await wait_for(lambda: c.status.counters["invalid_intents"] == 0)
+        await asyncio.sleep(0.1)
+        assert await r.hgetall(keys.invalid) == {}
+
+
+async def _status_has(r: aioredis.Redis, keys: Keys, **fields: str) -> bool:
+    status = await status_of(r, keys)
+    return all(status.get(name) == value for name, value in fields.items())
