@@ -20,7 +20,7 @@ from upbit_fanout import __version__
 from upbit_fanout.logs import configure_logging
 from upbit_fanout.settings import Settings
 
-COMMANDS: tuple[str, ...] = ("emulator",)
+COMMANDS: tuple[str, ...] = ("emulator", "collector", "demo", "tail", "status", "check")
 
 
 def _load(name: str) -> ModuleType:

@@ -1,0 +1,65 @@
+"""The consumer library of upbit-fanout: declare topics, receive typed events.
+
+::
+
+    from client import FanoutClient
+
+    async with FanoutClient("redis://localhost:6379/0") as client:
+        await client.subscribe("ticker:KRW-BTC", "orderbook:KRW-BTC.5")
+        await client.subscribe("trade", codes=["KRW-BTC", "KRW-ETH"])
+        async for item in client:
+            if item.kind == "event":
+                print(item.topic, item.data["trade_price"], item.typed)
+
+Blocking scripts use :class:`BlockingClient` (same abilities, no asyncio). Leases, heartbeats,
+Redis reconnects and the collector's contract are handled inside; docs/client.md is the guide.
+
+Public names are exactly those in ``__all__`` (pinned by tests/client/test_public_api.py);
+modules starting with ``_`` are private and may change.
+"""
+
+from client._blocking import BlockingClient
+from client._client import FanoutClient
+from client._errors import ClientError, RedisUnavailableError, SnapshotTimeoutError
+from client._items import Event, Gap, Item, Notice
+from client.events import (
+    AssetBalance,
+    Candle,
+    EventParseError,
+    MarketEvent,
+    MyAsset,
+    MyOrder,
+    Orderbook,
+    OrderbookUnit,
+    PriceLevel,
+    Ticker,
+    Trade,
+    parse_event,
+)
+from subscriptions.errors import InvalidTopicError, UpbitFanoutError
+
+__all__ = [
+    "AssetBalance",
+    "BlockingClient",
+    "Candle",
+    "ClientError",
+    "Event",
+    "EventParseError",
+    "FanoutClient",
+    "Gap",
+    "InvalidTopicError",
+    "Item",
+    "MarketEvent",
+    "MyAsset",
+    "MyOrder",
+    "Notice",
+    "Orderbook",
+    "OrderbookUnit",
+    "PriceLevel",
+    "RedisUnavailableError",
+    "SnapshotTimeoutError",
+    "Ticker",
+    "Trade",
+    "UpbitFanoutError",
+    "parse_event",
+]

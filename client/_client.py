@@ -1,0 +1,927 @@
+"""The asyncio client: :class:`FanoutClient`.
+
+Tasks (each owned by the client, cancelled and awaited on close with a time limit; a crash is
+logged in one place, :meth:`FanoutClient._task_done`, and fails the client loudly):
+
+==============  ==================================================================================
+``reader``      owns the pub/sub connection: reads messages into the buffers, pings it when idle
+                (a silent network cut is noticed), reconnects with capped backoff and jitter,
+                re-asserts the intents, reports a :class:`Gap`, refreshes from the last values
+``heartbeat``   refreshes the intent key every third of the lease (SADD + PEXPIRE in one
+                MULTI/EXEC); independent of the consumer, so a slow consumer never loses the lease
+``dispatcher``  runs the callbacks registered with :meth:`FanoutClient.on`, ``on_gap`` and
+                ``on_notice``, one item at a time, in order
+==============  ==================================================================================
+
+Data path::
+
+    Redis ──pub/sub──▶ reader ──▶ stream buffer ───▶ ``async for item in client``
+                          └─────▶ callback buffer ─▶ dispatcher ─▶ callbacks
+
+Both buffers are bounded (``queue_size``) with the same ``overflow`` policy (see
+:mod:`client._buffer`). While the client has event callbacks and nobody has started iterating,
+the stream buffer only keeps the latest ``queue_size`` items and never makes the reader wait: a
+callbacks-only program cannot stall on a buffer nobody reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from types import TracebackType
+from typing import Any, Final, Literal, TypeAlias
+
+from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from client._buffer import Buffer, Overflow
+from client._errors import (
+    ClientError,
+    RedisUnavailableError,
+    SnapshotTimeoutError,
+    is_retryable,
+    wrap_redis_error,
+)
+from client._items import Event, Gap, Item, Notice
+from client._link import PubSubLink
+from client._snapshot import take_snapshots
+from client._util import backoff, default_client_id, redact_url, transient_id
+from subscriptions.errors import InvalidTopicError
+from subscriptions.keys import Keys
+from subscriptions.lease import heartbeat_commands, lease_ms, release_commands
+from subscriptions.topics import Topic, parse_topic
+
+__all__ = ["EventCallback", "FanoutClient", "GapCallback", "NoticeCallback"]
+
+log = logging.getLogger(__name__)
+
+EventCallback: TypeAlias = Callable[[Event], Awaitable[None] | None]
+GapCallback: TypeAlias = Callable[[Gap], Awaitable[None] | None]
+NoticeCallback: TypeAlias = Callable[[Notice], Awaitable[None] | None]
+TopicLike: TypeAlias = str | Topic
+
+_GLOB_CHARS: Final = frozenset("*?[")
+_MESSAGE: Final = b"message"
+_RELEASE_TIMEOUT: Final = 2.0
+_LOGGED_CALLBACK_ERRORS: Final = 10
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Handler:
+    pattern: str
+    glob: bool
+    callback: EventCallback
+
+
+class FanoutClient:
+    """Subscribe to upbit-fanout topics through Redis and receive their events.
+
+    ::
+
+        async with FanoutClient("redis://localhost:6379/0") as client:
+            await client.subscribe("ticker:KRW-BTC", "orderbook:KRW-BTC.5")
+            async for item in client:
+                if item.kind == "event":
+                    print(item.topic, item.data["trade_price"])
+
+    ``redis`` is a URL (the client then creates and closes its own connection pool) or a
+    ``redis.asyncio.Redis`` you own (TLS, ACL user, Sentinel: configured as you like; it is not
+    closed by the client). Every other argument is keyword-only; docs/client.md explains each.
+    """
+
+    def __init__(
+        self,
+        redis: Redis | str,
+        *,
+        client_id: str | None = None,
+        key_prefix: str = "upbit",
+        lease_seconds: float = 30.0,
+        queue_size: int = 10_000,
+        overflow: Overflow = "block",
+        notices: bool = False,
+        health_check_interval: float = 5.0,
+        max_reconnect_delay: float = 5.0,
+        max_outage: float | None = None,
+        close_timeout: float = 5.0,
+    ) -> None:
+        lease_ms(lease_seconds)  # validates (>= 1 s)
+        if not math.isfinite(health_check_interval) or health_check_interval <= 0:
+            raise ValueError("health_check_interval must be a positive number of seconds")
+        if max_outage is not None and max_outage <= 0:
+            raise ValueError("max_outage must be positive (or None: retry forever)")
+        self._stream: Buffer[Item] = Buffer(queue_size, overflow)  # validates both
+        self._callbacks: Buffer[Item] = Buffer(queue_size, overflow)
+        self._keys = Keys(key_prefix)
+        self.client_id = client_id if client_id is not None else default_client_id()
+        self._keys.intents(self.client_id)  # validates the client id at once
+        if isinstance(redis, str):
+            self._url = redact_url(redis)
+            self._redis: Redis = Redis.from_url(redis)
+            self._owns_redis = True
+        else:
+            self._url = "the given Redis client"
+            self._redis = redis
+            self._owns_redis = False
+        self._lease = float(lease_seconds)
+        self._notices_wanted = notices
+        self._health_interval = float(health_check_interval)
+        self._max_reconnect_delay = float(max_reconnect_delay)
+        self._max_outage = max_outage
+        self._close_timeout = float(close_timeout)
+
+        self._topics: dict[str, Topic] = {}
+        self._channels: dict[bytes, tuple[str, Topic]] = {}
+        self._notices_channel = self._keys.notices
+        self._notices_channel_bytes = self._notices_channel.encode()
+        self._handlers: list[_Handler] = []
+        self._handler_cache: dict[str, tuple[EventCallback, ...]] = {}
+        self._gap_handlers: list[GapCallback] = []
+        self._notice_handlers: list[NoticeCallback] = []
+        self._stream_started = False
+        self._stream_idle = False
+        self._has_handlers = False
+
+        self._intent_lock = asyncio.Lock()
+        self._ever_wrote = False
+        self._asserted = False
+        self._dirty = False
+        self._snapshot_seq = 0
+
+        self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._failure: BaseException | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._link: PubSubLink | None = None
+        self._connected = False
+        self._rx_count = 0
+        self._reader_blocked = False
+        self.callback_errors = 0
+        """Callbacks that raised (each is logged; the first ones with a traceback)."""
+        self.reconnects = 0
+        """Times the client lost Redis and came back (one :class:`Gap` each)."""
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this client holds intents for."""
+        return frozenset(self._topics)
+
+    @property
+    def connected(self) -> bool:
+        """True while the pub/sub connection is up."""
+        return self._connected
+
+    @property
+    def dropped(self) -> int:
+        """Items discarded by the ``drop_oldest`` policy (0 under ``block``), summed over the
+        iterator's and the callbacks' buffers."""
+        return self._stream.dropped + self._callbacks.dropped
+
+    @property
+    def key_prefix(self) -> str:
+        return self._keys.prefix
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def __aenter__(self) -> FanoutClient:
+        if self._state != "new":
+            raise ClientError("a FanoutClient can be opened only once; make a new one")
+        try:
+            await self._redis.ping()
+            link = await self._open_link()
+        except (RedisError, OSError) as exc:
+            self._state = "closed"
+            await self._close_redis()
+            raise wrap_redis_error(exc, f"connecting to {self._url}") from exc
+        except BaseException:
+            self._state = "closed"
+            await self._close_redis()
+            raise
+        self._state = "open"
+        self._link = link
+        self._connected = True
+        self._spawn("reader", self._run_reader(link))
+        self._spawn("heartbeat", self._heartbeat())
+        self._spawn("dispatcher", self._dispatch())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every task, give the lease back (DEL + control message), close. Idempotent."""
+        if self._state in ("closing", "closed"):
+            return
+        if self._state == "new":
+            self._state = "closed"
+            await self._close_redis()
+            return
+        self._state = "closing"
+        self._stream.close()
+        self._callbacks.close()
+        current = asyncio.current_task()  # aclose() from a callback: not the dispatcher itself
+        await _stop_tasks(
+            [task for task in self._tasks.values() if task is not current], self._close_timeout
+        )
+        self._tasks.clear()
+        if self._link is not None:
+            await self._close_link(self._link)
+            self._link = None
+        if self._ever_wrote:
+            await self._release()
+        await self._close_redis()
+        self._state = "closed"
+
+    async def _release(self) -> None:
+        try:
+            async with asyncio.timeout(_RELEASE_TIMEOUT):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for command in release_commands(self._keys, self.client_id):
+                        pipe.execute_command(*command)
+                    await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning(
+                "could not release the intents of client %s (%s); they expire with the lease "
+                "within %.0f s",
+                self.client_id,
+                exc,
+                self._lease,
+            )
+
+    async def _close_redis(self) -> None:
+        if self._owns_redis:
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.aclose()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise ClientError(
+                "this FanoutClient is not open: use it inside 'async with FanoutClient(...)'"
+                if self._state == "new"
+                else "this FanoutClient is closed"
+            )
+        if self._failure is not None:
+            raise self._failure
+
+    # -- subscriptions ------------------------------------------------------------------------
+    async def subscribe(self, *topics: TopicLike, codes: Iterable[str] | None = None) -> None:
+        """Hold intents for ``topics`` and receive their events.
+
+        ``subscribe("ticker:KRW-BTC", "orderbook:KRW-BTC.5")``, or types with ``codes``:
+        ``subscribe("trade", "ticker", codes=["KRW-BTC", "KRW-ETH"])``. Every topic is checked
+        first: an invalid one raises :class:`InvalidTopicError` and nothing is written. Returns
+        once the intent is in Redis (and the collector told through ``P:control``).
+        """
+        wanted = _expand(topics, codes)
+        self._check_open()
+        async with self._intent_lock:
+            added = [topic for topic in wanted if str(topic) not in self._topics]
+            if not added:
+                return
+            channels = [self._add_topic(topic) for topic in added]
+            await self._send_to_link("SUBSCRIBE", channels)
+            try:
+                await self._write_intents(replace=self._dirty, control=True)
+            except (RedisError, OSError) as exc:
+                for topic in added:
+                    self._remove_topic(str(topic))
+                self._dirty = True
+                await self._send_to_link("UNSUBSCRIBE", channels)
+                raise wrap_redis_error(exc, "writing the subscription intent") from exc
+
+    async def unsubscribe(self, *topics: TopicLike, codes: Iterable[str] | None = None) -> None:
+        """Give up ``topics`` (same forms as :meth:`subscribe`); unknown ones are ignored.
+
+        No event of these topics is delivered after this returns, even if already buffered.
+        """
+        wanted = _expand(topics, codes)
+        self._check_open()
+        async with self._intent_lock:
+            removed = [str(topic) for topic in wanted if str(topic) in self._topics]
+            if not removed:
+                return
+            channels = [self._remove_topic(name) for name in removed]
+            await self._send_to_link("UNSUBSCRIBE", channels)
+            try:
+                await self._write_intents(replace=True, control=True)
+            except (RedisError, OSError) as exc:
+                self._dirty = True  # the next heartbeat rewrites the set
+                raise wrap_redis_error(exc, "writing the subscription intent") from exc
+
+    def _add_topic(self, topic: Topic) -> str:
+        name = str(topic)
+        channel = self._keys.channel(name)
+        self._topics[name] = topic
+        self._channels[channel.encode()] = (name, topic)
+        return channel
+
+    def _remove_topic(self, name: str) -> str:
+        channel = self._keys.channel(name)
+        self._topics.pop(name, None)
+        self._channels.pop(channel.encode(), None)
+        return channel
+
+    async def _send_to_link(self, command: str, channels: list[str]) -> None:
+        """Best effort: when the link is down, the reader resubscribes everything on reconnect."""
+        link = self._link
+        if link is None or not self._connected:
+            return
+        try:
+            await link.send(command, *channels)
+        except (RedisError, OSError) as exc:
+            log.debug("could not send %s on the pub/sub connection (%s)", command, exc)
+
+    async def _write_intents(self, *, replace: bool, control: bool) -> tuple[bool, bool]:
+        """Write the intent key (caller holds the lock). Returns (key existed, key expected)."""
+        key = self._keys.intents(self.client_id)
+        names = list(self._topics)
+        commands = heartbeat_commands(
+            self._keys, self.client_id, names, self._lease, replace=replace
+        )
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.execute_command("EXISTS", key)
+            for command in commands:
+                pipe.execute_command(*command)
+            if control:
+                pipe.execute_command("PUBLISH", self._keys.control, self.client_id)
+            results = await pipe.execute()
+        expected = self._asserted
+        self._asserted = bool(names)
+        self._ever_wrote = True
+        self._dirty = False
+        return bool(results[0]), expected
+
+    # -- heartbeat ----------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        interval = self._lease / 3
+        delay = interval
+        failing = False
+        while True:
+            await asyncio.sleep(delay)
+            if not self._topics and not self._dirty:
+                delay = interval
+                continue
+            try:
+                async with self._intent_lock:
+                    existed, expected = await self._write_intents(
+                        replace=self._dirty, control=False
+                    )
+                    if expected and not existed:
+                        log.warning(
+                            "the intent key of client %s had expired (Redis restarted, or this "
+                            "process was stalled past its %.0f s lease); re-asserted it",
+                            self.client_id,
+                            self._lease,
+                        )
+                        await self._redis.publish(self._keys.control, self.client_id)
+            except (RedisError, OSError) as exc:
+                if not failing:
+                    log.warning("heartbeat of client %s failed (%s); retrying", self.client_id, exc)
+                failing = True
+                delay = min(interval, 1.0)
+                continue
+            if failing:
+                log.info("heartbeat of client %s works again", self.client_id)
+                failing = False
+            delay = interval
+
+    # -- reader -------------------------------------------------------------------------------
+    async def _open_link(self) -> PubSubLink:
+        link = PubSubLink(self._redis)
+        channels = [self._notices_channel, *(self._keys.channel(name) for name in self._topics)]
+        try:
+            await link.open(channels)
+        except BaseException:
+            await self._close_link(link)
+            raise
+        return link
+
+    async def _close_link(self, link: PubSubLink) -> None:
+        try:
+            await link.close()
+        except (RedisError, OSError) as exc:
+            log.debug("closing a pub/sub connection: %s", exc)
+
+    async def _run_reader(self, first: PubSubLink) -> None:
+        """Read, and when the connection breaks, reconnect until it works or cannot."""
+        loop = asyncio.get_running_loop()
+        link: PubSubLink | None = first
+        outage_wall = 0.0
+        outage_mono = 0.0
+        reason = ""
+        delays = backoff(0.05, self._max_reconnect_delay)
+        attempts = 0
+        while self._state == "open":
+            if link is None:
+                try:
+                    link = await self._open_link()
+                except (RedisError, OSError) as exc:
+                    if not is_retryable(exc):
+                        self._fail(wrap_redis_error(exc, f"reconnecting to {self._url}"), exc)
+                        return
+                    attempts += 1
+                    waited = loop.time() - outage_mono
+                    if self._max_outage is not None and waited > self._max_outage:
+                        self._fail(
+                            RedisUnavailableError(
+                                f"Redis at {self._url} unreachable for {waited:.0f} s "
+                                f"(max_outage={self._max_outage:g} s); giving up: {exc}"
+                            ),
+                            exc,
+                        )
+                        return
+                    delay = next(delays)
+                    if attempts == 1 or attempts % 10 == 0:
+                        log.warning(
+                            "Redis at %s unreachable (%s); retrying (attempt %d, next in %.1f s)",
+                            self._url,
+                            exc,
+                            attempts,
+                            delay,
+                        )
+                    await asyncio.sleep(delay)
+                    continue
+                try:
+                    await self._recover(outage_wall, reason)
+                except (RedisError, OSError) as exc:
+                    await self._close_link(link)
+                    link = None
+                    if not is_retryable(exc):
+                        self._fail(wrap_redis_error(exc, "re-asserting the intents"), exc)
+                        return
+                    await asyncio.sleep(next(delays))
+                    continue
+            self._link = link
+            self._connected = True  # from here on, subscribe() sends SUBSCRIBE itself
+            try:
+                await self._catch_up(link)
+                await self._run_link(link)
+            except (RedisError, OSError) as exc:
+                if not is_retryable(exc):
+                    self._fail(wrap_redis_error(exc, "reading from the pub/sub connection"), exc)
+                    return
+                reason = f"Redis connection lost: {exc}"
+                outage_wall = time.time()
+                outage_mono = loop.time()
+                delays = backoff(0.05, self._max_reconnect_delay)
+                attempts = 0
+                log.warning("client %s: %s; reconnecting", self.client_id, reason)
+            finally:
+                self._connected = False
+                self._link = None
+                await self._close_link(link)
+            link = None
+
+    async def _catch_up(self, link: PubSubLink) -> None:
+        """(Un)subscribe what changed while the link was being opened (subscribe() skipped it)."""
+        wanted = {self._keys.channel(name) for name in self._topics} | {self._notices_channel}
+        missing = wanted - link.channels
+        extra = link.channels - wanted
+        if missing:
+            await link.send("SUBSCRIBE", *sorted(missing))
+        if extra:
+            await link.send("UNSUBSCRIBE", *sorted(extra))
+
+    async def _run_link(self, link: PubSubLink) -> None:
+        """Pump messages while watching the connection's health; raise when either fails."""
+        pump = asyncio.create_task(self._pump(link), name=f"fanout-{self.client_id}-pump")
+        watch = asyncio.create_task(self._watch(link), name=f"fanout-{self.client_id}-watch")
+        children = {pump, watch}
+        try:
+            done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            raise RedisConnectionError("the pub/sub reader stopped")  # pragma: no cover
+        finally:
+            await _stop_tasks([pump, watch], self._close_timeout)
+
+    async def _watch(self, link: PubSubLink) -> None:
+        """Notice a dead connection: PING when nothing arrived for an interval, then expect
+        something (the PONG at least) within the next one."""
+        interval = self._health_interval
+        last = self._rx_count
+        pinged = False
+        while True:
+            await asyncio.sleep(interval)
+            if link.replaced:
+                raise RedisConnectionError(
+                    "the pub/sub connection was re-established underneath; subscriptions lost"
+                )
+            count = self._rx_count
+            if count != last or self._reader_blocked:
+                last = count
+                pinged = False
+                continue
+            if pinged:
+                raise RedisConnectionError(
+                    f"no reply to a health-check PING within {interval:g} s (silent network cut?)"
+                )
+            await link.send("PING")
+            pinged = True
+
+    async def _pump(self, link: PubSubLink) -> None:
+        """The hot path: one message -> one Event -> the buffers. Decoding happens later."""
+        read = link.reader
+        channels = self._channels
+        notices = self._notices_channel_bytes
+        stream = self._stream
+        callbacks = self._callbacks
+        handlers_for = self._handlers_for
+        inf = math.inf
+        message = _MESSAGE
+        while True:
+            msg = await read(
+                disable_decoding=True, timeout=inf, disconnect_on_error=False, push_request=True
+            )
+            self._rx_count += 1
+            if not isinstance(msg, list) or len(msg) != 3 or msg[0] != message:
+                continue  # subscribe/unsubscribe confirmations, PONG
+            entry = channels.get(msg[1])
+            if entry is None:
+                if msg[1] == notices:
+                    await self._on_notice(msg[2])
+                continue  # a channel just unsubscribed
+            event = Event(entry[0], entry[1], msg[2])
+            if self._stream_idle:
+                stream.push_dropping(event)
+            elif not stream.offer(event):
+                await self._put_waiting(stream, event)
+            if self._has_handlers and handlers_for(entry[0]) and not callbacks.offer(event):
+                await self._put_waiting(callbacks, event)
+
+    async def _put_waiting(self, buffer: Buffer[Item], item: Item) -> None:
+        self._reader_blocked = True
+        try:
+            await buffer.put(item)
+        finally:
+            self._reader_blocked = False
+
+    async def _deliver(self, item: Item) -> None:
+        """Deliver a non-hot-path item (gap, notice, refreshed event) to whoever wants it."""
+        if isinstance(item, Notice):
+            to_stream = self._notices_wanted
+            to_callbacks = bool(self._notice_handlers)
+        elif isinstance(item, Gap):
+            to_stream = True
+            to_callbacks = bool(self._gap_handlers)
+        else:
+            to_stream = True
+            to_callbacks = bool(self._handlers_for(item.topic))
+        if to_stream:
+            if self._stream_idle:
+                self._stream.push_dropping(item)
+            elif not self._stream.offer(item):
+                await self._put_waiting(self._stream, item)
+        if to_callbacks and not self._callbacks.offer(item):
+            await self._put_waiting(self._callbacks, item)
+
+    async def _on_notice(self, payload: bytes) -> None:
+        if not (self._notices_wanted or self._notice_handlers):
+            return
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            log.debug("ignoring a malformed notice: %r", payload[:200])
+            return
+        if not isinstance(body, dict):
+            return
+        at = body.get("at")
+        notice = Notice(
+            event=str(body.get("event", "")),
+            at=at if isinstance(at, int) and not isinstance(at, bool) else None,
+            data=body,
+        )
+        await self._deliver(notice)
+
+    async def _recover(self, started: float, reason: str) -> None:
+        """After a reconnect: intents back (replace), then a Gap, then the last values."""
+        async with self._intent_lock:
+            await self._write_intents(replace=True, control=True)
+        self.reconnects += 1
+        ended = time.time()
+        names = tuple(sorted(self._topics))
+        log.info(
+            "client %s reconnected to Redis after %.1f s; intents re-asserted, %d topic(s) "
+            "resubscribed",
+            self.client_id,
+            ended - started,
+            len(names),
+        )
+        await self._deliver(Gap(reason=reason, started_at=started, ended_at=ended, topics=names))
+        if not names:
+            return
+        topics = [(name, self._topics[name]) for name in names]
+        values = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+            "MGET", *(self._keys.last(name) for name, _ in topics), **{NEVER_DECODE: True}
+        )
+        for (name, topic), value in zip(topics, values, strict=True):
+            if value is not None and name in self._topics:
+                await self._deliver(Event(name, topic, bytes(value), cached=True))
+
+    # -- consuming ----------------------------------------------------------------------------
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self.events()
+
+    def events(self) -> AsyncIterator[Item]:
+        """The items in arrival order: :class:`Event`, :class:`Gap`, and :class:`Notice` when
+        the client was made with ``notices=True``.
+
+        Ends when the client is closed; raises :class:`RedisUnavailableError` (after the items
+        already received) when the client gave up on Redis. One consumer per client: two
+        iterators would share the items between them.
+        """
+        self._stream_started = True
+        self._update_feed()
+        return _Events(self)
+
+    async def _next(self) -> Item:
+        buffer = self._stream
+        topics = self._topics
+        while True:
+            if self._state != "open":
+                raise StopAsyncIteration  # closed: what is still buffered is discarded
+            item = buffer.pop()
+            if item is None:
+                if self._failure is not None:
+                    raise self._failure  # after the items received before the failure
+                await buffer.wait()
+                continue
+            if type(item) is Event and item.topic not in topics:
+                continue  # unsubscribed since it was received
+            return item
+
+    async def _next_batch(self, limit: int, wait: float | None) -> list[Item] | None:
+        """Up to ``limit`` items, waiting at most ``wait`` s for the first (BlockingClient).
+
+        ``[]`` means the timeout passed, None that the client is closed.
+        """
+        self._stream_started = True
+        self._update_feed()
+        buffer = self._stream
+        while True:
+            if self._state != "open":
+                return None
+            batch = [
+                item
+                for item in buffer.pop_many(limit)
+                if type(item) is not Event or item.topic in self._topics
+            ]
+            if batch:
+                return batch
+            if self._failure is not None:
+                raise self._failure
+            try:
+                async with asyncio.timeout(wait):
+                    await buffer.wait()
+            except TimeoutError:
+                return []
+
+    # -- callbacks ----------------------------------------------------------------------------
+    def on(self, pattern: str, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event whose topic matches ``pattern``.
+
+        ``pattern`` is a topic (``"ticker:KRW-BTC"``) or a glob (``"ticker:*"``, ``"*"``).
+        The callback may be a function or a coroutine function; callbacks run one at a time,
+        in order, on the client's dispatcher task (keep them quick: a slow one slows only the
+        callbacks, never the lease). One that raises is logged and counted in
+        :attr:`callback_errors`. Returns a function that removes the callback. Registering
+        callbacks does not subscribe: call :meth:`subscribe` for the topics.
+        """
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
+        glob = any(ch in _GLOB_CHARS for ch in pattern)
+        if not glob:
+            pattern = str(parse_topic(pattern))
+        handler = _Handler(pattern, glob, callback)
+        self._handlers.append(handler)
+        self._handlers_changed()
+
+        def remove() -> None:
+            if handler in self._handlers:
+                self._handlers.remove(handler)
+                self._handlers_changed()
+
+        return remove
+
+    def on_gap(self, callback: GapCallback) -> Callable[[], None]:
+        """Call ``callback(gap)`` after each reconnect (see :class:`Gap`). Returns a remover."""
+        self._gap_handlers.append(callback)
+        return lambda: _remove(self._gap_handlers, callback)
+
+    def on_notice(self, callback: NoticeCallback) -> Callable[[], None]:
+        """Call ``callback(notice)`` for each collector notice. Returns a remover."""
+        self._notice_handlers.append(callback)
+        return lambda: _remove(self._notice_handlers, callback)
+
+    def _handlers_changed(self) -> None:
+        self._handler_cache.clear()
+        self._has_handlers = bool(self._handlers)
+        self._update_feed()
+
+    def _update_feed(self) -> None:
+        # With callbacks and no iteration (yet), the stream keeps only the latest queue_size
+        # items and never blocks the reader: a callbacks-only program must not stall on a
+        # buffer nobody reads, and one that starts iterating later still gets recent items.
+        self._stream_idle = bool(self._handlers) and not self._stream_started
+
+    def _handlers_for(self, topic: str) -> tuple[EventCallback, ...]:
+        found = self._handler_cache.get(topic)
+        if found is None:
+            found = tuple(
+                handler.callback
+                for handler in self._handlers
+                if (
+                    fnmatchcase(topic, handler.pattern)
+                    if handler.glob
+                    else topic == handler.pattern
+                )
+            )
+            self._handler_cache[topic] = found
+        return found
+
+    async def _dispatch(self) -> None:
+        buffer = self._callbacks
+        while True:
+            item = buffer.pop()
+            if item is None:
+                if self._state != "open" or self._failure is not None:
+                    return  # closed, or failed (its buffer is closed: wait() would not wait)
+                await buffer.wait()
+                continue
+            if isinstance(item, Event):
+                if item.topic in self._topics:
+                    for callback in self._handlers_for(item.topic):
+                        await self._call(callback, item)
+            elif isinstance(item, Gap):
+                for gap_callback in tuple(self._gap_handlers):
+                    await self._call(gap_callback, item)
+            else:
+                for notice_callback in tuple(self._notice_handlers):
+                    await self._call(notice_callback, item)
+
+    async def _call(self, callback: Callable[[Any], Awaitable[None] | None], item: Item) -> None:
+        try:
+            result = callback(item)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.callback_errors += 1
+            count = self.callback_errors
+            name = getattr(callback, "__qualname__", repr(callback))
+            if count <= _LOGGED_CALLBACK_ERRORS:
+                log.exception("callback %s failed on %r", name, item)
+            elif count % 1000 == 0:
+                log.error("callback %s failed on %r (%d callback errors so far)", name, item, count)
+
+    # -- snapshots ----------------------------------------------------------------------------
+    async def snapshot(
+        self,
+        topic: TopicLike,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a deadline is this call's meaning
+        max_age: float | None = None,
+    ) -> Event:
+        """The current value of one topic, whether or not this client subscribed to it.
+
+        Answered at once from the topic's last-value key when the collector has the topic live
+        (it is in ``P:union``) and, with ``max_age``, the event's ``timestamp`` is at most that
+        many seconds old. Otherwise the client holds a short-lived intent for the topic (its own
+        key, ``{client_id}.snapN``, so it never disturbs this client's own intents), waits for
+        the first event and lets the intent go. Raises :class:`SnapshotTimeoutError` after
+        ``timeout`` seconds (no collector running, or a topic the collector refuses).
+        """
+        name = str(topic) if isinstance(topic, Topic) else str(parse_topic(topic))
+        events = await self.snapshots([name], timeout=timeout, max_age=max_age)
+        return events[name]
+
+    async def snapshots(
+        self,
+        topics: Iterable[TopicLike],
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a deadline is this call's meaning
+        max_age: float | None = None,
+    ) -> dict[str, Event]:
+        """:meth:`snapshot` for many topics at once: one round trip for the cached ones, one
+        short-lived intent and one wait (all topics concurrently) for the rest.
+
+        Returns ``{topic: event}``. On timeout, :class:`SnapshotTimeoutError` lists the topics
+        still missing and carries the events that did arrive (``exc.received``).
+        """
+        wanted = {str(topic): topic for topic in _expand(tuple(topics), None)}
+        self._check_open()
+        if not wanted:
+            return {}
+        self._snapshot_seq += 1
+        try:
+            return await take_snapshots(
+                self._redis,
+                self._keys,
+                transient_id(self.client_id, self._snapshot_seq),
+                wanted,
+                timeout=timeout,
+                max_age=max_age,
+            )
+        except SnapshotTimeoutError:
+            raise  # a TimeoutError, hence an OSError: not a Redis failure
+        except (RedisError, OSError) as exc:
+            raise wrap_redis_error(exc, "taking a snapshot") from exc
+
+    # -- failures -----------------------------------------------------------------------------
+    def _spawn(self, name: str, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"fanout-{self.client_id}-{name}")
+        task.add_done_callback(self._task_done)
+        self._tasks[name] = task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """The one place where a client task's end is noticed and, if it crashed, logged."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return  # the reader returns after _fail(); the others only end when closing
+        log.error("client %s: task %s crashed", self.client_id, task.get_name(), exc_info=exc)
+        self._fail(ClientError(f"internal error in {task.get_name()}: {exc!r}"), exc)
+
+    def _fail(self, error: ClientError, cause: BaseException) -> None:
+        if self._failure is not None or self._state != "open":
+            return
+        error.__cause__ = cause
+        self._failure = error
+        log.error("client %s gave up: %s", self.client_id, error)
+        self._stream.close()
+        self._callbacks.close()
+
+
+class _Events:
+    """The async iterator returned by :meth:`FanoutClient.events`."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: FanoutClient) -> None:
+        self._client = client
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> Item:
+        return await self._client._next()
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]], limit: float) -> None:
+    """Cancel ``tasks`` and wait for them, at most ``limit`` seconds.
+
+    The cancellation is repeated every 0.1 s: some redis-py calls (seen with 8.1, a cancel that
+    lands while a command is being sent) swallow a CancelledError, and a single cancel() would
+    then leave the task running. A task still alive after ``limit`` is logged, not waited for.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(0.1, remaining))
+    for task in pending:
+        log.error("client task %s did not stop within %.1f s", task.get_name(), limit)
+
+
+def _remove(items: list[Any], item: Any) -> None:
+    if item in items:
+        items.remove(item)
+
+
+def _expand(topics: tuple[TopicLike, ...], codes: Iterable[str] | None) -> list[Topic]:
+    """Validated topics from ``subscribe``'s arguments (InvalidTopicError at the first bad one)."""
+    if isinstance(codes, str):
+        raise TypeError("codes must be a list of market codes, e.g. codes=['KRW-BTC']")
+    result: list[Topic] = []
+    if codes is None:
+        for topic in topics:
+            result.append(topic if isinstance(topic, Topic) else parse_topic(topic))
+        return result
+    code_list = list(codes)
+    for type_name in topics:
+        if not isinstance(type_name, str) or ":" in type_name:
+            raise InvalidTopicError(
+                str(type_name), "with codes=..., give data types such as 'trade', not topics"
+            )
+        for code in code_list:
+            result.append(parse_topic(f"{type_name}:{code}"))
+    return result

@@ -1,0 +1,67 @@
+"""Pure helpers: client ids, reconnect delays, safe URLs for messages."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["backoff", "default_client_id", "redact_url", "sanitize_client_id", "transient_id"]
+
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_.\-@]+")
+MAX_CLIENT_ID = 128
+
+
+def sanitize_client_id(text: str) -> str:
+    """``text`` made fit for ``Keys.intents``: runs of other characters become ``-``, max 128."""
+    cleaned = _NOT_ALLOWED.sub("-", text).strip("-") or "client"
+    return cleaned[:MAX_CLIENT_ID]
+
+
+def default_client_id(
+    hostname: str | None = None, pid: int | None = None, token: str | None = None
+) -> str:
+    """``{hostname}-{pid}-{random}``: unique, and says in redis-cli where the client runs."""
+    host = sanitize_client_id(hostname if hostname is not None else socket.gethostname())[:80]
+    pid = os.getpid() if pid is None else pid
+    token = token if token is not None else os.urandom(3).hex()
+    return sanitize_client_id(f"{host}-{pid}-{token}")
+
+
+def transient_id(client_id: str, sequence: int) -> str:
+    """The id of a snapshot's short-lived intent key, e.g. ``bot-1.snap3``."""
+    suffix = f".snap{sequence}"
+    return client_id[: MAX_CLIENT_ID - len(suffix)] + suffix
+
+
+def backoff(
+    initial: float = 0.1,
+    maximum: float = 5.0,
+    factor: float = 2.0,
+    rng: Callable[[], float] = random.random,
+) -> Iterator[float]:
+    """Reconnect delays: exponential from ``initial``, capped at ``maximum``, each one jittered
+    down by up to half (so many clients restarted together do not reconnect in lockstep)."""
+    delay = initial
+    while True:
+        yield delay * (0.5 + 0.5 * rng())
+        delay = min(maximum, delay * factor)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,234 @@
+"""End to end: client library -> Redis -> the real Collector -> the emulator over loopback.
+
+- snapshot() of a cold topic through the collector, and of a live one from its cache;
+- ten client SUBPROCESSES (each a FanoutClient) with overlapping topics: the union is right, each
+  gets exactly its topics; one is killed with SIGKILL: the others keep receiving and its own
+  topics leave the union within lease + 2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from client import Event, FanoutClient, Ticker
+from collector import Collector
+from emulator import Emulator
+from subscriptions.keys import Keys
+from tests.client.support import client
+
+pytestmark = pytest.mark.usefixtures("real_redis_url")
+
+COLLECTOR_FAST: dict[str, Any] = {
+    "sweep_interval": 0.3,
+    "ping_interval": 1.0,
+    "ping_timeout": 1.0,
+    "backoff_initial": 0.05,
+    "backoff_max": 0.3,
+    "coalesce": 0.02,
+}
+LEASE = 1.5
+
+
+@pytest.fixture
+async def collector(real_redis_url: str, keys: Keys) -> AsyncIterator[Collector]:
+    async with Emulator(port=0, seed=7, rate=400) as emu:
+        redis = aioredis.Redis.from_url(real_redis_url)
+        try:
+            async with Collector(
+                redis=redis, keys=keys, upstream_url=emu.public_url, **COLLECTOR_FAST
+            ) as running:
+                yield running
+        finally:
+            await redis.aclose()
+
+
+async def test_snapshot_through_the_real_collector(
+    real_redis_url: str, keys: Keys, r: aioredis.Redis, collector: Collector
+) -> None:
+    control = r.pubsub()
+    await control.subscribe(keys.control)
+    async with client(real_redis_url, keys) as c:
+        # cold: nobody wants KRW-ETH, so the snapshot makes the collector subscribe for it
+        cold = await c.snapshot("ticker:KRW-ETH", timeout=10)
+        assert not cold.cached
+        assert cold.code == "KRW-ETH"
+        assert isinstance(cold.typed, Ticker)
+        await collector.wait_subscribed(lambda union: "ticker:KRW-ETH" not in union)
+        assert [k async for k in r.scan_iter(match=keys.intents_pattern)] == []
+
+        # live: once subscribed, snapshots come from P:last without any intent write
+        await c.subscribe("ticker:KRW-BTC")
+        await collector.wait_subscribed(lambda union: "ticker:KRW-BTC" in union)
+        first = await asyncio.wait_for(anext(c.events()), 10)
+        assert isinstance(first, Event)
+        await _drain(control)
+        live = await c.snapshot("ticker:KRW-BTC", timeout=2)
+        assert live.cached
+        assert isinstance(live.typed, Ticker)
+        assert await _drain(control) == []  # no transient intent, nothing said to the collector
+    await control.aclose()
+
+
+async def _drain(pubsub: Any, quiet: float = 0.3) -> list[bytes]:
+    """Every control message until none came for ``quiet`` seconds."""
+    said = []
+    deadline = time.monotonic() + quiet
+    while time.monotonic() < deadline:
+        message = await pubsub.get_message(timeout=0.05)
+        if message is not None and message["type"] == "message":
+            said.append(message["data"])
+            deadline = time.monotonic() + quiet
+    return said
+
+
+CLIENT_SCRIPT = """
+import asyncio, signal, sys
+from client import FanoutClient
+
+async def main():
+    url, prefix, client_id, lease, *topics = sys.argv[1:]
+    async with FanoutClient(url, key_prefix=prefix, client_id=client_id,
+                            lease_seconds=float(lease)) as client:
+        await client.subscribe(*topics)
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGTERM, asyncio.current_task().cancel)
+        print("ready", flush=True)
+        try:
+            async for item in client:
+                if item.kind == "event":
+                    sys.stdout.write(item.topic + "\\n")
+                    sys.stdout.flush()
+        except asyncio.CancelledError:
+            pass  # SIGTERM: leave the async with, which releases the lease
+
+asyncio.run(main())
+"""
+
+INTENTS: dict[str, list[str]] = {
+    "bot-0": ["ticker:KRW-BTC"],
+    "bot-1": ["ticker:KRW-BTC", "trade:KRW-BTC"],
+    "bot-2": ["trade:KRW-BTC", "orderbook:KRW-BTC.5"],
+    "bot-3": ["ticker:KRW-ETH", "orderbook:KRW-BTC.5"],
+    "bot-4": ["ticker:KRW-ETH"],
+    "bot-5": ["trade:KRW-ETH", "ticker:KRW-BTC"],
+    "bot-6": ["orderbook:KRW-ETH.15"],
+    "bot-7": ["ticker:KRW-XRP", "trade:KRW-ETH"],
+    "bot-8": ["ticker:KRW-XRP", "ticker:KRW-BTC", "orderbook:KRW-ETH.15"],
+    "bot-9": ["trade:KRW-XRP", "ticker:KRW-BTC"],  # trade:KRW-XRP is bot-9's alone
+}
+
+
+class ClientProcess:
+    """One FanoutClient in its own process; remembers every topic it printed."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.topics: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, url: str, keys: Keys, client_id: str, topics: list[str]) -> ClientProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            CLIENT_SCRIPT,
+            url,
+            keys.prefix,
+            client_id,
+            str(LEASE),
+            *topics,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        ready = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert ready.strip() == b"ready", ready
+        return cls(process)
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            self.topics.append(line.decode().strip())
+
+    async def stop(self, kill: bool = False) -> None:
+        if self.process.returncode is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+        await self.process.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+@pytest.mark.slow
+async def test_ten_client_processes_share_one_collector(
+    real_redis_url: str, keys: Keys, r: aioredis.Redis, collector: Collector
+) -> None:
+    everything = {topic for topics in INTENTS.values() for topic in topics}
+    processes: dict[str, ClientProcess] = {}
+    try:
+        started = await asyncio.gather(
+            *(ClientProcess.start(real_redis_url, keys, cid, t) for cid, t in INTENTS.items())
+        )
+        processes = dict(zip(INTENTS, started, strict=True))
+        union = await collector.wait_subscribed(lambda u: u == everything, timeout=15)
+        assert union == everything
+        assert {m.decode() for m in await r.smembers(keys.union)} == everything
+
+        async def everyone_saw_all_their_topics() -> bool:
+            return all(set(p.topics) >= set(INTENTS[cid]) for cid, p in processes.items())
+
+        await _until(everyone_saw_all_their_topics, 15)
+        for cid, process in processes.items():
+            assert set(process.topics) == set(INTENTS[cid]), cid  # exactly its own topics
+
+        victim = processes.pop("bot-9")
+        counts = {cid: len(p.topics) for cid, p in processes.items()}
+        killed_at = time.monotonic()
+        await victim.stop(kill=True)
+        await collector.wait_subscribed(lambda u: "trade:KRW-XRP" not in u, timeout=LEASE + 2)
+        assert time.monotonic() - killed_at <= LEASE + 2
+        assert {m.decode() for m in await r.smembers(keys.union)} == everything - {"trade:KRW-XRP"}
+
+        async def others_still_receive() -> bool:
+            return all(len(p.topics) > counts[cid] + 3 for cid, p in processes.items())
+
+        await _until(others_still_receive, 10)
+        assert not await r.exists(keys.intents("bot-9"))  # expired, nobody cleaned up
+    finally:
+        for process in processes.values():
+            await process.stop()
+    # SIGTERM made every survivor leave its ``async with``: their leases were given back at once
+    assert [key async for key in r.scan_iter(match=keys.intents_pattern)] == []
+    assert all(p.process.returncode == 0 for p in processes.values())
+
+
+async def _until(predicate: Any, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not await predicate():
+        assert time.monotonic() < deadline, f"not within {within} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_client_and_the_collector_agree_on_names(
+    real_redis_url: str, keys: Keys, collector: Collector
+) -> None:
+    async with FanoutClient(real_redis_url, key_prefix=keys.prefix, lease_seconds=LEASE) as c:
+        await c.subscribe("orderbook:KRW-BTC.5", "orderbook:KRW-BTC")
+        await collector.wait_subscribed(lambda u: {"orderbook:KRW-BTC.5", "orderbook:KRW-BTC"} <= u)
+        seen: dict[str, int] = {}
+        async with asyncio.timeout(10):
+            async for item in c:
+                if isinstance(item, Event):
+                    seen[item.topic] = len(item.typed.orderbook_units)  # type: ignore[union-attr]
+                    if len(seen) == 2:
+                        break
+        assert seen == {"orderbook:KRW-BTC.5": 5, "orderbook:KRW-BTC": 30}

@@ -1,0 +1,94 @@
+"""The public API of ``client`` is deliberate: exactly these names, each documented.
+
+Like httpx's test of its exports: adding or removing a public name must be a conscious change
+(update ``EXPECTED``, docs/client.md and the CHANGELOG together).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import client
+from subscriptions.errors import UpbitFanoutError
+
+EXPECTED = {
+    "AssetBalance",
+    "BlockingClient",
+    "Candle",
+    "ClientError",
+    "Event",
+    "EventParseError",
+    "FanoutClient",
+    "Gap",
+    "InvalidTopicError",
+    "Item",
+    "MarketEvent",
+    "MyAsset",
+    "MyOrder",
+    "Notice",
+    "Orderbook",
+    "OrderbookUnit",
+    "PriceLevel",
+    "RedisUnavailableError",
+    "SnapshotTimeoutError",
+    "Ticker",
+    "Trade",
+    "UpbitFanoutError",
+    "parse_event",
+}
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "client.md"
+
+
+def test_exports_are_exactly_the_public_api() -> None:
+    assert set(client.__all__) == EXPECTED
+    assert len(client.__all__) == len(EXPECTED), "duplicates in __all__"
+    for name in client.__all__:
+        assert getattr(client, name) is not None
+
+
+def test_no_other_public_names_leak_from_the_package() -> None:
+    public = {
+        name
+        for name, value in vars(client).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert public == EXPECTED
+
+
+def test_every_export_is_documented() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    missing = [name for name in sorted(EXPECTED) if f"`{name}" not in text]
+    assert not missing, f"not documented in docs/client.md: {missing}"
+
+
+def test_every_error_derives_from_the_project_root() -> None:
+    errors = [
+        getattr(client, name)
+        for name in client.__all__
+        if inspect.isclass(getattr(client, name))
+        and issubclass(getattr(client, name), BaseException)
+    ]
+    assert {error.__name__ for error in errors} == {
+        "ClientError",
+        "EventParseError",
+        "InvalidTopicError",
+        "RedisUnavailableError",
+        "SnapshotTimeoutError",
+        "UpbitFanoutError",
+    }
+    for error in errors:
+        assert issubclass(error, UpbitFanoutError), error
+    assert issubclass(client.SnapshotTimeoutError, TimeoutError)
+    assert issubclass(client.RedisUnavailableError, client.ClientError)
+
+
+def test_public_classes_and_functions_have_docstrings() -> None:
+    for name in client.__all__:
+        value = getattr(client, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), f"{name} has no docstring"
+    for method in ("subscribe", "unsubscribe", "snapshot", "snapshots", "events", "on"):
+        assert inspect.getdoc(getattr(client.FanoutClient, method)), method
+        assert inspect.getdoc(getattr(client.BlockingClient, method)), method

@@ -1,0 +1,76 @@
+"""``upbit-fanout check``: exit 0 when the collector is healthy, 1 otherwise, with one line saying
+why (for container health checks and cron).
+
+Healthy means: a collector is running (someone listens on ``P:control``, which a running
+collector always does), its state is ``connected``/``subscribed`` with a fresh last event
+(``last_event_at`` within ``--max-age`` seconds), or it has nothing to do (state ``idle``, or
+an empty union). Redis unreachable, no status, a stopped or reconnecting collector, or stale
+events are unhealthy. The rules are :func:`judge`, a pure function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from client._util import redact_url
+from upbit_fanout.commands.status import add_redis_arguments, gather, redis_target
+from upbit_fanout.settings import Settings
+
+HELP = "Exit 0 if the collector is connected with fresh events (or idle), else 1 with a reason."
+
+_LIVE = ("connected", "subscribed")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_redis_arguments(parser)
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="the last event may be at most this old while topics are subscribed (default 30)",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    url, keys = redis_target(args, settings)
+    try:
+        report = asyncio.run(gather(url, keys))
+    except (RedisError, OSError) as exc:
+        print(f"unhealthy: Redis unreachable at {redact_url(url)}: {exc}")
+        return 1
+    healthy, reason = judge(report, max_age=args.max_age)
+    print(f"{'ok' if healthy else 'unhealthy'}: {reason}")
+    return 0 if healthy else 1
+
+
+def judge(report: Mapping[str, Any], *, max_age: float) -> tuple[bool, str]:
+    """(healthy, one-line reason) for a ``status`` report (see upbit_fanout.commands.status)."""
+    prefix = report.get("key_prefix", "?")
+    collector = report.get("collector")
+    if not collector:
+        return False, f"no collector status in Redis (is a collector running on prefix {prefix!r}?)"
+    state = str(collector.get("state", "?"))
+    error = collector.get("last_error") or ""
+    error_note = f" (last error: {error})" if error else ""
+    if not report.get("collector_listening"):
+        return False, f"no collector is running (its last recorded state was {state!r})"
+    union = report.get("union") or []
+    if state == "idle" or (state in _LIVE and not union):
+        return True, "connected/idle: no topics requested"
+    if state not in _LIVE:
+        return False, f"collector is {state}{error_note}"
+    age = report.get("last_event_age_seconds")
+    if age is None:
+        return False, f"collector is {state} for {len(union)} topic(s) but no event arrived yet"
+    if age > max_age:
+        return False, (
+            f"last event {age:.1f} s ago (more than --max-age {max_age:g} s) for "
+            f"{len(union)} topic(s){error_note}"
+        )
+    return True, f"{state}: {len(union)} topic(s), last event {age:.1f} s ago"
