@@ -7,9 +7,8 @@ import random
 import re
 import socket
 from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["backoff", "default_client_id", "redact_url", "sanitize_client_id", "transient_id"]
+__all__ = ["backoff", "default_client_id", "sanitize_client_id", "transient_id"]
 
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_.\-@]+")
 MAX_CLIENT_ID = 128
@@ -49,19 +48,3 @@ def backoff(
     while True:
         yield delay * (0.5 + 0.5 * rng())
         delay = min(maximum, delay * factor)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["REDACTED", "redacting_logger"]
+__all__ = ["REDACTED", "redact_url", "redacting_logger"]
 
 REDACTED = "[redacted]"
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
@@ -27,3 +28,19 @@ class _RedactingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
 def redacting_logger(name: str) -> logging.LoggerAdapter:  # type: ignore[type-arg]
     """A logger for websockets' ``logger=`` argument that hides credential headers."""
     return _RedactingAdapter(logging.getLogger(name), {})
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

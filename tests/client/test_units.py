@@ -15,11 +15,11 @@ from client._client import _expand
 from client._util import (
     backoff,
     default_client_id,
-    redact_url,
     sanitize_client_id,
     transient_id,
 )
 from subscriptions.keys import Keys
+from subscriptions.redact import redact_url
 from subscriptions.topics import Topic
 
 CLIENT_ID = re.compile(r"[A-Za-z0-9_.\-@]{1,128}")

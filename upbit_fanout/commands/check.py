@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from client._util import redact_url
+from subscriptions.redact import redact_url
 from upbit_fanout.commands.status import add_redis_arguments, gather, redis_target
 from upbit_fanout.settings import Settings
 

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from collector import Collector
 from subscriptions.keys import Keys
 from subscriptions.lease import heartbeat_commands, release_commands
+from subscriptions.redact import redact_url
 from subscriptions.topics import split_valid
 from upbit_fanout.commands.collector import collector_options
 from upbit_fanout.settings import Settings
@@ -93,7 +94,7 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
             await redis.ping()
         except (RedisError, OSError) as exc:
             print(
-                f"upbit-fanout demo: cannot reach Redis at {redis_url} ({exc}).\n"
+                f"upbit-fanout demo: cannot reach Redis at {redact_url(redis_url)} ({exc}).\n"
                 "Start one (`redis-server`, or `docker compose up -d redis`) or pass --redis-url.",
                 file=sys.stderr,
             )
@@ -107,7 +108,10 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
                 Emulator(port=0, seed=args.seed, rate=args.rate) as emulator,
                 Collector(redis=redis, upstream_url=emulator.public_url, **options) as collector,
             ):
-                print(instructions(keys, redis_url, names, emulator.public_url), flush=True)
+                print(
+                    instructions(keys, redact_url(redis_url), names, emulator.public_url),
+                    flush=True,
+                )
                 heartbeat = asyncio.create_task(_heartbeat(redis, keys, names, stop))
                 try:
                     await stop.wait()

@@ -26,8 +26,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from client._util import redact_url
 from subscriptions.keys import Keys
+from subscriptions.redact import redact_url
 from upbit_fanout.settings import Settings
 
 HELP = "Show the collector's state, the union, every live client and refused intents."
