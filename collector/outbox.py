@@ -40,24 +40,18 @@ class Outbox(Generic[T]):
 
     def put_many(self, items: Iterable[T]) -> int:
         """Append ``items``; drop the oldest ones beyond ``maxsize``; return how many dropped."""
-        queue = self._items
-        queue.extend(items)
-        dropped = 0
-        while len(queue) > self.maxsize:
-            queue.popleft()
-            dropped += 1
-        if dropped:
-            self.dropped_total += dropped
-            self._dropped_pending += dropped
-        if queue:
-            self._ready.set()
-        return dropped
+        self._items.extend(items)
+        return self._trim()
 
     def put_front(self, items: list[T]) -> int:
         """Put a batch that could not be published back in front (still bounded: the oldest of
         everything goes first); return how many items were dropped."""
+        self._items.extendleft(reversed(items))
+        return self._trim()
+
+    def _trim(self) -> int:
+        """Drop the oldest items beyond ``maxsize`` (counted), wake the reader; return how many."""
         queue = self._items
-        queue.extendleft(reversed(items))
         dropped = 0
         while len(queue) > self.maxsize:
             queue.popleft()
