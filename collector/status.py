@@ -73,6 +73,10 @@ class State(enum.StrEnum):
     STOPPED = "stopped"
 
 
+HEARTBEAT_INTERVAL = 5.0
+"""Seconds between writes of ``P:status`` when nothing changes (readers judge liveness by it)."""
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -144,10 +148,14 @@ class Status:
         collector_id: str,
         version: str,
         write_interval: float = 1.0,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self.write_interval = write_interval
+        self.heartbeat_interval = heartbeat_interval
+        """Nothing changed for this long: ``updated_at`` is rewritten anyway, so readers can tell
+        a quiet collector from a dead one by the age of the hash."""
         self.health = RedisHealth(self)
         self.state = State.STARTING
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
@@ -293,10 +301,14 @@ class Status:
         retry = _RETRY_INITIAL
         while True:
             while not self._urgent:
-                wait: float | None = None
                 if self._dirty:
                     wait = last_write + self.write_interval - loop.time()
                     if wait <= 0:
+                        break
+                else:
+                    wait = last_write + self.heartbeat_interval - loop.time()
+                    if wait <= 0:
+                        self._dirty = True  # a heartbeat: rewrite the hash and its updated_at
                         break
                 self._wake.clear()
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation

@@ -2,7 +2,9 @@
 why (for container health checks and cron).
 
 Healthy means: a collector is running (someone listens on ``P:control``, which a running
-collector always does), its state is ``connected``/``subscribed`` with a fresh last event
+collector always does, and its ``P:status`` was rewritten within :data:`STALE_STATUS` seconds:
+the collector rewrites it at least every ``HEARTBEAT_INTERVAL`` even when nothing changes), its
+state is ``connected``/``subscribed`` with a fresh last event
 (``last_event_at`` within ``--max-age`` seconds), or it has nothing to do (state ``idle``, or
 an empty union). Redis unreachable, no status, a stopped or reconnecting collector, or stale
 events are unhealthy. The rules are :func:`judge`, a pure function.
@@ -17,6 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from collector.status import HEARTBEAT_INTERVAL
 from subscriptions.redact import redact_url
 from upbit_fanout.commands.status import add_redis_arguments, gather, redis_target
 from upbit_fanout.settings import Settings
@@ -24,6 +27,8 @@ from upbit_fanout.settings import Settings
 HELP = "Exit 0 if the collector is connected with fresh events (or idle), else 1 with a reason."
 
 _LIVE = ("connected", "subscribed")
+STALE_STATUS = 3 * HEARTBEAT_INTERVAL
+"""A status hash older than this was left by a collector that is gone or cut off from Redis."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +65,12 @@ def judge(report: Mapping[str, Any], *, max_age: float) -> tuple[bool, str]:
     error_note = f" (last error: {error})" if error else ""
     if not report.get("collector_listening"):
         return False, f"no collector is running (its last recorded state was {state!r})"
+    status_age = report.get("status_age_seconds")
+    if status_age is not None and status_age > STALE_STATUS:
+        return False, (
+            f"the collector's status was last written {status_age:.0f} s ago (state {state!r}): "
+            "it is stuck or cannot write to Redis"
+        )
     union = report.get("union") or []
     if state == "idle" or (state in _LIVE and not union):
         return True, "connected/idle: no topics requested"
