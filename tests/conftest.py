@@ -149,6 +149,20 @@ async def redis_client(redis_url: str | None, keys: Keys) -> AsyncIterator[aiore
 
 
 @pytest.fixture
+async def r(real_redis_url: str, keys: Keys) -> AsyncIterator[aioredis.Redis]:
+    """A client of the real Redis (never fakeredis), for tests of the services and the client
+    library, which drive pub/sub connections and keyspace notifications; the test's keys are
+    removed afterwards."""
+    client = aioredis.Redis.from_url(real_redis_url, max_connections=64)
+    try:
+        yield client
+    finally:
+        async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+
+
+@pytest.fixture
 def real_redis_url(redis_url: str | None) -> str:
     """For tests that need a real server (keyspace notifications, subprocesses)."""
     if redis_url is None:

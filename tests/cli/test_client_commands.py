@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -38,17 +37,6 @@ MY_ASSET = sample_line("myAsset")
 def _installed() -> None:
     if not CLI.exists():
         pytest.skip(f"{CLI} missing: run .venv/bin/pip install -e . --no-deps")
-
-
-@pytest.fixture
-async def r(real_redis_url: str, keys: Keys) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(real_redis_url)
-    try:
-        yield redis
-    finally:
-        async for key in redis.scan_iter(match=f"{keys.prefix}:*"):
-            await redis.delete(key)
-        await redis.aclose()
 
 
 def env(url: str, keys: Keys) -> dict[str, str]:

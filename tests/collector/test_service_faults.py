@@ -40,16 +40,11 @@ async def emu() -> AsyncIterator[Emulator]:
 
 
 @pytest.fixture
-async def r(real_redis_url: str, keys: Keys) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(real_redis_url)
-    await client.sadd(keys.intents("bot"), *WANTED)
-    await client.expire(keys.intents("bot"), 60)
-    try:
-        yield client
-    finally:
-        async for key in client.scan_iter(match=f"{keys.prefix}:*"):
-            await client.delete(key)
-        await client.aclose()
+async def r(r: aioredis.Redis, keys: Keys) -> aioredis.Redis:
+    """The shared real-Redis fixture, with a client "bot" already wanting WANTED."""
+    await r.sadd(keys.intents("bot"), *WANTED)
+    await r.expire(keys.intents("bot"), 60)
+    return r
 
 
 def gaps(listener: Listener, keys: Keys) -> list[dict[str, object]]:

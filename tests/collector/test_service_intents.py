@@ -41,17 +41,6 @@ async def emu() -> AsyncIterator[Emulator]:
         yield emulator
 
 
-@pytest.fixture
-async def r(real_redis_url: str, keys: Keys) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(real_redis_url)
-    try:
-        yield client
-    finally:
-        async for key in client.scan_iter(match=f"{keys.prefix}:*"):
-            await client.delete(key)
-        await client.aclose()
-
-
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
 async def test_client_processes_get_one_union_and_their_events(
     codec: str, real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis

@@ -33,17 +33,6 @@ async def emu() -> AsyncIterator[Emulator]:
         yield e
 
 
-@pytest.fixture
-async def r(real_redis_url: str, keys: Keys) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(real_redis_url)
-    try:
-        yield client
-    finally:
-        async for key in client.scan_iter(match=f"{keys.prefix}:*"):
-            await client.delete(key)
-        await client.aclose()
-
-
 async def test_private_intents_open_an_authenticated_connection_and_get_order_events(
     real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
 ) -> None:

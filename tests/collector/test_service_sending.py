@@ -32,17 +32,6 @@ async def emu() -> AsyncIterator[Emulator]:
         yield emulator
 
 
-@pytest.fixture
-async def r(real_redis_url: str, keys: Keys) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(real_redis_url, max_connections=64)
-    try:
-        yield client
-    finally:
-        async for key in client.scan_iter(match=f"{keys.prefix}:*"):
-            await client.delete(key)
-        await client.aclose()
-
-
 async def test_a_thousand_changes_in_a_second_become_few_messages_within_the_budget(
     real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
 ) -> None:
