@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
+from tests.emulator.shapes import json_type
 from tests.emulator.wsutil import client, recv_json, request, started
 from tests.helpers import SAMPLES
-
-INTEGER_KEYS = {"timestamp", "trade_timestamp", "sequential_id", "tms", "ttms", "sid"}
 
 
 def sample(name: str, predicate: Any) -> dict[str, Any]:
@@ -19,20 +18,6 @@ def sample(name: str, predicate: Any) -> dict[str, Any]:
         if isinstance(obj, dict) and predicate(obj):
             return obj
     raise AssertionError(f"no such sample line in {name}")
-
-
-def json_type(key: str, value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int) and key in INTEGER_KEYS:
-        return "integer"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 def shape(obj: dict[str, Any]) -> dict[str, str]:

@@ -25,12 +25,12 @@ from emulator.simulation import (
 )
 from subscriptions.jsontext import dumps_exact
 from subscriptions.upbit_fields import CANDLE_TYPES
+from tests.emulator.shapes import json_type
 from tests.helpers import SAMPLES
 
 NOW = 1_790_000_000_000  # 2026-09-21T14:13:20Z
 DAY = 86_400_000
 BUSY = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "USDT-BTC", "BTC-ETH")
-INTEGER_KEYS = {"timestamp", "trade_timestamp", "sequential_id"}
 LEGACY_KEYS = {"market", "trade_status", "market_state_for_ios"}
 
 
@@ -57,20 +57,6 @@ def _current(name: str) -> list[dict[str, Any]]:
     return found
 
 
-def json_kind(key: str, value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int) and key in INTEGER_KEYS:
-        return "integer"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
 def wire(payload: dict[str, Any]) -> dict[str, Any]:
     """What a client parses: the payload written with dumps_exact and read back by json."""
     parsed: dict[str, Any] = json.loads(dumps_exact(payload))
@@ -83,8 +69,8 @@ def assert_shape(payload: dict[str, Any], reference: dict[str, Any]) -> None:
     got = wire(payload)
     assert set(got) == set(ref), set(got) ^ set(ref)
     for key, value in ref.items():
-        want = json_kind(key, value)
-        kind = json_kind(key, got[key])
+        want = json_type(key, value)
+        kind = json_type(key, got[key])
         if want == "null":  # delisting_date: "string or null"
             assert kind in ("null", "string"), key
         else:
