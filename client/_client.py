@@ -55,7 +55,8 @@ from client._errors import (
 from client._items import Event, Gap, Item, Notice
 from client._link import PubSubLink
 from client._snapshot import take_snapshots
-from client._util import backoff, default_client_id, transient_id
+from client._util import default_client_id, transient_id
+from subscriptions.backoff import backoff
 from subscriptions.errors import InvalidTopicError
 from subscriptions.keys import Keys
 from subscriptions.lease import heartbeat_commands, lease_ms, release_commands

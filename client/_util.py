@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import socket
-from collections.abc import Callable, Iterator
 
-__all__ = ["backoff", "default_client_id", "sanitize_client_id", "transient_id"]
+__all__ = ["default_client_id", "sanitize_client_id", "transient_id"]
 
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_.\-@]+")
 MAX_CLIENT_ID = 128
@@ -34,17 +32,3 @@ def transient_id(client_id: str, sequence: int) -> str:
     """The id of a snapshot's short-lived intent key, e.g. ``bot-1.snap3``."""
     suffix = f".snap{sequence}"
     return client_id[: MAX_CLIENT_ID - len(suffix)] + suffix
-
-
-def backoff(
-    initial: float = 0.1,
-    maximum: float = 5.0,
-    factor: float = 2.0,
-    rng: Callable[[], float] = random.random,
-) -> Iterator[float]:
-    """Reconnect delays: exponential from ``initial``, capped at ``maximum``, each one jittered
-    down by up to half (so many clients restarted together do not reconnect in lockstep)."""
-    delay = initial
-    while True:
-        yield delay * (0.5 + 0.5 * rng())
-        delay = min(maximum, delay * factor)

@@ -11,7 +11,8 @@ Modules: :mod:`collector.service` (the :class:`Collector` and its tasks), :mod:`
 (intent tracking), :mod:`collector.upstream` (one connection's life), :mod:`collector.status`
 (``P:status``, ``P:notices``, ``P:union``, ``P:invalid``), :mod:`collector.decode`,
 :mod:`collector.routing`, :mod:`collector.publisher` (the data path), and the pure helpers
-:mod:`collector.budget`, :mod:`collector.backoff`, :mod:`collector.auth`, :mod:`collector.outbox`.
+:mod:`collector.budget`, :mod:`collector.auth`, :mod:`collector.outbox` (reconnect delays come
+from :mod:`subscriptions.backoff`, shared with the client library).
 See docs/collector.md.
 """
 

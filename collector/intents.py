@@ -33,8 +33,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
-from collector.backoff import backoff
 from collector.status import RedisHealth
+from subscriptions.backoff import backoff
 from subscriptions.keys import Keys
 from subscriptions.reconcile import Subscription, desired_state
 from subscriptions.topics import Topic, parse_topic

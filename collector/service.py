@@ -38,7 +38,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.uri import parse_uri
 
 from collector.auth import Credentials, authorization_header
-from collector.backoff import backoff
 from collector.budget import RateBudget
 from collector.intents import IntentTracker, Plan, newly_invalid, plan
 from collector.outbox import Outbox
@@ -46,6 +45,7 @@ from collector.publisher import Publisher
 from collector.routing import Outgoing, Router
 from collector.status import LogLimiter, State, Status
 from collector.upstream import Upstream
+from subscriptions.backoff import backoff
 from subscriptions.keys import Keys
 from upbit_fanout import __version__
 

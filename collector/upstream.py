@@ -2,7 +2,7 @@
 
 :class:`Upstream` is deliberately thin; its decisions are pure helpers tested from tables
 (:func:`classify_connect_error`, :func:`is_rate_limit_error`, :class:`collector.budget.RateBudget`,
-:func:`collector.backoff.backoff`).
+:func:`subscriptions.backoff.backoff`).
 
 Life of a connection
     Nothing wanted -> no socket (state ``idle``). Something wanted -> wait for the shared connect
@@ -48,12 +48,12 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-from collector.backoff import backoff
 from collector.budget import RateBudget
 from collector.decode import decode_frame
 from collector.outbox import Outbox
 from collector.routing import Outgoing, Router
 from collector.status import LogLimiter, State, Status, now_ms
+from subscriptions.backoff import backoff
 from subscriptions.errors import FrameError, UpstreamError
 from subscriptions.reconcile import Subscription, next_message
 from subscriptions.redact import redacting_logger

@@ -4,7 +4,6 @@ expansion. No Redis."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 
 import pytest
@@ -13,7 +12,6 @@ from client import Event, FanoutClient, InvalidTopicError
 from client._buffer import Buffer
 from client._client import _expand
 from client._util import (
-    backoff,
     default_client_id,
     sanitize_client_id,
     transient_id,
@@ -54,13 +52,6 @@ def test_transient_id_fits_the_alphabet_and_length() -> None:
     assert len(long_id) == 128
     assert long_id.endswith(".snap12")
     Keys().intents(long_id)
-
-
-def test_backoff_grows_is_capped_and_jittered() -> None:
-    low = list(itertools.islice(backoff(0.1, 1.0, rng=lambda: 0.0), 6))
-    high = list(itertools.islice(backoff(0.1, 1.0, rng=lambda: 1.0), 6))
-    assert high == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
-    assert low == pytest.approx([x / 2 for x in high])
 
 
 def test_redact_url_hides_the_password_only() -> None:

@@ -1,4 +1,4 @@
-"""Reconnect delays (collector.backoff): capped exponential bounds with full jitter. Pure."""
+"""Reconnect delays (subscriptions.backoff): capped exponential bounds with full jitter. Pure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.backoff import backoff, ceiling
+from subscriptions.backoff import backoff, ceiling
 
 
 def test_full_jitter_scales_a_doubling_bound_up_to_the_cap() -> None:

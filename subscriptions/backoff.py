@@ -3,8 +3,9 @@
 Shaped like websockets' ``backoff()`` (``websockets/client.py``): the caller takes ``next()`` after
 each failed attempt and starts a new generator once a connection has proved stable. Full jitter
 (each delay uniform in ``[0, min(maximum, initial * factor**n))``) spreads the reconnects of many
-processes after a shared outage; the connect rate limit (:mod:`collector.budget`) keeps even a run
-of near-zero delays within Upbit's 5 connections per second.
+processes after a shared outage. The collector (Upbit and Redis reconnects) and the client library
+(Redis reconnects) both use it; in the collector the connect rate limit (``collector.budget``)
+keeps even a run of near-zero delays within Upbit's 5 connections per second.
 
 The random source is injectable (``rng`` returns floats in ``[0, 1)``), so tests are exact.
 """
