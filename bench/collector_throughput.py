@@ -60,13 +60,13 @@ import redis.asyncio as aioredis
 import websockets
 from websockets.asyncio.client import connect
 
-from collector.decode import decode_frame
-from collector.publisher import Publisher
-from collector.routing import Outgoing, Router
-from subscriptions.codec import encode_event
-from subscriptions.jsontext import loads_exact
-from subscriptions.keys import Keys
-from subscriptions.topics import parse_topic
+from upbit_fanout.collector.decode import decode_frame
+from upbit_fanout.collector.publisher import Publisher
+from upbit_fanout.collector.routing import Outgoing, Router
+from upbit_fanout.subscriptions.codec import encode_event
+from upbit_fanout.subscriptions.jsontext import loads_exact
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.topics import parse_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = Path(os.environ.get("UPBIT_FANOUT_SAMPLES", ROOT.parent / "shared" / "upbit-samples"))
@@ -184,9 +184,9 @@ EMULATOR_CODE = """
 import asyncio, sys
 port = int(sys.argv[1])
 try:
-    from emulator import Emulator
+    from upbit_fanout.emulator import Emulator
 except ImportError:
-    from emulator.server import Emulator
+    from upbit_fanout.emulator.server import Emulator
 async def main():
     async with Emulator(port=port, seed=1, rate=0, idle_timeout=3600, messages_per_s=100,
                         messages_per_min=10000) as emu:
@@ -331,7 +331,7 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
 
     if mode == "service":
         # Imported here: the service is written in parallel and may not import yet.
-        from collector.service import Collector  # noqa: PLC0415
+        from upbit_fanout.collector.service import Collector  # noqa: PLC0415
 
         collector = Collector(
             redis=redis,

@@ -35,7 +35,7 @@ from typing import Any
 
 from websockets.sync.client import connect
 
-from emulator.markets import default_markets
+from upbit_fanout.emulator.markets import default_markets
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -85,8 +85,8 @@ from urllib.parse import urlsplit
 import redis as sync_redis
 import websockets
 
-from subscriptions.jsontext import dumps_exact, loads_exact
-from subscriptions.keys import Keys
+from upbit_fanout.subscriptions.jsontext import dumps_exact, loads_exact
+from upbit_fanout.subscriptions.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "upbit-samples"
@@ -161,7 +161,7 @@ class TradeFrames:
 
 
 async def emulator_role(opts: argparse.Namespace) -> None:
-    from emulator import Emulator  # noqa: PLC0415 - the consumers never import it
+    from upbit_fanout.emulator import Emulator  # noqa: PLC0415 - the consumers never import it
 
     frames = TradeFrames()
     kwargs: dict[str, Any] = {
@@ -377,7 +377,7 @@ async def publisher_role(opts: argparse.Namespace) -> None:
 
 
 async def consumer_role(opts: argparse.Namespace) -> tuple[dict[str, Any], list[array[int]]]:
-    from client import FanoutClient  # noqa: PLC0415 - only the consumers need it
+    from upbit_fanout.client import FanoutClient  # noqa: PLC0415 - only the consumers need it
 
     sids, sents, recvs = array("q"), array("q"), array("q")
     info: dict[str, Any] = {"gaps": 0, "cached": 0, "ended": False, "no_stamp": 0}

@@ -2,7 +2,7 @@
 
 ::
 
-    from client import FanoutClient
+    from upbit_fanout.client import FanoutClient
 
     async with FanoutClient("redis://localhost:6379/0") as client:
         await client.subscribe("ticker:KRW-BTC", "orderbook:KRW-BTC.5")
@@ -18,11 +18,11 @@ Public names are exactly those in ``__all__`` (pinned by tests/client/test_publi
 modules starting with ``_`` are private and may change.
 """
 
-from client._blocking import BlockingClient
-from client._client import FanoutClient
-from client._errors import ClientError, RedisUnavailableError, SnapshotTimeoutError
-from client._items import Event, Gap, Item, Notice
-from client.events import (
+from upbit_fanout.client._blocking import BlockingClient
+from upbit_fanout.client._client import FanoutClient
+from upbit_fanout.client._errors import ClientError, RedisUnavailableError, SnapshotTimeoutError
+from upbit_fanout.client._items import Event, Gap, Item, Notice
+from upbit_fanout.client.events import (
     AssetBalance,
     Candle,
     EventParseError,
@@ -36,7 +36,7 @@ from client.events import (
     Trade,
     parse_event,
 )
-from subscriptions.errors import InvalidTopicError, UpbitFanoutError
+from upbit_fanout.subscriptions.errors import InvalidTopicError, UpbitFanoutError
 
 __all__ = [
     "AssetBalance",

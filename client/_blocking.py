@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
-from client._buffer import Overflow
-from client._client import FanoutClient
-from client._errors import ClientError
-from client._items import Event, Gap, Item, Notice
-from client._util import default_client_id
-from subscriptions.keys import Keys
-from subscriptions.topics import Topic
+from upbit_fanout.client._buffer import Overflow
+from upbit_fanout.client._client import FanoutClient
+from upbit_fanout.client._errors import ClientError
+from upbit_fanout.client._items import Event, Gap, Item, Notice
+from upbit_fanout.client._util import default_client_id
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["BlockingClient"]
 

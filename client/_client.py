@@ -44,24 +44,24 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from client._buffer import Buffer, Overflow
-from client._errors import (
+from upbit_fanout.client._buffer import Buffer, Overflow
+from upbit_fanout.client._errors import (
     ClientError,
     RedisUnavailableError,
     SnapshotTimeoutError,
     is_retryable,
     wrap_redis_error,
 )
-from client._items import Event, Gap, Item, Notice
-from client._link import PubSubLink
-from client._snapshot import take_snapshots
-from client._util import default_client_id, transient_id
-from subscriptions.backoff import backoff
-from subscriptions.errors import InvalidTopicError
-from subscriptions.keys import Keys
-from subscriptions.lease import heartbeat_commands, lease_ms, release_commands
-from subscriptions.redact import redact_url
-from subscriptions.topics import Topic, parse_topic
+from upbit_fanout.client._items import Event, Gap, Item, Notice
+from upbit_fanout.client._link import PubSubLink
+from upbit_fanout.client._snapshot import take_snapshots
+from upbit_fanout.client._util import default_client_id, transient_id
+from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.errors import InvalidTopicError
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import heartbeat_commands, lease_ms, release_commands
+from upbit_fanout.subscriptions.redact import redact_url
+from upbit_fanout.subscriptions.topics import Topic, parse_topic
 
 __all__ = ["EventCallback", "FanoutClient", "GapCallback", "NoticeCallback"]
 

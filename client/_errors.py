@@ -22,10 +22,10 @@ from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import RedisError as _RedisError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
 
-from subscriptions.errors import UpbitFanoutError
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
 
 if TYPE_CHECKING:
-    from client._items import Event
+    from upbit_fanout.client._items import Event
 
 __all__ = ["ClientError", "RedisUnavailableError", "SnapshotTimeoutError", "wrap_redis_error"]
 

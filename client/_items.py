@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeAlias
 
-from client.events import MarketEvent, parse_event
-from subscriptions.codec import decode_event
-from subscriptions.errors import CodecError
-from subscriptions.topics import Topic
+from upbit_fanout.client.events import MarketEvent, parse_event
+from upbit_fanout.subscriptions.codec import decode_event
+from upbit_fanout.subscriptions.errors import CodecError
+from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["Event", "Gap", "Item", "Notice"]
 

@@ -25,13 +25,13 @@ from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import RedisError
 
-from client._errors import SnapshotTimeoutError
-from client._items import Event
-from client._link import PubSubLink
-from subscriptions.errors import CodecError
-from subscriptions.keys import Keys
-from subscriptions.lease import MIN_LEASE_SECONDS, heartbeat_commands, release_commands
-from subscriptions.topics import Topic
+from upbit_fanout.client._errors import SnapshotTimeoutError
+from upbit_fanout.client._items import Event
+from upbit_fanout.client._link import PubSubLink
+from upbit_fanout.subscriptions.errors import CodecError
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS, heartbeat_commands, release_commands
+from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["take_snapshots"]
 

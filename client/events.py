@@ -45,9 +45,9 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeAlias
 
-from subscriptions.errors import UpbitFanoutError
-from subscriptions.jsontext import RawNumber
-from subscriptions.upbit_fields import CANDLE_TYPES, infer_type
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
+from upbit_fanout.subscriptions.jsontext import RawNumber
+from upbit_fanout.subscriptions.upbit_fields import CANDLE_TYPES, infer_type
 
 __all__ = [
     "AssetBalance",

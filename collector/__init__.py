@@ -2,7 +2,7 @@
 
 Public API (everything else is internal and may change)::
 
-    from collector import Collector
+    from upbit_fanout.collector import Collector
 
     async with Collector(redis=redis, keys=Keys("upbit"), upstream_url=URL) as collector:
         await collector.run()          # until collector.stop()
@@ -16,9 +16,9 @@ from :mod:`subscriptions.backoff`, shared with the client library).
 See docs/collector.md.
 """
 
-from collector.budget import RateBudget
-from collector.intents import Plan, plan
-from collector.service import Collector
-from collector.status import State
+from upbit_fanout.collector.budget import RateBudget
+from upbit_fanout.collector.intents import Plan, plan
+from upbit_fanout.collector.service import Collector
+from upbit_fanout.collector.status import State
 
 __all__ = ["Collector", "Plan", "RateBudget", "State", "plan"]

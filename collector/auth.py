@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import jwt
 
-from subscriptions.errors import UpstreamError
+from upbit_fanout.subscriptions.errors import UpstreamError
 
 __all__ = ["Credentials", "authorization_header", "mint_token"]
 

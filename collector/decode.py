@@ -39,10 +39,10 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from subscriptions import upbit_fields
-from subscriptions.errors import FrameError
-from subscriptions.jsontext import RawNumber
-from subscriptions.topics import TOPIC_TYPES
+from upbit_fanout.subscriptions import upbit_fields
+from upbit_fanout.subscriptions.errors import FrameError
+from upbit_fanout.subscriptions.jsontext import RawNumber
+from upbit_fanout.subscriptions.topics import TOPIC_TYPES
 
 __all__ = ["Frame", "FrameKind", "decode_frame", "decode_frame_report", "loads_exact_strict"]
 

@@ -33,11 +33,11 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
-from collector.status import RedisHealth
-from subscriptions.backoff import backoff
-from subscriptions.keys import Keys
-from subscriptions.reconcile import Subscription, desired_state
-from subscriptions.topics import Topic, parse_topic
+from upbit_fanout.collector.status import RedisHealth
+from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.reconcile import Subscription, desired_state
+from upbit_fanout.subscriptions.topics import Topic, parse_topic
 
 __all__ = [
     "IGNORED_EVENTS",

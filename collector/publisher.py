@@ -39,8 +39,8 @@ import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
-from collector.routing import Outgoing
-from subscriptions.keys import Keys
+from upbit_fanout.collector.routing import Outgoing
+from upbit_fanout.subscriptions.keys import Keys
 
 __all__ = ["PUBLISH_SCRIPT", "PublishMode", "Publisher"]
 

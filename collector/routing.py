@@ -45,12 +45,12 @@ from typing import Any, Final, Literal
 
 import msgpack
 
-from collector.decode import Frame
-from subscriptions.codec import EXT_DECIMAL, encode_event
-from subscriptions.errors import CodecError, FrameError
-from subscriptions.jsontext import RawNumber
-from subscriptions.topics import ALL_MARKETS, Topic
-from subscriptions.upbit_fields import PRIVATE_TYPES
+from upbit_fanout.collector.decode import Frame
+from upbit_fanout.subscriptions.codec import EXT_DECIMAL, encode_event
+from upbit_fanout.subscriptions.errors import CodecError, FrameError
+from upbit_fanout.subscriptions.jsontext import RawNumber
+from upbit_fanout.subscriptions.topics import ALL_MARKETS, Topic
+from upbit_fanout.subscriptions.upbit_fields import PRIVATE_TYPES
 
 __all__ = ["Outgoing", "Router"]
 

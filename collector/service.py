@@ -37,17 +37,17 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.uri import parse_uri
 
-from collector.auth import Credentials, authorization_header
-from collector.budget import RateBudget
-from collector.intents import IntentTracker, Plan, newly_invalid, plan
-from collector.outbox import Outbox
-from collector.publisher import Publisher
-from collector.routing import Outgoing, Router
-from collector.status import LogLimiter, State, Status
-from collector.upstream import Upstream
-from subscriptions.backoff import backoff
-from subscriptions.keys import Keys
 from upbit_fanout import __version__
+from upbit_fanout.collector.auth import Credentials, authorization_header
+from upbit_fanout.collector.budget import RateBudget
+from upbit_fanout.collector.intents import IntentTracker, Plan, newly_invalid, plan
+from upbit_fanout.collector.outbox import Outbox
+from upbit_fanout.collector.publisher import Publisher
+from upbit_fanout.collector.routing import Outgoing, Router
+from upbit_fanout.collector.status import LogLimiter, State, Status
+from upbit_fanout.collector.upstream import Upstream
+from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.keys import Keys
 
 __all__ = ["Collector"]
 

@@ -31,7 +31,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from subscriptions.keys import Keys
+from upbit_fanout.subscriptions.keys import Keys
 
 __all__ = [
     "COUNTERS",

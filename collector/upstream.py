@@ -48,16 +48,16 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-from collector.budget import RateBudget
-from collector.decode import decode_frame
-from collector.outbox import Outbox
-from collector.routing import Outgoing, Router
-from collector.status import LogLimiter, State, Status, now_ms
-from subscriptions.backoff import backoff
-from subscriptions.errors import FrameError, UpstreamError
-from subscriptions.reconcile import Subscription, next_message
-from subscriptions.redact import redacting_logger
-from subscriptions.topics import Topic
+from upbit_fanout.collector.budget import RateBudget
+from upbit_fanout.collector.decode import decode_frame
+from upbit_fanout.collector.outbox import Outbox
+from upbit_fanout.collector.routing import Outgoing, Router
+from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
+from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.errors import FrameError, UpstreamError
+from upbit_fanout.subscriptions.reconcile import Subscription, next_message
+from upbit_fanout.subscriptions.redact import redacting_logger
+from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = [
     "MAX_FRAME_BYTES",

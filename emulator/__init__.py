@@ -16,13 +16,13 @@ Modules: :mod:`emulator.protocol` (requests, errors, formats; pure), :mod:`emula
 :mod:`emulator.account` (the data behind it).
 """
 
-from emulator.account import Account, OrderRejected
-from emulator.auth import AuthError, make_token, verify_authorization
-from emulator.markets import Market, default_markets, market_all_payload
-from emulator.protocol import Format, RequestError, Stream, Subscription
-from emulator.replay import ReplayError, ReplayFrame, load_replay
-from emulator.server import DEFAULT_RATE, Emulator, EmulatorConnection, Received
-from emulator.simulation import MarketSimulator
+from upbit_fanout.emulator.account import Account, OrderRejected
+from upbit_fanout.emulator.auth import AuthError, make_token, verify_authorization
+from upbit_fanout.emulator.markets import Market, default_markets, market_all_payload
+from upbit_fanout.emulator.protocol import Format, RequestError, Stream, Subscription
+from upbit_fanout.emulator.replay import ReplayError, ReplayFrame, load_replay
+from upbit_fanout.emulator.server import DEFAULT_RATE, Emulator, EmulatorConnection, Received
+from upbit_fanout.emulator.simulation import MarketSimulator
 
 __all__ = [
     "DEFAULT_RATE",

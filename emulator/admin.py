@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Final
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from emulator.account import OrderRejected
-from emulator.protocol import error_frame
-from subscriptions.jsontext import dumps_exact
+from upbit_fanout.emulator.account import OrderRejected
+from upbit_fanout.emulator.protocol import error_frame
+from upbit_fanout.subscriptions.jsontext import dumps_exact
 
 if TYPE_CHECKING:
-    from emulator.server import Emulator
+    from upbit_fanout.emulator.server import Emulator
 
 __all__ = ["admin_response", "json_response"]
 

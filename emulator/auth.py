@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Final
 
-from subscriptions.errors import UpbitFanoutError
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
 
 __all__ = ["ALGORITHMS", "AuthError", "NonceMemory", "make_token", "verify_authorization"]
 

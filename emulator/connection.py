@@ -19,7 +19,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import OPEN
 
-from emulator.protocol import Format, SlidingWindow, Subscription, frame_binary
+from upbit_fanout.emulator.protocol import Format, SlidingWindow, Subscription, frame_binary
 
 __all__ = ["EmulatorConnection", "Socket"]
 

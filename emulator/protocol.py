@@ -29,9 +29,9 @@ from typing import Any, Final
 
 import orjson
 
-from subscriptions import upbit_fields
-from subscriptions.errors import UpbitFanoutError
-from subscriptions.jsontext import dumps_exact
+from upbit_fanout.subscriptions import upbit_fields
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
+from upbit_fanout.subscriptions.jsontext import dumps_exact
 
 __all__ = [
     "DEPTHS",

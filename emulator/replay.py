@@ -21,10 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulator.protocol import Format, Subscription, to_default_keys, to_simple_keys, wrap_list
-from subscriptions.errors import UpbitFanoutError
-from subscriptions.jsontext import dumps_exact, loads_exact
-from subscriptions.upbit_fields import infer_type
+from upbit_fanout.emulator.protocol import (
+    Format,
+    Subscription,
+    to_default_keys,
+    to_simple_keys,
+    wrap_list,
+)
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
+from upbit_fanout.subscriptions.jsontext import dumps_exact, loads_exact
+from upbit_fanout.subscriptions.upbit_fields import infer_type
 
 __all__ = [
     "ReplayError",

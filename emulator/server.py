@@ -45,12 +45,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
 
-from emulator.account import Account, PrivateEvent
-from emulator.admin import admin_response, json_response
-from emulator.auth import AuthError, NonceMemory, verify_authorization
-from emulator.connection import EmulatorConnection, Socket
-from emulator.markets import Market, default_markets, market_all_payload
-from emulator.protocol import (
+from upbit_fanout.emulator.account import Account, PrivateEvent
+from upbit_fanout.emulator.admin import admin_response, json_response
+from upbit_fanout.emulator.auth import AuthError, NonceMemory, verify_authorization
+from upbit_fanout.emulator.connection import EmulatorConnection, Socket
+from upbit_fanout.emulator.markets import Market, default_markets, market_all_payload
+from upbit_fanout.emulator.protocol import (
     STATUS_UP,
     ConnectLimiter,
     Format,
@@ -69,10 +69,10 @@ from emulator.protocol import (
     render_list_subscriptions,
     wrap_list,
 )
-from emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
-from emulator.simulation import MarketSimulator, orderbook_at_depth
-from subscriptions.jsontext import dumps_exact
-from subscriptions.redact import redacting_logger
+from upbit_fanout.emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
+from upbit_fanout.emulator.simulation import MarketSimulator, orderbook_at_depth
+from upbit_fanout.subscriptions.jsontext import dumps_exact
+from upbit_fanout.subscriptions.redact import redacting_logger
 
 __all__ = ["DEFAULT_RATE", "Emulator", "EmulatorConnection", "Received"]
 

@@ -40,8 +40,8 @@ from collections.abc import Collection, Iterable, Sequence
 from decimal import Context, Decimal
 from typing import Any, Final
 
-from emulator.markets import KNOWN_BASES, Market, default_markets, reference_krw_price
-from subscriptions.upbit_fields import CANDLE_TYPES
+from upbit_fanout.emulator.markets import KNOWN_BASES, Market, default_markets, reference_krw_price
+from upbit_fanout.subscriptions.upbit_fields import CANDLE_TYPES
 
 __all__ = [
     "CANDLE_UNIT_MS",

@@ -4,8 +4,14 @@ Pure code: nothing here opens a socket. The collector (``collector``) and the cl
 (``client``) both build on it, so they cannot disagree about a key name or a topic.
 """
 
-from subscriptions.codec import CODECS, CodecName, decode_event, detect_codec, encode_event
-from subscriptions.errors import (
+from upbit_fanout.subscriptions.codec import (
+    CODECS,
+    CodecName,
+    decode_event,
+    detect_codec,
+    encode_event,
+)
+from upbit_fanout.subscriptions.errors import (
     CodecError,
     FrameError,
     InvalidTopicError,
@@ -13,9 +19,9 @@ from subscriptions.errors import (
     UpbitFanoutError,
     UpstreamError,
 )
-from subscriptions.keys import Keys
-from subscriptions.lease import heartbeat_commands, lease_ms, release_commands
-from subscriptions.reconcile import (
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import heartbeat_commands, lease_ms, release_commands
+from upbit_fanout.subscriptions.reconcile import (
     DesiredState,
     Entry,
     Subscription,
@@ -23,7 +29,13 @@ from subscriptions.reconcile import (
     next_message,
     subscription_for,
 )
-from subscriptions.topics import TOPIC_TYPES, Topic, parse_topic, parse_topics, split_valid
+from upbit_fanout.subscriptions.topics import (
+    TOPIC_TYPES,
+    Topic,
+    parse_topic,
+    parse_topics,
+    split_valid,
+)
 
 __all__ = [
     "CODECS",

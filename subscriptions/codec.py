@@ -29,8 +29,8 @@ from typing import Any, Final, Literal
 
 import msgpack
 
-from subscriptions.errors import CodecError
-from subscriptions.jsontext import RawNumber, dumps_exact
+from upbit_fanout.subscriptions.errors import CodecError
+from upbit_fanout.subscriptions.jsontext import RawNumber, dumps_exact
 
 __all__ = [
     "CODECS",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from subscriptions.topics import Topic
+from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["Keys"]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from subscriptions.keys import Keys
-from subscriptions.topics import Topic
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["MIN_LEASE_SECONDS", "Command", "heartbeat_commands", "lease_ms", "release_commands"]
 

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from subscriptions.errors import InvalidTopicError
-from subscriptions.topics import (
+from upbit_fanout.subscriptions.errors import InvalidTopicError
+from upbit_fanout.subscriptions.topics import (
     ALL_MARKETS,
     DEFAULT_ORDERBOOK_DEPTH,
     TOPIC_TYPES,

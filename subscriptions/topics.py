@@ -14,8 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from subscriptions.errors import InvalidTopicError
-from subscriptions.upbit_fields import CANDLE_TYPES, CANDLE_UNITS, PRIVATE_TYPES, QUOTATION_TYPES
+from upbit_fanout.subscriptions.errors import InvalidTopicError
+from upbit_fanout.subscriptions.upbit_fields import (
+    CANDLE_TYPES,
+    CANDLE_UNITS,
+    PRIVATE_TYPES,
+    QUOTATION_TYPES,
+)
 
 __all__ = [
     "ALL_MARKETS",

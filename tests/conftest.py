@@ -21,8 +21,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from subscriptions.keys import Keys
 from tests.helpers import free_port
+from upbit_fanout.subscriptions.keys import Keys
 
 
 @dataclass

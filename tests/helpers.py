@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLES = Path(os.environ.get("UPBIT_FANOUT_SAMPLES", SHARED / "upbit-samples"))
-"""../shared/upbit-samples beside the checkout (CI clones main with shared/ beside it)."""
+SAMPLES = Path(__file__).resolve().parent / "data" / "upbit-samples"
+"""Real Upbit frames from public sources, kept in the repository (their sources: README.md there)."""
 
 
 def free_port() -> int:

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from collector import Collector
-from emulator import Emulator
-from subscriptions.codec import encode_event
-from subscriptions.jsontext import loads_exact
-from subscriptions.keys import Keys
 from tests.client.support import sample_line, until, wait_subscribed
+from upbit_fanout.collector import Collector
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.codec import encode_event
+from upbit_fanout.subscriptions.jsontext import loads_exact
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 

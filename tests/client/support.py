@@ -14,12 +14,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from client import FanoutClient
-from subscriptions.codec import CodecName, encode_event
-from subscriptions.jsontext import loads_exact
-from subscriptions.keys import Keys
 from tests.conftest import RedisServer
 from tests.helpers import SAMPLES
+from upbit_fanout.client import FanoutClient
+from upbit_fanout.subscriptions.codec import CodecName, encode_event
+from upbit_fanout.subscriptions.jsontext import loads_exact
+from upbit_fanout.subscriptions.keys import Keys
 
 FAST: dict[str, Any] = {
     "lease_seconds": 1.5,

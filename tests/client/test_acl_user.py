@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from client import Event, FanoutClient
-from subscriptions import Keys
 from tests.client.support import sample_line, wait_subscribed
 from tests.conftest import RedisServer
+from upbit_fanout.client import Event, FanoutClient
+from upbit_fanout.subscriptions import Keys
 
 TICKER_LINE = sample_line("ticker")
 

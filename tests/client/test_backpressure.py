@@ -11,10 +11,10 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from client import Event, Gap
-from subscriptions.keys import Keys
 from tests.client.support import client, sample_line, until, wait_subscribed, with_fields
 from tests.conftest import RedisServer
+from upbit_fanout.client import Event, Gap
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 

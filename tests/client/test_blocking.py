@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from client import BlockingClient, ClientError, Event, InvalidTopicError, Ticker
-from subscriptions.keys import Keys
 from tests.client.support import FAST, sample_line, with_fields
+from upbit_fanout.client import BlockingClient, ClientError, Event, InvalidTopicError, Ticker
+from upbit_fanout.subscriptions.keys import Keys
 
 TICKER = sample_line("ticker")
 

@@ -13,7 +13,16 @@ from decimal import Decimal
 import pytest
 import redis.asyncio as aioredis
 
-from client import (
+from tests.client.support import (
+    Collected,
+    client,
+    notice,
+    payload,
+    sample_line,
+    until,
+    wait_subscribed,
+)
+from upbit_fanout.client import (
     ClientError,
     Event,
     FanoutClient,
@@ -24,17 +33,8 @@ from client import (
     RedisUnavailableError,
     Ticker,
 )
-from subscriptions.codec import CodecName
-from subscriptions.keys import Keys
-from tests.client.support import (
-    Collected,
-    client,
-    notice,
-    payload,
-    sample_line,
-    until,
-    wait_subscribed,
-)
+from upbit_fanout.subscriptions.codec import CodecName
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 

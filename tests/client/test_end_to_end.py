@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from client import Event, FanoutClient, Ticker
-from collector import Collector
-from emulator import Emulator
-from subscriptions.keys import Keys
 from tests.client.support import client
+from upbit_fanout.client import Event, FanoutClient, Ticker
+from upbit_fanout.collector import Collector
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 
@@ -91,7 +91,7 @@ async def _drain(pubsub: Any, quiet: float = 0.3) -> list[bytes]:
 
 CLIENT_SCRIPT = """
 import asyncio, signal, sys
-from client import FanoutClient
+from upbit_fanout.client import FanoutClient
 
 async def main():
     url, prefix, client_id, lease, *topics = sys.argv[1:]

@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client import events
-from client.events import (
+from tests.helpers import SAMPLES
+from upbit_fanout.client import events
+from upbit_fanout.client.events import (
     AssetBalance,
     Candle,
     EventParseError,
@@ -31,11 +32,10 @@ from client.events import (
     Trade,
     parse_event,
 )
-from subscriptions.codec import CODECS, CodecName, decode_event, encode_event
-from subscriptions.errors import UpbitFanoutError
-from subscriptions.jsontext import loads_exact
-from subscriptions.upbit_fields import infer_type, inverse, nested_tables, table_for
-from tests.helpers import SAMPLES
+from upbit_fanout.subscriptions.codec import CODECS, CodecName, decode_event, encode_event
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
+from upbit_fanout.subscriptions.jsontext import loads_exact
+from upbit_fanout.subscriptions.upbit_fields import infer_type, inverse, nested_tables, table_for
 
 TYPES = ("ticker", "trade", "orderbook", "candle", "myOrder", "myAsset")
 CLASSES: dict[str, type[Any]] = {

@@ -1,4 +1,4 @@
-"""The public API of ``client`` is deliberate: exactly these names, each documented.
+"""The public API of ``upbit_fanout.client`` is deliberate: exactly these names, each documented.
 
 Like httpx's test of its exports: adding or removing a public name must be a conscious change
 (update ``EXPECTED``, docs/client.md and the CHANGELOG together).
@@ -9,8 +9,9 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-import client
-from subscriptions.errors import UpbitFanoutError
+import upbit_fanout
+from upbit_fanout import FanoutClient, client  # the README spelling is the first
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
 
 EXPECTED = {
     "AssetBalance",
@@ -46,6 +47,13 @@ def test_exports_are_exactly_the_public_api() -> None:
     assert len(client.__all__) == len(EXPECTED), "duplicates in __all__"
     for name in client.__all__:
         assert getattr(client, name) is not None
+
+
+def test_the_everyday_names_are_exported_from_the_top_namespace() -> None:
+    assert set(upbit_fanout.__all__) == EXPECTED | {"__version__"}
+    for name in EXPECTED:
+        assert getattr(upbit_fanout, name) is getattr(client, name), name
+    assert FanoutClient is client.FanoutClient
 
 
 def test_no_other_public_names_leak_from_the_package() -> None:

@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from client import Event, FanoutClient, Gap, RedisUnavailableError
-from subscriptions.keys import Keys
 from tests.client.support import (
     Collected,
     client,
@@ -24,6 +22,8 @@ from tests.client.support import (
     with_fields,
 )
 from tests.conftest import RedisServer
+from upbit_fanout.client import Event, FanoutClient, Gap, RedisUnavailableError
+from upbit_fanout.subscriptions.keys import Keys
 
 TICKER = sample_line("ticker")
 TOPIC = "ticker:KRW-BTC"

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from client import Event, SnapshotTimeoutError, Ticker
-from subscriptions.keys import Keys
 from tests.client.support import client, sample_line, with_fields
+from upbit_fanout.client import Event, SnapshotTimeoutError, Ticker
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 

@@ -13,9 +13,9 @@ import sys
 import pytest
 import redis.asyncio as aioredis
 
-from client import Event
-from subscriptions.keys import Keys
 from tests.client.support import client, sample_line, wait_subscribed
+from upbit_fanout.client import Event
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = [pytest.mark.usefixtures("real_redis_url"), pytest.mark.slow]
 

@@ -8,17 +8,17 @@ import re
 
 import pytest
 
-from client import Event, FanoutClient, InvalidTopicError
-from client._buffer import Buffer
-from client._client import _expand
-from client._util import (
+from upbit_fanout.client import Event, FanoutClient, InvalidTopicError
+from upbit_fanout.client._buffer import Buffer
+from upbit_fanout.client._client import _expand
+from upbit_fanout.client._util import (
     default_client_id,
     sanitize_client_id,
     transient_id,
 )
-from subscriptions.keys import Keys
-from subscriptions.redact import redact_url
-from subscriptions.topics import Topic
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.redact import redact_url
+from upbit_fanout.subscriptions.topics import Topic
 
 CLIENT_ID = re.compile(r"[A-Za-z0-9_.\-@]{1,128}")
 

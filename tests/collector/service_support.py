@@ -17,10 +17,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from collector import Collector
-from emulator import Emulator
-from subscriptions.codec import decode_event
-from subscriptions.keys import Keys
+from upbit_fanout.collector import Collector
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.codec import decode_event
+from upbit_fanout.subscriptions.keys import Keys
 
 FAST: dict[str, Any] = {
     "sweep_interval": 0.3,

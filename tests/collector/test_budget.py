@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.budget import RateBudget
+from upbit_fanout.collector.budget import RateBudget
 
 UPBIT = [(5, 1.0), (100, 60.0)]
 

@@ -13,11 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from emulator import Emulator
-from subscriptions.keys import Keys
 from tests.collector.service_support import status_of, union_becomes, until
 from upbit_fanout.commands.collector import collector_options, private_url
+from upbit_fanout.emulator import Emulator
 from upbit_fanout.settings import Settings
+from upbit_fanout.subscriptions.keys import Keys
 
 COMMAND = Path(sys.executable).with_name("upbit-fanout")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from collector.intents import NEEDED_FLAGS, merge_notify_flags
 from upbit_fanout.cli import COMMANDS
+from upbit_fanout.collector.intents import NEEDED_FLAGS, merge_notify_flags
 from upbit_fanout.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +78,17 @@ def test_the_dockerfile_installs_the_package_and_runs_the_collector() -> None:
     instructions = [
         line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
     ]
-    assert instructions[0] == "FROM python:3.11-slim"
-    assert any(re.fullmatch(r"RUN pip install \.( .*)?", line) for line in instructions)
+    bases = [line.split()[1] for line in instructions if line.startswith("FROM ")]
+    # A pinned slim base (patch release and Debian release), the same in both stages.
+    assert len(bases) == 2
+    assert len(set(bases)) == 1
+    assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+", bases[0])
+    assert any(re.fullmatch(r"RUN pip wheel .* \.", line) for line in instructions)
+    assert any(line.startswith("RUN pip install /wheels/") for line in instructions)
+    # Not root.
+    user = [line for line in instructions if line.startswith("USER ")]
+    assert user
+    assert user[-1].split()[1].split(":")[0] not in {"0", "root"}
     entrypoint = next(line for line in instructions if line.startswith("ENTRYPOINT "))
     cmd = next(line for line in instructions if line.startswith("CMD "))
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -88,6 +97,7 @@ def test_the_dockerfile_installs_the_package_and_runs_the_collector() -> None:
     assert script[0] in pyproject["project"]["scripts"]
     assert json.loads(cmd.removeprefix("CMD ")) == ["collector"]
     assert "collector" in COMMANDS
-    # Every package the distribution ships is copied into the image.
-    for package in pyproject["tool"]["setuptools"]["packages"]:
-        assert f"COPY {package} ./{package}" in text
+    # Every source folder the distribution is built from is copied into the build stage.
+    for folder in pyproject["tool"]["setuptools"]["package-dir"].values():
+        top = folder.split("/")[0]
+        assert f"COPY {top} ./{top}" in text

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.decode import Frame, decode_frame, decode_frame_report
-from subscriptions.errors import FrameError
-from subscriptions.jsontext import RawNumber, dumps_exact
-from subscriptions.upbit_fields import nested_tables, table_for
 from tests.helpers import SAMPLES
+from upbit_fanout.collector.decode import Frame, decode_frame, decode_frame_report
+from upbit_fanout.subscriptions.errors import FrameError
+from upbit_fanout.subscriptions.jsontext import RawNumber, dumps_exact
+from upbit_fanout.subscriptions.upbit_fields import nested_tables, table_for
 
 
 def _line(name: str, number: int) -> bytes:

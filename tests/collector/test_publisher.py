@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
-from collector.publisher import Publisher, PublishMode
-from collector.routing import Outgoing
-from subscriptions.keys import Keys
 from tests.conftest import RedisServer
+from upbit_fanout.collector.publisher import Publisher, PublishMode
+from upbit_fanout.collector.routing import Outgoing
+from upbit_fanout.subscriptions.keys import Keys
 
 MODES: list[PublishMode] = ["lua", "pipeline"]
 

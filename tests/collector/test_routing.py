@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from collector.decode import Frame, decode_frame
-from collector.routing import Outgoing, Router
-from subscriptions.codec import decode_event, encode_event
-from subscriptions.jsontext import loads_exact
-from subscriptions.topics import parse_topic
 from tests.helpers import SAMPLES
+from upbit_fanout.collector.decode import Frame, decode_frame
+from upbit_fanout.collector.routing import Outgoing, Router
+from upbit_fanout.subscriptions.codec import decode_event, encode_event
+from upbit_fanout.subscriptions.jsontext import loads_exact
+from upbit_fanout.subscriptions.topics import parse_topic
 
 
 def _line(name: str, number: int) -> bytes:

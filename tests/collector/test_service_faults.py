@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from emulator import Emulator
-from subscriptions.keys import Keys
 from tests.collector.service_support import (
     Listener,
     running_collector,
@@ -27,6 +25,8 @@ from tests.collector.service_support import (
 )
 from tests.conftest import RedisServer
 from tests.helpers import wait_for
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 

@@ -15,20 +15,20 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.http11 import Response
 
-import collector
-from collector.auth import Credentials, authorization_header, mint_token
-from collector.intents import (
+from upbit_fanout import collector
+from upbit_fanout.collector.auth import Credentials, authorization_header, mint_token
+from upbit_fanout.collector.intents import (
     NO_KEYS_REASON,
     changes_members,
     merge_notify_flags,
     newly_invalid,
     plan,
 )
-from collector.outbox import Outbox
-from collector.status import LogLimiter
-from collector.upstream import classify_connect_error, is_rate_limit_error
-from emulator.auth import AuthError, NonceMemory, verify_authorization
-from subscriptions.topics import parse_topic
+from upbit_fanout.collector.outbox import Outbox
+from upbit_fanout.collector.status import LogLimiter
+from upbit_fanout.collector.upstream import classify_connect_error, is_rate_limit_error
+from upbit_fanout.emulator.auth import AuthError, NonceMemory, verify_authorization
+from upbit_fanout.subscriptions.topics import parse_topic
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from collector.intents import NO_KEYS_REASON
-from emulator import Emulator
-from subscriptions.codec import detect_codec
-from subscriptions.keys import Keys
 from tests.collector.service_support import (
     Listener,
     client_processes,
@@ -31,6 +27,10 @@ from tests.collector.service_support import (
     until,
 )
 from tests.helpers import free_port, wait_for
+from upbit_fanout.collector.intents import NO_KEYS_REASON
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.codec import detect_codec
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 

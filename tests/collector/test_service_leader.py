@@ -7,11 +7,11 @@ import contextlib
 import pytest
 import redis.asyncio as aioredis
 
-from collector import State
-from emulator import Emulator
-from subscriptions.keys import Keys
 from tests.collector.service_support import running_collector, status_of, until
 from tests.helpers import wait_for
+from upbit_fanout.collector import State
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from emulator import Emulator
-from subscriptions.keys import Keys
 from tests.collector.service_support import (
     Listener,
     running_collector,
@@ -19,6 +17,8 @@ from tests.collector.service_support import (
     until,
 )
 from tests.helpers import wait_for
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 

@@ -10,9 +10,6 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from collector.intents import plan
-from emulator import Emulator
-from subscriptions.keys import Keys
 from tests.collector.service_support import (
     Listener,
     running_collector,
@@ -22,6 +19,9 @@ from tests.collector.service_support import (
     union_becomes,
     until,
 )
+from upbit_fanout.collector.intents import plan
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 

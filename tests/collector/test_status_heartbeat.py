@@ -7,8 +7,8 @@ import contextlib
 
 import redis.asyncio as aioredis
 
-from collector.status import Status
-from subscriptions import Keys
+from upbit_fanout.collector.status import Status
+from upbit_fanout.subscriptions import Keys
 
 
 async def _updated_at(redis: aioredis.Redis, keys: Keys) -> int:

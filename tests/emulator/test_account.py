@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.account import Account, OrderRejected, PrivateEvent
-from subscriptions.errors import UpbitFanoutError
-from subscriptions.jsontext import dumps_exact
 from tests.helpers import SAMPLES
+from upbit_fanout.emulator.account import Account, OrderRejected, PrivateEvent
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
+from upbit_fanout.subscriptions.jsontext import dumps_exact
 
 NOW = 1_790_000_000_000
 FEE = Decimal("0.0005")

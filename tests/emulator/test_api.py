@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import emulator
+from upbit_fanout import emulator
 
 
 def test_public_names() -> None:

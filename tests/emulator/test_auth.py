@@ -9,7 +9,7 @@ import warnings
 import jwt
 import pytest
 
-from emulator.auth import AuthError, NonceMemory, make_token, verify_authorization
+from upbit_fanout.emulator.auth import AuthError, NonceMemory, make_token, verify_authorization
 
 ACCESS = "test-access-key-0123456789"
 SECRET = "s3cr3t-" * 10  # 70 bytes: long enough for PyJWT's HS512 key-length check

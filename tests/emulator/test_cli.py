@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from emulator.auth import make_token
+from upbit_fanout.emulator.auth import make_token
 
 
 def command() -> list[str]:

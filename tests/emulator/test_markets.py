@@ -6,8 +6,14 @@ import json
 import re
 from collections import Counter
 
-from emulator import markets
-from emulator.markets import CAUTION_FLAGS, KNOWN_BASES, Market, default_markets, market_all_payload
+from upbit_fanout.emulator import markets
+from upbit_fanout.emulator.markets import (
+    CAUTION_FLAGS,
+    KNOWN_BASES,
+    Market,
+    default_markets,
+    market_all_payload,
+)
 
 CODE = re.compile(r"^(KRW|BTC|USDT)-[A-Z0-9]{2,6}$")
 

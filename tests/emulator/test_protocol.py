@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.markets import default_markets
-from emulator.protocol import (
+from upbit_fanout.emulator.markets import default_markets
+from upbit_fanout.emulator.protocol import (
     PING,
     ConnectLimiter,
     Format,
@@ -32,8 +32,8 @@ from emulator.protocol import (
     to_simple_keys,
     wrap_list,
 )
-from emulator.simulation import MarketSimulator
-from subscriptions.jsontext import RawNumber, dumps_exact, loads_exact
+from upbit_fanout.emulator.simulation import MarketSimulator
+from upbit_fanout.subscriptions.jsontext import RawNumber, dumps_exact, loads_exact
 
 KNOWN = {"KRW-BTC", "KRW-ETH", "BTC-ETH", "USDT-BTC"}
 

@@ -11,8 +11,6 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 
-from emulator.auth import make_token
-from emulator.simulation import tick_size
 from tests.emulator.wsutil import (
     client,
     http_get,
@@ -23,6 +21,8 @@ from tests.emulator.wsutil import (
     silent,
     started,
 )
+from upbit_fanout.emulator.auth import make_token
+from upbit_fanout.emulator.simulation import tick_size
 
 ACCESS = "emulator-access-key"
 SECRET = "emulator-secret-key-" * 4  # 80 bytes: PyJWT's HS512 key-length check is satisfied

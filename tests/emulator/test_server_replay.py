@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from emulator.server import Emulator
-from subscriptions import upbit_fields
 from tests.emulator.wsutil import client, recv_json, recv_raw, request, silent, started
 from tests.helpers import SAMPLES
+from upbit_fanout.emulator.server import Emulator
+from upbit_fanout.subscriptions import upbit_fields
 
 SAMPLE_FILES = [
     "trade.jsonl",

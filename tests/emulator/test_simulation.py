@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.markets import KNOWN_BASES, default_markets
-from emulator.simulation import (
+from tests.emulator.shapes import json_type
+from tests.helpers import SAMPLES
+from upbit_fanout.emulator.markets import KNOWN_BASES, default_markets
+from upbit_fanout.emulator.simulation import (
     CANDLE_UNIT_MS,
     MarketSimulator,
     SimEvent,
@@ -23,10 +25,8 @@ from emulator.simulation import (
     orderbook_at_depth,
     tick_size,
 )
-from subscriptions.jsontext import dumps_exact
-from subscriptions.upbit_fields import CANDLE_TYPES
-from tests.emulator.shapes import json_type
-from tests.helpers import SAMPLES
+from upbit_fanout.subscriptions.jsontext import dumps_exact
+from upbit_fanout.subscriptions.upbit_fields import CANDLE_TYPES
 
 NOW = 1_790_000_000_000  # 2026-09-21T14:13:20Z
 DAY = 86_400_000

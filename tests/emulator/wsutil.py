@@ -10,8 +10,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from emulator.markets import Market, default_markets
-from emulator.server import Emulator
+from upbit_fanout.emulator.markets import Market, default_markets
+from upbit_fanout.emulator.server import Emulator
 
 TEST_CODES = frozenset(
     {"KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "USDT-BTC", "BTC-ETH", "BTC-XRP"}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from subscriptions import Keys
+from upbit_fanout.subscriptions import Keys
 
 COMMAND = Path(sys.executable).with_name("upbit-fanout")
 REDIS_CLI = shutil.which("redis-cli")

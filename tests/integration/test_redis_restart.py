@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from client import Event, FanoutClient, Gap
-from collector import Collector
-from emulator import Emulator
-from subscriptions import Keys
 from tests.client.support import restart_same_port
 from tests.conftest import RedisServer
+from upbit_fanout.client import Event, FanoutClient, Gap
+from upbit_fanout.collector import Collector
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions import Keys
 
 TOPICS = {"a": "ticker:KRW-BTC", "b": "trade:KRW-BTC"}
 

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from collector import Collector
-from emulator import Emulator
-from subscriptions import Keys, decode_event
-from subscriptions.jsontext import RawNumber
-from subscriptions.upbit_fields import infer_type, inverse, nested_tables, table_for
 from tests.helpers import SAMPLES
+from upbit_fanout.collector import Collector
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions import Keys, decode_event
+from upbit_fanout.subscriptions.jsontext import RawNumber
+from upbit_fanout.subscriptions.upbit_fields import infer_type, inverse, nested_tables, table_for
 
 DATA_FILES = ("ticker", "trade", "orderbook", "candle", "myOrder", "myAsset")
 ACCESS, SECRET = "replay-access-key", "replay-secret-key-0123456789abcdef0123"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from subscriptions.backoff import backoff, ceiling
+from upbit_fanout.subscriptions.backoff import backoff, ceiling
 
 
 def test_full_jitter_scales_a_doubling_bound_up_to_the_cap() -> None:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from subscriptions import CodecError, decode_event, detect_codec, encode_event
-from subscriptions.jsontext import dumps_exact, loads_exact
 from tests.helpers import SAMPLES
+from upbit_fanout.subscriptions import CodecError, decode_event, detect_codec, encode_event
+from upbit_fanout.subscriptions.jsontext import dumps_exact, loads_exact
 
 
 def _sample_lines() -> list[tuple[str, str]]:

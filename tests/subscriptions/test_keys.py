@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from subscriptions import Keys, parse_topic
+from upbit_fanout.subscriptions import Keys, parse_topic
 
 
 def test_names_follow_the_contract() -> None:

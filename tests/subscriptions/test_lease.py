@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from subscriptions import Keys, heartbeat_commands, lease_ms, release_commands
+from upbit_fanout.subscriptions import Keys, heartbeat_commands, lease_ms, release_commands
 
 
 async def _run(client: aioredis.Redis, commands: list[tuple[str | int, ...]]) -> None:

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from subscriptions import Entry, Subscription, desired_state, next_message, parse_topic
-from subscriptions.topics import ORDERBOOK_DEPTHS
+from upbit_fanout.subscriptions import Entry, Subscription, desired_state, next_message, parse_topic
+from upbit_fanout.subscriptions.topics import ORDERBOOK_DEPTHS
 
 
 def test_union_of_clients_makes_one_sorted_message() -> None:

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from subscriptions import InvalidTopicError, Topic, parse_topic, split_valid
-from subscriptions.topics import ORDERBOOK_DEPTHS, TOPIC_TYPES
+from upbit_fanout.subscriptions import InvalidTopicError, Topic, parse_topic, split_valid
+from upbit_fanout.subscriptions.topics import ORDERBOOK_DEPTHS, TOPIC_TYPES
 
 VALID = [
     ("ticker:KRW-BTC", Topic("ticker", "KRW-BTC")),

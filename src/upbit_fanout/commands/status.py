@@ -26,9 +26,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from subscriptions.keys import Keys
-from subscriptions.redact import redact_url
 from upbit_fanout.settings import Settings
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.redact import redact_url
 
 HELP = "Show the collector's state, the union, every live client and refused intents."
 

@@ -17,9 +17,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from collector import Collector
-from subscriptions.keys import Keys
+from upbit_fanout.collector import Collector
 from upbit_fanout.settings import Settings
+from upbit_fanout.subscriptions.keys import Keys
 
 HELP = "Run the collector: one Upbit subscription for every intent in Redis, events republished."
 

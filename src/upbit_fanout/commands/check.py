@@ -19,10 +19,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from collector.status import HEARTBEAT_INTERVAL
-from subscriptions.redact import redact_url
+from upbit_fanout.collector.status import HEARTBEAT_INTERVAL
 from upbit_fanout.commands.status import add_redis_arguments, gather, redis_target
 from upbit_fanout.settings import Settings
+from upbit_fanout.subscriptions.redact import redact_url
 
 HELP = "Exit 0 if the collector is connected with fresh events (or idle), else 1 with a reason."
 

@@ -25,12 +25,12 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, BinaryIO
 
-from client import FanoutClient, Gap, Item, Notice, RedisUnavailableError
-from subscriptions.errors import CodecError, InvalidTopicError
-from subscriptions.jsontext import dumps_exact
-from subscriptions.topics import Topic, parse_topic
+from upbit_fanout.client import FanoutClient, Gap, Item, Notice, RedisUnavailableError
 from upbit_fanout.commands.status import add_redis_arguments, redis_target
 from upbit_fanout.settings import Settings
+from upbit_fanout.subscriptions.errors import CodecError, InvalidTopicError
+from upbit_fanout.subscriptions.jsontext import dumps_exact
+from upbit_fanout.subscriptions.topics import Topic, parse_topic
 
 HELP = "Print the events of TOPICs as JSON lines (or --pretty) until Ctrl-C or --count."
 

@@ -16,13 +16,13 @@ import sys
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from collector import Collector
-from subscriptions.keys import Keys
-from subscriptions.lease import heartbeat_commands, release_commands
-from subscriptions.redact import redact_url
-from subscriptions.topics import split_valid
+from upbit_fanout.collector import Collector
 from upbit_fanout.commands.collector import collector_options
 from upbit_fanout.settings import Settings
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import heartbeat_commands, release_commands
+from upbit_fanout.subscriptions.redact import redact_url
+from upbit_fanout.subscriptions.topics import split_valid
 
 HELP = "Run an offline demo: the Upbit emulator, a collector and a demo intent, until Ctrl-C."
 
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
-    from emulator import Emulator  # noqa: PLC0415 - builds a market universe; only the demo needs it
+    from upbit_fanout.emulator import Emulator  # noqa: PLC0415 - builds a market universe; only the demo needs it
 
     topics, invalid = split_valid(t.strip() for t in args.topics.split(",") if t.strip())
     if invalid:

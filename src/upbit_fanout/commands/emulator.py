@@ -73,8 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: `upbit-fanout --help` needs none of it.
-    from emulator.replay import ReplayError  # noqa: PLC0415
-    from emulator.server import DEFAULT_RATE, Emulator  # noqa: PLC0415
+    from upbit_fanout.emulator.replay import ReplayError  # noqa: PLC0415
+    from upbit_fanout.emulator.server import DEFAULT_RATE, Emulator  # noqa: PLC0415
 
     access_key = args.access_key
     secret_key = args.secret_key
