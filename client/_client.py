@@ -57,6 +57,7 @@ from upbit_fanout.client._link import PubSubLink
 from upbit_fanout.client._snapshot import take_snapshots
 from upbit_fanout.client._util import default_client_id, transient_id
 from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.connection import redis_from_url
 from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import heartbeat_commands, lease_ms, release_commands
@@ -96,7 +97,8 @@ class FanoutClient:
                 if item.kind == "event":
                     print(item.topic, item.data["trade_price"])
 
-    ``redis`` is a URL (the client then creates and closes its own connection pool) or a
+    ``redis`` is a URL (the client then creates and closes its own connection pool; Sentinel URLs
+    too, see :func:`upbit_fanout.subscriptions.connection.redis_from_url`) or a
     ``redis.asyncio.Redis`` you own (TLS, ACL user, Sentinel: configured as you like; it is not
     closed by the client). Every other argument is keyword-only; docs/client.md explains each.
     """
@@ -128,7 +130,7 @@ class FanoutClient:
         self._keys.intents(self.client_id)  # validates the client id at once
         if isinstance(redis, str):
             self._url = redact_url(redis)
-            self._redis: Redis = Redis.from_url(redis)
+            self._redis: Redis = redis_from_url(redis)
             self._owns_redis = True
         else:
             self._url = "the given Redis client"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 __all__ = ["REDACTED", "redact_url", "redacting_logger"]
 
@@ -31,16 +31,28 @@ def redacting_logger(name: str) -> logging.LoggerAdapter:  # type: ignore[type-a
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
+    """``url`` without its passwords, for messages and logs.
+
+    Works on every form :func:`subscriptions.connection.redis_from_url` accepts, including a
+    Sentinel URL with several hosts (``redis+sentinel://:pw@h1:26379,h2:26379/mymaster``) and its
+    ``sentinel_password`` query parameter.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
+    netloc = parts.netloc
+    user, at, hosts = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.partition(':')[0]}:***@{hosts}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any("password" in key.lower() for key, _ in pairs):
+            query = "&".join(
+                f"{key}=***" if "password" in key.lower() else f"{key}={value}"
+                for key, value in pairs
+            )
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -14,11 +14,11 @@ import asyncio
 import signal
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from upbit_fanout.collector import Collector
 from upbit_fanout.settings import Settings
+from upbit_fanout.subscriptions.connection import redis_from_url
 from upbit_fanout.subscriptions.keys import Keys
 
 HELP = "Run the collector: one Upbit subscription for every intent in Redis, events republished."
@@ -92,7 +92,7 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
     options = collector_options(settings)
     if args.collector_id:
         options["collector_id"] = args.collector_id
-    redis = aioredis.Redis.from_url(args.redis_url or settings.redis_url)
+    redis = redis_from_url(args.redis_url or settings.redis_url)
     try:
         collector = Collector(
             redis=redis,

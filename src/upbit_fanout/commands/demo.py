@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from upbit_fanout.collector import Collector
 from upbit_fanout.commands.collector import collector_options
 from upbit_fanout.settings import Settings
+from upbit_fanout.subscriptions.connection import redis_from_url
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import heartbeat_commands, release_commands
 from upbit_fanout.subscriptions.redact import redact_url
@@ -88,7 +89,7 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
     # The emulator has no account keys of ours: private topics would only be refused.
     options.update(access_key=None, secret_key=None, leader_lease=None)
 
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_from_url(redis_url)
     try:
         try:
             await redis.ping()

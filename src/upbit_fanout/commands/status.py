@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from upbit_fanout.settings import Settings
+from upbit_fanout.subscriptions.connection import redis_from_url
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.redact import redact_url
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def gather(url: str, keys: Keys, *, now: float | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as the ``--json`` object."""
-    redis = Redis.from_url(url, socket_connect_timeout=3.0, socket_timeout=5.0)
+    redis = redis_from_url(url, socket_connect_timeout=3.0, socket_timeout=5.0)
     try:
         return await _gather(redis, url, keys, time.time() if now is None else now)
     finally:

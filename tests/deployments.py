@@ -1,0 +1,180 @@
+"""Redis deployments a test starts for itself: a primary with a replica watched by three Sentinels.
+
+Every process is a real ``redis-server`` on a free loopback port, with its files in a temporary
+directory, stopped when the deployment is closed. Nothing is started when the binary is missing
+(the test is skipped, saying why).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.helpers import free_port
+
+SERVICE = "fanout"
+
+
+def _wait_ping(port: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    client = redis.Redis(port=port, socket_connect_timeout=0.2, socket_timeout=1.0)
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+@dataclass
+class SentinelDeployment:
+    """Primary + replica + three Sentinels (quorum 2), all on loopback."""
+
+    workdir: Path
+    service: str = SERVICE
+    data_ports: list[int] = field(default_factory=list)
+    sentinel_ports: list[int] = field(default_factory=list)
+    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server binary not installed; this test needs a Sentinel set-up")
+        primary, replica = free_port(), free_port()
+        self.data_ports = [primary, replica]
+        for port in self.data_ports:
+            args = [
+                binary,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+                "--dbfilename", f"dump-{port}.rdb",
+                "--notify-keyspace-events", "Kgsx",
+            ]  # fmt: skip
+            if port == replica:
+                args += ["--replicaof", "127.0.0.1", str(primary)]
+            self._spawn(args)
+        for port in self.data_ports:
+            _wait_ping(port)
+        for _ in range(3):
+            port = free_port()
+            self.sentinel_ports.append(port)
+            config = self.workdir / f"sentinel-{port}.conf"
+            config.write_text(
+                f"port {port}\n"
+                "bind 127.0.0.1\n"
+                f"dir {self.workdir}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {primary} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 1000\n"
+                f"sentinel failover-timeout {self.service} 4000\n"
+                f"sentinel parallel-syncs {self.service} 1\n",
+                encoding="utf-8",
+            )
+            self._spawn([binary, str(config), "--sentinel"])
+        for port in self.sentinel_ports:
+            _wait_ping(port)
+        self.wait_ready()
+
+    def _spawn(self, args: list[str]) -> None:
+        self._processes.append(
+            subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+
+    def sentinel(self, index: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.sentinel_ports[index], socket_timeout=2.0)
+
+    def primary_port(self) -> int:
+        client = self.sentinel()
+        try:
+            _, port = client.sentinel_get_master_addr_by_name(self.service)
+            return int(port)
+        finally:
+            client.close()
+
+    def wait_ready(self, within: float = 20.0) -> None:
+        """Until every Sentinel knows the primary, its replica (in sync) and the other two."""
+        deadline = time.monotonic() + within
+        while True:
+            if self._ready():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the Sentinel set-up did not settle within {within} s")
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        for index in range(len(self.sentinel_ports)):
+            client = self.sentinel(index)
+            try:
+                master = client.sentinel_master(self.service)
+                if master["num-other-sentinels"] < 2 or master["num-slaves"] < 1:
+                    return False
+                for replica in client.sentinel_slaves(self.service):
+                    if replica["is_sdown"] or replica["master-link-status"] != "ok":
+                        return False
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+        return True
+
+    def failover(self, within: float = 20.0) -> int:
+        """``SENTINEL FAILOVER``; returns the new primary's port once every Sentinel names it."""
+        before = self.primary_port()
+        client = self.sentinel()
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", self.service)
+        finally:
+            client.close()
+        deadline = time.monotonic() + within
+        while True:
+            ports = set()
+            for index in range(len(self.sentinel_ports)):
+                client = self.sentinel(index)
+                try:
+                    _, port = client.sentinel_get_master_addr_by_name(self.service)
+                    ports.add(int(port))
+                except redis.RedisError:
+                    ports.add(-1)
+                finally:
+                    client.close()
+            if len(ports) == 1 and before not in ports and -1 not in ports:
+                (after,) = ports
+                # and the new primary says so itself
+                node = redis.Redis(port=after, socket_timeout=2.0)
+                try:
+                    if node.info("replication")["role"] == "master":
+                        return after
+                finally:
+                    node.close()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no failover within {within} s (Sentinels say {ports})")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._processes.clear()
