@@ -57,7 +57,7 @@ from upbit_fanout.client._link import PubSubLink
 from upbit_fanout.client._snapshot import take_snapshots
 from upbit_fanout.client._util import default_client_id, transient_id
 from upbit_fanout.subscriptions.backoff import backoff
-from upbit_fanout.subscriptions.connection import redis_from_url
+from upbit_fanout.subscriptions.connection import follow_primary, redis_from_url
 from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import heartbeat_commands, lease_ms, release_commands
@@ -520,6 +520,8 @@ class FanoutClient:
         pinged = False
         while True:
             await asyncio.sleep(interval)
+            if await follow_primary(self._redis):
+                raise RedisConnectionError("the Redis primary moved (Sentinel failover)")
             if link.replaced:
                 raise RedisConnectionError(
                     "the pub/sub connection was re-established underneath; subscriptions lost"

@@ -11,6 +11,7 @@ task           job
 ``public``     the public upstream connection (:class:`collector.upstream.Upstream`)
 ``private``    the private one (only with API keys and a private URL)
 ``leader``     ``P:leader`` (only with ``leader_lease``): upstreams run only while leader
+``primary``    only with a Sentinel URL: follows a failover within a second
 =============  =====================================================================
 
 Every task runs under :meth:`Collector._supervise`: a crash is logged (ERROR, with traceback) in
@@ -47,6 +48,7 @@ from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import LogLimiter, State, Status
 from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.connection import follow_primary, is_sentinel_managed
 from upbit_fanout.subscriptions.keys import Keys
 
 __all__ = ["Collector"]
@@ -57,6 +59,8 @@ SLACK = 0.05
 """Seconds added to every rate window, so network jitter cannot squeeze sends together."""
 
 _STOP_TIMEOUT = 5.0
+_PRIMARY_CHECK_INTERVAL = 1.0
+"""Seconds between two questions to the Sentinels (only with a Sentinel URL)."""
 _RELEASE_SCRIPT = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
@@ -258,6 +262,8 @@ class Collector:
         self._spawn("status", self.status.run)
         self._spawn("publisher", self._publish_loop)
         self._spawn("intents", self.tracker.run)
+        if is_sentinel_managed(self._redis):
+            self._spawn("primary", self._follow_primary_loop)
         if self.leader_lease is None:
             self._start_upstreams()
         else:
@@ -283,7 +289,7 @@ class Collector:
         if not self._started:
             return
         log.info("collector %s stopping", self.collector_id)
-        await self._cancel(["leader", "intents"], insist=True)
+        await self._cancel(["primary", "leader", "intents"], insist=True)
         await self._stop_upstreams()
         await self._cancel(["publisher"], insist=True)
         await self._final_publish()
@@ -439,6 +445,17 @@ class Collector:
                 # Keep the current role: without Redis nobody else can take over either.
                 self.status.health.failed("leader", exc)
             await asyncio.sleep(interval)
+
+    async def _follow_primary_loop(self) -> None:
+        """With Sentinel: notice a failover within a second and move every connection to the new
+        primary (connections open to the old one would keep writing where nobody reads)."""
+        while True:
+            await asyncio.sleep(_PRIMARY_CHECK_INTERVAL)
+            try:
+                if await follow_primary(self._redis):
+                    log.warning("the Redis primary moved (Sentinel failover); reconnecting to it")
+            except (RedisError, OSError) as exc:
+                self.status.health.failed("Sentinel", exc)
 
     def _take_over(self) -> None:
         log.info("collector %s is now the leader (%s)", self.collector_id, self.keys.leader)

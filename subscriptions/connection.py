@@ -13,10 +13,15 @@ operator commands) connects through :func:`redis_from_url`, so they all accept t
   asked without a password).
 
 A Sentinel-managed client asks the Sentinels for the current primary whenever it (re)connects, and
-treats a ``READONLY`` reply (a primary demoted to replica under it) as a lost connection. Sentinel
-also kills the clients of both nodes during a failover, so a subscriber's connection breaks and its
-reconnect reaches the new primary: the collector and the client library then take the same path as
-after a Redis restart (re-assert intents, report a gap).
+treats a ``READONLY`` reply (a primary demoted to replica under it) as a lost connection. That is
+not enough on its own: after ``SENTINEL FAILOVER`` the old primary stays a writable primary for
+several seconds before the Sentinels demote it, and connections already open to it keep working,
+so their writes (a leader lease renewal, published events) land where nobody reads and are
+discarded at the demotion. :func:`follow_primary`, called every second or so by the collector and
+at every health check by the client library, asks the Sentinels and, when the primary moved, drops
+every connection of the pool (in use ones too) so that each reconnects to the new primary. The
+collector and the client library then take the same path as after a Redis restart (re-assert
+intents, report a gap).
 
 The parser is pure (:func:`parse_sentinel_url`) and tested from a table.
 """
@@ -28,11 +33,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 __all__ = [
     "SENTINEL_SCHEMES",
     "SentinelURL",
+    "follow_primary",
+    "is_sentinel_managed",
     "is_sentinel_url",
     "parse_sentinel_url",
     "redis_from_url",
@@ -149,6 +156,32 @@ class _SentinelManagedRedis(Redis):
             if sentinel is not None:
                 for node in sentinel.sentinels:
                     await node.aclose()
+
+
+def is_sentinel_managed(redis: Redis) -> bool:
+    """True when ``redis`` finds its primary through Sentinels."""
+    return isinstance(redis.connection_pool, SentinelConnectionPool)
+
+
+async def follow_primary(redis: Redis) -> bool:
+    """Ask the Sentinels where the primary is; True when it moved and the pool was dropped.
+
+    A no-op (False) for a client that is not Sentinel-managed, and while the pool has not
+    connected yet. Raises what the Sentinel query raises (``redis.ConnectionError`` subclasses
+    such as ``MasterNotFoundError``): callers treat that as Redis trouble, as any other.
+    """
+    pool = redis.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return False
+    before = pool.master_address
+    if before is None:
+        return False
+    address = await pool.sentinel_manager.discover_master(pool.service_name)
+    if address == before:
+        return False
+    pool.master_address = address
+    await pool.disconnect(inuse_connections=True)
+    return True
 
 
 def redis_from_url(url: str, **options: Any) -> Redis:

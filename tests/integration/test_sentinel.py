@@ -99,6 +99,19 @@ async def test_a_sentinel_failover_under_a_running_collector_and_clients(
                     await _next(client, Event, TOPICS[name], within=20)
 
                 new_port = await asyncio.to_thread(sentinel_deployment.failover)
+                primary = aioredis.Redis(port=new_port)
+                try:
+                    # The old primary stays writable for seconds before the Sentinels demote it;
+                    # the collector must move to the new one at once, not write into the old one
+                    # meanwhile: its lease on the new primary is renewed, never left to run out.
+                    ttls = []
+                    for _ in range(16):
+                        ttls.append(await primary.pttl(keys.leader))
+                        await asyncio.sleep(0.5)
+                    assert min(ttls) > 0, ttls
+                    assert ttls[-1] > ttls[0] or max(ttls[1:]) > ttls[0], ttls  # renewed there
+                finally:
+                    await primary.aclose()
 
                 for name, client in clients.items():
                     gap = await _next(client, Gap, None, within=20)
