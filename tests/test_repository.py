@@ -290,8 +290,8 @@ HOME_OR_ABSOLUTE = re.compile(
 
 def climbs_out(name: str, text: str) -> list[str]:
     depth = len(Path(name).parts) - 1  # folders between the repository root and the file
-    found = []
-    roots = []
+    found: list[str] = []
+    roots: list[str] = []
     for m in FILE_PARENTS.finditer(text):
         # folders climbed from the file's own folder: parents[N] climbs N, .parent k times k - 1
         up = int(m.group("n")) if m.group("n") else m.group("chain").count(".parent") - 1
@@ -299,14 +299,14 @@ def climbs_out(name: str, text: str) -> list[str]:
         if up > depth:
             found.append(f"{name}: {m.group(0)} leaves the repository")
         line_start = text.rfind("\n", 0, m.start()) + 1
-        var = ROOT_VARIABLE.match(text, line_start)
-        if var and up == depth:
-            roots.append(var.group(1))
-    for var in roots:
-        if re.search(rf"\b{var}\.parent\b|\b{var}\s*/\s*[\"']\.\.", text):
-            found.append(f"{name}: {var}.parent leaves the repository")
-    for m in HOME_OR_ABSOLUTE.finditer(text):
-        line = text[text.rfind("\n", 0, m.start()) + 1 : text.find("\n", m.start())]
+        assigned = ROOT_VARIABLE.match(text, line_start)
+        if assigned and up == depth:
+            roots.append(assigned.group(1))
+    for root in roots:
+        if re.search(rf"\b{root}\.parent\b|\b{root}\s*/\s*[\"']\.\.", text):
+            found.append(f"{name}: {root}.parent leaves the repository")
+    for hit in HOME_OR_ABSOLUTE.finditer(text):
+        line = text[text.rfind("\n", 0, hit.start()) + 1 : text.find("\n", hit.start())]
         found.append(f"{name}: {line.strip()}")
     return found
 
