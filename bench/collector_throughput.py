@@ -20,7 +20,7 @@ what arrives are pinned to the other CPUs. Every mode runs in a fresh worker pro
 Each mode runs for both codecs. Sources: ``emulator`` (``emulator.Emulator`` firehose,
 ``rate=0``, in a subprocess) or ``replay``: a minimal WebSocket server of this file that writes
 pre-built DEFAULT frames (ticker, trade with a fresh ``sequential_id`` each, 30-unit orderbook,
-built from ../shared/upbit-samples) as fast as the reader takes them, so that the collector, not
+built from tests/data/upbit-samples) as fast as the reader takes them, so that the collector, not
 the source, is the bottleneck. ``auto`` runs the emulator when it starts, and always ``replay``.
 
 Figures: events/s published by the collector in the measuring window (after a warm-up), the
@@ -69,7 +69,7 @@ from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.topics import parse_topic
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = Path(os.environ.get("UPBIT_FANOUT_SAMPLES", ROOT.parent / "shared" / "upbit-samples"))
+SAMPLES = Path(os.environ.get("UPBIT_FANOUT_SAMPLES", ROOT / "tests" / "data" / "upbit-samples"))
 RESULTS = ROOT / "bench" / "results" / "collector_throughput.json"
 
 PREFIX = "bench"

@@ -10,7 +10,7 @@ Processes, one session per (kind, consumers, consumer mode):
 - **emulator** (this file, ``--role emulator``): ``emulator.Emulator`` in replay mode with an
   empty file, so nothing but the bench's own frames is sent, plus a pacing loop that calls
   ``await emu.inject(frame_bytes)`` at the target rate. Each frame is a DEFAULT ``trade`` of
-  KRW-BTC in the current shape of ../shared/upbit-samples/trade.jsonl (``stream_type``
+  KRW-BTC in the current shape of tests/data/upbit-samples/trade.jsonl (``stream_type``
   REALTIME, a fresh ``sequential_id`` = ``sid_base + seq``, current ``timestamp``) with one
   extra field, ``"bench_sent_ns"``, written just before ``stream_type``;
 - **collector**: ``python -m upbit_fanout.cli collector --redis-url ... --upstream
@@ -89,7 +89,7 @@ from upbit_fanout.subscriptions.jsontext import dumps_exact, loads_exact
 from upbit_fanout.subscriptions.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT.parent / "shared" / "upbit-samples"
+SAMPLES = ROOT / "tests" / "data" / "upbit-samples"
 RESULTS = ROOT / "bench" / "results" / "latency_fanout.json"
 
 CODE = "KRW-BTC"

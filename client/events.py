@@ -1,6 +1,6 @@
 """Typed, immutable Upbit events built from a decoded payload.
 
-A payload on Redis is one Upbit object with Upbit's DEFAULT field names (DESIGN.md, "Payloads").
+A payload on Redis is one Upbit object with Upbit's DEFAULT names (docs/contract.md, "Payloads").
 :func:`subscriptions.codec.decode_event` turns it into a mapping whose non-integer numbers are
 :class:`~decimal.Decimal` holding exactly the digits Upbit sent, and :func:`parse_event` turns that
 mapping into one of :class:`Ticker`, :class:`Trade`, :class:`Orderbook`, :class:`Candle`,
@@ -10,7 +10,7 @@ mapping into one of :class:`Ticker`, :class:`Trade`, :class:`Orderbook`, :class:
     if isinstance(event, Orderbook) and event.best_ask is not None:
         ...
 
-Field names are Upbit's DEFAULT names (upbit-protocol.md section 4), so Upbit's docs describe them.
+Field names are Upbit's DEFAULT names (docs/upbit-protocol.md §4), so Upbit's docs describe them.
 
 Types
     * prices, sizes, volumes, amounts, rates, fees, balances and the orderbook ``level``:
@@ -20,7 +20,7 @@ Types
       ``1.16539E+8``). A Python ``float`` is refused: it means digits were lost upstream.
     * timestamps (ms), ``trades_count`` and ``sequential_id``: ``int``.
     * dates, times, codes and enum values (``RISE``, ``ASK``, ``wait``...): ``str``, unchanged.
-    * ``X | None`` where section 4 says a value can be null, and for keys that some frames lack
+    * ``X | None`` where §4 says a value can be null, and for keys that some frames lack
       (older frames, deprecated or recently added fields). A ``| None`` field is ``None`` both
       when the key is absent and when it is null. Every other field is required.
 
@@ -134,7 +134,7 @@ class AssetBalance(NamedTuple):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ticker:
-    """``ticker`` (upbit-protocol.md 4.1).
+    """``ticker`` (docs/upbit-protocol.md §4.1).
 
     ``trade_date`` is ``yyyyMMdd`` and ``trade_time`` ``HHmmss`` (UTC); the 52-week dates are
     ``yyyy-MM-dd``. ``acc_*`` count from 00:00 UTC, ``*_24h`` over a rolling 24 h.
@@ -184,7 +184,7 @@ class Ticker:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Trade:
-    """``trade`` (upbit-protocol.md 4.2). Dates are ``yyyy-MM-dd``, times ``HH:mm:ss``, UTC.
+    """``trade`` (docs/upbit-protocol.md §4.2). Dates are ``yyyy-MM-dd``, times ``HH:mm:ss``, UTC.
 
     ``sequential_id`` is unique but not ordered: dedupe on it, order by ``trade_timestamp``.
     """
@@ -217,7 +217,7 @@ class Trade:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Orderbook:
-    """``orderbook`` (upbit-protocol.md 4.3): always the whole book, never a delta.
+    """``orderbook`` (docs/upbit-protocol.md §4.3): always the whole book, never a delta.
 
     ``orderbook_units`` are exactly the units sent, padding included; ``total_*_size`` cover only
     those units. ``level`` is None in frames that lack it.
@@ -272,7 +272,7 @@ class Orderbook:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Candle:
-    """``candle.1s`` ... ``candle.240m`` (upbit-protocol.md 4.4).
+    """``candle.1s`` ... ``candle.240m`` (docs/upbit-protocol.md §4.4).
 
     The same bucket (``candle_date_time_utc``) can arrive many times: the last one wins.
     """
@@ -299,7 +299,7 @@ class Candle:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MyOrder:
-    """``myOrder`` (upbit-protocol.md 4.5), one order event of your account.
+    """``myOrder`` (docs/upbit-protocol.md §4.5), one order event of your account.
 
     When ``state == "trade"`` (a fill), ``price`` and ``volume`` are the fill's.
     """
@@ -344,7 +344,7 @@ class MyOrder:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MyAsset:
-    """``myAsset`` (upbit-protocol.md 4.6): balances of your account.
+    """``myAsset`` (docs/upbit-protocol.md §4.6): balances of your account.
 
     Whether ``assets`` lists every holding or only the changed currencies is not documented.
     ``code`` is not an Upbit field of myAsset; it is None unless a frame carries one.
@@ -517,7 +517,7 @@ def _bool_opt(d: Mapping[str, Any], key: str) -> bool | None:
 
 
 def _code(d: Mapping[str, Any]) -> str:
-    """``code``; 2018-era frames name the market ``market`` instead (upbit-protocol.md 4.1)."""
+    """``code``; 2018 frames name the market ``market`` instead (docs/upbit-protocol.md §4.1)."""
     value = d.get("code")
     if value is None:
         value = d.get("market")

@@ -1,4 +1,4 @@
-"""JWT for the private endpoint (upbit-protocol.md §8): HS512, ``access_key`` + a fresh ``nonce``.
+"""Private-endpoint JWT (docs/upbit-protocol.md §8): HS512, ``access_key`` + a fresh ``nonce``.
 
 A new token is minted for every connection attempt (Upbit asks for a new nonce per request, and
 the emulator refuses a reused one). The secret is signed as the raw string (no Base64 decoding).

@@ -1,9 +1,9 @@
 """The send budget: sliding-window rate limits with a dynamic slow-down, as a pure object.
 
 Upbit allows 5 subscribe messages per second and 100 per minute per connection, and 5 new
-connections per second (upbit-protocol.md §6). :class:`RateBudget` answers "how long until I may
-send?" for any set of ``(count, seconds)`` limits, with the clock passed in, so it is tested from
-tables with no event loop.
+connections per second (docs/upbit-protocol.md §6). :class:`RateBudget` answers "how long until
+I may send?" for any set of ``(count, seconds)`` limits, with the clock passed in, so it is tested
+from tables with no event loop.
 
 *Sliding* windows: at most ``count`` events in ANY ``seconds``-long interval, the strictest reading
 of the limits (a sender that passes it passes a fixed-window server too). ``slack`` widens every

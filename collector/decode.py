@@ -1,7 +1,7 @@
 """Upstream frame decoder: one WebSocket frame in, one :class:`Frame` per Upbit object out.
 
-Pure: bytes in, values out, no I/O. It reads every shape Upbit sends (upbit-protocol.md §1, §2.5,
-§4, §7, §10.11):
+Pure: bytes in, values out, no I/O. It reads every shape Upbit sends
+(docs/upbit-protocol.md §1, §2.5, §4, §7, §10.11):
 
 - ``DEFAULT`` objects (``type``, ``code``, ``stream_type``): the normal case and the hot path;
 - ``SIMPLE`` objects (``ty``, ``cd``, ``st``, nested ``obu`` units and ``ast`` assets), renamed to

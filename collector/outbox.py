@@ -1,6 +1,6 @@
 """The bounded queue between the WebSocket readers and the Redis publisher.
 
-Policy (STYLE.md 6): the queue holds at most ``maxsize`` items. When it is full (Redis slow or
+Policy (a bounded queue): the queue holds at most ``maxsize`` items. When it is full (Redis slow or
 down) the OLDEST items are dropped to make room and counted: for live market data the newest
 event is worth more than an old one, and the reader must never block (a blocked reader would stop
 answering pings and lose the Upbit connection). The publisher takes everything available at once

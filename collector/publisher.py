@@ -3,7 +3,7 @@
 For every item, in order: ``PUBLISH P:{topic} payload``; the last-value key
 ``SET P:last:{topic} payload`` (within a batch only the last payload of each topic is written);
 private items also ``XADD P:stream:{type} MAXLEN ~ N * payload <bytes> topic <topic>``
-(DESIGN.md, "Keys and channels"). Key names come from :class:`subscriptions.keys.Keys`.
+(docs/contract.md, "Keys and channels"). Key names come from :class:`subscriptions.keys.Keys`.
 
 Two ways to send a batch, both one round trip:
 
@@ -14,7 +14,7 @@ Two ways to send a batch, both one round trip:
     per command and per argument, so this keeps the collector's cost per event at a few hundred
     nanoseconds. The script is loaded on first use and again after ``NOSCRIPT`` (a Redis
     restart). It names keys inside its argument, so it is not Redis Cluster safe (the cluster
-    design uses sharded pub/sub anyway, DESIGN.md "Where it grows").
+    design uses sharded pub/sub anyway, docs/contract.md "Where it grows").
 ``pipeline``
     A non-transactional pipeline: N ``PUBLISH`` + one ``MSET`` + one ``XADD`` per private item.
     Kept for comparison (``bench/collector_throughput.py`` measures both) and for servers where

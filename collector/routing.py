@@ -12,10 +12,10 @@ Which topics an event feeds
     ``total_bid_size`` recomputed as the exact ``Decimal`` sum of the units kept (the units' own
     number text is unchanged); a topic wanting as many or more gets the frame as it is. myOrder
     feeds ``myOrder:CODE`` and ``myOrder:*``; myAsset feeds ``myAsset``. An event for no live
-    topic (in-flight frames of a replaced subscription, upbit-protocol.md §3) is counted in
+    topic (in-flight frames of a replaced subscription, docs/upbit-protocol.md §3) is counted in
     :attr:`Router.unrouted` and dropped.
 
-No duplicates across a resubscribe (DESIGN.md, "Upstream behaviour")
+No duplicates across a resubscribe (docs/contract.md, "Upstream behaviour")
     Upbit probably re-sends a SNAPSHOT per code on every subscribe message (§3, §12.1). After
     ``set_topics(..., fresh_connection=False)``, SNAPSHOT frames for topics that stayed live and
     had already delivered an event on this connection are dropped (:attr:`dropped_snapshots`);

@@ -1,7 +1,7 @@
 """A simulated exchange account behind the emulator's private streams (myOrder, myAsset).
 
 Pure and deterministic: no sockets, no clock (``now_ms`` comes in), uuids from a seeded
-generator. Orders follow Upbit's lifecycles (protocol reference 4.5, 4.6, 8):
+generator. Orders follow Upbit's lifecycles (docs/upbit-protocol.md §4.5, §4.6, §8):
 
 - ``limit`` (price + volume) rests: a ``wait`` event locks the funds; :meth:`Account.on_trade`
   fills it as maker at its own price when the market trades through it (``trade`` events, partial

@@ -1,4 +1,4 @@
-"""Private-endpoint authentication (upbit-protocol.md §8), as pure checks.
+"""Private-endpoint authentication (docs/upbit-protocol.md §8), as pure checks.
 
 The upgrade request to ``/websocket/v1/private`` must carry ``Authorization: Bearer <JWT>``. The
 token is HS256 or HS512 signed with the *raw* secret string (no Base64 decoding) and its payload

@@ -85,7 +85,7 @@ class EmulatorConnection:
         """Replay mode: set once every line of the file was offered to this connection."""
         self.ws = ws
         self.messages = messages
-        """The connection's message rate limit (§6)."""
+        """The connection's message rate limit (docs/upbit-protocol.md §6)."""
         self.closing = False
         """Set on an error or an abort: nothing more is sent."""
         self.dirty = False

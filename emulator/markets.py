@@ -1,6 +1,6 @@
 """The emulator's market universe: what ``GET /v1/market/all`` lists.
 
-The real universe has the size and shape of protocol reference section 9 (on 2026-09-23: 855 pairs,
+The real universe has the size and shape of docs/upbit-protocol.md §9 (on 2026-09-23: 855 pairs,
 289 KRW, 328 BTC and 238 USDT, over 358 distinct base assets). :func:`default_markets` rebuilds that
 shape deterministically: about sixty well-known coins with their real Korean and English names
 first, then generated pseudo-coins (2-6 upper-case letters, never clashing with a real ticker) to

@@ -1,10 +1,10 @@
-"""The emulator's protocol core: no sockets, no clock, no event loop (STYLE.md: pure core).
+"""The emulator's protocol core: no sockets, no clock, no event loop (a pure core).
 
 Everything a client can send is decided here, from the bytes it sent:
 
 - :func:`parse_request` turns one client message into a :class:`SubscribeRequest`,
   a :class:`ListRequest` or :data:`PING`, or raises :class:`RequestError` carrying Upbit's error
-  ``name`` and its Korean message (upbit-protocol.md §2, §7);
+  ``name`` and its Korean message (docs/upbit-protocol.md §2, §7);
 - :func:`compile_subscription` turns a request into the :class:`Subscription` the server serves:
   codes without their depth suffix, unknown and lower-case codes dropped (§2.6), depth and level
   per orderbook stream (§2.3, §2.2), snapshots to send, and the LIST_SUBSCRIPTIONS listing (§2.7);

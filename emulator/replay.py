@@ -1,6 +1,6 @@
 """Recorded frames: a JSONL file of Upbit frame payloads, served as they were recorded.
 
-Each line of a replay file is one frame payload, as in /work/shared/upbit-samples/*.jsonl: a
+Each line of a replay file is one frame payload, as in tests/data/upbit-samples/*.jsonl: a
 DEFAULT object, a SIMPLE object, or a ``*_LIST`` array of either; legacy 2018 frames (``market`` /
 ``mk``, no ``type``) are recognised with :func:`subscriptions.upbit_fields.infer_type`.
 :class:`ReplayFrame` keeps the line's bytes and renders it for a connection's format:

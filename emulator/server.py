@@ -240,7 +240,7 @@ class Emulator:
             # websockets' default deflate settings, at zlib level 1: ~20% less CPU per frame
             extensions=[_DEFLATE] if self.compression == "deflate" else None,
             compression=None,
-            ping_interval=None,  # Upbit sends no pings (§5)
+            ping_interval=None,  # Upbit sends no pings (docs/upbit-protocol.md §5)
             write_limit=(self.write_limit, self.write_limit // 4),
             max_size=2**20,
             logger=redacting_logger("emulator.websockets"),

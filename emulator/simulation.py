@@ -11,8 +11,8 @@ toward a per-market anchor keeps prices plausible over long runs, and rare burst
 levels in one direction. Markets trade in proportion to heavy-tailed activity weights
 (KRW-BTC, KRW-XRP, KRW-ETH and USDT-BTC are the busiest).
 
-Payloads use Upbit's DEFAULT field names with every documented field present (protocol reference
-4.1-4.4) and no ``stream_type`` (the server adds it). Prices, sizes, amounts and rates are
+Payloads use Upbit's DEFAULT field names with every documented field present (docs/upbit-protocol.md
+§4.1-§4.4) and no ``stream_type`` (the server adds it). Prices, sizes, amounts and rates are
 ``Decimal``; timestamps, ``sequential_id`` and counts are ``int``; dates are ``str``.
 
 Internally prices and sizes are integers in units of 1e-8 (amounts, price x size, in 1e-16) and

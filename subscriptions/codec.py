@@ -1,4 +1,4 @@
-"""Event payload codecs: ``json`` (default) and ``msgpack``, both lossless (DESIGN.md, "Payloads").
+"""Payload codecs: ``json`` (default) and ``msgpack``, both lossless (docs/contract.md, "Payloads").
 
 An event payload is one Upbit object with Upbit's DEFAULT field names.
 

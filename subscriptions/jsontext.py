@@ -1,7 +1,7 @@
 """JSON with exact numbers: parse and write JSON without ever turning a number into a float.
 
 Upbit writes numbers such as ``1.16539E8``, ``0.00077720`` and ``1386929.37231066771348207123``
-(protocol reference 10.6). A float would change them, so everything in upbit-fanout that must
+(docs/upbit-protocol.md §10.6). A float would change them, so everything in upbit-fanout that must
 re-write an Upbit payload parses it with :func:`loads_exact`, which keeps every non-integer number
 as a :class:`RawNumber` (its source text), and writes it with :func:`dumps_exact`, which puts that
 text back verbatim. Integers stay ``int`` (Python integers are exact at any size).

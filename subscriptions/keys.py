@@ -1,4 +1,4 @@
-"""Every Redis key and channel name of the contract, built in one place (DESIGN.md, "Keys and
+"""Every Redis key and channel name of the contract, built in one place (docs/contract.md, "Keys and
 channels"). Nobody else formats ``f"upbit:..."``: ask a :class:`Keys` instead.
 
 ``P`` below is the key prefix (setting ``key_prefix``, default ``upbit``):

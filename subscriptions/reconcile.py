@@ -4,10 +4,11 @@ The collector holds one public connection and, when private topics are wanted an
 configured, one private connection. For each it keeps what it last sent. On every change it asks
 :func:`desired_state` for the union of all live, valid intents, and :func:`next_message` whether a
 new subscribe message is needed (None when the desired state equals what was sent). Upbit has
-no unsubscribe and every message replaces the connection's whole subscription (protocol
-reference 3), so the message always carries the complete state, in a deterministic order.
+no unsubscribe and every message replaces the connection's whole subscription
+(docs/upbit-protocol.md §3), so the message always carries the complete state, in a deterministic
+order.
 
-Rules (DESIGN.md, issue #3):
+Rules (docs/contract.md, "Upstream behaviour"):
 - one object per type, codes sorted; types in a fixed order;
 - orderbook: one code per market at the LARGEST depth any intent asks for (no suffix for 30),
   smaller depths are cut from it by the collector;

@@ -1,10 +1,10 @@
-"""Topics: what a client can ask for, spelled ``TYPE:CODE`` (DESIGN.md, "Topics").
+"""Topics: what a client can ask for, spelled ``TYPE:CODE`` (docs/contract.md, "Topics").
 
 ``ticker:KRW-BTC``, ``candle.1m:BTC-ETH``, ``orderbook:KRW-BTC.5`` (depth 1, 5, 15 or 30; no suffix
 is Upbit's default, 30 units), ``myOrder:KRW-BTC``, ``myOrder:*`` (every market) and ``myAsset``
 (no code). :func:`parse_topic` accepts exactly these and refuses everything else with a message
 that says what would be right, because one bad code sent upstream makes Upbit close the socket
-and drop every stream (protocol reference 7).
+and drop every stream (docs/upbit-protocol.md §7).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Upbit's field names: DEFAULT (full) names and their SIMPLE abbreviations, per data type.
 
-Source: ../shared/upbit-protocol.md section 4. The tables are per type because abbreviations
+Source: docs/upbit-protocol.md §4. The tables are per type because abbreviations
 collide across types (``ap`` is ``avg_price`` in myOrder but ``ask_price`` in an orderbook unit;
 ``td`` is the trade's ``trade_date`` while the ticker's is ``tdt``). Both the emulator (to write
 SIMPLE frames) and the collector (to read them) use these tables, so they cannot drift apart.
@@ -45,7 +45,7 @@ TICKER: Mapping[str, str] = MappingProxyType(
         "is_trading_suspended": "its",
         "delisting_date": "dd",
         "market_warning": "mw",
-        # legacy keys still seen in older frames (protocol reference 4.1)
+        # legacy keys still seen in older frames (docs/upbit-protocol.md §4.1)
         "trade_status": "ts",
         "market_state_for_ios": "msfi",
         "market": "mk",
@@ -196,8 +196,8 @@ _TABLES: dict[str, Mapping[str, str]] = {
 def infer_type(payload: Mapping[str, object]) -> str | None:
     """The data type of an Upbit object, also for legacy frames that carry no ``type``/``ty``.
 
-    2018-era frames name the market in ``market``/``mk`` and omit the type (protocol reference
-    4.1, 10.11); their type is recognised from fields only that type has. Candle frames always
+    2018-era frames name the market in ``market``/``mk`` and omit the type (docs/upbit-protocol.md
+    §4.1, §10.11); their type is recognised from fields only that type has. Candle frames always
     carry their type (the unit cannot be inferred). Returns None when nothing fits.
     """
     declared = payload.get("type", payload.get("ty"))

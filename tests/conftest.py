@@ -1,6 +1,6 @@
 """Shared fixtures: a real Redis for integration tests, and throwaway redis-servers.
 
-Redis policy (issue #2): use the server on 127.0.0.1:6379 when it answers (CI has one); otherwise
+Redis policy: use the server on 127.0.0.1:6379 when it answers (CI has one); otherwise
 start a ``redis-server`` on a free loopback port if the binary exists; otherwise fall back to
 fakeredis. Tests that need to stop and restart Redis use :func:`redis_server_factory`, which
 always starts servers of their own (and skips, saying why, only where no binary exists).

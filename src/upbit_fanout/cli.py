@@ -3,7 +3,7 @@
 Each subcommand lives in ``upbit_fanout/commands/<name>.py`` and provides ``HELP`` (one line),
 ``configure(parser)`` (its own arguments) and ``run(args, settings) -> int`` (the exit status).
 ``main(argv=None)`` is the only place that reads the environment, configures logging and, through
-the commands, calls ``asyncio.run`` (STYLE.md: configuration at the edge).
+the commands, calls ``asyncio.run`` (configuration at the edge).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Settings for the command line, read from ``UPBIT_FANOUT_*`` variables and an optional ``.env``.
 
 Only the CLI builds a :class:`Settings`; library classes take typed keyword arguments instead
-(STYLE.md: configuration at the edge). Secrets are :class:`pydantic.SecretStr`, so printing a
+(configuration at the edge). Secrets are :class:`pydantic.SecretStr`, so printing a
 ``Settings`` object, or logging it, shows ``**********`` instead of the key.
 """
 

@@ -1,5 +1,5 @@
 """A client built on a Redis connection the user made, logged in as an ACL user who may touch
-nothing but the contract's keys and channels (issue #4: any ``redis.asyncio.Redis`` works)."""
+nothing but the contract's keys and channels (any ``redis.asyncio.Redis`` works)."""
 
 from __future__ import annotations
 

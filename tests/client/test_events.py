@@ -176,7 +176,7 @@ def test_the_documented_tricky_numbers_print_as_upbit_wrote_them() -> None:
 
 
 def test_classes_have_exactly_the_documented_fields() -> None:
-    """Attribute names are the DEFAULT names of upbit-protocol.md section 4, no more, no less."""
+    """Attribute names are the DEFAULT names of docs/upbit-protocol.md §4, no more, no less."""
     for type_name, cls in CLASSES.items():
         documented = set(table_for(type_name)) - {"market"}  # `market` is read as `code`
         if cls is MyAsset:

@@ -9,7 +9,7 @@ INTEGER_KEYS = frozenset({"timestamp", "trade_timestamp", "sequential_id", "tms"
 
 
 def json_type(key: str, value: Any) -> str:
-    """The JSON type of ``value`` as §4 names it, telling integer fields from other numbers."""
+    """The JSON type of ``value`` as docs/upbit-protocol.md §4 names it (integer fields apart)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -30,7 +30,7 @@ MY_ORDER_KEYS = set(_sample("myOrder.jsonl"))  # line 1 is the full current shap
 MY_ASSET_KEYS = set(_sample("myAsset.jsonl"))
 ASSET_ITEM_KEYS = set(_sample("myAsset.jsonl")["assets"][0])
 
-# JSON types per protocol reference 4.5 ("number or null" etc.)
+# JSON types per docs/upbit-protocol.md §4.5 ("number or null" etc.)
 ORDER_TYPES: dict[str, set[str]] = {
     "type": {"string"},
     "code": {"string"},

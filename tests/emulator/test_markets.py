@@ -1,4 +1,4 @@
-"""The emulated market universe has the real one's size and shape (protocol reference 9)."""
+"""The emulated market universe has the real one's size and shape (docs/upbit-protocol.md §9)."""
 
 from __future__ import annotations
 

@@ -278,7 +278,7 @@ async def test_list_subscriptions() -> None:
         # the subscription is unchanged: orderbook frames keep coming
         frame = await recv_json(ws)
         assert frame["type"] == "orderbook"
-        # a format object in the LIST request switches the connection (§2.7)
+        # a format object in the LIST request switches the connection (docs/upbit-protocol.md §2.7)
         await ws.send(
             json.dumps([{"ticket": "s"}, {"method": "LIST_SUBSCRIPTIONS"}, {"format": "SIMPLE"}])
         )

@@ -1,4 +1,4 @@
-"""Redis restarted under running clients and a running collector (issue #4): every client
+"""Redis restarted under running clients and a running collector: every client
 recovers, reports a gap, re-asserts its intents, and events flow again within seconds; nobody is
 restarted. Everything is real: a redis-server this test owns, the emulator over loopback, the
 collector and two library clients."""

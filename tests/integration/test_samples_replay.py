@@ -1,5 +1,5 @@
-"""Every frame in ../shared/upbit-samples, replayed by the emulator, comes out of the collector on
-the right channel with DEFAULT field names and exactly the number text that went in (issue #3).
+"""Every frame in tests/data/upbit-samples, replayed by the emulator, comes out of the collector on
+the right channel with DEFAULT field names and exactly the number text that went in.
 
 Real parts only: the emulator serves the sample lines over a loopback WebSocket (public and
 private endpoints), the collector reads them, and a Redis pub/sub subscriber collects what was
