@@ -71,6 +71,7 @@ from upbit_fanout.emulator.protocol import (
 )
 from upbit_fanout.emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
 from upbit_fanout.emulator.simulation import MarketSimulator, orderbook_at_depth
+from upbit_fanout.emulator.tls import TestCertificates, make_certificates
 from upbit_fanout.subscriptions.jsontext import dumps_exact
 from upbit_fanout.subscriptions.redact import redacting_logger
 
@@ -150,6 +151,7 @@ class Emulator:
         admin: bool = True,
         received_limit: int = 10_000,
         nonce_memory: int = 100_000,
+        tls: bool = False,
     ) -> None:
         if rate < 0:
             raise ValueError("rate must be >= 0 (0 means as fast as possible)")
@@ -214,6 +216,8 @@ class Emulator:
         self._refuse_until = 0.0
         self._market_all: dict[bool, bytes] = {}
         self._seed = seed
+        self.certificates: TestCertificates | None = make_certificates() if tls else None
+        """With ``tls=True``: the server's context and the authority's PEM (``write_ca``)."""
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -244,6 +248,7 @@ class Emulator:
             write_limit=(self.write_limit, self.write_limit // 4),
             max_size=2**20,
             logger=redacting_logger("emulator.websockets"),
+            ssl=self.certificates.server_context if self.certificates else None,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._spawn(self._status_loop(), "status")
@@ -284,8 +289,13 @@ class Emulator:
 
     @property
     def base_url(self) -> str:
-        """``ws://127.0.0.1:PORT`` (what the CLI prints first)."""
-        return f"ws://{self.host}:{self.port}"
+        """``ws://127.0.0.1:PORT``, or ``wss://`` with TLS (what the CLI prints first)."""
+        scheme = "wss" if self.certificates else "ws"
+        return f"{scheme}://{self._url_host}:{self.port}"
+
+    @property
+    def _url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     @property
     def public_url(self) -> str:
@@ -297,7 +307,8 @@ class Emulator:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.certificates else "http"
+        return f"{scheme}://{self._url_host}:{self.port}"
 
     @property
     def connections(self) -> tuple[EmulatorConnection, ...]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+import tempfile
 
 from upbit_fanout.settings import Settings
 
@@ -65,6 +67,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-compression", action="store_true", help="do not offer permessage-deflate"
     )
     parser.add_argument("--no-admin", action="store_true", help="disable the /_emulator/ paths")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve wss:// and https:// with a certificate made at start for 127.0.0.1, ::1 and "
+        "localhost (needs the [tls] extra); the first stdout line is then the wss:// URL",
+    )
+    parser.add_argument(
+        "--ca-out",
+        metavar="PATH",
+        help="with --tls: write the certificate authority (PEM) here (default: a new temporary "
+        "file); its path is logged on stderr. Trust it with SSL_CERT_FILE=PATH",
+    )
+
+
+def _write_ca(pem: bytes, path: str | None) -> str:
+    if path is None:
+        handle, name = tempfile.mkstemp(prefix="upbit-fanout-emulator-ca-", suffix=".pem")
+        with os.fdopen(handle, "wb") as file:
+            file.write(pem)
+        return name
+    with open(path, "wb") as file:
+        file.write(pem)
+    return path
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -75,6 +100,11 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: `upbit-fanout --help` needs none of it.
     from upbit_fanout.emulator.replay import ReplayError  # noqa: PLC0415
     from upbit_fanout.emulator.server import DEFAULT_RATE, Emulator  # noqa: PLC0415
+    from upbit_fanout.emulator.tls import TLSUnavailableError  # noqa: PLC0415
+
+    if args.ca_out and not args.tls:
+        print("upbit-fanout emulator: --ca-out needs --tls", file=sys.stderr)
+        return 2
 
     access_key = args.access_key
     secret_key = args.secret_key
@@ -101,10 +131,26 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             private_activity=args.private_activity,
             compression=None if args.no_compression else "deflate",
             admin=not args.no_admin,
+            tls=args.tls,
         )
     except (OSError, ReplayError) as exc:
         print(f"upbit-fanout emulator: cannot load the replay file: {exc}", file=sys.stderr)
         return 2
+    except TLSUnavailableError as exc:
+        print(f"upbit-fanout emulator: {exc}", file=sys.stderr)
+        return 2
+    if emulator.certificates is not None:
+        try:
+            ca_path = _write_ca(emulator.certificates.ca_pem, args.ca_out)
+        except OSError as exc:
+            print(f"upbit-fanout emulator: cannot write --ca-out: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"upbit-fanout emulator: TLS certificate authority written to {ca_path} "
+            f"(trust it with SSL_CERT_FILE={ca_path})",
+            file=sys.stderr,
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
