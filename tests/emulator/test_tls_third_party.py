@@ -48,11 +48,12 @@ def tls_emulator(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             process.stdout.close()
 
 
-def _cryptofeed(url: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _cryptofeed(url: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     https = "https://" + url.removeprefix("wss://")
     return subprocess.run(
         [sys.executable, str(SCRIPT), url, https, "5"],
         env=env,
+        cwd=cwd,  # cryptofeed writes feedhandler.log into its working directory
         capture_output=True,
         text=True,
         timeout=60,
@@ -60,10 +61,12 @@ def _cryptofeed(url: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def test_cryptofeed_receives_trades_from_the_tls_emulator(tls_emulator: tuple[str, Path]) -> None:
+def test_cryptofeed_receives_trades_from_the_tls_emulator(
+    tls_emulator: tuple[str, Path], tmp_path: Path
+) -> None:
     url, ca = tls_emulator
     env = {**os.environ, "SSL_CERT_FILE": str(ca), "REQUESTS_CA_BUNDLE": str(ca)}
-    done = _cryptofeed(url, env)
+    done = _cryptofeed(url, env, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     trades = [line.split() for line in done.stdout.splitlines() if line.startswith("TRADE ")]
     assert len(trades) == 5, done.stdout
@@ -73,9 +76,11 @@ def test_cryptofeed_receives_trades_from_the_tls_emulator(tls_emulator: tuple[st
         assert float(amount) > 0
 
 
-def test_cryptofeed_refuses_it_without_the_authority(tls_emulator: tuple[str, Path]) -> None:
+def test_cryptofeed_refuses_it_without_the_authority(
+    tls_emulator: tuple[str, Path], tmp_path: Path
+) -> None:
     url, _ = tls_emulator
     env = {k: v for k, v in os.environ.items() if k not in {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"}}
-    done = _cryptofeed(url, env)
+    done = _cryptofeed(url, env, tmp_path)
     assert done.returncode != 0
     assert "CERTIFICATE_VERIFY_FAILED" in done.stderr or "certificate verify failed" in done.stderr
