@@ -38,7 +38,6 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.uri import parse_uri
 
-from upbit_fanout import __version__
 from upbit_fanout.collector.auth import Credentials, authorization_header
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.intents import IntentTracker, Plan, newly_invalid, plan
@@ -50,6 +49,7 @@ from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.connection import follow_primary, is_sentinel_managed
 from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.version import package_version
 
 __all__ = ["Collector"]
 
@@ -123,7 +123,7 @@ class Collector:
         self._redis = redis
         self.keys = keys
         self.collector_id = collector_id or default_collector_id()
-        self.status = Status(redis, keys, collector_id=self.collector_id, version=__version__)
+        self.status = Status(redis, keys, collector_id=self.collector_id, version=package_version())
         self.outbox: Outbox[Outgoing] = Outbox(queue_size)
         self.status.gauges["dropped_events"] = self._dropped  # drops happen while Redis is away
         self.publisher = Publisher(redis, keys, stream_maxlen=stream_maxlen)

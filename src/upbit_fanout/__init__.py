@@ -19,13 +19,11 @@ imports.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("upbit-fanout")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
+from upbit_fanout.subscriptions.version import package_version
+
+__version__ = package_version()
 
 if TYPE_CHECKING:
     from upbit_fanout.client import (
