@@ -1,6 +1,7 @@
 """The contract both sides share: topics, Redis names, codecs, leases and reconciliation.
 
-Pure code: nothing here opens a socket. The collector (``collector``) and the client library
+Pure code, plus the small helpers both sides need (backoff, redaction, Redis URLs, the version):
+nothing here runs a task or opens a socket by itself. The collector (``collector``) and the client library
 (``client``) both build on it, so they cannot disagree about a key name or a topic.
 """
 

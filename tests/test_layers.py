@@ -86,8 +86,10 @@ def _violations(package: str) -> list[str]:
             if layer is not None:
                 if layer not in ALLOWED_OURS[package]:
                     bad.append(f"{where}:{line}: {package} imports {module} ({layer})")
-            elif top not in stdlib and top != "__future__" and top not in (
-                ALLOWED_THIRD_PARTY[package]
+            elif (
+                top not in stdlib
+                and top != "__future__"
+                and top not in (ALLOWED_THIRD_PARTY[package])
             ):
                 bad.append(f"{where}:{line}: {package} imports third-party {top!r}")
     return bad
