@@ -1,8 +1,8 @@
 """The contract both sides share: topics, Redis names, codecs, leases and reconciliation.
 
 Pure code, plus the small helpers both sides need (backoff, redaction, Redis URLs, the version):
-nothing here runs a task or opens a socket by itself. The collector (``collector``) and the client library
-(``client``) both build on it, so they cannot disagree about a key name or a topic.
+nothing here runs a task or opens a socket by itself. The collector (``collector``) and the client
+library (``client``) both build on it, so they cannot disagree about a key name or a topic.
 """
 
 from upbit_fanout.subscriptions.codec import (
