@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 COMMANDS: tuple[str, ...] = ("emulator", "collector", "demo", "tail", "status", "check")
 PROG = "upbit-fanout"
+_BROKEN_PIPE = 141  # 128 + SIGPIPE: the shell's status of a tool whose reader went away
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +75,8 @@ def describe_settings_error(exc: ValidationError) -> str:
     for error in exc.errors(include_input=False, include_url=False):
         message = str(error.get("msg", "is invalid"))
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if message.startswith("Input should be "):  # pydantic's own checks (numbers, choices)
+            message = "must be " + message.removeprefix("Input should be ")
         location: tuple[Any, ...] = tuple(error.get("loc", ()))
         if location:
             name = f"{ENV_PREFIX}{str(location[0]).upper()}"
@@ -99,20 +102,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(args.log_level or settings.log_level)
     module: ModuleType = args._module
+    status = _BROKEN_PIPE
     try:
         status = int(module.run(args, settings))
         sys.stdout.flush()  # here, so a reader that went away is seen below, not at exit
-        return status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # The reader went away (`upbit-fanout status | head -1`): not an error of ours. Point
         # stdout at /dev/null so the interpreter's last flush does not fail again (the recipe
-        # of the Python docs, "Note on SIGPIPE").
+        # of the Python docs, "Note on SIGPIPE"). The status is the command's own when it had
+        # finished (`check`'s verdict stands), else 141 as for any tool cut off by SIGPIPE.
         with contextlib.suppress(OSError):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,7 +44,7 @@ def redis_url(text: str) -> str:
     except ValueError:
         raise ValueError(f"must be {expected}; its port must be 1-65535") from None
     if parts.scheme not in _REDIS_SCHEMES:
-        raise ValueError(f"must be {expected}, not a {parts.scheme or 'scheme-less'} URL")
+        raise ValueError(f"must be {expected}; the scheme given was {parts.scheme or 'none'!r}")
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// Redis URL needs the socket path: unix:///run/redis.sock")
@@ -68,7 +68,7 @@ def ws_url(text: str) -> str:
     except ValueError:
         raise ValueError(f"must be {expected}; its port must be 1-65535") from None
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"must be {expected}, not a {parts.scheme or 'scheme-less'} URL")
+        raise ValueError(f"must be {expected}; the scheme given was {parts.scheme or 'none'!r}")
     if not parts.hostname:
         raise ValueError(f"must be {expected}: the host is missing")
     if the_port == 0:
