@@ -57,6 +57,7 @@ async def test_the_demo_starts_and_stops_a_redis_of_its_own(keys: Keys, tmp_path
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None
+    port = 0
     try:
         first = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
         found = STARTED.search(first)
@@ -90,6 +91,9 @@ async def test_the_demo_starts_and_stops_a_redis_of_its_own(keys: Keys, tmp_path
         if process.returncode is None:
             process.kill()
             await process.wait()
+            # A killed demo cannot stop its Redis (which runs in a session of its own).
+            for pid in _server_pids(port) if port else []:
+                os.kill(pid, signal.SIGKILL)
     assert process.returncode == 0, err.decode()
     assert f"stopped its Redis at {url}" in out.decode()
     assert "Traceback" not in err.decode()

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 HELP = "Run an offline demo: the Upbit emulator, a collector and a demo intent, until Ctrl-C."
 
+# SIGHUP too (the terminal closed): the demo must get to stopping the Redis it may have started.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULT_TOPICS = "ticker:KRW-BTC,trade:KRW-BTC,orderbook:KRW-BTC.5"
 CLIENT_ID = "demo"
 LEASE_SECONDS = 10.0
@@ -164,7 +166,7 @@ async def _main(
     redis = aioredis.Redis.from_url(url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with (
@@ -191,7 +193,7 @@ async def _main(
                     await asyncio.gather(watch, return_exceptions=True)
                     await collector.aclose()  # first, so the release is not acted upon
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         await redis.aclose()
     print("upbit-fanout demo: stopped", flush=True)
