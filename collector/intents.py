@@ -316,7 +316,7 @@ class IntentTracker:
                     if loop.time() >= next_sweep:
                         await self.sweep()
                         next_sweep = loop.time() + self.sweep_interval
-                    self._health.succeeded()
+                    self._health.succeeded("intent tracker")
                     delays = backoff(*self._retry)
                     dirty = await self._collect(pubsub, max(0.0, next_sweep - loop.time()))
                     if dirty:

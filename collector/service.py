@@ -390,7 +390,7 @@ class Collector:
                     )
                 status.notice("gap", reason=f"Redis refused {len(batch)} events: {exc}")
                 continue
-            status.health.succeeded()
+            status.health.succeeded("publisher")
             delays = backoff(0.1, 2.0)
             self._announce_drops()
 
@@ -440,7 +440,7 @@ class Collector:
                     won = await self._redis.set(key, self.collector_id, nx=True, px=lease_ms)
                     if won:
                         self._take_over()
-                self.status.health.succeeded()
+                self.status.health.succeeded("leader")
             except (RedisError, OSError) as exc:
                 # Keep the current role: without Redis nobody else can take over either.
                 self.status.health.failed("leader", exc)

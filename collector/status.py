@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.redis_errors import describe_redis_error, is_auth_error
 
 __all__ = [
     "COUNTERS",
@@ -102,31 +103,52 @@ class LogLimiter:
 
 
 class RedisHealth:
-    """One place that notices Redis going away and coming back (logged once per outage)."""
+    """One place that notices Redis going away and coming back (logged once per outage).
+
+    An outage ends when every part that saw it (``who``) has succeeded again: a Redis that
+    refuses one command to our ACL user (``NOPERM``) while allowing others is not "reachable
+    again" because another part got through. A refusal of our password or ACL user is an ERROR
+    (a person must fix it), described by :func:`describe_redis_error`.
+    """
 
     def __init__(self, status: Status, clock: Callable[[], float] = time.monotonic) -> None:
         self._status = status
         self._clock = clock
         self.down_since: float | None = None
         self._first_error = ""
+        self._failing: set[str] = set()
+        self._auth_reported = False
 
     @property
     def ok(self) -> bool:
         return self.down_since is None
 
     def failed(self, who: str, exc: BaseException) -> None:
+        self._failing.add(who)
+        if is_auth_error(exc) and not self._auth_reported:
+            self._auth_reported = True
+            description = describe_redis_error(exc)
+            log.error("%s, seen by %s; retrying until it is fixed", description, who)
+            self._status.set(last_error=description)
         if self.down_since is None:
             self.down_since = self._clock()
             self._first_error = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "Redis unreachable (%s, seen by %s); keeping the last known intents and the "
-                "upstream subscription, retrying",
-                self._first_error,
-                who,
-            )
+            if not self._auth_reported:
+                log.warning(
+                    "Redis unreachable (%s, seen by %s); keeping the last known intents and the "
+                    "upstream subscription, retrying",
+                    self._first_error,
+                    who,
+                )
 
-    def succeeded(self) -> None:
-        if self.down_since is not None:
+    def succeeded(self, who: str | None = None) -> None:
+        """``who`` got through; None: everything did (ends the outage at once)."""
+        if who is None:
+            self._failing.clear()
+        else:
+            self._failing.discard(who)
+        if self.down_since is not None and not self._failing:
+            self._auth_reported = False
             seconds = self._clock() - self.down_since
             self.down_since = None
             log.warning("Redis reachable again after %.1f s", seconds)
@@ -326,5 +348,5 @@ class Status:
                 retry = min(_RETRY_MAX, retry * 2)
                 continue
             retry = _RETRY_INITIAL
-            self.health.succeeded()
+            self.health.succeeded("status writer")
             last_write = loop.time()

@@ -7,17 +7,22 @@ Only the CLI builds a :class:`Settings`; library classes take typed keyword argu
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from upbit_fanout import validate
+from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS
+
+ENV_PREFIX = "UPBIT_FANOUT_"
 
 
 class Settings(BaseSettings):
     """Everything the ``upbit-fanout`` commands can be configured with."""
 
     model_config = SettingsConfigDict(
-        env_prefix="UPBIT_FANOUT_",
+        env_prefix=ENV_PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
@@ -47,8 +52,66 @@ class Settings(BaseSettings):
     collector_id: str | None = None
 
     # Client defaults (see client/).
-    lease_seconds: float = Field(default=30.0, gt=0)
+    lease_seconds: float = Field(default=30.0, ge=MIN_LEASE_SECONDS)
+
+    # -- checks: each message says what would be right (the CLI prints it on one line) ----------
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        return validate.redis_url(value)
+
+    @field_validator("upbit_ws_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        return validate.ws_url(value)
+
+    @field_validator("upbit_private_ws_url")
+    @classmethod
+    def _private_ws_url(cls, value: str) -> str:
+        # Empty (compose passes empty variables): derived from the public URL.
+        return validate.ws_url(value) if value.strip() else ""
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        return validate.key_prefix(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        return validate.log_level(value)
+
+    @field_validator("collector_id")
+    @classmethod
+    def _collector_id(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # a generated host-pid id
+        return validate.client_id(value)
+
+    @field_validator("leader_lease")
+    @classmethod
+    def _leader_lease(cls, value: float) -> float:
+        if 0 < value < MIN_LEASE_SECONDS:
+            raise ValueError(f"must be 0 (no leadership) or at least {MIN_LEASE_SECONDS:g} s")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> Self:
+        access = self.access_key is not None and bool(self.access_key.get_secret_value())
+        secret = self.secret_key is not None and bool(self.secret_key.get_secret_value())
+        if access != secret:
+            have, missing = ("ACCESS", "SECRET") if access else ("SECRET", "ACCESS")
+            raise ValueError(
+                f"{ENV_PREFIX}{have}_KEY is set but {ENV_PREFIX}{missing}_KEY is not: "
+                "set both Upbit API keys (private streams) or neither"
+            )
+        return self
 
     def has_private_keys(self) -> bool:
         """True when both Upbit keys are configured (private streams possible)."""
-        return self.access_key is not None and self.secret_key is not None
+        return bool(
+            self.access_key is not None
+            and self.access_key.get_secret_value()
+            and self.secret_key is not None
+            and self.secret_key.get_secret_value()
+        )

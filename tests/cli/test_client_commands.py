@@ -209,7 +209,10 @@ async def test_status_and_check_fail_clearly_when_redis_is_unreachable(
 ) -> None:
     status = cli("status", url="redis://127.0.0.1:1/0", keys=keys, cwd=tmp_path)
     assert status.returncode == 1
-    assert "cannot read Redis" in status.stderr
+    assert status.stderr.startswith(
+        "upbit-fanout status: Redis unreachable at redis://127.0.0.1:1/0"
+    )
+    assert "Traceback" not in status.stderr
     check = cli("check", url="redis://127.0.0.1:1/0", keys=keys, cwd=tmp_path)
     assert check.returncode == 1
     assert check.stdout.startswith("unhealthy: Redis unreachable")

@@ -43,23 +43,79 @@ def test_redis_7_with_the_keyspace_events_the_tracker_needs() -> None:
     assert "profiles" not in redis
 
 
-def test_the_collector_service_runs_the_real_command_with_real_variable_names() -> None:
+def test_redis_persists_what_private_streams_need_across_a_restart() -> None:
+    data = compose()
+    redis = data["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    volume, target = redis["volumes"][0].split(":")
+    assert target == "/data"  # the redis image's working directory, where the AOF lives
+    assert volume in data["volumes"]  # a named volume, not a path of this machine
+
+
+def _published(port_spec: str, environment: dict[str, str]) -> str:
+    """A compose port mapping with ``${VAR:-default}`` resolved from ``environment``."""
+
+    def value(found: re.Match[str]) -> str:
+        return environment.get(found["name"]) or found["default"]
+
+    return re.sub(r"\$\{(?P<name>\w+):-(?P<default>[^}]*)\}", value, port_spec)
+
+
+def test_redis_is_published_on_loopback_without_taking_6379() -> None:
+    redis = compose()["services"]["redis"]
+    (spec,) = redis["ports"]
+    host_side = _published(spec, {}).rsplit(":", 1)[0]
+    address, port = host_side.rsplit(":", 1)
+    assert address == "127.0.0.1"  # never all interfaces by default
+    assert port != "6379"  # a Redis already running on this machine keeps its port
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    assert f"redis://127.0.0.1:{port}/0" in text  # the header says how to reach it
+    # ... and the user can ask for another address
+    asked = _published(spec, {"UPBIT_FANOUT_REDIS_HOST_PORT": "127.0.0.1:6379"})
+    assert asked == "127.0.0.1:6379:6379"
+
+
+def _collectors() -> dict[str, dict[str, Any]]:
     services = compose()["services"]
-    collector = services["collector"]
-    assert "profiles" not in collector  # part of a plain `docker compose up`
-    assert collector["build"] == "."
-    assert collector["command"] == ["collector"]
-    assert collector["depends_on"]["redis"]["condition"] == "service_healthy"
-    env = env_of(collector)
-    assert env["UPBIT_FANOUT_REDIS_URL"] == "redis://redis:6379/0"
-    assert "UPBIT_FANOUT_UPBIT_WS_URL" in env
+    return {
+        name: service
+        for name, service in services.items()
+        if service.get("command", [None])[0] == "collector"
+    }
+
+
+def test_each_profile_has_exactly_one_collector_with_real_variable_names() -> None:
+    collectors = _collectors()
+    assert set(collectors) == {"collector", "collector-offline"}
+    profiles = [tuple(service.get("profiles", ())) for service in collectors.values()]
+    # Never two collectors (fed by different upstreams) on one Redis: one per profile, none
+    # without a profile.
+    assert sorted(profiles) == [("offline",), ("upbit",)]
     settings_fields = set(Settings.model_fields)
-    for name in env:
-        assert name.startswith("UPBIT_FANOUT_")
-        assert name.removeprefix("UPBIT_FANOUT_").lower() in settings_fields, name
+    for service in collectors.values():
+        assert service["build"] == "."
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        env = env_of(service)
+        assert env["UPBIT_FANOUT_REDIS_URL"] == "redis://redis:6379/0"
+        for name in env:
+            assert name.startswith("UPBIT_FANOUT_")
+            assert name.removeprefix("UPBIT_FANOUT_").lower() in settings_fields, name
+    assert env_of(collectors["collector"])["UPBIT_FANOUT_UPBIT_WS_URL"].endswith(
+        "wss://api.upbit.com/websocket/v1}"
+    )
 
 
-def test_the_offline_profile_adds_the_emulator_that_the_collector_can_use() -> None:
+def test_every_collector_is_health_checked_by_the_check_command() -> None:
+    for name, service in _collectors().items():
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD", name  # exec form: no shell needed in the image
+        assert test[1:] == ["upbit-fanout", "check"], name
+        assert "check" in COMMANDS
+        assert service["stop_signal"] == "SIGTERM"
+
+
+def test_the_offline_profile_points_its_collector_at_its_emulator() -> None:
     services = compose()["services"]
     emulator = services["emulator"]
     assert emulator["profiles"] == ["offline"]
@@ -68,9 +124,18 @@ def test_the_offline_profile_adds_the_emulator_that_the_collector_can_use() -> N
     assert command[0] in COMMANDS
     port = command[command.index("--port") + 1]
     assert command[command.index("--host") + 1] == "0.0.0.0"
-    # The documented offline URL points at this service and port.
-    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
-    assert f"UPBIT_FANOUT_UPBIT_WS_URL=ws://emulator:{port}/websocket/v1" in text
+    offline = services["collector-offline"]
+    assert offline["profiles"] == ["offline"]
+    assert "emulator" in offline["depends_on"]
+    env = env_of(offline)
+    # No variable to set by hand: the URLs are fixed to the emulator's service name and port.
+    assert env["UPBIT_FANOUT_UPBIT_WS_URL"] == f"ws://emulator:{port}/websocket/v1"
+    assert env["UPBIT_FANOUT_UPBIT_PRIVATE_WS_URL"] == f"ws://emulator:{port}/websocket/v1/private"
+    assert Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        upbit_ws_url=env["UPBIT_FANOUT_UPBIT_WS_URL"],
+        upbit_private_ws_url=env["UPBIT_FANOUT_UPBIT_PRIVATE_WS_URL"],
+    )  # valid settings
 
 
 def test_the_dockerfile_installs_the_package_and_runs_the_collector() -> None:
@@ -97,6 +162,20 @@ def test_the_dockerfile_installs_the_package_and_runs_the_collector() -> None:
     assert script[0] in pyproject["project"]["scripts"]
     assert json.loads(cmd.removeprefix("CMD ")) == ["collector"]
     assert "collector" in COMMANDS
+    # What the build reads besides the code: the readme and the license files pyproject names.
+    copied = {
+        name
+        for line in instructions
+        if line.startswith("COPY ") and "--from" not in line
+        for name in line.split()[1:-1]
+    }
+    assert pyproject["project"]["readme"] in copied
+    assert set(pyproject["project"]["license-files"]) <= copied
+    assert "pyproject.toml" in copied
+    # The build context leaves out the virtualenv, caches and git (small, and no local state).
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    for name in (".venv", ".git", "build", "**/__pycache__", ".env"):
+        assert name in ignored, name
     # Every source folder the distribution is built from is copied into the build stage.
     for folder in pyproject["tool"]["setuptools"]["package-dir"].values():
         top = folder.split("/")[0]

@@ -15,27 +15,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
-from upbit_fanout.collector.status import HEARTBEAT_INTERVAL
 from upbit_fanout.commands.status import add_redis_arguments, gather, redis_target
-from upbit_fanout.settings import Settings
-from upbit_fanout.subscriptions.redact import redact_url
+from upbit_fanout.validate import arg, at_least
+
+if TYPE_CHECKING:
+    from upbit_fanout.settings import Settings
 
 HELP = "Exit 0 if the collector is connected with fresh events (or idle), else 1 with a reason."
 
 _LIVE = ("connected", "subscribed")
-STALE_STATUS = 3 * HEARTBEAT_INTERVAL
-"""A status hash older than this was left by a collector that is gone or cut off from Redis."""
+STALE_STATUS = 15.0
+"""A status hash older than this was left by a collector that is gone or cut off from Redis:
+three of the collector's ``collector.status.HEARTBEAT_INTERVAL`` (5 s; a test keeps them in step,
+the collector is not imported here so that ``--help`` stays fast)."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_redis_arguments(parser)
     parser.add_argument(
         "--max-age",
-        type=float,
+        type=arg(at_least(0.001, unit="s")),
         default=30.0,
         metavar="SECONDS",
         help="the last event may be at most this old while topics are subscribed (default 30)",
@@ -43,11 +44,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from redis.exceptions import RedisError  # noqa: PLC0415 - kept off --help's path
+
+    from upbit_fanout.subscriptions.redis_errors import describe_redis_error  # noqa: PLC0415
+
     url, keys = redis_target(args, settings)
     try:
         report = asyncio.run(gather(url, keys))
     except (RedisError, OSError) as exc:
-        print(f"unhealthy: Redis unreachable at {redact_url(url)}: {exc}")
+        print(f"unhealthy: {describe_redis_error(exc, url)}")
         return 1
     healthy, reason = judge(report, max_age=args.max_age)
     print(f"{'ok' if healthy else 'unhealthy'}: {reason}")

@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
+from upbit_fanout.validate import arg, client_id, redis_url, ws_url
 
-from upbit_fanout.collector import Collector
-from upbit_fanout.settings import Settings
-from upbit_fanout.subscriptions.connection import redis_from_url
-from upbit_fanout.subscriptions.keys import Keys
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from upbit_fanout.settings import Settings
 
 HELP = "Run the collector: one Upbit subscription for every intent in Redis, events republished."
 
@@ -27,19 +27,27 @@ _PUBLIC_SUFFIX = "/websocket/v1"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", help="Redis URL (default: UPBIT_FANOUT_REDIS_URL)")
+    parser.add_argument(
+        "--redis-url", type=arg(redis_url), help="Redis URL (default: UPBIT_FANOUT_REDIS_URL)"
+    )
     parser.add_argument(
         "--upstream",
         metavar="WS_URL",
+        type=arg(ws_url),
         help="public WebSocket URL (default: UPBIT_FANOUT_UPBIT_WS_URL)",
     )
     parser.add_argument(
         "--private-upstream",
         metavar="WS_URL",
+        type=arg(ws_url),
         help="private WebSocket URL (default: UPBIT_FANOUT_UPBIT_PRIVATE_WS_URL, or derived "
         "from --upstream)",
     )
-    parser.add_argument("--collector-id", help="name in P:status and P:leader (default: host-pid)")
+    parser.add_argument(
+        "--collector-id",
+        type=arg(client_id),
+        help="name in P:status and P:leader (default: host-pid)",
+    )
 
 
 def private_url(args: argparse.Namespace, settings: Settings) -> str | None:
@@ -58,6 +66,8 @@ def private_url(args: argparse.Namespace, settings: Settings) -> str | None:
 
 def collector_options(settings: Settings) -> dict[str, Any]:
     """The :class:`collector.Collector` keyword arguments that come from the settings."""
+    from upbit_fanout.subscriptions.keys import Keys  # noqa: PLC0415 - kept off --help's path
+
     return {
         "keys": Keys(settings.key_prefix),
         "access_key": _secret(settings.access_key),
@@ -89,6 +99,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
+    from upbit_fanout.collector import Collector  # noqa: PLC0415 - kept off --help's path
+    from upbit_fanout.subscriptions.connection import redis_from_url  # noqa: PLC0415
+
     options = collector_options(settings)
     if args.collector_id:
         options["collector_id"] = args.collector_id

@@ -13,19 +13,23 @@ import os
 import signal
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
-from upbit_fanout.settings import Settings
+from upbit_fanout.validate import arg, at_least, port
+
+if TYPE_CHECKING:
+    from upbit_fanout.settings import Settings
 
 HELP = "Run a local Upbit WebSocket emulator (public, private, /v1/market/all, admin paths)."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=0, help="port (0: a free one; default 0)")
+    parser.add_argument("--port", type=arg(port), default=0, help="port (0: a free one; default 0)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     parser.add_argument(
         "--rate",
-        type=float,
+        type=arg(at_least(0)),
         default=None,
         metavar="EVENTS_PER_S",
         help="market events per second across subscribed markets, or replay lines per second "
@@ -42,21 +46,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--secret-key", help="secret the private endpoint checks (default: UPBIT_FANOUT_SECRET_KEY)"
     )
     parser.add_argument(
-        "--idle-timeout", type=float, default=120.0, metavar="SECONDS", help="default 120"
+        "--idle-timeout",
+        type=arg(at_least(0.001, unit="s")),
+        default=120.0,
+        metavar="SECONDS",
+        help="default 120",
     )
     parser.add_argument(
         "--status-interval",
-        type=float,
+        type=arg(at_least(0.001, unit="s")),
         default=10.0,
         metavar="SECONDS",
         help='period of {"status":"UP"} after a text PING (default 10)',
     )
-    parser.add_argument("--connect-limit", type=int, default=5, help="new connections/s per IP")
-    parser.add_argument("--messages-per-s", type=int, default=5, help="per connection")
-    parser.add_argument("--messages-per-min", type=int, default=100, help="per connection")
+    parser.add_argument(
+        "--connect-limit",
+        type=arg(at_least(1, kind=int)),
+        default=5,
+        help="new connections/s per IP",
+    )
+    parser.add_argument(
+        "--messages-per-s", type=arg(at_least(1, kind=int)), default=5, help="per connection"
+    )
+    parser.add_argument(
+        "--messages-per-min", type=arg(at_least(1, kind=int)), default=100, help="per connection"
+    )
     parser.add_argument(
         "--private-activity",
-        type=float,
+        type=arg(at_least(0, unit="s")),
         nargs="?",
         const=1.0,
         default=0.0,

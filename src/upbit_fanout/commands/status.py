@@ -21,15 +21,15 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from upbit_fanout.validate import arg, key_prefix, redis_url
 
-from upbit_fanout.settings import Settings
-from upbit_fanout.subscriptions.connection import redis_from_url
-from upbit_fanout.subscriptions.keys import Keys
-from upbit_fanout.subscriptions.redact import redact_url
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from upbit_fanout.settings import Settings
+    from upbit_fanout.subscriptions.keys import Keys
 
 HELP = "Show the collector's state, the union, every live client and refused intents."
 
@@ -39,14 +39,22 @@ _SCAN_COUNT = 500
 def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     """``--redis-url`` and ``--key-prefix``, shared by tail, status and check."""
     parser.add_argument(
-        "--redis-url", default=None, help="Redis URL (default: UPBIT_FANOUT_REDIS_URL or settings)"
+        "--redis-url",
+        default=None,
+        type=arg(redis_url),
+        help="Redis URL (default: UPBIT_FANOUT_REDIS_URL or settings)",
     )
     parser.add_argument(
-        "--key-prefix", default=None, help="key prefix (default: UPBIT_FANOUT_KEY_PREFIX, 'upbit')"
+        "--key-prefix",
+        default=None,
+        type=arg(key_prefix),
+        help="key prefix (default: UPBIT_FANOUT_KEY_PREFIX, 'upbit')",
     )
 
 
 def redis_target(args: argparse.Namespace, settings: Settings) -> tuple[str, Keys]:
+    from upbit_fanout.subscriptions.keys import Keys  # noqa: PLC0415 - kept off --help's path
+
     url = args.redis_url or settings.redis_url
     return url, Keys(args.key_prefix or settings.key_prefix)
 
@@ -57,13 +65,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from redis.exceptions import RedisError  # noqa: PLC0415 - kept off --help's path
+
+    from upbit_fanout.subscriptions.redis_errors import describe_redis_error  # noqa: PLC0415
+
     url, keys = redis_target(args, settings)
     try:
         report = asyncio.run(gather(url, keys))
     except (RedisError, OSError) as exc:
-        print(
-            f"upbit-fanout status: cannot read Redis at {redact_url(url)}: {exc}", file=sys.stderr
-        )
+        print(f"upbit-fanout status: {describe_redis_error(exc, url)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
@@ -74,6 +84,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def gather(url: str, keys: Keys, *, now: float | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as the ``--json`` object."""
+    from upbit_fanout.subscriptions.connection import redis_from_url  # noqa: PLC0415 - kept off --help's path
+
     redis = redis_from_url(url, socket_connect_timeout=3.0, socket_timeout=5.0)
     try:
         return await _gather(redis, url, keys, time.time() if now is None else now)
@@ -82,6 +94,8 @@ async def gather(url: str, keys: Keys, *, now: float | None = None) -> dict[str,
 
 
 async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, Any]:
+    from upbit_fanout.subscriptions.redact import redact_url  # noqa: PLC0415
+
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.status)
         pipe.smembers(keys.union)

@@ -23,14 +23,18 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from upbit_fanout.client import FanoutClient, Gap, Item, Notice, RedisUnavailableError
 from upbit_fanout.commands.status import add_redis_arguments, redis_target
-from upbit_fanout.settings import Settings
-from upbit_fanout.subscriptions.errors import CodecError, InvalidTopicError
-from upbit_fanout.subscriptions.jsontext import dumps_exact
-from upbit_fanout.subscriptions.topics import Topic, parse_topic
+from upbit_fanout.validate import arg, at_least, client_id
+
+if TYPE_CHECKING:
+    from upbit_fanout.client import FanoutClient, Item
+    from upbit_fanout.settings import Settings
+    from upbit_fanout.subscriptions.topics import Topic
+
+# The client library, its codecs and redis are imported inside the functions that use them, so
+# that ``upbit-fanout --help`` does not pay for them.
 
 HELP = "Print the events of TOPICs as JSON lines (or --pretty) until Ctrl-C or --count."
 
@@ -38,20 +42,33 @@ HELP = "Print the events of TOPICs as JSON lines (or --pretty) until Ctrl-C or -
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("topics", nargs="+", metavar="TOPIC", help="e.g. ticker:KRW-BTC")
     add_redis_arguments(parser)
-    parser.add_argument("--count", type=int, default=None, metavar="N", help="stop after N events")
+    parser.add_argument(
+        "--count",
+        type=arg(at_least(1, kind=int)),
+        default=None,
+        metavar="N",
+        help="stop after N events",
+    )
     parser.add_argument("--pretty", action="store_true", help="compact human-readable lines")
     parser.add_argument("--notices", action="store_true", help="also print collector notices")
-    parser.add_argument("--client-id", default=None, help="intent key id (default: generated)")
+    parser.add_argument(
+        "--client-id", type=arg(client_id), default=None, help="intent key id (default: generated)"
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from upbit_fanout.client import RedisUnavailableError  # noqa: PLC0415
+    from upbit_fanout.subscriptions.errors import InvalidTopicError  # noqa: PLC0415
+    from upbit_fanout.subscriptions.redis_errors import (  # noqa: PLC0415
+        describe_redis_error,
+        is_auth_error,
+    )
+    from upbit_fanout.subscriptions.topics import parse_topic  # noqa: PLC0415
+
     try:
         topics = [parse_topic(text) for text in args.topics]
     except InvalidTopicError as exc:
         print(f"upbit-fanout tail: {exc}", file=sys.stderr)
-        return 2
-    if args.count is not None and args.count < 1:
-        print("upbit-fanout tail: --count must be at least 1", file=sys.stderr)
         return 2
     url, keys = redis_target(args, settings)
     out = sys.stdout.buffer
@@ -70,7 +87,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     except RedisUnavailableError as exc:
-        print(f"upbit-fanout tail: {exc}", file=sys.stderr)
+        cause = exc.__cause__
+        if cause is not None and is_auth_error(cause):
+            print(f"upbit-fanout tail: {describe_redis_error(cause, url)}", file=sys.stderr)
+        else:
+            print(f"upbit-fanout tail: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader went away (tail ... | head): not an error. Point stdout at /dev/null so the
@@ -91,6 +112,8 @@ async def _tail(
     lease: float,
     write: Callable[[Item], None],
 ) -> int:
+    from upbit_fanout.client import FanoutClient  # noqa: PLC0415
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -132,6 +155,10 @@ def _emit(out: BinaryIO, line: bytes) -> None:
 
 
 def _json_line(item: Item) -> bytes:
+    from upbit_fanout.client import Gap, Notice  # noqa: PLC0415
+    from upbit_fanout.subscriptions.errors import CodecError  # noqa: PLC0415
+    from upbit_fanout.subscriptions.jsontext import dumps_exact  # noqa: PLC0415
+
     if isinstance(item, Gap):
         body: dict[str, Any] = {
             "reason": item.reason,
@@ -155,6 +182,9 @@ def _json_line(item: Item) -> bytes:
 
 
 def _pretty_line(item: Item) -> bytes:
+    from upbit_fanout.client import Gap, Notice  # noqa: PLC0415
+    from upbit_fanout.subscriptions.errors import CodecError  # noqa: PLC0415
+
     if isinstance(item, Gap):
         text = f"-- gap of {item.duration:.1f} s ({item.reason}); refreshed {len(item.topics)}"
         return (text + " topic(s) from the last values --\n").encode()
@@ -172,6 +202,8 @@ def _pretty_line(item: Item) -> bytes:
 
 
 def _summary(type_name: str, d: Mapping[str, Any]) -> str:
+    from upbit_fanout.subscriptions.jsontext import dumps_exact  # noqa: PLC0415
+
     g = d.get
     if type_name == "ticker":
         rate = g("signed_change_rate")
