@@ -21,7 +21,13 @@ from upbit_fanout.emulator.auth import AuthError, make_token, verify_authorizati
 from upbit_fanout.emulator.markets import Market, default_markets, market_all_payload
 from upbit_fanout.emulator.protocol import Format, RequestError, Stream, Subscription
 from upbit_fanout.emulator.replay import ReplayError, ReplayFrame, load_replay
-from upbit_fanout.emulator.server import DEFAULT_RATE, Emulator, EmulatorConnection, Received
+from upbit_fanout.emulator.server import (
+    DEFAULT_RATE,
+    Emulator,
+    EmulatorConnection,
+    EmulatorCrashError,
+    Received,
+)
 from upbit_fanout.emulator.simulation import MarketSimulator
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "AuthError",
     "Emulator",
     "EmulatorConnection",
+    "EmulatorCrashError",
     "Format",
     "Market",
     "MarketSimulator",

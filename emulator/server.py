@@ -26,7 +26,6 @@ never a token or a key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http
 import itertools
 import json
@@ -74,8 +73,9 @@ from upbit_fanout.emulator.simulation import MarketSimulator, orderbook_at_depth
 from upbit_fanout.emulator.tls import TestCertificates, make_certificates
 from upbit_fanout.subscriptions.jsontext import dumps_exact
 from upbit_fanout.subscriptions.redact import redacting_logger
+from upbit_fanout.subscriptions.tasks import TaskOwner, stop_tasks
 
-__all__ = ["DEFAULT_RATE", "Emulator", "EmulatorConnection", "Received"]
+__all__ = ["DEFAULT_RATE", "Emulator", "EmulatorConnection", "EmulatorCrashError", "Received"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,10 @@ class Received:
     """The parsed request; None when it earned an error."""
     error: str | None
     """The error name sent back (``NO_TICKET``, ``TOO_MANY_REQUESTS``, ...), else None."""
+
+
+class EmulatorCrashError(RuntimeError):
+    """A background task of the emulator crashed; raised by :meth:`Emulator.aclose`."""
 
 
 class Emulator:
@@ -206,7 +210,8 @@ class Emulator:
         self._sim: MarketSimulator | None = None
         self._account: Account | None = None
         self._server: Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskOwner("emulator", on_crash=self._crashed)
+        self._crash: tuple[str, BaseException] | None = None
         self._running = asyncio.Event()
         self._running.set()
         self._codes_changed = asyncio.Event()
@@ -260,30 +265,41 @@ class Emulator:
         mode = "replay" if self._replay_frames is not None else "simulated"
         logger.info("emulator listening on %s (%s, rate %s/s)", self.base_url, mode, self.rate)
 
-    async def aclose(self) -> None:
-        """Stop: close every connection (1001), cancel and await every task."""
+    async def aclose(self, *, within: float = 10.0) -> None:
+        """Stop: cancel and await every task, close every connection (1001), at most ``within``
+        seconds in all.
+
+        Raises :class:`EmulatorCrashError` (from the first crash, traceback included) when a
+        background task crashed while the emulator ran: a test then fails with the crash, not
+        with a time-out somewhere else.
+        """
         if self._server is None:
             return
         self.resume()
         self._refuse_until = 0.0
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        await self._tasks.close(within=within / 2)
         self._server.close()
-        await self._server.wait_closed()
+        try:
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                await self._server.wait_closed()
+        except TimeoutError:
+            logger.error("emulator connections did not close within %.1f s", within)
         self._server = None
         logger.info("emulator stopped")
+        crash, self._crash = self._crash, None
+        if crash is not None:
+            name, exc = crash
+            raise EmulatorCrashError(f"emulator task {name} crashed: {exc!r}") from exc
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=f"emulator-{name}")
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
+        self._tasks.spawn(name, coro)
 
-    @staticmethod
-    def _task_done(task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("emulator task %s crashed", task.get_name(), exc_info=task.exception())
+    def _crashed(self, name: str, exc: BaseException) -> None:
+        logger.error("emulator task %s crashed", name, exc_info=exc)
+        if self._crash is None:
+            self._crash = (name, exc)
 
     # --- addresses and introspection -----------------------------------------------------------
 
@@ -601,9 +617,7 @@ class Emulator:
         self._conn_event.set()
         task, client.replay_task = client.replay_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks([task], within=5.0)
         if client.subscription is not None:
             client.subscription = None
             self._rebuild_index()
@@ -666,10 +680,9 @@ class Emulator:
         self._rebuild_index()
         if self._replay_frames is not None:
             if client.replay_task is None:
-                client.replay_task = asyncio.create_task(
-                    self._replay_to(client), name=f"emulator-replay-{client.id}"
+                client.replay_task = self._tasks.spawn(
+                    f"replay-{client.id}", self._replay_to(client)
                 )
-                client.replay_task.add_done_callback(self._task_done)
             return
         sim = self.simulator
         stamp = now_ms()
