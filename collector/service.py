@@ -535,16 +535,26 @@ class Collector:
                 lease_ms, "1" if reclaim else "0",
             )  # fmt: skip
             if reply[0] == 1:
-                self._take_over(reply[1], reply[2] or None, lease_ms)
+                self._take_over(reply[1], reply[2] or None, lease_ms, seeded=reply[3] == 1)
                 return interval
         holder, pttl = reply[1], int(reply[2])
+        if self._last_holder is None or self._last_holder[0] != holder:
+            log.info(
+                "collector %s standing by: %s is held by %s",
+                self.collector_id,
+                self.keys.leader,
+                parse_leader(holder)[1],
+            )
         if pttl < 0:
+            self._last_holder = (holder, now_ms())
             return interval
         self._last_holder = (holder, now_ms() - max(0, lease_ms - pttl))
         # Poll again just after the holder's lease would expire if it is not refreshed.
         return min(interval, pttl / 1000 + 0.005)
 
-    def _take_over(self, value: bytes, previous: bytes | None, lease_ms: int) -> None:
+    def _take_over(
+        self, value: bytes, previous: bytes | None, lease_ms: int, *, seeded: bool
+    ) -> None:
         token, _ = parse_leader(value)
         log.info(
             "collector %s is now the leader (%s, fencing token %s)",
@@ -574,6 +584,13 @@ class Collector:
                 f"{self.collector_id} took over; events in between are missing",
                 previous_leader=previous_id,
                 since=since,
+                until=now,
+            )
+        elif not seeded:  # the token counter shows an earlier term, its holder already gone
+            self.status.notice(
+                "gap",
+                reason=f"failover: an earlier collector had stopped leading and "
+                f"{self.collector_id} took over; events in between are missing",
                 until=now,
             )
         self.status.notice("leader", collector_id=self.collector_id, token=token)

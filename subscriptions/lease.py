@@ -88,7 +88,8 @@ def release_commands(keys: Keys, client_id: str) -> list[Command]:
 TAKE_SCRIPT = """\
 -- KEYS[1] P:leader, KEYS[2] P:leader:token; ARGV[1] collector id, ARGV[2] lease ms,
 -- ARGV[3] '1' to reclaim a lease held under this same collector id (a restart).
--- Returns {1, new value, previous value or ''} when taken, else {0, holder, holder's PTTL}.
+-- Returns {1, new value, previous value or '', 1 if the token counter was (re)started} when
+-- taken, else {0, holder, holder's PTTL}.
 local holder = redis.call('GET', KEYS[1])
 if holder then
   local space = string.find(holder, ' ', 1, true)
@@ -98,7 +99,9 @@ if holder then
   end
 end
 local token = redis.call('INCR', KEYS[2])
+local seeded = 0
 if token == 1 then
+  seeded = 1
   -- The counter was lost (a Redis restart): restart it at the server's clock in ms, so no
   -- token is ever handed out twice.
   local now = redis.call('TIME')
@@ -107,7 +110,7 @@ if token == 1 then
 end
 local value = string.format('%d', token) .. ' ' .. ARGV[1]
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
-return {1, value, holder or ''}
+return {1, value, holder or '', seeded}
 """
 """Take ``P:leader`` when it is free (or reclaim it from a dead process of the same id)."""
 
