@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 from tests.collector.process_support import (
     COMMAND,
     CollectorProcess,
-    Recorder,
     Received,
+    Recorder,
     collector_processes,
     notice_is,
 )
@@ -49,9 +49,13 @@ def _trade(message: Received) -> dict[str, object]:
     return body
 
 
-async def _leader(r: aioredis.Redis, keys: Keys) -> tuple[int | None, str] | None:
+async def _leader(r: aioredis.Redis, keys: Keys) -> tuple[int, str]:
+    """(fencing token, collector id) in ``P:leader``."""
     value = await r.get(keys.leader)
-    return None if value is None else parse_leader(value)
+    assert value is not None, "nobody holds the lease"
+    token, holder = parse_leader(value)
+    assert token is not None, value
+    return token, holder
 
 
 async def _want(r: aioredis.Redis, keys: Keys, *topics: str) -> None:
@@ -114,7 +118,7 @@ async def test_a_paused_leader_publishes_nothing_after_the_standby_took_over(
         after_resume = rec.on(channel, since=resumed)
         assert after_resume, "nothing was published after SIGCONT"
         leader = await _leader(r, keys)
-        assert leader is not None and leader[1] == "b"
+        assert leader[1] == "b"
         await until(lambda: _status_is(r, keys, collector_id="b", state="subscribed"), 10)
         assert a.process.returncode is None  # a is alive, standing by
         assert "standing by" in a.log
@@ -142,7 +146,7 @@ async def test_sigkill_failover_publishes_a_gap_and_takes_over_within_the_lease(
         procs.append(b)
         await b.wait_log("standing by")
         before = await _leader(r, keys)
-        assert before is not None and before[1] == "a"
+        assert before[1] == "a"
 
         killed = time.monotonic()
         killed_wall = time.time_ns() // 1_000_000
@@ -157,8 +161,8 @@ async def test_sigkill_failover_publishes_a_gap_and_takes_over_within_the_lease(
         assert "failover" in body["reason"]
         assert body["since"] <= killed_wall <= body["until"]  # the window covers the death
         after = await _leader(r, keys)
-        assert after is not None and after[1] == "b"
-        assert after[0] is not None and before[0] is not None and after[0] > before[0]
+        assert after[1] == "b"
+        assert after[0] > before[0]
         await until(lambda: _status_is(r, keys, collector_id="b", state="subscribed"), 10)
     print(
         f"SIGKILL failover: leader after {takeover:.2f} s, events again after "
@@ -184,7 +188,7 @@ async def test_a_restart_with_the_same_collector_id_reclaims_its_lease_at_once(
         procs.append(first)
         await rec.wait_for(lambda m: m.channel == channel)
         before = await _leader(r, keys)
-        assert before is not None and before[1] == "same"
+        assert before[1] == "same"
 
         killed = time.monotonic()
         await first.kill()  # its lease stays in Redis for up to 10 s
@@ -199,6 +203,6 @@ async def test_a_restart_with_the_same_collector_id_reclaims_its_lease_at_once(
         # Before the dead lease could have expired (a process start is well under 9 s here).
         assert reclaimed < long_lease - 1.0, f"reclaimed after {reclaimed:.2f} s"
         after = await _leader(r, keys)
-        assert after is not None and after[1] == "same"
-        assert after[0] is not None and before[0] is not None and after[0] > before[0]
+        assert after[1] == "same"
+        assert after[0] > before[0]
     print(f"same-id restart: leader again {reclaimed:.2f} s after SIGKILL (lease {long_lease} s)")

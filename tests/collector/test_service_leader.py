@@ -51,7 +51,9 @@ async def test_a_standby_takes_over_when_the_leader_stops(real_redis_url: str, k
             token, holder = parse_leader(await r.get(keys.leader))
             assert holder == "two"
             first_token = parse_leader(first_value)[0]
-            assert token is not None and first_token is not None and token > first_token
+            assert token is not None
+            assert first_token is not None
+            assert token > first_token
             await until(lambda: _status(r, keys, collector_id="two", state="subscribed"))
             await emu.wait_connections(1)
     finally:
