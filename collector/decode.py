@@ -21,6 +21,14 @@ objects need a change (renaming, a depth suffix in ``code``), is parsed with exa
 (:class:`subscriptions.jsontext.RawNumber`) into :attr:`Frame.obj`, which the router re-encodes.
 :meth:`Frame.exact` gives the exact object of any event frame (parsing ``raw`` on first use).
 
+Field types. Every event's fields are checked against the JSON types of
+:data:`subscriptions.upbit_fields.FIELD_TYPES` (and the items of ``orderbook_units`` / ``assets``
+against :data:`~subscriptions.upbit_fields.NESTED_FIELD_TYPES`) on the parse the decoder makes
+anyway: one dict lookup and one type test per field present. A field of another type (``"abc"``
+for ``trade_price``, a number for ``code``, null where null is not allowed) raises
+:class:`InvalidEvent`, whose :attr:`InvalidEvent.kind` (``"ticker.trade_price"``) lets the caller
+log each kind once.
+
 Errors. Malformed input raises :class:`subscriptions.errors.FrameError` with a short message
 (no payload dumps): not UTF-8, not JSON, a JSON scalar, an empty array, an object with no
 recognisable or a non-string type, an event without a code where one is required. A list frame
@@ -44,7 +52,14 @@ from upbit_fanout.subscriptions.errors import FrameError
 from upbit_fanout.subscriptions.jsontext import RawNumber
 from upbit_fanout.subscriptions.topics import TOPIC_TYPES
 
-__all__ = ["Frame", "FrameKind", "decode_frame", "decode_frame_report", "loads_exact_strict"]
+__all__ = [
+    "Frame",
+    "FrameKind",
+    "InvalidEvent",
+    "decode_frame",
+    "decode_frame_report",
+    "loads_exact_strict",
+]
 
 FrameKind = Literal["event", "error", "status", "list_subscriptions"]
 
@@ -53,6 +68,66 @@ _NO_CODE_TYPES: Final = frozenset({"myAsset"})
 _MAX_SHOWN: Final = 60
 _LIST_TOP: Final = upbit_fields.inverse(upbit_fields.LIST_SUBSCRIPTIONS)
 _LIST_ITEM: Final = upbit_fields.inverse(upbit_fields.LIST_SUBSCRIPTIONS_ITEM)
+
+
+class InvalidEvent(FrameError):
+    """An event whose field has the wrong JSON type for its data type (never published)."""
+
+    def __init__(self, type_name: str, field: str, value: object, expected: str) -> None:
+        self.kind = f"{type_name}.{field}"
+        """``TYPE.FIELD``: a small, bounded set (types and fields come from the tables)."""
+        super().__init__(
+            f"{type_name} event whose {field} is a JSON {_json_kind(value)}, not {expected}"
+        )
+
+
+_JSON_TYPES: Final[dict[str, frozenset[type]]] = {
+    "number": frozenset({int, float, RawNumber}),
+    "integer": frozenset({int}),
+    "string": frozenset({str}),
+}
+
+
+def _compile(table: Mapping[str, str]) -> dict[str, tuple[frozenset[type], str]]:
+    out: dict[str, tuple[frozenset[type], str]] = {}
+    for name, kind in table.items():
+        base = kind.rstrip("?")
+        allowed = _JSON_TYPES[base]
+        if kind.endswith("?"):
+            allowed = allowed | {type(None)}
+            base += " or null"
+        out[name] = (allowed, "a " + base if base[0] != "i" else "an " + base)
+    return out
+
+
+@cache
+def _checks(type_name: str) -> dict[str, tuple[frozenset[type], str]]:
+    return _compile(upbit_fields.field_types(type_name))
+
+
+_NESTED_CHECKS: Final = {
+    name: _compile(table) for name, table in upbit_fields.NESTED_FIELD_TYPES.items()
+}
+
+
+def check_fields(obj: Mapping[str, Any], type_name: str) -> None:
+    """Raise :class:`InvalidEvent` when a field of ``obj`` (DEFAULT names) has the wrong type."""
+    checks = _checks(type_name)
+    for name, value in obj.items():
+        found = checks.get(name)
+        if found is not None:
+            if type(value) not in found[0]:
+                raise InvalidEvent(type_name, name, value, found[1])
+        elif type(value) is list:
+            nested = _NESTED_CHECKS.get(name)
+            if nested is not None:
+                for item in value:
+                    if type(item) is not dict:
+                        raise InvalidEvent(type_name, name, item, "a list of objects")
+                    for key, inner in item.items():
+                        spec = nested.get(key)
+                        if spec is not None and type(inner) not in spec[0]:
+                            raise InvalidEvent(type_name, f"{name}[].{key}", inner, spec[1])
 
 
 @dataclass(slots=True)
@@ -117,25 +192,7 @@ def decode_frame(data: bytes | bytearray | memoryview | str) -> list[Frame]:
     Raises :class:`FrameError` when nothing in the frame is usable; the bad elements of a list
     frame that also holds good ones are dropped (see :func:`decode_frame_report` to count them).
     """
-    if type(data) is bytes:  # the hot path: a binary frame holding one DEFAULT event object
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            value = None
-        if type(value) is dict:
-            type_name = value.get("type")
-            if type(type_name) is str:
-                frame = _fast_event(value, type_name, data)
-                if frame is not None:
-                    return [frame]
-            return [_decode_object(value, data)]
-    raw, value = _parse(data)
-    if type(value) is dict:
-        return [_decode_object(value, raw)]
-    frames, errors = _decode_list(value, raw)
-    if not frames:
-        raise errors[0]
-    return frames
+    return decode_frame_report(data)[0]
 
 
 def decode_frame_report(
@@ -146,6 +203,18 @@ def decode_frame_report(
     Still raises :class:`FrameError` when the frame as a whole is unreadable (not JSON, a
     scalar, an empty array, a single bad object).
     """
+    if type(data) is bytes:  # the hot path: a binary frame holding one DEFAULT event object
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            value = None
+        if type(value) is dict:
+            type_name = value.get("type")
+            if type(type_name) is str:
+                frame = _fast_event(value, type_name, data)
+                if frame is not None:
+                    return [frame], []
+            return [_decode_object(value, data)], []
     raw, value = _parse(data)
     if type(value) is dict:
         return [_decode_object(value, raw)], []
@@ -265,6 +334,7 @@ def _fast_event(value: dict[str, Any], type_name: str, raw: bytes) -> Frame | No
         if type_name in _NO_CODE_TYPES:
             code = None
         sequential_id = units = None
+    check_fields(value, type_name)
     stream_type = value.get("stream_type")
     return Frame(
         "event",
@@ -336,6 +406,7 @@ def _decode_exact(obj: dict[str, Any], raw: bytes | None) -> Frame:
         if not isinstance(obu, list):
             raise FrameError("orderbook frame without an orderbook_units list")
         units = len(obu)
+    check_fields(obj, type_name)
     return Frame(
         "event",
         type_name,

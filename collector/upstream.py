@@ -53,7 +53,7 @@ from websockets.exceptions import (
 )
 
 from upbit_fanout.collector.budget import RateBudget
-from upbit_fanout.collector.decode import decode_frame
+from upbit_fanout.collector.decode import InvalidEvent, decode_frame_report
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
@@ -470,11 +470,12 @@ class Upstream:
     def handle(self, data: str | bytes) -> None:
         """Decode, route and queue one WebSocket message (never raises for bad input)."""
         try:
-            frames = decode_frame(data)
+            frames, errors = decode_frame_report(data)
         except FrameError as exc:
-            self._status.count("malformed_frames")
-            self._log_limited("malformed", "%s upstream: malformed frame (%s)", self.name, exc)
+            self._malformed(exc)
             return
+        for error in errors:  # bad elements of a list frame whose other elements are good
+            self._malformed(error)
         events = 0
         out: list[Outgoing] = []
         for frame in frames:
@@ -495,6 +496,20 @@ class Upstream:
             self._status.set(last_event_at=now_ms())
         if out:
             self._outbox.put_many(out)
+
+    def _malformed(self, exc: FrameError) -> None:
+        """Count a frame (or list element) that is not a valid event; log once per kind."""
+        self._status.count("malformed_frames")
+        if isinstance(exc, InvalidEvent):
+            self._log_limited(
+                f"invalid:{exc.kind}",
+                "%s upstream: %s (%s); not published",
+                self.name,
+                exc,
+                exc.kind,
+            )
+        else:
+            self._log_limited("malformed", "%s upstream: malformed frame (%s)", self.name, exc)
 
     def _error_frame(self, error: tuple[str, str]) -> None:
         name, message = error
