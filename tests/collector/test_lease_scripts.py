@@ -6,6 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from upbit_fanout.collector.upstream import retry_class
+from upbit_fanout.commands import status as status_command
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import (
     REFRESH_SCRIPT,
@@ -103,3 +104,16 @@ def test_leader_value_round_trips() -> None:
 )
 def test_retry_class(kind: str, rate_limited: bool, expected: str) -> None:
     assert retry_class(kind, rate_limited=rate_limited) == expected  # type: ignore[arg-type]
+
+
+async def test_status_shows_the_leader_and_its_token(
+    real_redis_url: str, r: aioredis.Redis, keys: Keys
+) -> None:
+    await r.set(keys.leader, leader_value(41, "host-1-abc"), px=5000)
+    report = await status_command.gather(real_redis_url, keys)
+    leader = report["leader"]
+    assert leader["collector_id"] == "host-1-abc"
+    assert leader["token"] == 41
+    assert 0 < leader["lease_remaining_seconds"] <= 5
+    assert "Leader     host-1-abc  (lease " in status_command.render_text(report)
+    assert ", token 41)" in status_command.render_text(report)
