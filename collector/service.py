@@ -400,13 +400,18 @@ class Collector:
             try:
                 await self.publisher.publish(batch)
             except LeaseLost as lost:
-                # Nothing of the batch was written; whatever happens next, it is not written.
-                self._fenced_events += len(batch)
+                # Nothing of the batch was written. It is retried only if the lease turns out
+                # to be still ours (a WATCH aborted by this collector's own refresh).
                 try:
-                    await self._lease_lost(expected, lost.holder, in_hand=len(batch))
+                    ours = await self._lease_lost(expected, lost.holder, in_hand=len(batch))
                 except (RedisError, OSError) as exc:
                     status.health.failed("publisher", exc)
+                    ours = False
                     await asyncio.sleep(next(delays))
+                if ours:
+                    self.outbox.put_front(batch)
+                else:
+                    self._fenced_events += len(batch)
                 continue
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 status.health.failed("publisher", exc)
@@ -607,12 +612,14 @@ class Collector:
 
     async def _lease_lost(
         self, expected: bytes | None, holder: bytes | None, in_hand: int = 0
-    ) -> None:
+    ) -> bool:
         """A write or refresh found ``P:leader`` not holding ``expected`` (``holder`` instead,
-        None when nobody or not known): take it back if nobody holds it, else step down."""
+        None when nobody or not known): take it back if nobody holds it, else step down.
+
+        True only when the lease is still ``expected`` after all (nothing changed)."""
         async with self._leadership:
             if not self.is_leader or expected is None or self._lease_value != expected:
-                return  # already dealt with
+                return False  # already dealt with
             if holder is None:
                 assert self.leader_lease is not None
                 lease_ms = round(self.leader_lease * 1000)
@@ -622,11 +629,12 @@ class Collector:
                 )  # fmt: skip
                 if reply[0] == 1:
                     self._lease_lapsed(reply[1], in_hand)
-                    return
+                    return False
                 holder = reply[1]
             if holder == expected:
-                return  # still ours (a WATCH aborted by this collector's own refresh)
+                return True  # still ours (a WATCH aborted by this collector's own refresh)
             await self._step_down(holder, in_hand)
+            return False
 
     def _lease_lapsed(self, value: bytes, in_hand: int) -> None:
         """Nobody held the lease (it lapsed while this collector was paused or cut off, or Redis

@@ -102,6 +102,15 @@ async def test_a_paused_leader_publishes_nothing_after_the_standby_took_over(
         resumed = time.monotonic()
         a.signal(signal.SIGCONT)
         await a.wait_log("lost")  # a found the lease taken, dropped its queue, stood by
+        # Its status writer had things pending too: none of it may land. Absence is watched over
+        # a window: a's writer flushes within a second of waking, every 5 s at the latest.
+        holders = set()
+        async with asyncio.timeout(30):
+            deadline = time.monotonic() + 6.0
+            while time.monotonic() < deadline:
+                holders.add((await status_of(r, keys)).get("collector_id"))
+                await asyncio.sleep(0.05)
+        assert holders == {"b"}, "the paused leader wrote its status after losing the lease"
         # b keeps publishing after a woke up: the window where a could have written is covered
         await rec.wait_for(lambda m: m.channel == channel, since=time.monotonic() + 0.5)
 
@@ -115,6 +124,8 @@ async def test_a_paused_leader_publishes_nothing_after_the_standby_took_over(
             if int(str(_trade(m)["trade_timestamp"])) < stopped_wall
         ]
         assert stale == [], f"{len(stale)} events of the paused leader published after takeover"
+        notices_after = [m.json() for m in rec.on(keys.notices, since=took.at)]
+        assert not [n for n in notices_after if n.get("collector_id") == "a"]
         after_resume = rec.on(channel, since=resumed)
         assert after_resume, "nothing was published after SIGCONT"
         leader = await _leader(r, keys)
