@@ -585,6 +585,7 @@ class Collector:
             _, previous_id = parse_leader(previous)
             self.status.notice(
                 "gap",
+                connection="all",
                 reason=f"failover: collector {previous_id} stopped leading and "
                 f"{self.collector_id} took over; events in between are missing",
                 previous_leader=previous_id,
@@ -594,6 +595,7 @@ class Collector:
         elif not seeded:  # the token counter shows an earlier term, its holder already gone
             self.status.notice(
                 "gap",
+                connection="all",
                 reason=f"failover: an earlier collector had stopped leading and "
                 f"{self.collector_id} took over; events in between are missing",
                 until=now,
@@ -653,6 +655,7 @@ class Collector:
         )
         self.status.notice(
             "gap",
+            connection="all",
             reason="the collector's leader lease lapsed; events queued meanwhile were dropped",
             dropped=dropped + in_hand,
         )
