@@ -217,3 +217,36 @@ async def test_a_restart_with_the_same_collector_id_reclaims_its_lease_at_once(
         assert after[1] == "same"
         assert after[0] > before[0]
     print(f"same-id restart: leader again {reclaimed:.2f} s after SIGKILL (lease {long_lease} s)")
+
+
+async def test_two_live_collectors_with_one_id_do_not_take_the_lease_from_each_other(
+    real_redis_url: str, keys: Keys, r: aioredis.Redis, tmp_path: Path
+) -> None:
+    channel = keys.channel(TOPIC)
+    async with (
+        Emulator(port=0, seed=14, rate=200) as emu,
+        Recorder(real_redis_url, [channel, keys.notices]) as rec,
+        collector_processes() as procs,
+    ):
+        await _want(r, keys, TOPIC)
+        first = await CollectorProcess.start(
+            real_redis_url, keys, emu.public_url, "twin", tmp_path, **FAST
+        )
+        procs.append(first)
+        await rec.wait_for(lambda m: m.channel == channel)
+        second = await CollectorProcess.start(
+            real_redis_url, keys, emu.public_url, "twin", tmp_path, **FAST
+        )
+        procs.append(second)
+        # The second one's first attempt reclaims (it cannot tell a live twin from a dead
+        # predecessor); the first one finds its token replaced, says why, and stands by.
+        line = await first.wait_log("SAME collector id")
+        assert "ERROR" in line
+        token = (await _leader(r, keys))[0]
+        takeovers = len([m for m in rec.on(keys.notices) if notice_is("leader")(m)])
+        # Several leases later nobody took it back: one term, one socket to Upbit.
+        await rec.wait_for(lambda m: m.channel == channel, since=time.monotonic() + 3 * LEASE)
+        assert (await _leader(r, keys))[0] == token
+        assert len([m for m in rec.on(keys.notices) if notice_is("leader")(m)]) == takeovers
+        await emu.wait_connections(1)
+        assert "SAME collector id" not in second.log

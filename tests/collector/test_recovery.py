@@ -112,6 +112,7 @@ async def test_a_redis_restart_under_running_clients_never_closes_the_upstream_s
             assert shrunk - restarted >= grace - 0.5  # "gone" was kept for the grace period
         log = procs[0].log
         assert "keeping the intents of" in log
+        assert "took it back" in log  # its lease vanished with Redis: re-taken, sockets kept
     finally:
         client.kill()
         await client.wait()
