@@ -7,6 +7,8 @@ import redis.asyncio as aioredis
 
 from upbit_fanout.collector.upstream import retry_class
 from upbit_fanout.commands import status as status_command
+from upbit_fanout.commands.collector import collector_options
+from upbit_fanout.settings import Settings
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import (
     REFRESH_SCRIPT,
@@ -117,3 +119,17 @@ async def test_status_shows_the_leader_and_its_token(
     assert 0 < leader["lease_remaining_seconds"] <= 5
     assert "Leader     host-1-abc  (lease " in status_command.render_text(report)
     assert ", token 41)" in status_command.render_text(report)
+
+
+def test_the_new_settings_reach_the_collector() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, redis_grace=5, backoff_fast_max=1.5, collector_id="c-1"
+    )
+    options = collector_options(settings)
+    assert options["redis_grace"] == 5
+    assert options["backoff_fast_max"] == 1.5
+    assert options["collector_id"] == "c-1"
+    defaults = collector_options(Settings(_env_file=None))  # type: ignore[call-arg]
+    assert defaults["redis_grace"] == 30.0  # at least one client lease (the client default)
+    assert defaults["backoff_fast_max"] == 2.0
+    assert defaults["leader_lease"] == 10.0
