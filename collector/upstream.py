@@ -311,6 +311,7 @@ class Upstream:
             logger=_WS_LOGGER,
         )
         self.connections += 1
+        self._rate_limited = False  # about this socket from now on
         if self._recovering:  # after a loss or a failed attempt (not a reopen after idle)
             self._recovering = False
             self._status.count("reconnects")
