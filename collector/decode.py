@@ -21,6 +21,14 @@ objects need a change (renaming, a depth suffix in ``code``), is parsed with exa
 (:class:`subscriptions.jsontext.RawNumber`) into :attr:`Frame.obj`, which the router re-encodes.
 :meth:`Frame.exact` gives the exact object of any event frame (parsing ``raw`` on first use).
 
+Field types. Every event's fields are checked against the JSON types of
+:data:`subscriptions.upbit_fields.FIELD_TYPES` (and the items of ``orderbook_units`` / ``assets``
+against :data:`~subscriptions.upbit_fields.NESTED_FIELD_TYPES`) on the parse the decoder makes
+anyway: one dict lookup and one type test per field present. A field of another type (``"abc"``
+for ``trade_price``, a number for ``code``, null where null is not allowed) raises
+:class:`InvalidEvent`, whose :attr:`InvalidEvent.kind` (``"ticker.trade_price"``) lets the caller
+log each kind once.
+
 Errors. Malformed input raises :class:`subscriptions.errors.FrameError` with a short message
 (no payload dumps): not UTF-8, not JSON, a JSON scalar, an empty array, an object with no
 recognisable or a non-string type, an event without a code where one is required. A list frame
@@ -31,10 +39,12 @@ the good frames *and* the errors of the bad elements, for callers that count the
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from itertools import chain
 from typing import Any, Final, Literal
 
 import orjson
@@ -44,7 +54,14 @@ from upbit_fanout.subscriptions.errors import FrameError
 from upbit_fanout.subscriptions.jsontext import RawNumber
 from upbit_fanout.subscriptions.topics import TOPIC_TYPES
 
-__all__ = ["Frame", "FrameKind", "decode_frame", "decode_frame_report", "loads_exact_strict"]
+__all__ = [
+    "Frame",
+    "FrameKind",
+    "InvalidEvent",
+    "decode_frame",
+    "decode_frame_report",
+    "loads_exact_strict",
+]
 
 FrameKind = Literal["event", "error", "status", "list_subscriptions"]
 
@@ -53,6 +70,111 @@ _NO_CODE_TYPES: Final = frozenset({"myAsset"})
 _MAX_SHOWN: Final = 60
 _LIST_TOP: Final = upbit_fields.inverse(upbit_fields.LIST_SUBSCRIPTIONS)
 _LIST_ITEM: Final = upbit_fields.inverse(upbit_fields.LIST_SUBSCRIPTIONS_ITEM)
+
+
+class InvalidEvent(FrameError):
+    """An event whose field has the wrong JSON type for its data type (never published)."""
+
+    def __init__(self, type_name: str, field: str, value: object, expected: str) -> None:
+        self.kind = f"{type_name}.{field}"
+        """``TYPE.FIELD``: a small, bounded set (types and fields come from the tables)."""
+        super().__init__(
+            f"{type_name} event whose {field} is a JSON {_json_kind(value)}, not {expected}"
+        )
+
+
+_JSON_TYPES: Final[dict[str, frozenset[type]]] = {
+    "number": frozenset({int, float, RawNumber}),
+    "integer": frozenset({int}),
+    "string": frozenset({str}),
+}
+_ANY: Final[frozenset[type]] = frozenset({int, float, RawNumber, str, bool, type(None), list, dict})
+_MAX_SHAPES: Final = 512
+
+_Spec = dict[str, tuple[frozenset[type], str]]  # field -> (allowed types, what to expect)
+
+
+def _compile(table: Mapping[str, str]) -> _Spec:
+    out: _Spec = {}
+    for name, kind in table.items():
+        base = kind.rstrip("?")
+        allowed = _JSON_TYPES[base]
+        if kind.endswith("?"):
+            allowed = allowed | {type(None)}
+            base += " or null"
+        out[name] = (allowed, ("an " if base[0] == "i" else "a ") + base)
+    return out
+
+
+@cache
+def _spec(type_name: str) -> _Spec:
+    return _compile(upbit_fields.field_types(type_name))
+
+
+@cache
+def _nested(type_name: str) -> tuple[tuple[str, frozenset[type] | None], ...]:
+    """(list field, the types every value of its items may have, or None when its fields differ
+    in type: then each item is checked field by field) for the type's nested lists."""
+    out: list[tuple[str, frozenset[type] | None]] = []
+    for list_name in upbit_fields.nested_tables(type_name):
+        kinds = {allowed for allowed, _ in _nested_spec(list_name).values()}
+        out.append((list_name, kinds.pop() if len(kinds) == 1 else None))
+    return tuple(out)
+
+
+@cache
+def _nested_spec(list_name: str) -> _Spec:
+    return _compile(upbit_fields.NESTED_FIELD_TYPES[list_name])
+
+
+_shapes: dict[tuple[str, tuple[str, ...]], tuple[frozenset[type], ...]] = {}
+_contains: Final = frozenset.__contains__
+
+
+def check_fields(obj: Mapping[str, Any], type_name: str) -> None:
+    """Raise :class:`InvalidEvent` when a field of ``obj`` (DEFAULT names) has the wrong type.
+
+    Cheap on the hot path: Upbit's objects of one type come in a few shapes (the same keys in
+    the same order), so the allowed types are laid out once per shape and a frame costs one
+    C-level pass over its values; the per-field loop runs only to name the culprit.
+    """
+    shape = (type_name, tuple(obj))
+    plan = _shapes.get(shape)
+    if plan is None:
+        spec = _spec(type_name)
+        plan = tuple(spec[name][0] if name in spec else _ANY for name in shape[1])
+        if len(_shapes) >= _MAX_SHAPES:  # bounded, whatever an upstream sends
+            _shapes.clear()
+        _shapes[shape] = plan
+    if not all(map(_contains, plan, map(type, obj.values()))):
+        _explain(obj, type_name, _spec(type_name))
+    for list_name, allowed in _nested(type_name):
+        items = obj.get(list_name)
+        if type(items) is list and items:
+            ok = False
+            if allowed is not None:  # orderbook units: every value a number, one C-level pass
+                with contextlib.suppress(TypeError):  # an item that is not an object
+                    ok = allowed.issuperset(map(type, chain.from_iterable(map(dict.values, items))))
+            if not ok:
+                _explain_nested(items, type_name, list_name)
+
+
+def _explain(obj: Mapping[str, Any], type_name: str, spec: _Spec) -> None:
+    for name, value in obj.items():
+        found = spec.get(name)
+        if found is not None and type(value) not in found[0]:
+            raise InvalidEvent(type_name, name, value, found[1])
+
+
+def _explain_nested(items: list[Any], type_name: str, list_name: str) -> None:
+    spec = _nested_spec(list_name)
+    for item in items:
+        if type(item) is not dict:
+            raise InvalidEvent(type_name, list_name, item, "a list of objects")
+        for key, value in item.items():
+            found = spec.get(key)
+            if found is not None and type(value) not in found[0]:
+                raise InvalidEvent(type_name, f"{list_name}[].{key}", value, found[1])
 
 
 @dataclass(slots=True)
@@ -117,25 +239,7 @@ def decode_frame(data: bytes | bytearray | memoryview | str) -> list[Frame]:
     Raises :class:`FrameError` when nothing in the frame is usable; the bad elements of a list
     frame that also holds good ones are dropped (see :func:`decode_frame_report` to count them).
     """
-    if type(data) is bytes:  # the hot path: a binary frame holding one DEFAULT event object
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            value = None
-        if type(value) is dict:
-            type_name = value.get("type")
-            if type(type_name) is str:
-                frame = _fast_event(value, type_name, data)
-                if frame is not None:
-                    return [frame]
-            return [_decode_object(value, data)]
-    raw, value = _parse(data)
-    if type(value) is dict:
-        return [_decode_object(value, raw)]
-    frames, errors = _decode_list(value, raw)
-    if not frames:
-        raise errors[0]
-    return frames
+    return decode_frame_report(data)[0]
 
 
 def decode_frame_report(
@@ -146,6 +250,18 @@ def decode_frame_report(
     Still raises :class:`FrameError` when the frame as a whole is unreadable (not JSON, a
     scalar, an empty array, a single bad object).
     """
+    if type(data) is bytes:  # the hot path: a binary frame holding one DEFAULT event object
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            value = None
+        if type(value) is dict:
+            type_name = value.get("type")
+            if type(type_name) is str:
+                frame = _fast_event(value, type_name, data)
+                if frame is not None:
+                    return [frame], []
+            return [_decode_object(value, data)], []
     raw, value = _parse(data)
     if type(value) is dict:
         return [_decode_object(value, raw)], []
@@ -265,6 +381,7 @@ def _fast_event(value: dict[str, Any], type_name: str, raw: bytes) -> Frame | No
         if type_name in _NO_CODE_TYPES:
             code = None
         sequential_id = units = None
+    check_fields(value, type_name)
     stream_type = value.get("stream_type")
     return Frame(
         "event",
@@ -336,6 +453,7 @@ def _decode_exact(obj: dict[str, Any], raw: bytes | None) -> Frame:
         if not isinstance(obu, list):
             raise FrameError("orderbook frame without an orderbook_units list")
         units = len(obu)
+    check_fields(obj, type_name)
     return Frame(
         "event",
         type_name,

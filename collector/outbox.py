@@ -78,6 +78,14 @@ class Outbox(Generic[T]):
             self._ready.clear()
         return batch
 
+    def discard(self) -> int:
+        """Drop everything queued (the lease was lost: nothing queued may be published); return
+        how many items went. Not counted in :attr:`dropped_total`: the caller counts them."""
+        count = len(self._items)
+        self._items.clear()
+        self._ready.clear()
+        return count
+
     def take_dropped(self) -> int:
         """Items dropped since the last call (the service reports them in a ``gap`` notice)."""
         dropped, self._dropped_pending = self._dropped_pending, 0

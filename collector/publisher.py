@@ -21,6 +21,13 @@ Two ways to send a batch, both one round trip:
     scripting is refused: on ``unknown command`` / ``NOPERM`` for ``EVALSHA`` the publisher
     switches to it for good (WARNING, once).
 
+Fencing. With :attr:`Publisher.fence` set (the service sets it while it holds the leader lease,
+``subscriptions.lease``), the batch is written only if ``P:leader`` still holds exactly this
+collector's value (fencing token and id): the script checks it before its first write and
+otherwise writes NOTHING (no PUBLISH, no SET, no XADD) and :meth:`Publisher.publish` raises
+:class:`subscriptions.lease.LeaseLost`. The pipeline mode does the same with ``WATCH P:leader``,
+``GET``, ``MULTI``/``EXEC`` (an EXEC aborted because the key changed is a ``LeaseLost`` too).
+
 Failures. Redis errors propagate as :class:`redis.exceptions.RedisError` (the caller counts them
 and keeps going). A failed batch may have been PARTIALLY applied: the connection can drop after
 Redis ran part or all of it, and a Lua script that fails half-way keeps the writes it made (Redis
@@ -37,10 +44,11 @@ from typing import Final, Literal
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError, WatchError
 
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import LeaseLost
 
 __all__ = ["PUBLISH_SCRIPT", "PublishMode", "Publisher"]
 
@@ -52,7 +60,15 @@ PUBLISH_SCRIPT: Final = """\
 -- upbit-fanout publisher: ARGV[1] is msgpack [maxlen, publish, last, stream] where
 -- publish = [channel, payload, ...], last = [key, i, ...] (SET key to the i-th payload of
 -- publish, so no payload travels twice), stream = [key, i, topic, ...] (XADD the i-th payload).
+-- Fencing: with KEYS[1] (P:leader) given, nothing is written unless it holds ARGV[2], the
+-- value this collector wrote when it took the lease; then it returns {'fenced', holder}.
 -- Returns the number of PUBLISH calls.
+if #KEYS > 0 then
+  local holder = redis.call('GET', KEYS[1])
+  if holder ~= ARGV[2] then
+    return {'fenced', holder or ''}
+  end
+end
 local batch = cmsgpack.unpack(ARGV[1])
 local maxlen = batch[1]
 local publish = batch[2]
@@ -83,7 +99,7 @@ class Publisher:
 
     Counters: ``events_published`` items published, ``batches`` batches sent, ``last_batch_size``,
     ``last_values`` last-value keys written, ``stream_entries`` XADDs, ``failed_batches`` batches
-    whose round trip raised.
+    whose round trip raised, ``fenced_batches`` batches refused because the lease was lost.
     """
 
     def __init__(
@@ -110,6 +126,9 @@ class Publisher:
         self.last_values = 0
         self.stream_entries = 0
         self.failed_batches = 0
+        self.fenced_batches = 0
+        self.fence: tuple[bytes, bytes] | None = None
+        """``(P:leader key, expected value)``: write only while the lease holds that value."""
 
     def counters(self) -> dict[str, int]:
         return {
@@ -119,6 +138,7 @@ class Publisher:
             "last_values": self.last_values,
             "stream_entries": self.stream_entries,
             "failed_batches": self.failed_batches,
+            "fenced_batches": self.fenced_batches,
         }
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
@@ -146,6 +166,9 @@ class Publisher:
                 await self._run_script(publish, last, stream)
             else:
                 await self._run_pipeline(publish, last, stream)
+        except LeaseLost:
+            self.fenced_batches += 1
+            raise
         except Exception:  # RedisError, mostly; cancellation is not a failed batch
             self.failed_batches += 1
             raise
@@ -177,11 +200,14 @@ class Publisher:
             flat_last.append(index)
         blob = _PACK([self.stream_maxlen, publish, flat_last, stream])
         redis = self._redis
+        fence = self.fence
+        args: list[bytes] = [blob] if fence is None else [fence[0], blob, fence[1]]
+        keys = 0 if fence is None else 1
         try:
-            await redis.evalsha(_SCRIPT_SHA, 0, blob)
+            reply = await redis.evalsha(_SCRIPT_SHA, keys, *args)
         except NoScriptError:  # not loaded yet, or Redis restarted: nothing ran, so retry once
             await redis.script_load(PUBLISH_SCRIPT)
-            await redis.evalsha(_SCRIPT_SHA, 0, blob)
+            reply = await redis.evalsha(_SCRIPT_SHA, keys, *args)
         except ResponseError as exc:
             text = str(exc).lower()
             if "unknown command" not in text and "noperm" not in text:
@@ -191,31 +217,43 @@ class Publisher:
             log.warning("Redis refuses Lua scripts (%s); publishing with pipelines instead", exc)
             self.mode = "pipeline"
             await self._run_pipeline(publish, last, stream)
+            return
+        if type(reply) is list:  # {'fenced', holder}: nothing was written
+            raise LeaseLost(reply[1] or None if len(reply) > 1 else None)
 
     async def _run_pipeline(
         self, publish: list[bytes], last: dict[bytes, int], stream: list[bytes | str | int]
     ) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        execute = pipe.execute_command
-        for i in range(0, len(publish), 2):
-            execute("PUBLISH", publish[i], publish[i + 1])
-        mset: list[bytes] = []
-        for key, index in last.items():
-            mset.append(key)
-            mset.append(publish[2 * index - 1])
-        execute("MSET", *mset)
-        for i in range(0, len(stream), 3):
-            execute(
-                "XADD",
-                stream[i],
-                "MAXLEN",
-                "~",
-                self.stream_maxlen,
-                "*",
-                "payload",
-                publish[2 * int(stream[i + 1]) - 1],
-                "topic",
-                stream[i + 2],
-            )
-        async with pipe:
-            await pipe.execute()
+        fence = self.fence
+        async with self._redis.pipeline(transaction=fence is not None) as pipe:
+            if fence is not None:
+                await pipe.watch(fence[0])
+                holder = await pipe.get(fence[0])
+                if holder != fence[1]:
+                    raise LeaseLost(holder if isinstance(holder, bytes) else None)
+                pipe.multi()  # type: ignore[no-untyped-call]
+            execute = pipe.execute_command
+            for i in range(0, len(publish), 2):
+                execute("PUBLISH", publish[i], publish[i + 1])
+            mset: list[bytes] = []
+            for key, index in last.items():
+                mset.append(key)
+                mset.append(publish[2 * index - 1])
+            execute("MSET", *mset)
+            for i in range(0, len(stream), 3):
+                execute(
+                    "XADD",
+                    stream[i],
+                    "MAXLEN",
+                    "~",
+                    self.stream_maxlen,
+                    "*",
+                    "payload",
+                    publish[2 * int(stream[i + 1]) - 1],
+                    "topic",
+                    stream[i + 2],
+                )
+            try:
+                await pipe.execute()
+            except WatchError:  # P:leader changed since the GET: nothing was written
+                raise LeaseLost() from None

@@ -14,6 +14,13 @@ task           job
 ``primary``    only with a Sentinel URL: follows a failover within a second
 =============  =====================================================================
 
+Leadership is fenced (docs/collector.md, "Leadership"): ``P:leader`` holds ``"{token} {id}"``
+with a token from ``INCR P:leader:token`` at every takeover, and every write of a leader (the
+publish script, the status transaction) checks that value first. A collector whose write or
+refresh finds another value steps down and drops what it had queued; one that finds nobody there
+(its lease lapsed, or Redis restarted empty) takes the lease back with a new token, dropping what
+it had queued but keeping its upstream sockets.
+
 Every task runs under :meth:`Collector._supervise`: a crash is logged (ERROR, with traceback) in
 that one place and the task is restarted after a short backoff; on close every task is cancelled
 AND awaited with a time limit. Reconciliation itself is synchronous and pure
@@ -23,6 +30,7 @@ AND awaited with a time limit. Reconciliation itself is synchronous and pure
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -44,11 +52,18 @@ from upbit_fanout.collector.intents import IntentTracker, Plan, newly_invalid, p
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing, Router
-from upbit_fanout.collector.status import LogLimiter, State, Status
+from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
 from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.connection import follow_primary, is_sentinel_managed
 from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import (
+    REFRESH_SCRIPT,
+    RELEASE_SCRIPT,
+    TAKE_SCRIPT,
+    LeaseLost,
+    parse_leader,
+)
 from upbit_fanout.subscriptions.version import package_version
 
 __all__ = ["Collector"]
@@ -61,13 +76,6 @@ SLACK = 0.05
 _STOP_TIMEOUT = 5.0
 _PRIMARY_CHECK_INTERVAL = 1.0
 """Seconds between two questions to the Sentinels (only with a Sentinel URL)."""
-_RELEASE_SCRIPT = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-)
-_REFRESH_SCRIPT = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-)
 
 
 def default_collector_id() -> str:
@@ -105,12 +113,14 @@ class Collector:
         connect_per_second: int = 5,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        backoff_fast_max: float = 2.0,
         queue_size: int = 10_000,
         stream_maxlen: int = 10_000,
         coalesce: float = 0.05,
         rate_limit_recovery: float = 60.0,
         leader_lease: float | None = None,
         collector_id: str | None = None,
+        redis_grace: float = 30.0,
         rng: Callable[[], float] | None = None,
     ) -> None:
         for url in (upstream_url, private_url):
@@ -120,12 +130,18 @@ class Collector:
             raise ValueError("give both Upbit API keys (access and secret) or neither")
         if leader_lease is not None and leader_lease < 1.0:
             raise ValueError("leader_lease must be at least 1 s")
+        if redis_grace < 0:
+            raise ValueError("redis_grace must be >= 0")
         self._redis = redis
         self.keys = keys
         self.collector_id = collector_id or default_collector_id()
         self.status = Status(redis, keys, collector_id=self.collector_id, version=package_version())
         self.outbox: Outbox[Outgoing] = Outbox(queue_size)
         self.status.gauges["dropped_events"] = self._dropped  # drops happen while Redis is away
+        self.status.gauges["fenced_events"] = lambda: self._fenced_events
+        self.status.on_lease_lost = self._check_lease_soon
+        self.status.health.on_down = self._redis_down
+        self.status.health.on_up = self._redis_up
         self.publisher = Publisher(redis, keys, stream_maxlen=stream_maxlen)
         self.tracker = IntentTracker(
             redis,
@@ -156,6 +172,7 @@ class Collector:
                 ping_timeout=ping_timeout,
                 backoff_initial=backoff_initial,
                 backoff_max=backoff_max,
+                backoff_fast_max=backoff_fast_max,
                 coalesce=coalesce,
                 rng=rng,
                 on_change=self._upstream_changed,
@@ -177,6 +194,15 @@ class Collector:
         )
         self.leader_lease = leader_lease
         self.is_leader = leader_lease is None
+        self._reclaim = collector_id is not None  # a configured id may reclaim its own lease
+        self._lease_value: bytes | None = None  # what this collector wrote into P:leader
+        self._last_holder: tuple[bytes, int] | None = None  # (value, last refresh, epoch ms)
+        self._leadership = asyncio.Lock()
+        self._lease_check = asyncio.Event()
+        self._fenced_events = 0
+        self.redis_grace = redis_grace
+        self._held_intents: dict[str, frozenset[str]] = {}
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._upstream_tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
@@ -300,11 +326,15 @@ class Collector:
         if self.is_leader:
             self.status.set_union(())
             self.status.set_invalid({})
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
         try:
             async with asyncio.timeout(2.0):
                 await self.status.flush()
-                if self.is_leader and self.leader_lease is not None:
-                    await self._redis.eval(_RELEASE_SCRIPT, 1, self.keys.leader, self.collector_id)
+                if self.is_leader and self._lease_value is not None:
+                    await self._redis.eval(RELEASE_SCRIPT, 1, self.keys.leader, self._lease_value)
+        except LeaseLost:
+            log.info("collector %s had lost its lease; final status not written", self.collector_id)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("could not write the final status to Redis (%s)", exc)
         log.info("collector %s stopped", self.collector_id)
@@ -324,7 +354,7 @@ class Collector:
     # -- reconciliation ---------------------------------------------------------------------------
     def _reconcile(self) -> None:
         """The tracker's view changed: compute the plan and hand it to the connections."""
-        new = plan(self.tracker.intents, private_allowed=self.private is not None)
+        new = plan(self._intents(), private_allowed=self.private is not None)
         for (client_id, topic), reason in newly_invalid(self._plan.invalid, new.invalid).items():
             log.warning("refusing intent %r of client %r: %s", topic, client_id, reason)
         if new.invalid != self._plan.invalid:
@@ -369,8 +399,26 @@ class Collector:
         status = self.status
         while True:
             batch = await self.outbox.get_batch(limit=10_000)
+            if not self.is_leader:  # stepped down: nothing queued may be published
+                self._fenced_events += len(batch)
+                continue
+            expected = self._lease_value
             try:
                 await self.publisher.publish(batch)
+            except LeaseLost as lost:
+                # Nothing of the batch was written. It is retried only if the lease turns out
+                # to be still ours (a WATCH aborted by this collector's own refresh).
+                try:
+                    ours = await self._lease_lost(expected, lost.holder, in_hand=len(batch))
+                except (RedisError, OSError) as exc:
+                    status.health.failed("publisher", exc)
+                    ours = False
+                    await asyncio.sleep(next(delays))
+                if ours:
+                    self.outbox.put_front(batch)
+                else:
+                    self._fenced_events += len(batch)
+                continue
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 status.health.failed("publisher", exc)
                 self.outbox.put_front(batch)
@@ -404,7 +452,7 @@ class Collector:
             )
 
     def _dropped(self) -> int:
-        return self.outbox.dropped_total + self._refused_events
+        return self.outbox.dropped_total + self._refused_events + self._fenced_events
 
     async def _final_publish(self) -> None:
         if not len(self.outbox):
@@ -413,38 +461,81 @@ class Collector:
         try:
             async with asyncio.timeout(1.0):
                 await self.publisher.publish(batch)
+        except LeaseLost:
+            self._fenced_events += len(batch)
+            log.info("the last %d events were not published: the lease was lost", len(batch))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("could not publish the last %d events (%s)", len(batch), exc)
         else:
             self._announce_drops()
 
+    # -- Redis restarts ---------------------------------------------------------------------------
+    def _intents(self) -> Mapping[str, frozenset[str]]:
+        """The tracker's view, plus, for a grace period after a Redis outage, the intents of
+        clients that have not re-asserted theirs yet (a restarted Redis comes back empty)."""
+        if not self._held_intents:
+            return self.tracker.intents
+        return {**self._held_intents, **self.tracker.intents}
+
+    def _redis_down(self) -> None:
+        if self._grace_timer is not None:  # a second outage within the grace: keep both views
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        self._held_intents = {**self._held_intents, **self.tracker.intents}
+
+    def _redis_up(self) -> None:
+        if not self._held_intents:
+            return
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        log.info(
+            "Redis is back: keeping the intents of %d clients for %.0f s so they can re-assert",
+            len(self._held_intents),
+            self.redis_grace,
+        )
+        self._grace_timer = asyncio.get_running_loop().call_later(
+            self.redis_grace, self._grace_over
+        )
+
+    def _grace_over(self) -> None:
+        self._grace_timer = None
+        self._held_intents = {}
+        self._reconcile()
+
     # -- leadership -------------------------------------------------------------------------------
+    def _check_lease_soon(self) -> None:
+        """A write was refused for the lease: let the leader loop look at once."""
+        self._lease_check.set()
+
+    def _fence(self, value: bytes) -> None:
+        self._lease_value = value
+        self.publisher.fence = (self.keys.leader.encode(), value)
+        self.status.fence = (self.keys.leader, value)
+
     async def _leader_loop(self) -> None:
         assert self.leader_lease is not None
-        lease_ms = round(self.leader_lease * 1000)
-        interval = self.leader_lease / 3
-        key = self.keys.leader
+        lease = self.leader_lease
+        lease_ms = round(lease * 1000)
+        interval = lease / 3
+        reclaim = self._reclaim  # only the first attempt of this process may reclaim
+        health = self.status.health
         while True:
+            wait = interval
             try:
                 if self.is_leader:
-                    kept = await self._redis.eval(
-                        _REFRESH_SCRIPT, 1, key, self.collector_id, lease_ms
-                    )
-                    if not kept:
-                        # Lost the key (Redis restarted, or we were away too long): take it
-                        # back if free, else step down.
-                        kept = await self._redis.set(key, self.collector_id, nx=True, px=lease_ms)
-                    if not kept:
-                        await self._step_down()
-                else:
-                    won = await self._redis.set(key, self.collector_id, nx=True, px=lease_ms)
-                    if won:
-                        self._take_over()
-                self.status.health.succeeded("leader")
+                    await self._refresh_lease(lease_ms)
+                elif health.recovered_at is None or time.monotonic() - health.recovered_at > lease:
+                    # (Right after Redis came back, the leader gets one lease to re-take its own.)
+                    wait = await self._try_take(lease_ms, reclaim=reclaim)
+                    reclaim = False
+                health.succeeded("leader")
             except (RedisError, OSError) as exc:
                 # Keep the current role: without Redis nobody else can take over either.
-                self.status.health.failed("leader", exc)
-            await asyncio.sleep(interval)
+                health.failed("leader", exc)
+            self._lease_check.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._lease_check.wait()
 
     async def _follow_primary_loop(self) -> None:
         """With Sentinel: notice a failover within a second and move every connection to the new
@@ -457,25 +548,162 @@ class Collector:
             except (RedisError, OSError) as exc:
                 self.status.health.failed("Sentinel", exc)
 
-    def _take_over(self) -> None:
-        log.info("collector %s is now the leader (%s)", self.collector_id, self.keys.leader)
+    async def _try_take(self, lease_ms: int, *, reclaim: bool) -> float:
+        """One attempt to take ``P:leader``; return how long to wait before the next one."""
+        interval = lease_ms / 3000
+        async with self._leadership:
+            reply = await self._redis.eval(
+                TAKE_SCRIPT, 2, self.keys.leader, self.keys.leader_token, self.collector_id,
+                lease_ms, "1" if reclaim else "0",
+            )  # fmt: skip
+            if reply[0] == 1:
+                self._take_over(reply[1], reply[2] or None, lease_ms, seeded=reply[3] == 1)
+                return interval
+        holder, pttl = reply[1], int(reply[2])
+        if self._last_holder is None or self._last_holder[0] != holder:
+            log.info(
+                "collector %s standing by: %s is held by %s",
+                self.collector_id,
+                self.keys.leader,
+                parse_leader(holder)[1],
+            )
+        if pttl < 0:
+            self._last_holder = (holder, now_ms())
+            return interval
+        self._last_holder = (holder, now_ms() - max(0, lease_ms - pttl))
+        # Poll again just after the holder's lease would expire if it is not refreshed.
+        return min(interval, pttl / 1000 + 0.005)
+
+    def _take_over(
+        self, value: bytes, previous: bytes | None, lease_ms: int, *, seeded: bool
+    ) -> None:
+        token, _ = parse_leader(value)
+        log.info(
+            "collector %s is now the leader (%s, fencing token %s)",
+            self.collector_id,
+            self.keys.leader,
+            token,
+        )
+        now = now_ms()
+        since: int | None = None
+        if previous is not None:  # reclaimed from a dead process of the same id
+            since = now - lease_ms
+        elif self._last_holder is not None:
+            previous, since = self._last_holder
+        self._last_holder = None
+        self.outbox.discard()  # nothing of an earlier term (there should be nothing)
+        self._fence(value)
         self.is_leader = True
         self.status.active = True
+        self.status.resync()  # this collector's view replaces the previous leader's
         self.status.set_union(self._union)
         self.status.set_invalid(self._plan.invalid)
-        self.status.notice("leader", collector_id=self.collector_id)
+        if previous is not None:
+            _, previous_id = parse_leader(previous)
+            self.status.notice(
+                "gap",
+                connection="all",
+                reason=f"failover: collector {previous_id} stopped leading and "
+                f"{self.collector_id} took over; events in between are missing",
+                previous_leader=previous_id,
+                since=since,
+                until=now,
+            )
+        elif not seeded:  # the token counter shows an earlier term, its holder already gone
+            self.status.notice(
+                "gap",
+                connection="all",
+                reason=f"failover: an earlier collector had stopped leading and "
+                f"{self.collector_id} took over; events in between are missing",
+                until=now,
+            )
+        self.status.notice("leader", collector_id=self.collector_id, token=token)
         self._start_upstreams()
         self._upstream_changed()
 
-    async def _step_down(self) -> None:
+    async def _refresh_lease(self, lease_ms: int) -> None:
+        expected = self._lease_value
+        if expected is None:
+            return
+        reply = await self._redis.eval(REFRESH_SCRIPT, 1, self.keys.leader, expected, lease_ms)
+        if reply != 1:
+            await self._lease_lost(expected, reply or None)
+
+    async def _lease_lost(
+        self, expected: bytes | None, holder: bytes | None, in_hand: int = 0
+    ) -> bool:
+        """A write or refresh found ``P:leader`` not holding ``expected`` (``holder`` instead,
+        None when nobody or not known): take it back if nobody holds it, else step down.
+
+        True only when the lease is still ``expected`` after all (nothing changed)."""
+        async with self._leadership:
+            if not self.is_leader or expected is None or self._lease_value != expected:
+                return False  # already dealt with
+            if holder is None:
+                assert self.leader_lease is not None
+                lease_ms = round(self.leader_lease * 1000)
+                reply = await self._redis.eval(
+                    TAKE_SCRIPT, 2, self.keys.leader, self.keys.leader_token, self.collector_id,
+                    lease_ms, "0",
+                )  # fmt: skip
+                if reply[0] == 1:
+                    self._lease_lapsed(reply[1], in_hand)
+                    return False
+                holder = reply[1]
+            if holder == expected:
+                return True  # still ours (a WATCH aborted by this collector's own refresh)
+            await self._step_down(holder, in_hand)
+            return False
+
+    def _lease_lapsed(self, value: bytes, in_hand: int) -> None:
+        """Nobody held the lease (it lapsed while this collector was paused or cut off, or Redis
+        restarted empty) and this collector took it back: the upstreams keep running, but what
+        was queued under the old token is dropped."""
+        dropped = self.outbox.discard()
+        self._fenced_events += dropped
+        self._fence(value)
+        token, _ = parse_leader(value)
         log.warning(
-            "collector %s lost %s to another collector; standing by", self.collector_id,
-            self.keys.leader,
-        )  # fmt: skip
+            "collector %s: its leader lease had lapsed (paused, cut off, or Redis restarted); "
+            "took it back with fencing token %s, dropping %d queued events",
+            self.collector_id,
+            token,
+            dropped + in_hand,
+        )
+        self.status.notice(
+            "gap",
+            connection="all",
+            reason="the collector's leader lease lapsed; events queued meanwhile were dropped",
+            dropped=dropped + in_hand,
+        )
+        self.status.notice("leader", collector_id=self.collector_id, token=token)
+
+    async def _step_down(self, holder: bytes | None, in_hand: int = 0) -> None:
         self.is_leader = False
+        self.status.active = False  # first: nothing more is written, not even a status
+        self._lease_value = None  # the fences keep the old value: every later write is refused
+        _, holder_id = parse_leader(holder) if holder is not None else (None, "nobody")
+        if holder is not None:
+            self._last_holder = (holder, now_ms())
         await self._stop_upstreams()
+        dropped = self.outbox.discard()
+        self._fenced_events += dropped
+        if holder_id == self.collector_id:
+            log.error(
+                "collector %s lost %s to another process with the SAME collector id; give "
+                "every collector its own UPBIT_FANOUT_COLLECTOR_ID. Standing by",
+                self.collector_id,
+                self.keys.leader,
+            )
+        else:
+            log.warning(
+                "collector %s lost %s to %s; standing by (%d queued events dropped)",
+                self.collector_id,
+                self.keys.leader,
+                holder_id,
+                dropped + in_hand,
+            )
         self.status.set_state(State.STANDBY)
-        self.status.active = False
 
     # -- tasks ------------------------------------------------------------------------------------
     def _start_upstreams(self) -> None:

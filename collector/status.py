@@ -11,8 +11,11 @@ to Redis by the writer task:
 - ``P:invalid`` (HASH ``"client_id topic" -> reason``): replaced whenever the set of refused
   intents changes.
 
-All of one flush goes in a single MULTI/EXEC. When Redis is unreachable nothing is lost but the
-oldest notices: the dirty flags stay set and the writer retries. No field or notice ever holds a
+All of one flush goes in a single MULTI/EXEC; with :attr:`Status.fence` set (a leader), it is
+preceded by ``WATCH P:leader`` and a check of its value, so a collector that lost its lease
+writes nothing (not even a status claiming it leads): :class:`subscriptions.lease.LeaseLost`.
+When Redis is unreachable nothing is lost but the oldest notices: the dirty flags stay set and
+the writer retries. No field or notice ever holds a
 secret: callers pass descriptions, never keys or tokens.
 """
 
@@ -29,9 +32,10 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import LeaseLost
 from upbit_fanout.subscriptions.redis_errors import describe_redis_error, is_auth_error
 
 __all__ = [
@@ -115,6 +119,12 @@ class RedisHealth:
         self._status = status
         self._clock = clock
         self.down_since: float | None = None
+        self.recovered_at: float | None = None
+        """When Redis last answered again after an outage (this health's clock)."""
+        self.on_down: Callable[[], None] = lambda: None
+        """Called once when an outage starts (before anything else notices it)."""
+        self.on_up: Callable[[], None] = lambda: None
+        """Called once when Redis answers again after an outage."""
         self._first_error = ""
         self._failing: set[str] = set()
         self._auth_reported = False
@@ -133,6 +143,7 @@ class RedisHealth:
         if self.down_since is None:
             self.down_since = self._clock()
             self._first_error = f"{type(exc).__name__}: {exc}"
+            self.on_down()
             if not self._auth_reported:
                 log.warning(
                     "Redis unreachable (%s, seen by %s); keeping the last known intents and the "
@@ -149,7 +160,8 @@ class RedisHealth:
             self._failing.discard(who)
         if self.down_since is not None and not self._failing:
             self._auth_reported = False
-            seconds = self._clock() - self.down_since
+            self.recovered_at = self._clock()
+            seconds = self.recovered_at - self.down_since
             self.down_since = None
             log.warning("Redis reachable again after %.1f s", seconds)
             self._status.count("redis_outages")
@@ -157,6 +169,7 @@ class RedisHealth:
             self._status.set(
                 last_error=f"Redis was unreachable for {seconds:.1f} s ({self._first_error})"
             )
+            self.on_up()
 
 
 class Status:
@@ -200,6 +213,10 @@ class Status:
         self._urgent = False
         self.active = True
         """False while another collector leads: nothing is written (notices are discarded)."""
+        self.fence: tuple[str, bytes] | None = None
+        """``(P:leader key, expected value)``: write only while the lease holds that value."""
+        self.on_lease_lost: Callable[[], None] = lambda: None
+        """Called when a write was refused because the lease holds another value."""
 
     # -- recording (synchronous, from any task) ------------------------------------------------
     def set(self, **fields: object) -> None:
@@ -290,8 +307,15 @@ class Status:
         self._dirty = False
         if fields is None and not notices and union is None and invalid is None:
             return
+        fence = self.fence
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
+                if fence is not None:
+                    await pipe.watch(fence[0])
+                    holder = await pipe.get(fence[0])
+                    if holder != fence[1]:
+                        raise LeaseLost(holder if isinstance(holder, bytes) else None)
+                    pipe.multi()  # type: ignore[no-untyped-call]
                 if fields is not None:
                     pipe.hset(self._keys.status, mapping=fields)  # type: ignore[arg-type]
                 if union is not None:
@@ -304,7 +328,10 @@ class Status:
                         pipe.hset(self._keys.invalid, mapping=invalid)  # type: ignore[arg-type]
                 for body in notices:
                     pipe.publish(self._keys.notices, body)
-                await pipe.execute()
+                try:
+                    await pipe.execute()
+                except WatchError:  # P:leader changed (expired, taken, or refreshed by us)
+                    raise LeaseLost() from None
         except BaseException:
             # Not written (or not known to be): put it back unless something newer replaced it.
             self._notices.extendleft(reversed(notices))
@@ -341,6 +368,14 @@ class Status:
             self._urgent = False
             try:
                 await self.flush()
+            except LeaseLost:
+                # Kept pending: the service re-takes the lease or steps down (then nothing is
+                # written and the notices are discarded).
+                self._urgent = True
+                self.on_lease_lost()
+                await asyncio.sleep(retry)
+                retry = min(_RETRY_MAX, retry * 2)
+                continue
             except (RedisError, OSError) as exc:
                 self._urgent = True
                 self.health.failed("status writer", exc)

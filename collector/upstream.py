@@ -22,8 +22,12 @@ Life of a connection
 Failures
     A lost socket, a refused or failed handshake (HTTP 429/401/503, connection refused, timeout):
     retry forever after a capped, fully jittered exponential backoff, which restarts once a
-    connection stayed up :data:`STABLE_AFTER` seconds. HTTP 401/403 (the keys are refused) is
-    logged at ERROR once per streak and retried at the slow end of the backoff. After a reconnect
+    connection stayed up :data:`STABLE_AFTER` seconds. Ordinary failures (refused, reset, 503,
+    timeouts, a lost socket) are capped at ``backoff_fast_max`` (2 s), so the connection is back
+    within a couple of seconds of the upstream; rate limiting (HTTP 429/418, or a socket lost
+    right after a rate-limit error frame) backs off up to ``backoff_max`` (:func:`retry_class`).
+    HTTP 401/403 (the keys are refused) is logged at ERROR once per streak and retried at the
+    slow end of the backoff. After a reconnect
     the whole subscription is re-sent (the router is told ``fresh_connection=True``) and a ``gap``
     notice says events may have been missed. An error frame from Upbit is logged, counted and
     published as an ``error`` notice; a rate-limit error halves the send budget for a while.
@@ -49,7 +53,7 @@ from websockets.exceptions import (
 )
 
 from upbit_fanout.collector.budget import RateBudget
-from upbit_fanout.collector.decode import decode_frame
+from upbit_fanout.collector.decode import InvalidEvent, decode_frame_report
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
@@ -63,9 +67,11 @@ __all__ = [
     "MAX_FRAME_BYTES",
     "STABLE_AFTER",
     "ConnectFailure",
+    "RetryClass",
     "Upstream",
     "classify_connect_error",
     "is_rate_limit_error",
+    "retry_class",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +106,23 @@ def classify_connect_error(exc: BaseException) -> tuple[ConnectFailure, str]:
     if isinstance(exc, InvalidHandshake):
         return "protocol", f"{type(exc).__name__}: {exc}"
     return "protocol", type(exc).__name__
+
+
+RetryClass = Literal["fast", "limited", "auth"]
+
+
+def retry_class(
+    kind: ConnectFailure | Literal["lost"], *, rate_limited: bool = False
+) -> RetryClass:
+    """Which backoff a failure uses: ``fast`` (capped low: the upstream is down or restarting,
+    and it should be used again as soon as it is back), ``limited`` (HTTP 429/418, or a loss
+    right after a rate-limit error: long waits, or Upbit blocks longer), ``auth`` (keys refused:
+    the slow end at once)."""
+    if kind == "auth":
+        return "auth"
+    if kind == "rate_limited" or rate_limited:
+        return "limited"
+    return "fast"
 
 
 def is_rate_limit_error(name: str) -> bool:
@@ -142,6 +165,7 @@ class Upstream:
         ping_timeout: float = 10.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        backoff_fast_max: float = 2.0,
         coalesce: float = 0.05,
         close_timeout: float | None = None,
         open_timeout: float = 10.0,
@@ -160,6 +184,7 @@ class Upstream:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self._backoff = (backoff_initial, backoff_max)
+        self._fast_max = max(backoff_initial, min(backoff_fast_max, backoff_max))
         self._rng = rng
         self.coalesce = coalesce
         # A peer that does not answer a ping in ping_timeout will not answer a close either.
@@ -183,6 +208,7 @@ class Upstream:
         self._recovering = False
         self._auth_failing = False
         self._failing_since: float | None = None
+        self._rate_limited = False  # a rate-limit error frame arrived on the current socket
 
     # -- called by the service ------------------------------------------------------------------
     def want(self, subscription: Subscription, topics: frozenset[Topic]) -> None:
@@ -203,18 +229,26 @@ class Upstream:
         self._status.set(**{f"{self._prefix}{name}": value for name, value in fields.items()})
 
     # -- the loop ---------------------------------------------------------------------------------
-    def _delays(self, slow: bool = False) -> Iterator[float]:
+    def _delays(self, retry: RetryClass = "limited") -> Iterator[float]:
         initial, maximum = self._backoff
-        if slow:  # refused keys: no point hurrying
+        if retry == "auth":  # refused keys: no point hurrying
             initial = maximum
+        elif retry == "fast":
+            maximum = self._fast_max
         if self._rng is None:
             return backoff(initial, maximum)
         return backoff(initial, maximum, rng=self._rng)
 
     async def run(self) -> None:
         """Keep the socket in step with :meth:`want` until cancelled (closes it on the way out)."""
-        delays = self._delays()
-        slow_delays = self._delays(slow=True)
+        retries: dict[RetryClass, Iterator[float]] = {}
+
+        def next_delay(retry: RetryClass) -> float:
+            found = retries.get(retry)
+            if found is None:
+                found = retries[retry] = self._delays(retry)
+            return next(found)
+
         try:
             while True:
                 if self.desired.is_empty:
@@ -235,7 +269,7 @@ class Upstream:
                     if isinstance(exc, InvalidURI):
                         raise
                     kind = self._connect_failed(exc)
-                    delay = next(slow_delays if kind == "auth" else delays)
+                    delay = next_delay(retry_class(kind))
                     self._set_state(State.RECONNECTING)
                     log.info("%s upstream: reconnecting in %.2f s", self.name, delay)
                     await asyncio.sleep(delay)
@@ -249,11 +283,12 @@ class Upstream:
                     self.sent = None
                     await self._close(ws)
                 if outcome == "idle":
-                    delays = self._delays()
+                    retries.clear()
                     continue
                 if self._clock() - opened >= STABLE_AFTER:
-                    delays = self._delays()
-                delay = next(delays)
+                    retries.clear()
+                rate_limited, self._rate_limited = self._rate_limited, False
+                delay = next_delay(retry_class("lost", rate_limited=rate_limited))
                 self._lost(ws, delay)
                 await asyncio.sleep(delay)
         finally:
@@ -276,6 +311,7 @@ class Upstream:
             logger=_WS_LOGGER,
         )
         self.connections += 1
+        self._rate_limited = False  # about this socket from now on
         if self._recovering:  # after a loss or a failed attempt (not a reopen after idle)
             self._recovering = False
             self._status.count("reconnects")
@@ -435,11 +471,12 @@ class Upstream:
     def handle(self, data: str | bytes) -> None:
         """Decode, route and queue one WebSocket message (never raises for bad input)."""
         try:
-            frames = decode_frame(data)
+            frames, errors = decode_frame_report(data)
         except FrameError as exc:
-            self._status.count("malformed_frames")
-            self._log_limited("malformed", "%s upstream: malformed frame (%s)", self.name, exc)
+            self._malformed(exc)
             return
+        for error in errors:  # bad elements of a list frame whose other elements are good
+            self._malformed(error)
         events = 0
         out: list[Outgoing] = []
         for frame in frames:
@@ -461,6 +498,20 @@ class Upstream:
         if out:
             self._outbox.put_many(out)
 
+    def _malformed(self, exc: FrameError) -> None:
+        """Count a frame (or list element) that is not a valid event; log once per kind."""
+        self._status.count("malformed_frames")
+        if isinstance(exc, InvalidEvent):
+            self._log_limited(
+                f"invalid:{exc.kind}",
+                "%s upstream: %s (%s); not published",
+                self.name,
+                exc,
+                exc.kind,
+            )
+        else:
+            self._log_limited("malformed", "%s upstream: malformed frame (%s)", self.name, exc)
+
     def _error_frame(self, error: tuple[str, str]) -> None:
         name, message = error
         self._status.count("upstream_errors")
@@ -470,6 +521,7 @@ class Upstream:
             f"error:{name}", "%s upstream sent an error: %s: %s", self.name, name, message
         )
         if is_rate_limit_error(name):
+            self._rate_limited = True
             self.budget.penalize(self._clock())
             limits = self.budget.limits(self._clock())
             log.warning(

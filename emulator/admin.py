@@ -1,11 +1,13 @@
-"""The emulator's plain-HTTP answers: ``GET /_emulator/<action>`` and JSON responses.
+"""The emulator's plain-HTTP answers: ``/_emulator/<action>`` and JSON responses.
 
-The admin paths let another process (a test runner, a shell) drive a running emulator:
-``drop``, ``stall?seconds=``, ``resume``, ``malformed[?data=]``, ``refuse?seconds=``,
+The admin paths let another process (a test runner, a shell) drive a running emulator. Those that
+change its state take ``POST`` only (arguments in the query string, no body): ``drop``,
+``stall?seconds=``, ``resume``, ``malformed[?data=]``, ``refuse?seconds=``,
 ``order?code=&side=&ord_type=&price=&volume=[&identifier=&time_in_force=]``, ``cancel?uuid=``,
-``inject?frame=<JSON>``, ``received[?since=N]`` and ``state``. Each maps to the
-:class:`~emulator.server.Emulator` method of the same purpose (docs/emulator.md, "Fault
-injection"). Answers are JSON; bad arguments get 400, unknown actions 404.
+``inject?frame=<JSON>``. The read-only ``received[?since=N]`` and ``state`` take ``GET``. Each
+maps to the :class:`~emulator.server.Emulator` method of the same purpose (docs/emulator.md,
+"Fault injection"). Answers are JSON; bad arguments get 400, unknown actions 404, the wrong
+method 405 (with ``Allow``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,17 @@ from upbit_fanout.subscriptions.jsontext import dumps_exact
 if TYPE_CHECKING:
     from upbit_fanout.emulator.server import Emulator
 
-__all__ = ["admin_response", "json_response"]
+__all__ = ["READ_ONLY", "STATE_CHANGING", "admin_response", "json_response"]
 
 JSON: Final = "application/json; charset=utf-8"
+
+READ_ONLY: Final = frozenset({"state", "received"})
+"""Admin actions that only read: ``GET``."""
+STATE_CHANGING: Final = frozenset(
+    {"drop", "stall", "resume", "malformed", "refuse", "order", "cancel", "inject"}
+)
+"""Admin actions that change the emulator's state: ``POST`` only, so a crawler, a browser
+prefetch or a stray ``curl`` cannot drop connections by reading a URL."""
 
 
 def json_response(status: http.HTTPStatus, body: bytes) -> Response:
@@ -43,8 +53,23 @@ def json_response(status: http.HTTPStatus, body: bytes) -> Response:
     return Response(status.value, status.phrase, headers, body)
 
 
-async def admin_response(emu: Emulator, action: str, query: Mapping[str, list[str]]) -> Response:
+def _method_not_allowed(allowed: str) -> Response:
+    response = json_response(
+        http.HTTPStatus.METHOD_NOT_ALLOWED,
+        error_frame("METHOD_NOT_ALLOWED", f"use {allowed} for this path"),
+    )
+    response.headers["Allow"] = allowed
+    return response
+
+
+async def admin_response(
+    emu: Emulator, action: str, query: Mapping[str, list[str]], method: str = "GET"
+) -> Response:
     """Run one admin action (the path after ``/_emulator/``) and answer it."""
+    if action in READ_ONLY and method != "GET":
+        return _method_not_allowed("GET")
+    if action in STATE_CHANGING and method != "POST":
+        return _method_not_allowed("POST")
 
     def arg(name: str, default: str | None = None) -> str | None:
         values = query.get(name)

@@ -529,7 +529,9 @@ class Emulator:
         path = path.rstrip("/") or "/"
         if self.admin and path.startswith(ADMIN_PREFIX.rstrip("/")):
             self.counters["admin_requests"] += 1
-            return await admin_response(self, path[len(ADMIN_PREFIX) :], parse_qs(query))
+            return await admin_response(
+                self, path[len(ADMIN_PREFIX) :], parse_qs(query), request.method
+            )
         if path == MARKET_ALL_PATH:
             details = parse_qs(query).get("is_details", ["false"])[-1].lower() == "true"
             body = self._market_all.get(details)

@@ -14,7 +14,8 @@ P:notices              channel (JSON)               connected/disconnected/subsc
 P:last:{topic}         STRING                       last payload of the topic
 P:{topic}              channel                      the events, e.g. upbit:ticker:KRW-BTC
 P:stream:{type}        STREAM (capped)              durable copy of myOrder / myAsset events
-P:leader               STRING with PX TTL           collector instance holding the upstream
+P:leader               STRING with PX TTL           "{token} {collector_id}" of the lease holder
+P:leader:token         STRING (counter)             fencing token, incremented on every takeover
 P:invalid              HASH                         "client_id topic" -> why it was refused
 =====================  ===========================  =========================================
 """
@@ -84,6 +85,11 @@ class Keys:
     @property
     def leader(self) -> str:
         return f"{self.prefix}:leader"
+
+    @property
+    def leader_token(self) -> str:
+        """The fencing-token counter (``INCR`` on every takeover; never expires)."""
+        return f"{self.prefix}:leader:token"
 
     @property
     def invalid(self) -> str:

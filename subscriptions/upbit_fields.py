@@ -214,3 +214,73 @@ def infer_type(payload: Mapping[str, object]) -> str | None:
     if any(key in payload for key in ("acc_trade_volume", "atv", "acc_trade_price", "atp")):
         return "ticker"
     return None
+
+
+# -- JSON types ------------------------------------------------------------------------------------
+# The JSON type of each DEFAULT field (docs/upbit-protocol.md §4): "number", "integer" or "string",
+# with a trailing "?" where Upbit sends null too. The collector refuses an event whose field has
+# another type (collector.decode). Fields not listed (booleans, the type, nested lists) are not
+# checked; absent fields are fine (older frames lack some).
+
+
+def _typed(**groups: str) -> Mapping[str, str]:
+    """``number="a b", string="c"`` -> ``{"a": "number", "b": "number", "c": "string"}``
+    (``number_null`` stands for ``"number?"``), plus the fields every quotation type has."""
+    table = {"code": "string", "timestamp": "integer", "stream_type": "string"}
+    for kind, names in groups.items():
+        table.update(dict.fromkeys(names.split(), kind.replace("_null", "?")))
+    return MappingProxyType(table)
+
+
+FIELD_TYPES: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "ticker": _typed(
+            number="opening_price high_price low_price trade_price prev_closing_price "
+            "change_price signed_change_price change_rate signed_change_rate trade_volume "
+            "acc_trade_volume acc_trade_volume_24h acc_trade_price acc_trade_price_24h "
+            "acc_ask_volume acc_bid_volume highest_52_week_price lowest_52_week_price",
+            string="change trade_date trade_time ask_bid highest_52_week_date "
+            "lowest_52_week_date market_state market_warning",
+            string_null="delisting_date",
+            integer="trade_timestamp",
+        ),
+        "trade": _typed(
+            number="trade_price trade_volume prev_closing_price change_price best_ask_price "
+            "best_ask_size best_bid_price best_bid_size",
+            string="ask_bid change trade_date trade_time",
+            integer="trade_timestamp sequential_id",
+        ),
+        "orderbook": _typed(number="total_ask_size total_bid_size level"),
+        "candle": _typed(
+            number="opening_price high_price low_price trade_price candle_acc_trade_volume "
+            "candle_acc_trade_price",
+            string="candle_date_time_utc candle_date_time_kst",
+        ),
+        "myOrder": _typed(
+            string="uuid ask_bid order_type state",
+            string_null="trade_uuid time_in_force identifier smp_type",
+            number="avg_price reserved_fee remaining_fee paid_fee locked executed_funds "
+            "prevented_locked",
+            number_null="price volume remaining_volume executed_volume trade_fee prevented_volume",
+            integer="trades_count order_timestamp",
+            integer_null="trade_timestamp",
+        ),
+        "myAsset": _typed(string="asset_uuid", integer="asset_timestamp"),
+    }
+)
+"""Per type (``candle`` for every candle unit): DEFAULT field name -> its JSON type."""
+
+NESTED_FIELD_TYPES: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "orderbook_units": MappingProxyType(
+            dict.fromkeys(("ask_price", "bid_price", "ask_size", "bid_size"), "number")
+        ),
+        "assets": MappingProxyType({"currency": "string", "balance": "number", "locked": "number"}),
+    }
+)
+"""JSON types of the items of nested lists, keyed by the list's DEFAULT name."""
+
+
+def field_types(type_name: str) -> Mapping[str, str]:
+    """The field -> JSON type table of a data type (empty for an unknown type)."""
+    return FIELD_TYPES.get("candle" if type_name.startswith("candle.") else type_name, {})

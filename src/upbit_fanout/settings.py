@@ -46,10 +46,12 @@ class Settings(BaseSettings):
     private_stream_maxlen: int = Field(default=10_000, ge=1)
     connect_per_second: int = Field(default=5, ge=1)
     backoff_initial: float = Field(default=0.5, gt=0)
-    backoff_max: float = Field(default=30.0, gt=0)
+    backoff_max: float = Field(default=30.0, gt=0)  # rate limited (HTTP 429/418)
+    backoff_fast_max: float = Field(default=2.0, gt=0)  # refused, reset, 503: back quickly
     queue_size: int = Field(default=10_000, ge=1)
     leader_lease: float = Field(default=10.0, ge=0)  # 0: no leadership (no hot standby)
     collector_id: str | None = None
+    redis_grace: float = Field(default=30.0, ge=0)  # intents kept after a Redis outage (s)
 
     # Client defaults (see client/).
     lease_seconds: float = Field(default=30.0, ge=MIN_LEASE_SECONDS)

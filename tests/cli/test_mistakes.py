@@ -46,6 +46,8 @@ ENV_CASES: list[tuple[dict[str, str], str, str]] = [
     ({"CONNECT_PER_SECOND": "0"}, "UPBIT_FANOUT_CONNECT_PER_SECOND", "1"),
     ({"BACKOFF_INITIAL": "0"}, "UPBIT_FANOUT_BACKOFF_INITIAL", "greater than 0"),
     ({"BACKOFF_MAX": "-5"}, "UPBIT_FANOUT_BACKOFF_MAX", "greater than 0"),
+    ({"BACKOFF_FAST_MAX": "0"}, "UPBIT_FANOUT_BACKOFF_FAST_MAX", "greater than 0"),
+    ({"REDIS_GRACE": "-1"}, "UPBIT_FANOUT_REDIS_GRACE", "greater than or equal to 0"),
     ({"QUEUE_SIZE": "0"}, "UPBIT_FANOUT_QUEUE_SIZE", "1"),
     ({"LEADER_LEASE": "0.5"}, "UPBIT_FANOUT_LEADER_LEASE", "at least 1"),
     ({"LEADER_LEASE": "-1"}, "UPBIT_FANOUT_LEADER_LEASE", "0"),

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import SAMPLES
-from upbit_fanout.collector.decode import Frame, decode_frame, decode_frame_report
+from upbit_fanout.collector.decode import Frame, InvalidEvent, decode_frame, decode_frame_report
 from upbit_fanout.subscriptions.errors import FrameError
 from upbit_fanout.subscriptions.jsontext import RawNumber, dumps_exact
 from upbit_fanout.subscriptions.upbit_fields import nested_tables, table_for
@@ -339,3 +339,82 @@ def _number_texts(value: Any) -> list[str]:
     if type(value) is int or isinstance(value, RawNumber | _Num):
         return [str(value)]
     return []
+
+
+# -- field types -----------------------------------------------------------------------------------
+def _sample_lines() -> list[bytes]:
+    return [
+        line.encode()
+        for path in sorted(Path(SAMPLES).glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+def test_every_real_sample_frame_passes_the_field_type_check() -> None:
+    for line in _sample_lines():
+        frames, errors = decode_frame_report(line)
+        assert errors == [], line[:80]
+        assert frames
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [
+        (b'{"type":"ticker","code":"KRW-BTC","trade_price":"abc"}', "ticker.trade_price"),
+        (b'{"type":"ticker","code":"KRW-BTC","trade_price":null}', "ticker.trade_price"),
+        (b'{"type":"ticker","code":"KRW-BTC","trade_price":true}', "ticker.trade_price"),
+        (b'{"type":"ticker","code":"KRW-BTC","change":1}', "ticker.change"),
+        (b'{"type":"trade","code":"KRW-BTC","sequential_id":"1"}', "trade.sequential_id"),
+        (b'{"type":"trade","code":"KRW-BTC","trade_timestamp":1.5}', "trade.trade_timestamp"),
+        (b'{"type":"candle.1m","code":"KRW-BTC","high_price":[]}', "candle.1m.high_price"),
+        (
+            b'{"type":"orderbook","code":"KRW-BTC","orderbook_units":'
+            b'[{"ask_price":1,"bid_price":"x","ask_size":1,"bid_size":1}]}',
+            "orderbook.orderbook_units[].bid_price",
+        ),
+        (
+            b'{"type":"orderbook","code":"KRW-BTC","orderbook_units":[1]}',
+            "orderbook.orderbook_units",
+        ),
+        (b'{"type":"myOrder","code":"KRW-BTC","uuid":null}', "myOrder.uuid"),
+        (
+            b'{"type":"myAsset","assets":[{"currency":"KRW","balance":"1"}]}',
+            "myAsset.assets[].balance",
+        ),
+        # SIMPLE frames are checked under their DEFAULT names, after renaming
+        (b'{"ty":"ticker","cd":"KRW-BTC","tp":"abc"}', "ticker.trade_price"),
+    ],
+)
+def test_a_field_of_the_wrong_json_type_makes_an_invalid_event(frame: bytes, kind: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        decode_frame(frame)
+    assert caught.value.kind == kind
+    assert "abc" not in str(caught.value)  # the message names types, never echoes payloads
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b'{"type":"ticker","code":"KRW-BTC","trade_price":1.5E8,"delisting_date":null}',
+        b'{"type":"trade","code":"KRW-BTC","sequential_id":17877285547970000}',
+        b'{"type":"myOrder","code":"KRW-BTC","uuid":"u","price":null,"trade_timestamp":null}',
+        b'{"type":"ticker","code":"KRW-BTC","unknown_field":"anything"}',  # not checked
+        b'{"type":"ticker","code":"KRW-BTC","is_trading_suspended":false}',  # booleans: not checked
+    ],
+)
+def test_fields_of_the_right_type_or_absent_pass(frame: bytes) -> None:
+    (decoded,) = decode_frame(frame)
+    assert decoded.kind == "event"
+
+
+def test_a_bad_element_of_a_list_frame_is_reported_and_the_good_ones_kept() -> None:
+    frame = (
+        b'[{"type":"ticker","code":"KRW-BTC","trade_price":1},'
+        b'{"type":"ticker","code":"KRW-ETH","trade_price":"abc"}]'
+    )
+    frames, errors = decode_frame_report(frame)
+    assert [f.code for f in frames] == ["KRW-BTC"]
+    assert len(errors) == 1
+    assert isinstance(errors[0], InvalidEvent)
+    assert errors[0].kind == "ticker.trade_price"

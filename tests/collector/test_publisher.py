@@ -16,6 +16,7 @@ from tests.conftest import RedisServer
 from upbit_fanout.collector.publisher import Publisher, PublishMode
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import LeaseLost
 
 MODES: list[PublishMode] = ["lua", "pipeline"]
 
@@ -191,3 +192,47 @@ async def test_without_scripting_it_falls_back_to_pipelines(keys: Keys) -> None:
         assert publisher.failed_batches == 0
     finally:
         await redis.aclose()
+
+
+# -- fencing -------------------------------------------------------------------------------------
+def _private_batch() -> list[Outgoing]:
+    return [Outgoing("myAsset", b'{"type":"myAsset"}', True, "myAsset"), *_batch(2)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_fenced_batch_is_written_only_while_the_lease_holds_the_value(
+    client: aioredis.Redis, keys: Keys, mode: PublishMode
+) -> None:
+    await client.set(keys.leader, "7 me", px=10_000)
+    publisher = Publisher(client, keys, mode=mode)
+    publisher.fence = (keys.leader.encode(), b"7 me")
+    pubsub, received = await _listen(client, [keys.channel("myAsset")], 1)
+    try:
+        await publisher.publish(_private_batch())
+        assert await received == [(keys.channel("myAsset"), b'{"type":"myAsset"}')]
+        assert await client.xlen(keys.stream("myAsset")) == 1
+
+        # Another collector took over (token 8): nothing of the next batch is written.
+        await client.set(keys.leader, "8 other", px=10_000)
+        await client.delete(keys.last("ticker:KRW-BTC"))
+        await pubsub.subscribe(keys.channel("ticker:KRW-BTC"))
+        await pubsub.get_message(timeout=5)  # the confirmation
+        with pytest.raises(LeaseLost) as lost:
+            await publisher.publish(_private_batch())
+        assert lost.value.holder == b"8 other"
+        assert await client.get(keys.last("ticker:KRW-BTC")) is None  # no SET
+        assert await client.xlen(keys.stream("myAsset")) == 1  # no XADD
+        assert await pubsub.get_message(timeout=0.3) is None  # no PUBLISH
+        assert publisher.fenced_batches == 1
+
+        # Same id, older token (a paused twin of the same name): refused too; nobody: refused.
+        await client.set(keys.leader, "6 me", px=10_000)
+        with pytest.raises(LeaseLost):
+            await publisher.publish(_batch(1))
+        await client.delete(keys.leader)
+        with pytest.raises(LeaseLost) as lost:
+            await publisher.publish(_batch(1))
+        assert lost.value.holder is None
+        assert await client.get(keys.last("ticker:KRW-BTC")) is None
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]

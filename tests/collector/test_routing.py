@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import SAMPLES
-from upbit_fanout.collector.decode import Frame, decode_frame
+from upbit_fanout.collector.decode import Frame, InvalidEvent, decode_frame
 from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.subscriptions.codec import decode_event, encode_event
 from upbit_fanout.subscriptions.jsontext import loads_exact
@@ -276,9 +276,15 @@ def test_counters() -> None:
 
 
 def test_a_malformed_orderbook_unit_is_counted_not_raised() -> None:
+    # The decoder refuses such a frame (test_decode); the router still copes with one built
+    # without it.
     data = BOOK_30.replace(b'"ask_size":0.10623869', b'"ask_size":"oops"')
+    with pytest.raises(InvalidEvent):
+        decode_frame(data)
+    good = _frame(BOOK_30)
+    frame = Frame("event", "orderbook", good.code, good.stream_type, data, None, None, None, 30)
     router = _router("orderbook:KRW-BTC", "orderbook:KRW-BTC.5")
-    items = router.route(_frame(data))
+    items = router.route(frame)
     assert [i.topic for i in items] == ["orderbook:KRW-BTC"]
     assert router.encode_errors == 1
 

@@ -12,6 +12,7 @@ from tests.helpers import wait_for
 from upbit_fanout.collector import State
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import parse_leader
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 
@@ -40,13 +41,19 @@ async def test_a_standby_takes_over_when_the_leader_stops(real_redis_url: str, k
             assert second.state == State.STANDBY
             assert not second.is_leader
             assert len(emu.connections) == 1  # only the leader talks to Upbit
-            assert (await r.get(keys.leader)) == b"one"
+            first_value = await r.get(keys.leader)
+            assert parse_leader(first_value)[1] == "one"  # "{fencing token} {collector id}"
             assert (await status_of(r, keys))["collector_id"] == "one"  # the standby is silent
 
             await first.aclose()  # gives the key back at once
             await second.wait_subscribed(timeout=3)
             assert second.is_leader
-            assert (await r.get(keys.leader)) == b"two"
+            token, holder = parse_leader(await r.get(keys.leader))
+            assert holder == "two"
+            first_token = parse_leader(first_value)[0]
+            assert token is not None
+            assert first_token is not None
+            assert token > first_token
             await until(lambda: _status(r, keys, collector_id="two", state="subscribed"))
             await emu.wait_connections(1)
     finally:

@@ -14,6 +14,7 @@ from tests.emulator.wsutil import (
     client,
     drain,
     http_get,
+    http_post,
     recv_json,
     recv_raw,
     recv_until,
@@ -102,6 +103,28 @@ async def test_admin_paths() -> None:
         await ws.send(request({"type": "trade", "codes": ["KRW-BTC"]}, ticket="admin"))
         await recv_json(ws)
 
+        # State-changing paths take POST only; the read-only ones GET only.
+        for path in (
+            "drop",
+            "stall?seconds=5",
+            "resume",
+            "malformed",
+            "refuse?seconds=5",
+            "inject?frame=x",
+            "order?code=KRW-BTC",
+            "cancel?uuid=x",
+        ):
+            status, body, head = await http_get(base + path)
+            assert status == 405, path
+            assert "Allow: POST" in head
+        for path in ("state", "received"):
+            status, body, head = await http_post(base + path)
+            assert status == 405, path
+            assert "Allow: GET" in head
+        assert not emu.stalled
+        assert emu.counters["drops"] == 0
+        assert emu.counters["malformed_sent"] == 0
+
         status, body, head = await http_get(base + "state")
         state = json.loads(body)
         assert status == 200
@@ -114,19 +137,19 @@ async def test_admin_paths() -> None:
         assert conn["subscription"] == [{"type": "trade", "codes": ["KRW-BTC"]}]
         assert state["counters"]["subscriptions"] == 1
 
-        status, body, _ = await http_get(base + "stall?seconds=5")
+        status, body, _ = await http_post(base + "stall?seconds=5")
         assert status == 200
         assert emu.stalled
-        status, _, _ = await http_get(base + "resume")
+        status, _, _ = await http_post(base + "resume")
         assert status == 200
         assert not emu.stalled
 
         frame = quote(json.dumps({"error": {"name": "X", "message": "m"}}))
-        status, body, _ = await http_get(base + "inject?frame=" + frame)
+        status, body, _ = await http_post(base + "inject?frame=" + frame)
         assert json.loads(body) == {"delivered": 1}
         await recv_until(ws, lambda f: "error" in f)
 
-        status, body, _ = await http_get(base + "malformed")
+        status, body, _ = await http_post(base + "malformed")
         assert json.loads(body) == {"sent": 1}
 
         status, body, _ = await http_get(base + "received")
@@ -134,21 +157,21 @@ async def test_admin_paths() -> None:
             {"type": "trade", "codes": ["KRW-BTC"]}, ticket="admin"
         )
 
-        status, body, _ = await http_get(base + "refuse?seconds=5")
+        status, body, _ = await http_post(base + "refuse?seconds=5")
         assert json.loads(body) == {"refusing": True}
         with pytest.raises(InvalidStatus):
             async with client(emu.public_url):
                 pass
-        await http_get(base + "refuse?seconds=0")
+        await http_post(base + "refuse?seconds=0")
 
-        status, body, _ = await http_get(base + "drop")
+        status, body, _ = await http_post(base + "drop")
         assert json.loads(body) == {"dropped": 1}
         with pytest.raises(ConnectionClosedError):
             await drain(ws)
 
-        status, _, _ = await http_get(base + "nope")
+        status, _, _ = await http_post(base + "nope")
         assert status == 404
-        status, _, _ = await http_get(base + "stall?seconds=abc")
+        status, _, _ = await http_post(base + "stall?seconds=abc")
         assert status == 400
 
 

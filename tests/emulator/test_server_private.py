@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 
 from tests.emulator.wsutil import (
     client,
-    http_get,
+    http_post,
     recv_json,
     recv_raw,
     recv_until,
@@ -183,17 +183,17 @@ async def test_admin_order_and_cancel_paths() -> None:
         await ws.send(request({"type": "myOrder"}))
         await emu.wait_received(1)
         price = (emu.simulator.last_price("KRW-BTC") * Decimal("0.5")) // 1000 * 1000
-        status, body, _ = await http_get(
+        status, body, _ = await http_post(
             f"{emu.http_url}/_emulator/order?code=KRW-BTC&side=bid&ord_type=limit"
             f"&price={price}&volume=0.01"
         )
         assert status == 200
         uuid = json.loads(body)["uuid"]
         assert (await recv_json(ws))["uuid"] == uuid
-        status, body, _ = await http_get(f"{emu.http_url}/_emulator/cancel?uuid={uuid}")
+        status, body, _ = await http_post(f"{emu.http_url}/_emulator/cancel?uuid={uuid}")
         assert status == 200
         assert (await recv_json(ws))["state"] == "cancel"
-        status, body, _ = await http_get(f"{emu.http_url}/_emulator/order?code=KRW-BTC&side=up")
+        status, body, _ = await http_post(f"{emu.http_url}/_emulator/order?code=KRW-BTC&side=up")
         assert status == 400
         assert json.loads(body)["error"]["name"] in (
             "ORDER_REJECTED",

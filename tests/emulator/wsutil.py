@@ -91,12 +91,25 @@ async def silent(ws: ClientConnection, seconds: float) -> bool:
 
 async def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, str]:
     """(status, body, raw head) of one HTTP/1.1 GET on loopback."""
+    return await http_request("GET", url, headers)
+
+
+async def http_post(url: str) -> tuple[int, bytes, str]:
+    """(status, body, raw head) of one HTTP/1.1 POST without a body (the emulator's admin
+    actions that change its state take their arguments in the query string)."""
+    return await http_request("POST", url, {"Content-Length": "0"})
+
+
+async def http_request(
+    method: str, url: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, str]:
+    """(status, body, raw head) of one HTTP/1.1 request on loopback."""
     assert url.startswith("http://")
     hostport, _, path = url[len("http://") :].partition("/")
     host, _, port = hostport.partition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        lines = [f"GET /{path} HTTP/1.1", f"Host: {hostport}", "Connection: close"]
+        lines = [f"{method} /{path} HTTP/1.1", f"Host: {hostport}", "Connection: close"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await writer.drain()

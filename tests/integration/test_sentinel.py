@@ -23,6 +23,7 @@ from tests.deployments import SentinelDeployment
 from upbit_fanout.client import Event, FanoutClient, Gap
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions import Keys
+from upbit_fanout.subscriptions.lease import parse_leader
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +99,13 @@ async def test_a_sentinel_failover_under_a_running_collector_and_clients(
                 for name, client in clients.items():
                     await _next(client, Event, TOPICS[name], within=20)
 
+                before = aioredis.Redis(port=sentinel_deployment.primary_port())
+                try:
+                    term_before = await before.get(keys.leader)
+                finally:
+                    await before.aclose()
+                assert term_before is not None
+                assert parse_leader(term_before)[1] == "sentinel-test"
                 new_port = await asyncio.to_thread(sentinel_deployment.failover)
                 primary = aioredis.Redis(port=new_port)
                 try:
@@ -136,12 +144,14 @@ async def test_a_sentinel_failover_under_a_running_collector_and_clients(
 
                     await _until(settled, within=15)
 
-                    # It keeps (or at once re-takes) its leadership there: its lease key names
-                    # it again within one renewal, and it never closed the upstream socket.
+                    # It keeps its leadership there, in the same fenced term (the lease and its
+                    # token were replicated), and it never closed the upstream socket.
                     async def leads() -> bool:
-                        return await primary.get(keys.leader) == b"sentinel-test"
+                        value = await primary.get(keys.leader)
+                        return value is not None and parse_leader(value)[1] == "sentinel-test"
 
                     await _until(leads, within=15)
+                    assert await primary.get(keys.leader) == term_before
                     assert len(emu.connections) == 1
                     assert await primary.hget(keys.status, "reconnects") == b"0"
                 finally:

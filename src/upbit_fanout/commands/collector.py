@@ -81,10 +81,12 @@ def collector_options(settings: Settings) -> dict[str, Any]:
         "connect_per_second": settings.connect_per_second,
         "backoff_initial": settings.backoff_initial,
         "backoff_max": max(settings.backoff_max, settings.backoff_initial),
+        "backoff_fast_max": settings.backoff_fast_max,
         "queue_size": settings.queue_size,
         "stream_maxlen": settings.private_stream_maxlen,
         "leader_lease": settings.leader_lease or None,
         "collector_id": settings.collector_id,
+        "redis_grace": settings.redis_grace,
     }
 
 

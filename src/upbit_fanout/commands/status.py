@@ -9,7 +9,7 @@ keys are stable (documented in docs/client.md) for scripts::
      digits-only values as integers), "status_age_seconds", "last_event_age_seconds",
      "union": [...], "clients": [{"client_id", "topics", "lease_remaining_seconds"}],
      "invalid": [{"client_id", "topic", "reason"}], "leader": null or {"collector_id",
-     "lease_remaining_seconds"}}
+     "token", "lease_remaining_seconds"}}
 
 Exit status: 0, or 1 when Redis cannot be read.
 """
@@ -94,6 +94,7 @@ async def gather(url: str, keys: Keys, *, now: float | None = None) -> dict[str,
 
 
 async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, Any]:
+    from upbit_fanout.subscriptions.lease import parse_leader  # noqa: PLC0415
     from upbit_fanout.subscriptions.redact import redact_url  # noqa: PLC0415
 
     async with redis.pipeline(transaction=False) as pipe:
@@ -151,7 +152,8 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
         "leader": None
         if leader_raw is None
         else {
-            "collector_id": _text(leader_raw),
+            "collector_id": parse_leader(leader_raw)[1],
+            "token": parse_leader(leader_raw)[0],  # the fencing token of its term
             "lease_remaining_seconds": leader_ttl / 1000 if leader_ttl >= 0 else None,
         },
     }
@@ -210,9 +212,12 @@ def render_text(report: dict[str, Any]) -> str:
     leader = report["leader"]
     if leader is not None:
         lease = leader["lease_remaining_seconds"]
+        details = [] if lease is None else [f"lease {lease:.1f} s"]
+        if leader.get("token") is not None:
+            details.append(f"token {leader['token']}")
         lines.append(
             f"Leader     {leader['collector_id']}"
-            + ("" if lease is None else f"  (lease {lease:.1f} s)")
+            + (f"  ({', '.join(details)})" if details else "")
         )
     return "\n".join(lines)
 
