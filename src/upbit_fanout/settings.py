@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     queue_size: int = Field(default=10_000, ge=1)
     leader_lease: float = Field(default=10.0, ge=0)  # 0: no leadership (no hot standby)
     collector_id: str | None = None
+    # Hostile-intent limits and the market list (see docs/collector.md, "Limits").
+    max_topics_per_client: int = Field(default=1000, ge=1)
+    max_union_topics: int = Field(default=5000, ge=1)
+    max_request_bytes: int = Field(default=128 * 1024, ge=1024)
+    max_topic_length: int = Field(default=64, ge=8)
+    max_client_id_length: int = Field(default=128, ge=1, le=128)
+    max_lease: float = Field(default=300.0, gt=0)
+    lease_grace: float = Field(default=10.0, ge=0)
+    invalid_examples: int = Field(default=5, ge=1)
+    max_invalid_clients: int = Field(default=1000, ge=1)
+    validate_markets: bool = True
+    markets_url: str | None = None  # default: derived from the public WebSocket URL
+    markets_refresh: float = Field(default=600.0, gt=0)
 
     # Client defaults (see client/).
     lease_seconds: float = Field(default=30.0, gt=0)

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from upbit_fanout.collector import Collector
+from upbit_fanout.collector.intents import Limits
 from upbit_fanout.settings import Settings
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -75,6 +76,20 @@ def collector_options(settings: Settings) -> dict[str, Any]:
         "stream_maxlen": settings.private_stream_maxlen,
         "leader_lease": settings.leader_lease or None,
         "collector_id": settings.collector_id,
+        "limits": Limits(
+            max_topics_per_client=settings.max_topics_per_client,
+            max_union_topics=settings.max_union_topics,
+            max_request_bytes=settings.max_request_bytes,
+            max_topic_length=settings.max_topic_length,
+            max_client_id_length=settings.max_client_id_length,
+            max_lease=settings.max_lease,
+            lease_grace=settings.lease_grace,
+            invalid_examples=settings.invalid_examples,
+            max_invalid_clients=settings.max_invalid_clients,
+        ),
+        "validate_markets": settings.validate_markets,
+        "markets_url": settings.markets_url or None,
+        "markets_refresh": settings.markets_refresh,
     }
 
 
