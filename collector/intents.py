@@ -157,7 +157,7 @@ _PRINTABLE = frozenset(range(0x21, 0x7F)) - {ord("\\")}
 
 def escape(value: str | bytes, limit: int = 80) -> str:
     """``value`` as printable ASCII without spaces: other bytes as ``\\xNN``, a backslash as
-    ``\\\\``; cut to ``limit`` characters (``...(N bytes)`` says how long it was).
+    ``\\\\``; cut to ``limit`` characters (``...[NB]`` says it was N bytes long).
 
     Client ids and topics from Redis go through this before they reach a log line, a
     ``P:invalid`` field or ``status``: a newline or a 1 MB member cannot garble them.
@@ -169,7 +169,7 @@ def escape(value: str | bytes, limit: int = 80) -> str:
         piece = chr(byte) if byte in _PRINTABLE else "\\\\" if byte == 0x5C else f"\\x{byte:02x}"
         size += len(piece)
         if size > limit:
-            return "".join(out) + f"...({len(raw)} bytes)"
+            return "".join(out) + f"...[{len(raw)}B]"
         out.append(piece)
     return "".join(out)
 
@@ -259,7 +259,7 @@ class ClientRefusal:
         text = f"{self.count} refused"
         if self.reason:
             text += f": {self.reason}"
-        if self.count > len(self.examples):
+        if self.examples and self.count > len(self.examples):
             text += f" ({len(self.examples)} shown)"
         return text
 

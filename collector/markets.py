@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
@@ -62,8 +63,9 @@ def market_list_url(ws_url: str) -> str:
     return urlunsplit((scheme, parts.netloc, MARKET_LIST_PATH, "", ""))
 
 
-def parse_market_list(body: bytes) -> frozenset[str]:
-    """The codes in a ``/v1/market/all`` answer (a JSON array of objects with ``market``).
+def parse_market_list(body: bytes) -> tuple[str, ...]:
+    """The codes in a ``/v1/market/all`` answer (a JSON array of objects with ``market``), in
+    Upbit's order (it lists the best-known markets first; suggestions prefer them).
 
     Raises ValueError for anything else (an error object, an empty list, a wrong shape).
     """
@@ -73,34 +75,37 @@ def parse_market_list(body: bytes) -> frozenset[str]:
         raise ValueError(f"the market list is not JSON ({exc})") from None
     if not isinstance(data, list) or not data:
         raise ValueError("the market list is not a non-empty JSON array")
-    codes: set[str] = set()
+    codes: dict[str, None] = {}
     for item in data:
         code = item.get("market") if isinstance(item, dict) else None
         if not isinstance(code, str) or not code:
             raise ValueError("a market-list entry has no 'market' string")
-        codes.add(code)
-    return frozenset(codes)
+        codes[code] = None
+    return tuple(codes)
 
 
 @dataclass(frozen=True, slots=True)
 class MarketSet:
     """The codes Upbit lists, e.g. ``KRW-BTC``; answers "is it real?" and "what was meant?"."""
 
-    codes: frozenset[str]
+    codes: tuple[str, ...]
+    """In Upbit's order (ties between equally close suggestions go to the earlier one)."""
+    _set: frozenset[str] = field(init=False, repr=False, compare=False, hash=False)
     _by_quote: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_set", frozenset(self.codes))
         by_quote: dict[str, list[str]] = {}
-        for code in sorted(self.codes):
+        for code in self.codes:
             by_quote.setdefault(code.partition("-")[0], []).append(code)
         object.__setattr__(self, "_by_quote", {q: tuple(c) for q, c in by_quote.items()})
 
     @classmethod
     def of(cls, codes: Iterable[str]) -> MarketSet:
-        return cls(frozenset(codes))
+        return cls(tuple(dict.fromkeys(codes)))
 
     def __contains__(self, code: object) -> bool:
-        return code in self.codes
+        return code in self._set
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -120,7 +125,7 @@ class MarketSet:
         ``suggest=False`` skips the (costly) closest-match search.
         """
         code = topic.code
-        if code is None or code == ALL_MARKETS or code in self.codes:
+        if code is None or code == ALL_MARKETS or code in self._set:
             return None
         suggestion = self.closest(code) if suggest else None
         if suggestion is not None:
@@ -133,12 +138,30 @@ def _closest(markets: MarketSet, code: str) -> str | None:
     quote, _, base = code.partition("-")
     same_quote = markets._by_quote.get(quote, ())
     if same_quote:
-        bases = [candidate.partition("-")[2] for candidate in same_quote]
-        found = difflib.get_close_matches(base, bases, n=1, cutoff=0.6)
-        if found:
-            return f"{quote}-{found[0]}"
-    found = difflib.get_close_matches(code, sorted(markets.codes), n=1, cutoff=0.75)
-    return found[0] if found else None
+        found = _best(base, [candidate.partition("-")[2] for candidate in same_quote], 0.6)
+        if found is not None:
+            return f"{quote}-{found}"
+    return _best(code, markets.codes, 0.75)
+
+
+def _best(word: str, candidates: Sequence[str], cutoff: float) -> str | None:
+    """difflib's ratio, ties broken by the longer common prefix, then by the earlier candidate
+    (``BTX``: ``BTC`` rather than ``TXT``, both 0.67)."""
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(word)
+    best: str | None = None
+    best_key: tuple[float, int, int] | None = None
+    for index, candidate in enumerate(candidates):
+        matcher.set_seq1(candidate)
+        if matcher.real_quick_ratio() < cutoff or matcher.quick_ratio() < cutoff:
+            continue
+        ratio = matcher.ratio()
+        if ratio < cutoff:
+            continue
+        key = (ratio, len(os.path.commonprefix([word, candidate])), -index)
+        if best_key is None or key > best_key:
+            best, best_key = candidate, key
+    return best
 
 
 # -- I/O part -------------------------------------------------------------------------------------

@@ -212,7 +212,10 @@ async def test_invalid_intents_are_never_sent_and_are_reported(
                 assert needle not in text
         invalid = {k.decode(): v.decode() for k, v in (await r.hgetall(keys.invalid)).items()}
         assert set(invalid) == {
-            *(f"sloppy {topic}" for topic in bad), "trader myOrder:*", "sloppy", "trader"
+            *(f"sloppy {topic}" for topic in bad),
+            "trader myOrder:*",
+            "sloppy",
+            "trader",
         }
         assert invalid["trader myOrder:*"] == NO_KEYS_REASON
         assert "upper case" in invalid["sloppy ticker:krw-btc"]
