@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -158,7 +157,7 @@ def _best(word: str, candidates: Sequence[str], cutoff: float) -> str | None:
         ratio = matcher.ratio()
         if ratio < cutoff:
             continue
-        key = (ratio, len(os.path.commonprefix([word, candidate])), -index)
+        key = (ratio, _common_prefix(word, candidate), -index)
         if best_key is None or key > best_key:
             best, best_key = candidate, key
     return best
@@ -248,6 +247,15 @@ class MarketList:
         if note != self.note:
             self.note = note
             self._on_change()
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _describe(exc: BaseException) -> str:

@@ -48,7 +48,8 @@ KRW = [code for code in UPBIT.codes if code.startswith("KRW-")]
 )
 def test_names_from_redis_are_escaped_and_cut(raw: bytes, shown: str) -> None:
     assert escape(raw) == shown
-    assert "\n" not in escape(raw) and " " not in escape(raw)
+    assert "\n" not in escape(raw)
+    assert " " not in escape(raw)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +101,8 @@ def test_a_key_without_a_proper_lease_is_refused_after_the_grace_period(
     if refused is None:
         assert reason is None
     else:
-        assert reason is not None and refused in reason
+        assert reason is not None
+        assert refused in reason
         assert "EXPIRE it" in reason
 
 
@@ -199,7 +201,8 @@ def test_a_long_member_is_refused_and_reported_short() -> None:
     huge = "ticker:KRW-" + "B" * 1_000_000
     result = plan({"bot": [huge, "ticker:KRW-BTC"]}, private_allowed=False)
     ((topic, reason),) = result.refused["bot"].examples
-    assert len(topic) < 100 and topic.endswith("...[1000011B]")
+    assert len(topic) < 100
+    assert topic.endswith("...[1000011B]")
     assert reason == "longer than 64 bytes (max_topic_length)"
     assert {str(t) for t in result.public_topics} == {"ticker:KRW-BTC"}
 

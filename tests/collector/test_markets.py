@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 from upbit_fanout.collector.markets import (
     MarketList,
     MarketSet,
@@ -63,7 +63,7 @@ def test_the_list_is_the_market_fields() -> None:
     ],
 )
 def test_anything_else_is_not_a_market_list(body: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"market list|market-list entry"):
         parse_market_list(body)
 
 
@@ -131,20 +131,21 @@ async def test_without_rest_it_says_so_retries_and_loads_when_it_comes_back() ->
     )
     task = asyncio.create_task(markets.run())
     try:
-        async with asyncio.timeout(10):
-            while markets.failures < 2:
-                await asyncio.sleep(0.02)
-        assert markets.current is None
+        await wait_for(lambda: markets.failures >= 2, within=10)
+        assert not notes or "not loaded" in notes[-1]
+        assert _loaded(markets) is None
         assert markets.note.startswith("not loaded (")
         assert "market codes are not checked, retrying" in markets.note
         async with Emulator(port=port, seed=1, rate=10):
-            async with asyncio.timeout(10):
-                while markets.current is None:
-                    await asyncio.sleep(0.02)
-        assert markets.current == UPBIT
+            await wait_for(lambda: markets.current is not None, within=10)
+        assert _loaded(markets) == UPBIT
         assert markets.note.startswith("855 markets, loaded ")
         assert notes[-1] == markets.note
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def _loaded(markets: MarketList) -> MarketSet | None:
+    return markets.current
