@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -342,38 +344,26 @@ def plan(
     )
     refused: dict[str, ClientRefusal] = {}
     for client in order:
-        texts = sorted(set(intents[client]))
-        if len(texts) > limits.max_topics_per_client:
-            excess = too_many_reason("the key", len(texts), limits)
-            refused[escape(client)] = _whole(len(texts), excess, texts, limits)
+        members = frozenset(intents[client])
+        if len(members) > limits.max_topics_per_client:
+            excess = too_many_reason("the key", len(members), limits)
+            refused[escape(client)] = _whole(len(members), excess, members, limits)
             continue
-        rejected: list[tuple[str, str | Topic]] = []
-        for text in texts:
-            reason: str | Topic | None = None
-            if len(text.encode("utf-8", "surrogateescape")) > limits.max_topic_length:
-                reason = f"longer than {limits.max_topic_length} bytes (max_topic_length)"
+        valid, invalid = _classify(members, private_allowed, markets, limits)
+        rejected: list[tuple[str, str | Topic]] = list(invalid)
+        for text, topic in valid:
+            if topic in chosen[topic.is_private]:
+                continue
+            size = sizes[topic.is_private]
+            if len(chosen[False]) + len(chosen[True]) >= limits.max_union_topics:
+                rejected.append((text, union_full))
+            elif size.bytes + size.cost(topic) > limits.max_request_bytes:
+                rejected.append((text, too_big))
             else:
-                try:
-                    topic = parse_topic(text)
-                except InvalidTopicError as exc:
-                    reason = exc.reason
-                else:
-                    if topic.is_private and not private_allowed:
-                        reason = NO_KEYS_REASON
-                    elif markets is not None and markets.refusal(topic, suggest=False):
-                        reason = topic  # the suggestion is looked up only if it is shown
-                    elif topic not in chosen[topic.is_private]:
-                        size = sizes[topic.is_private]
-                        if len(chosen[False]) + len(chosen[True]) >= limits.max_union_topics:
-                            reason = union_full
-                        elif size.bytes + size.cost(topic) > limits.max_request_bytes:
-                            reason = too_big
-                        else:
-                            size.add(topic)
-                            chosen[topic.is_private].add(topic)
-            if reason is not None:
-                rejected.append((text, reason))
+                size.add(topic)
+                chosen[topic.is_private].add(topic)
         if rejected:
+            first = heapq.nsmallest(limits.invalid_examples, rejected, key=_first)
             examples = tuple(
                 (
                     escape(text, 60),
@@ -384,7 +374,7 @@ def plan(
                         limits.reason_length,
                     ),
                 )
-                for text, reason in rejected[: limits.invalid_examples]
+                for text, reason in first
             )
             refused[escape(client)] = ClientRefusal(len(rejected), examples)
     for client, key_refusal in (refused_keys or {}).items():
@@ -404,9 +394,45 @@ def plan(
     )
 
 
+def _first(item: tuple[str, object]) -> str:
+    return item[0]
+
+
+@lru_cache(maxsize=512)
+def _classify(
+    members: frozenset[str], private_allowed: bool, markets: MarketSet | None, limits: Limits
+) -> tuple[tuple[tuple[str, Topic], ...], tuple[tuple[str, str | Topic], ...]]:
+    """One client's members sorted into ``(text, topic)`` that may be served and ``(text,
+    reason)`` refused (a Topic as reason: an unknown market, described when shown).
+
+    Depends on nothing but its arguments, so it is cached: a client whose key did not change
+    costs nothing when another client's did (1,000 junk members are parsed once, not at every
+    change of anybody's intents)."""
+    valid: list[tuple[str, Topic]] = []
+    invalid: list[tuple[str, str | Topic]] = []
+    for text in sorted(members):
+        if len(text.encode("utf-8", "surrogateescape")) > limits.max_topic_length:
+            invalid.append(
+                (text, f"longer than {limits.max_topic_length} bytes (max_topic_length)")
+            )
+            continue
+        try:
+            topic = parse_topic(text)
+        except InvalidTopicError as exc:
+            invalid.append((text, exc.reason))
+            continue
+        if topic.is_private and not private_allowed:
+            invalid.append((text, NO_KEYS_REASON))
+        elif markets is not None and markets.refusal(topic, suggest=False):
+            invalid.append((text, topic))  # the suggestion is looked up only if it is shown
+        else:
+            valid.append((text, topic))
+    return tuple(valid), tuple(invalid)
+
+
 def _whole(size: int, reason: str, sample: Iterable[str], limits: Limits) -> ClientRefusal:
     text = clip(reason, limits.reason_length)
-    shown = sorted(sample)[: limits.invalid_examples]
+    shown = heapq.nsmallest(limits.invalid_examples, sample)
     return ClientRefusal(max(1, size), tuple((escape(member, 60), text) for member in shown), text)
 
 
