@@ -452,25 +452,48 @@ def newly_invalid(
 
 class RefusalLog:
     """Logs refused intents: one WARNING line per client (a count and an example), at most one
-    per client every ``interval`` s and ``per_report`` clients per change (then one line for the
-    rest), every part of a line cut short. 100,000 junk members make one line, not 100,000."""
+    per client every ``interval`` s and ``per_interval`` client lines in all per ``interval``
+    (the rest are counted in one line), every part of a line cut short. 100,000 junk members
+    make one line, not 100,000; 100,000 junk clients make ``per_interval`` + 2 lines."""
 
     def __init__(
         self,
         interval: float = 10.0,
-        per_report: int = 10,
+        per_interval: int = 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.interval = interval
         self._limiter = LogLimiter(interval, clock)
-        self._per_report = per_report
+        self._clock = clock
+        self._per_interval = per_interval
+        self._window = -1e18
+        self._in_window = 0
+        self._skipped = 0
 
     def report(self, before: Plan, after: Plan) -> int:
         """Log what changed from ``before`` to ``after``; return the number of lines written."""
         lines = 0
-        skipped = 0
+        now = self._clock()
+        if now - self._window >= self.interval:
+            if self._skipped:
+                log.warning(
+                    "refused intents of %d more client(s) were not logged in the last %.0f s; "
+                    "see upbit-fanout status or P:invalid",
+                    self._skipped,
+                    now - self._window,
+                )
+                lines += 1
+            self._window, self._in_window, self._skipped = now, 0, 0
         for client, refusal in sorted(changed_refusals(before.refused, after.refused).items()):
-            if lines >= self._per_report:
-                skipped += 1
+            if self._in_window >= self._per_interval:
+                if not self._skipped:
+                    log.warning(
+                        "refusing intents of more clients; not logging them for %.0f s "
+                        "(see upbit-fanout status or P:invalid)",
+                        self.interval - (now - self._window),
+                    )
+                    lines += 1
+                self._skipped += 1
                 continue
             allowed, held = self._limiter.allow(client)
             if not allowed:
@@ -484,12 +507,7 @@ class RefusalLog:
                 reason,
                 f" ({held} similar lines held back)" if held else "",
             )
-            lines += 1
-        if skipped and self._limiter.allow("*")[0]:
-            log.warning(
-                "refusing intents of %d more client(s); see upbit-fanout status or P:invalid",
-                skipped,
-            )
+            self._in_window += 1
             lines += 1
         return lines
 

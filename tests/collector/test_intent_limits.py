@@ -242,22 +242,26 @@ def test_refusals_are_logged_per_client_in_a_bounded_number_of_lines(
 ) -> None:
     caplog.set_level(logging.WARNING)
     clock = [0.0]
-    log = RefusalLog(interval=10.0, per_report=10, clock=lambda: clock[0])
+    log = RefusalLog(interval=10.0, per_interval=10, clock=lambda: clock[0])
     before = plan({}, private_allowed=False)
     intents = {f"c{n}": [f"junk{n}-{m}" for m in range(1000)] for n in range(100)}
     after = plan(intents, private_allowed=False)
-    assert log.report(before, after) == 11  # ten clients, then one line for the other 90
+    assert log.report(before, after) == 11  # ten clients, then one line for the rest
     assert "refusing 1000 intent(s) of client c0, e.g. junk0-0:" in caplog.records[0].getMessage()
-    assert "of 90 more client(s)" in caplog.records[-1].getMessage()
+    assert "not logging them for 10 s" in caplog.records[-1].getMessage()
     assert log.report(after, after) == 0  # nothing changed: nothing logged
+    clock[0] = 10.0
+    assert log.report(after, after) == 1  # the next window says how many were left out
+    assert "of 90 more client(s) were not logged" in caplog.records[-1].getMessage()
     # A client changing every moment is logged once per interval, with what was held back.
     lines = 0
     for step in range(1, 50):
-        clock[0] = step * 0.5
+        clock[0] = 10.0 + step * 0.5
         churn = plan({"c0": [f"junk{step}"]}, private_allowed=False)
         lines += log.report(before, churn)
         before = churn
-    assert lines == 2  # at 10 and 20 s (the line at 0 s was the first report's)
+    assert lines == 3  # at 10, 20 and 30 s
+    assert "similar lines held back" in caplog.records[-1].getMessage()
     assert all(len(record.getMessage()) < 600 for record in caplog.records)
 
 
