@@ -151,6 +151,15 @@ class Limits:
         if self.max_lease <= 0 or self.lease_grace < 0:
             raise ValueError("max_lease must be > 0 and lease_grace >= 0")
 
+    def describe(self) -> str:
+        """One line for ``P:status`` field ``limits``."""
+        return (
+            f"topics/client {self.max_topics_per_client}, union {self.max_union_topics}, "
+            f"request {self.max_request_bytes} B, topic {self.max_topic_length} B, "
+            f"client id {self.max_client_id_length}, lease <= {self.max_lease:g} s "
+            f"(grace {self.lease_grace:g} s)"
+        )
+
 
 DEFAULT_LIMITS = Limits()
 

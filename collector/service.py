@@ -276,7 +276,10 @@ class Collector:
         )
         if self.private is not None:
             self.status.set(private_upstream_state=State.IDLE.value)
-        self.status.set(markets=self.markets.note if self.markets else "not checked (disabled)")
+        self.status.set(
+            markets=self.markets.note if self.markets else "not checked (disabled)",
+            limits=self.limits.describe(),
+        )
         self.status.active = self.is_leader
         if self.is_leader:
             self.status.set_union(())  # forget what a previous run left behind

@@ -171,6 +171,12 @@ async def test_a_typo_is_refused_with_the_closest_market_and_never_sent(
         await r.expire(keys.intents("typo"), 30)
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
         await until(lambda: _has_field(r, keys, "typo ticker:KRW-BTX"))
+        status = await status_of(r, keys)
+        assert status["markets"].startswith("855 markets, loaded ")
+        assert status["limits"] == (
+            "topics/client 1000, union 5000, request 131072 B, topic 64 B, client id 128, "
+            "lease <= 300 s (grace 10 s)"
+        )
         invalid = await _invalid(r, keys)
         assert invalid["typo ticker:KRW-BTX"] == "unknown market KRW-BTX; did you mean KRW-BTC?"
         assert invalid["typo"] == "1 refused"
