@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import logging
 import re
 import time
@@ -42,7 +43,7 @@ from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.reconcile import RequestSize, Subscription, subscription_for
-from upbit_fanout.subscriptions.topics import Topic, parse_topic
+from upbit_fanout.subscriptions.topics import Topic, could_be_topic, parse_topic
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -359,33 +360,28 @@ def plan(
             refused[escape(client)] = _whole(len(members), excess, members, limits)
             continue
         valid, invalid = _classify(members, private_allowed, markets, limits)
-        rejected: list[tuple[str, str | Topic]] = list(invalid)
+        over: list[tuple[str, str | Topic | None]] = []
         for text, topic in valid:
             if topic in chosen[topic.is_private]:
                 continue
             size = sizes[topic.is_private]
             if len(chosen[False]) + len(chosen[True]) >= limits.max_union_topics:
-                rejected.append((text, union_full))
+                over.append((text, union_full))
             elif size.bytes + size.cost(topic) > limits.max_request_bytes:
-                rejected.append((text, too_big))
+                over.append((text, too_big))
             else:
                 size.add(topic)
                 chosen[topic.is_private].add(topic)
-        if rejected:
-            first = heapq.nsmallest(limits.invalid_examples, rejected, key=_first)
+        if invalid or over:
+            # Both lists are sorted by text: the first few of the two are the examples.
+            first = itertools.islice(
+                heapq.merge(invalid, over, key=_first), limits.invalid_examples
+            )
             examples = tuple(
-                (
-                    escape(text, 60),
-                    clip(
-                        reason
-                        if isinstance(reason, str)
-                        else (markets.refusal(reason) if markets else None) or "unknown market",
-                        limits.reason_length,
-                    ),
-                )
+                (escape(text, 60), clip(_reason(text, reason, markets), limits.reason_length))
                 for text, reason in first
             )
-            refused[escape(client)] = ClientRefusal(len(rejected), examples)
+            refused[escape(client)] = ClientRefusal(len(invalid) + len(over), examples)
     for client, key_refusal in (refused_keys or {}).items():
         refused[client] = _whole(key_refusal.size, key_refusal.reason, key_refusal.sample, limits)
     shown = dict(sorted(refused.items())[: limits.max_invalid_clients])
@@ -407,23 +403,40 @@ def _first(item: tuple[str, object]) -> str:
     return item[0]
 
 
+def _reason(text: str, reason: str | Topic | None, markets: MarketSet | None) -> str:
+    """The words for a refusal kept in short form (see :func:`_classify`)."""
+    if isinstance(reason, str):
+        return reason
+    if reason is None:
+        try:
+            parse_topic(text)
+        except InvalidTopicError as exc:
+            return exc.reason
+        return "not a topic"  # pragma: no cover - could_be_topic is a superset of valid topics
+    return (markets.refusal(reason) if markets is not None else None) or "unknown market"
+
+
 @lru_cache(maxsize=512)
 def _classify(
     members: frozenset[str], private_allowed: bool, markets: MarketSet | None, limits: Limits
-) -> tuple[tuple[tuple[str, Topic], ...], tuple[tuple[str, str | Topic], ...]]:
+) -> tuple[tuple[tuple[str, Topic], ...], tuple[tuple[str, str | Topic | None], ...]]:
     """One client's members sorted into ``(text, topic)`` that may be served and ``(text,
-    reason)`` refused (a Topic as reason: an unknown market, described when shown).
+    reason)`` refused, both in text order. Reasons are kept short and worded only when shown:
+    None is "not a topic" (:func:`could_be_topic` said so without parsing; ``parse_topic`` says
+    why), a Topic is an unknown market (the suggestion is looked up then).
 
     Depends on nothing but its arguments, so it is cached: a client whose key did not change
     costs nothing when another client's did (1,000 junk members are parsed once, not at every
     change of anybody's intents)."""
     valid: list[tuple[str, Topic]] = []
-    invalid: list[tuple[str, str | Topic]] = []
+    invalid: list[tuple[str, str | Topic | None]] = []
+    too_long = f"longer than {limits.max_topic_length} bytes (max_topic_length)"
     for text in sorted(members):
         if len(text.encode("utf-8", "surrogateescape")) > limits.max_topic_length:
-            invalid.append(
-                (text, f"longer than {limits.max_topic_length} bytes (max_topic_length)")
-            )
+            invalid.append((text, too_long))
+            continue
+        if not could_be_topic(text):
+            invalid.append((text, None))
             continue
         try:
             topic = parse_topic(text)
@@ -432,8 +445,8 @@ def _classify(
             continue
         if topic.is_private and not private_allowed:
             invalid.append((text, NO_KEYS_REASON))
-        elif markets is not None and markets.refusal(topic, suggest=False):
-            invalid.append((text, topic))  # the suggestion is looked up only if it is shown
+        elif markets is not None and not markets.lists(topic):
+            invalid.append((text, topic))
         else:
             valid.append((text, topic))
     return tuple(valid), tuple(invalid)

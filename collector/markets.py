@@ -118,13 +118,18 @@ class MarketSet:
         """
         return _closest(self, code)
 
+    def lists(self, topic: Topic) -> bool:
+        """True when ``topic``'s market is listed, or it has none (``myAsset``, ``myOrder:*``)."""
+        code = topic.code
+        return code is None or code == ALL_MARKETS or code in self._set
+
     def refusal(self, topic: Topic, *, suggest: bool = True) -> str | None:
         """Why ``topic`` is refused for its market (None: its market is listed, or it has none).
 
         ``suggest=False`` skips the (costly) closest-match search.
         """
         code = topic.code
-        if code is None or code == ALL_MARKETS or code in self._set:
+        if code is None or self.lists(topic):
             return None
         suggestion = self.closest(code) if suggest else None
         if suggestion is not None:

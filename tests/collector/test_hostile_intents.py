@@ -245,7 +245,7 @@ BAD_IDS = [b"", b"bad\nid", b"\xff\xfe", b"has space", b"x" * 200, b"colon:id"]
 async def test_client_ids_outside_the_contract_are_refused_and_reported_escaped(
     real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
 ) -> None:
-    prefix = f"{keys.prefix}:intents:".encode()
+    prefix = keys.intents_pattern[:-1].encode()  # Keys.intents() refuses these ids, rightly
     async with running_collector(real_redis_url, keys, emu.public_url) as c:
         await r.sadd(keys.intents("ok"), "ticker:KRW-BTC")
         await r.expire(keys.intents("ok"), 30)
@@ -279,8 +279,9 @@ async def test_a_wrong_type_key_leaves_check_healthy_and_status_working(
         await r.expire(keys.intents("good"), 30)
         await r.set(keys.intents("x"), "foo")  # SET upbit:intents:x foo
         await r.hset(keys.intents("h"), "a", "b")
-        await r.sadd(f"{keys.prefix}:intents:bad\nid".encode(), "ticker:KRW-ETH")
-        await r.expire(f"{keys.prefix}:intents:bad\nid".encode(), 30)
+        bad_key = keys.intents_pattern[:-1].encode() + b"bad\nid"
+        await r.sadd(bad_key, "ticker:KRW-ETH")
+        await r.expire(bad_key, 30)
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
         await until(lambda: _has_field(r, keys, "x"))
         invalid = await _invalid(r, keys)
@@ -305,7 +306,7 @@ async def test_a_wrong_type_key_leaves_check_healthy_and_status_working(
         assert set(bad) == {
             keys.intents("x"),
             keys.intents("h"),
-            f"{keys.prefix}:intents:bad\\x0aid",
+            keys.intents_pattern[:-1] + "bad\\x0aid",
         }
         assert bad[keys.intents("x")]["type"] == "string"
         assert "DEL it" in bad[keys.intents("x")]["reason"]

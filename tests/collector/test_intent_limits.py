@@ -25,8 +25,9 @@ from upbit_fanout.collector.intents import (
 )
 from upbit_fanout.collector.markets import MarketSet
 from upbit_fanout.emulator.markets import default_markets
+from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.reconcile import RequestSize, subscription_for
-from upbit_fanout.subscriptions.topics import TOPIC_TYPES, parse_topic
+from upbit_fanout.subscriptions.topics import TOPIC_TYPES, could_be_topic, parse_topic
 
 UPBIT = MarketSet.of(market.code for market in default_markets())
 KRW = [code for code in UPBIT.codes if code.startswith("KRW-")]
@@ -293,3 +294,42 @@ def test_the_size_bound_is_never_below_the_real_message(topics: list) -> None:  
             size.add(topic)
         message = subscription_for(chosen).message(str(uuid.uuid4()))
         assert len(orjson.dumps(message)) <= size.bytes
+
+
+_NEAR_TOPICS = st.builds(
+    lambda type_name, sep, code, suffix: f"{type_name}{sep}{code}{suffix}",
+    st.sampled_from([*TOPIC_TYPES, "Ticker", "candle.2m", "bogus", ""]),
+    st.sampled_from([":", "", "::", " :"]),
+    st.one_of(
+        st.sampled_from(["KRW-BTC", "krw-btc", "*", "KRW-1INCH", "KRWBTC", "K-BTC", ""]),
+        st.text(max_size=12),
+    ),
+    st.one_of(st.sampled_from(["", ".5", ".05", ".7", ".30", ".", ".x"]), st.text(max_size=4)),
+)
+
+
+@given(_NEAR_TOPICS)
+def test_the_cheap_check_never_refuses_a_valid_topic(text: str) -> None:
+    try:
+        parse_topic(text)
+    except InvalidTopicError:
+        return
+    assert could_be_topic(text), text
+
+
+@pytest.mark.parametrize(
+    ("text", "maybe"),
+    [
+        ("ticker:KRW-BTC", True),
+        ("orderbook:KRW-BTC.5", True),
+        ("candle.240m:USDT-1INCH", True),
+        ("myOrder:*", True),
+        ("myAsset", True),
+        ("ticker:krw-btc", False),
+        ("junk-17", False),
+        ("ticker:KRW-BTC ", False),
+        ("ticker:KRW-ZZ0000001", True),  # a well-formed code: the market list decides
+    ],
+)
+def test_junk_is_told_apart_without_parsing(text: str, maybe: bool) -> None:
+    assert could_be_topic(text) is maybe
