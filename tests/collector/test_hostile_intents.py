@@ -284,6 +284,8 @@ async def test_a_wrong_type_key_leaves_check_healthy_and_status_working(
         await r.expire(bad_key, 30)
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
         await until(lambda: _has_field(r, keys, "x"))
+        await until(lambda: _has_field(r, keys, "h"))
+        await until(lambda: _has_field(r, keys, "bad\\x0aid"))
         invalid = await _invalid(r, keys)
         assert invalid["x"] == (
             f"1 refused: {keys.intents('x')} is a string, not a SET of topics: nothing of it "
