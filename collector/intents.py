@@ -7,17 +7,25 @@
    value, never removing anyone else's; when CONFIG is not allowed it says so ONCE and relies on
    the sweep. ``expire``/``pexpire``/``persist`` events are ignored: every heartbeat causes one
    and none of them changes a set's members;
-3. a periodic sweep (``SCAN MATCH P:intents:*`` + ``SMEMBERS``, every ``sweep_interval`` s) that
-   re-reads everything, so correctness never depends on notifications (Redis sends them
-   fire-and-forget, and an expiry only when it actually deletes the key; SCAN and SMEMBERS make
-   it do so).
+3. a periodic sweep (``SCAN MATCH P:intents:*``, every ``sweep_interval`` s) that re-reads
+   everything, so correctness never depends on notifications (Redis sends them fire-and-forget,
+   and an expiry only when it actually deletes the key; SCAN makes it do so).
+
+Every key is read with one bounded Lua call (``_READ_SCRIPT``), whatever a client wrote into it.
+Hostile input is normal input: keys of the wrong type, client ids outside the contract, keys
+without a lease (after ``Limits.lease_grace``) and keys over ``Limits.max_topics_per_client``
+members are refused whole (:class:`KeyRefusal`); :func:`plan` refuses members one by one (not a
+topic, too long, an unknown market, private without keys, over the union limits) and reports a
+count and a few examples per client (:class:`ClientRefusal`), which :class:`RefusalLog` logs in
+a bounded number of lines.
 
 When Redis is unreachable the last known intents are KEPT (the collector must not drop the
 upstream subscription because it cannot read), and the tracker retries with backoff. After a
 reconnect it sweeps at once, since notifications were missed.
 
 The pure helpers (:func:`merge_notify_flags`, :func:`changes_members`, :func:`plan`,
-:func:`newly_invalid`) hold the decisions; :class:`IntentTracker` only does the I/O.
+:func:`lease_reason`, :func:`valid_client_id`, :func:`escape`, ...) hold the decisions;
+:class:`IntentTracker` only does the I/O.
 """
 
 from __future__ import annotations

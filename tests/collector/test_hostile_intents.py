@@ -317,6 +317,8 @@ async def test_a_wrong_type_key_leaves_check_healthy_and_status_working(
         assert text.returncode == 0, text.stderr
         assert "Bad intent keys (3), ignored" in text.stdout
         assert "bad\\x0aid" in text.stdout
+        assert "bad\\\\x0aid" not in text.stdout  # escaped once, not twice
+        assert any(item["client_id"] == "bad\\x0aid" for item in report["invalid"])
         # The newline in that id did not split a line: every line is one the report made.
         assert not any(line.startswith("id") for line in text.stdout.splitlines())
 

@@ -107,8 +107,9 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
         client_id, space, topic = field.partition(" ")
         invalid.append(
             {
-                "client_id": escape(client_id),
-                "topic": escape(topic) if space else None,  # None: the client's summary
+                # The collector wrote them escaped already; clip() only makes sure of it.
+                "client_id": clip(client_id, 200),
+                "topic": clip(topic, 200) if space else None,  # None: the client's summary
                 "reason": clip(reason, 300),
             }
         )
