@@ -217,7 +217,7 @@ def id_reason(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
     elif len(raw) > limits.max_client_id_length:
         what = f"{len(raw)} bytes long, more than {limits.max_client_id_length}"
     else:
-        what = f"{escape(raw, 40)!r} has characters outside them"
+        what = f"'{escape(raw, 40)}' has characters outside them"
     return (
         f"client id not served: ids are 1-{limits.max_client_id_length} of "
         f"A-Z a-z 0-9 _ . - @, this one is {what}; DEL the key and use a valid id"
