@@ -495,6 +495,7 @@ class RefusalLog:
         self.interval = interval
         self._limiter = LogLimiter(interval, clock)
         self._clock = clock
+        self._limited_since = clock()
         self._per_interval = per_interval
         self._window = -1e18
         self._in_window = 0
@@ -514,6 +515,11 @@ class RefusalLog:
                 )
                 lines += 1
             self._window, self._in_window, self._skipped = now, 0, 0
+        if now - self._limited_since > 10 * self.interval:
+            # Forget the per-client timers now and then: 100,000 junk client ids seen once
+            # must not stay in memory for the collector's lifetime.
+            self._limiter = LogLimiter(self.interval, self._clock)
+            self._limited_since = now
         for client, refusal in sorted(changed_refusals(before.refused, after.refused).items()):
             if self._in_window >= self._per_interval:
                 if not self._skipped:
