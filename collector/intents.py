@@ -213,14 +213,14 @@ def valid_client_id(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> str | None:
 def id_reason(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
     """Why an intent key's client id is refused (see :func:`valid_client_id`)."""
     if not raw:
-        what = "empty"
+        what = "this one is empty"
     elif len(raw) > limits.max_client_id_length:
-        what = f"{len(raw)} bytes long, more than {limits.max_client_id_length}"
+        what = f"this one is {len(raw)} bytes long, more than {limits.max_client_id_length}"
     else:
-        what = f"'{escape(raw, 40)}' has characters outside them"
+        what = f"this one ('{escape(raw, 40)}') has other characters"
     return (
         f"client id not served: ids are 1-{limits.max_client_id_length} of "
-        f"A-Z a-z 0-9 _ . - @, this one is {what}; DEL the key and use a valid id"
+        f"A-Z a-z 0-9 _ . - @, {what}; DEL the key and use a valid id"
     )
 
 

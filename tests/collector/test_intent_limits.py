@@ -76,9 +76,9 @@ def test_a_shorter_client_id_limit_refuses_longer_ids_and_says_why() -> None:
     limits = Limits(max_client_id_length=16)
     assert valid_client_id(b"x" * 16, limits) == "x" * 16
     assert valid_client_id(b"x" * 17, limits) is None
-    assert "17 bytes long, more than 16" in id_reason(b"x" * 17, limits)
+    assert "this one is 17 bytes long, more than 16" in id_reason(b"x" * 17, limits)
     assert "this one is empty" in id_reason(b"")
-    assert "'bad\\x0aid' has characters outside them" in id_reason(b"bad\nid")
+    assert "this one ('bad\\x0aid') has other characters" in id_reason(b"bad\nid")
 
 
 LIMITS = Limits(max_lease=300, lease_grace=10)
