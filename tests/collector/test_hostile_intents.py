@@ -334,3 +334,41 @@ def _cli(*args: str, url: str, keys: Keys, cwd: Path) -> subprocess.CompletedPro
         [str(COMMAND), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30,
         check=False,
     )  # fmt: skip
+
+
+async def test_without_market_checks_the_union_limit_keeps_the_request_small_and_data_flowing(
+    real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
+) -> None:
+    """100 clients of 1,000 well-formed unknown codes each, nothing to check them against: the
+    union stops at its limit (the oldest client first), every message stays below the request
+    limit, the upstream never closes the socket and the first client keeps receiving."""
+    channel = keys.channel("ticker:KRW-BTC")
+    limits = Limits(max_union_topics=2000, max_request_bytes=64 * 1024)
+    async with (
+        Listener(real_redis_url, [channel]) as listener,
+        running_collector(
+            real_redis_url, keys, emu.public_url, validate_markets=False, limits=limits
+        ) as c,
+    ):
+        await r.sadd(keys.intents("first"), "ticker:KRW-BTC")
+        await r.expire(keys.intents("first"), 60)
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
+        await listener.wait(lambda: len(listener.messages[channel]) > 0, within=10)
+        for n in range(100):
+            codes = [f"ticker:KRW-Z{n:03d}{m:04d}" for m in range(1000)]
+            await _sadd_many(r, keys.intents(f"flood{n:03d}"), codes)
+        await until(lambda: _refused_count(r, keys, 100_000 - 1999), within=60)
+        await c.wait_subscribed(lambda union: len(union) == 2000, timeout=30)
+        assert "ticker:KRW-BTC" in c.union
+        # The oldest flood clients got in first; the newest got nothing.
+        assert any(topic.startswith("ticker:KRW-Z000") for topic in c.union)
+        assert not any(topic.startswith("ticker:KRW-Z099") for topic in c.union)
+        invalid = await _invalid(r, keys)
+        assert invalid["flood099"] == "1000 refused (5 shown)"
+        assert "the union is full (2000 topics" in invalid["flood099 ticker:KRW-Z0990000"]
+
+        start = len(listener.messages[channel])
+        await listener.wait(lambda: len(listener.messages[channel]) > start + 20, within=10)
+        sizes = [len(json.dumps(m, separators=(",", ":"))) for m in sent_messages(emu)]
+        assert 25_000 < max(sizes) <= 64 * 1024, sizes  # the big union went out, within limit
+        assert emu.counters["connections"] == 1  # never closed for a frame too big
