@@ -1,4 +1,4 @@
-"""What hostile intents cost the collector, and whether a normal client notices (issue 8's drills).
+"""What hostile intents cost the collector, and whether a normal client notices (issue #8).
 
 Starts the emulator in this process and ``upbit-fanout collector`` as a subprocess (its log to a
 file), lets a normal client want ``ticker:KRW-BTC`` and counts its events on a Redis
@@ -17,8 +17,8 @@ and writes to ``bench/results/hostile_intents.json``:
     .venv/bin/python bench/hostile_intents.py [--junk-keys 100] [--seconds 20]
 
 Uses the Redis at ``--redis-url`` (default 127.0.0.1:6379) under a key prefix of its own, removed
-afterwards. Figures on main before the fix (issue 8): every client got 0 events for 37 s, 100,000
-log lines (28 MB), 29 MB of ``P:invalid``, +100 MB RSS, a 2 MB log line.
+afterwards. Before the limits, the same writes gave every client 0 events for 37 s, 100,000 log
+lines (28 MB), 29 MB of ``P:invalid``, +100 MB RSS and a 2 MB log line.
 """
 
 from __future__ import annotations
