@@ -75,6 +75,8 @@ async def _sadd_many(r: aioredis.Redis, key: str, members: list[str], lease: int
 
 
 @needs_command
+@pytest.mark.slow
+@pytest.mark.timeout(180)  # about 20 s alone; generous for a loaded machine
 async def test_a_hostile_client_never_stops_market_data_and_its_junk_stays_small(
     real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -336,6 +338,8 @@ def _cli(*args: str, url: str, keys: Keys, cwd: Path) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 async def test_without_market_checks_the_union_limit_keeps_the_request_small_and_data_flowing(
     real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
 ) -> None:
