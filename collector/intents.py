@@ -7,48 +7,73 @@
    value, never removing anyone else's; when CONFIG is not allowed it says so ONCE and relies on
    the sweep. ``expire``/``pexpire``/``persist`` events are ignored: every heartbeat causes one
    and none of them changes a set's members;
-3. a periodic sweep (``SCAN MATCH P:intents:*`` + ``SMEMBERS``, every ``sweep_interval`` s) that
-   re-reads everything, so correctness never depends on notifications (Redis sends them
-   fire-and-forget, and an expiry only when it actually deletes the key; SCAN and SMEMBERS make
-   it do so).
+3. a periodic sweep (``SCAN MATCH P:intents:*``, every ``sweep_interval`` s) that re-reads
+   everything, so correctness never depends on notifications (Redis sends them fire-and-forget,
+   and an expiry only when it actually deletes the key; SCAN makes it do so).
+
+Every key is read with one bounded Lua call (``_READ_SCRIPT``), whatever a client wrote into it.
+Hostile input is normal input: keys of the wrong type, client ids outside the contract, keys
+without a lease (after ``Limits.lease_grace``) and keys over ``Limits.max_topics_per_client``
+members are refused whole (:class:`KeyRefusal`); :func:`plan` refuses members one by one (not a
+topic, too long, an unknown market, private without keys, over the union limits) and reports a
+count and a few examples per client (:class:`ClientRefusal`), which :class:`RefusalLog` logs in
+a bounded number of lines.
 
 When Redis is unreachable the last known intents are KEPT (the collector must not drop the
 upstream subscription because it cannot read), and the tracker retries with backoff. After a
 reconnect it sweeps at once, since notifications were missed.
 
 The pure helpers (:func:`merge_notify_flags`, :func:`changes_members`, :func:`plan`,
-:func:`newly_invalid`) hold the decisions; :class:`IntentTracker` only does the I/O.
+:func:`lease_reason`, :func:`valid_client_id`, :func:`escape`, ...) hold the decisions;
+:class:`IntentTracker` only does the I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
-from upbit_fanout.collector.status import RedisHealth
+from upbit_fanout.collector.markets import MarketSet
+from upbit_fanout.collector.status import LogLimiter, RedisHealth
 from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.keys import Keys
-from upbit_fanout.subscriptions.reconcile import Subscription, desired_state
-from upbit_fanout.subscriptions.topics import Topic, parse_topic
+from upbit_fanout.subscriptions.reconcile import RequestSize, Subscription, subscription_for
+from upbit_fanout.subscriptions.topics import Topic, could_be_topic, parse_topic
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "IGNORED_EVENTS",
     "NEEDED_FLAGS",
     "NO_KEYS_REASON",
+    "ClientRefusal",
     "IntentTracker",
+    "KeyRefusal",
+    "Limits",
     "Plan",
+    "RefusalLog",
+    "changed_refusals",
     "changes_members",
+    "clip",
+    "escape",
+    "id_reason",
+    "lease_reason",
     "merge_notify_flags",
     "newly_invalid",
     "plan",
+    "valid_client_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +92,8 @@ NO_KEYS_REASON = (
 )
 
 Intents = Mapping[str, frozenset[str]]
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.\-@]{1,128}")
 
 
 # -- pure helpers --------------------------------------------------------------------------------
@@ -89,6 +116,175 @@ def changes_members(event: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client, and all of them together, may ask for (every value is a setting)."""
+
+    max_topics_per_client: int = 1000
+    """A key with more members is refused whole, and never read past a few samples."""
+    max_union_topics: int = 5000
+    """Topics in the union (both connections); the newest clients' excess is refused."""
+    max_request_bytes: int = 128 * 1024
+    """Upper bound of one subscribe message, well below any server's frame limit (websockets
+    and many servers default to 1 MiB); the newest clients' excess is refused."""
+    max_topic_length: int = 64
+    """Bytes of one member; longer ones are refused (and read only this far)."""
+    max_client_id_length: int = 128
+    """The contract allows 1-128; a smaller value refuses longer ids too."""
+    max_lease: float = 300.0
+    """Seconds: a key whose TTL is above this is not a lease."""
+    lease_grace: float = 10.0
+    """Seconds a key without a TTL (or with one above ``max_lease``) is served, so that
+    ``SADD`` then ``EXPIRE`` from a shell works; then it is refused until it gets one."""
+    invalid_examples: int = 5
+    """Refused topics listed per client in ``P:invalid`` (the rest are counted)."""
+    max_invalid_clients: int = 1000
+    """Clients listed in ``P:invalid``; the rest are counted in one field ``*``."""
+    reason_length: int = 200
+    """Characters of a reason in ``P:invalid`` and in log lines."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_topics_per_client",
+            "max_union_topics",
+            "max_request_bytes",
+            "max_topic_length",
+            "max_client_id_length",
+            "invalid_examples",
+            "max_invalid_clients",
+            "reason_length",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_client_id_length > 128:
+            raise ValueError("max_client_id_length is at most 128 (the contract's limit)")
+        if self.max_lease <= 0 or self.lease_grace < 0:
+            raise ValueError("max_lease must be > 0 and lease_grace >= 0")
+
+    def describe(self) -> str:
+        """One line for ``P:status`` field ``limits``."""
+        return (
+            f"topics/client {self.max_topics_per_client}, union {self.max_union_topics}, "
+            f"request {self.max_request_bytes} B, topic {self.max_topic_length} B, "
+            f"client id {self.max_client_id_length}, lease <= {self.max_lease:g} s "
+            f"(grace {self.lease_grace:g} s)"
+        )
+
+
+DEFAULT_LIMITS = Limits()
+
+_PRINTABLE = frozenset(range(0x21, 0x7F)) - {ord("\\")}
+
+
+def escape(value: str | bytes, limit: int = 80) -> str:
+    """``value`` as printable ASCII without spaces: other bytes as ``\\xNN``, a backslash as
+    ``\\\\``; cut to ``limit`` characters (``...[NB]`` says it was N bytes long).
+
+    Client ids and topics from Redis go through this before they reach a log line, a
+    ``P:invalid`` field or ``status``: a newline or a 1 MB member cannot garble them.
+    """
+    raw = value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+    out: list[str] = []
+    size = 0
+    for byte in raw:
+        piece = chr(byte) if byte in _PRINTABLE else "\\\\" if byte == 0x5C else f"\\x{byte:02x}"
+        size += len(piece)
+        if size > limit:
+            return "".join(out) + f"...[{len(raw)}B]"
+        out.append(piece)
+    return "".join(out)
+
+
+def clip(text: str, limit: int) -> str:
+    """A reason fit for one line: control characters escaped, at most ``limit`` characters."""
+    if text.isprintable() and len(text) <= limit:
+        return text
+    cleaned = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[: limit + 1])
+    return cleaned if len(cleaned) <= limit else cleaned[: max(0, limit - 3)] + "..."
+
+
+def valid_client_id(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """The client id, when ``raw`` is one of the contract (1-128 of A-Z a-z 0-9 _ . - @)."""
+    if not 1 <= len(raw) <= limits.max_client_id_length:
+        return None
+    text = raw.decode("ascii", "replace")
+    return text if _CLIENT_ID.fullmatch(text) else None
+
+
+def id_reason(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Why an intent key's client id is refused (see :func:`valid_client_id`)."""
+    if not raw:
+        what = "this one is empty"
+    elif len(raw) > limits.max_client_id_length:
+        what = f"this one is {len(raw)} bytes long, more than {limits.max_client_id_length}"
+    else:
+        what = f"this one ('{escape(raw, 40)}') has other characters"
+    return (
+        f"client id not served: ids are 1-{limits.max_client_id_length} of "
+        f"A-Z a-z 0-9 _ . - @, {what}; DEL the key and use a valid id"
+    )
+
+
+def lease_reason(
+    key: str, ttl_ms: int, unleased_since: float | None, now: float, limits: Limits
+) -> str | None:
+    """Why a key is refused for its TTL (None: it is a lease, or still within the grace).
+
+    ``ttl_ms`` is PTTL (-1: none); ``unleased_since`` is when the tracker first saw it without a
+    proper lease.
+    """
+    if 0 <= ttl_ms <= limits.max_lease * 1000:
+        return None
+    if unleased_since is None or now - unleased_since < limits.lease_grace:
+        return None
+    if ttl_ms < 0:
+        return (
+            f"no TTL: {key} is not a lease and would pin the union forever; "
+            f"EXPIRE it (EXPIRE {key} 30) and keep refreshing it"
+        )
+    return (
+        f"TTL of {ttl_ms / 1000:.0f} s is above the maximum lease of {limits.max_lease:g} s; "
+        f"EXPIRE it with {limits.max_lease:g} or less and keep refreshing it"
+    )
+
+
+def too_many_reason(key: str, size: int, limits: Limits) -> str:
+    return (
+        f"{key} holds {size} topics, more than the {limits.max_topics_per_client} a client may "
+        "ask for (max_topics_per_client); none of it is read or served: remove topics"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRefusal:
+    """An intent key refused whole (wrong type, invalid id, no lease, too many members)."""
+
+    reason: str
+    size: int = 1
+    """How many intents that is (the key's member count; 1 for a key that is no SET)."""
+    sample: tuple[str, ...] = ()
+    """A few of its members, for the report."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRefusal:
+    """What ``P:invalid`` and the log say about one client: a count and a few examples."""
+
+    count: int
+    examples: tuple[tuple[str, str], ...] = ()
+    """``(topic, reason)``, topics escaped, reasons clipped; at most ``invalid_examples``."""
+    reason: str = ""
+    """Set when the whole key is refused."""
+
+    def summary(self) -> str:
+        text = f"{self.count} refused"
+        if self.reason:
+            text += f": {self.reason}"
+        if self.examples and self.count > len(self.examples):
+            text += f" ({len(self.examples)} shown)"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What each upstream connection should carry, and which intents are refused."""
 
@@ -96,47 +292,313 @@ class Plan:
     public_topics: frozenset[Topic] = frozenset()
     private: Subscription = field(default_factory=Subscription)
     private_topics: frozenset[Topic] = frozenset()
-    invalid: Mapping[tuple[str, str], str] = field(default_factory=dict)
-    """``(client_id, topic text) -> reason``."""
+    refused: Mapping[str, ClientRefusal] = field(default_factory=dict)
+    """Client id (escaped) -> what was refused, for at most ``max_invalid_clients`` clients."""
+    hidden_clients: int = 0
+    """Clients with refusals beyond ``max_invalid_clients`` (counted, not listed)."""
+    hidden_count: int = 0
+    """Their refused intents."""
+
+    @property
+    def invalid(self) -> dict[tuple[str, str], str]:
+        """``(client_id, topic) -> reason`` for every refusal listed as an example."""
+        return {
+            (client, topic): reason
+            for client, refusal in self.refused.items()
+            for topic, reason in refusal.examples
+        }
+
+    @property
+    def refused_total(self) -> int:
+        """Every refused intent, listed or not (``P:status`` ``invalid_intents``)."""
+        return sum(refusal.count for refusal in self.refused.values()) + self.hidden_count
+
+    def invalid_fields(self) -> dict[str, str]:
+        """The ``P:invalid`` hash: ``"{client}" -> summary``, ``"{client} {topic}" -> reason``,
+        and ``"*"`` when clients were left out."""
+        fields: dict[str, str] = {}
+        for client, refusal in self.refused.items():
+            fields[client] = refusal.summary()
+            for topic, reason in refusal.examples:
+                fields[f"{client} {topic}"] = reason
+        if self.hidden_clients:
+            fields["*"] = (
+                f"{self.hidden_count} refused intents of {self.hidden_clients} more clients, "
+                "not listed (max_invalid_clients)"
+            )
+        return fields
 
 
-def plan(intents: Mapping[str, Iterable[str]], *, private_allowed: bool) -> Plan:
+def plan(
+    intents: Mapping[str, Iterable[str]],
+    *,
+    private_allowed: bool,
+    markets: MarketSet | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    refused_keys: Mapping[str, KeyRefusal] | None = None,
+    seen: Mapping[str, float] | None = None,
+) -> Plan:
     """The union of every client's intents, split per connection; refused intents reported.
 
-    Without API keys (``private_allowed=False``) private topics are refused with
-    :data:`NO_KEYS_REASON`, like invalid ones, and never sent.
+    Refused, per member: longer than ``max_topic_length``; not a topic (:func:`parse_topic`);
+    private without API keys (``private_allowed=False``: :data:`NO_KEYS_REASON`); a market
+    ``markets`` does not list (None: not checked); over the union or request-size limit. Clients
+    are admitted oldest first (``seen``: when each was first seen; then by id), each one's topics
+    in sorted order, so when the union is full it is the newest client's excess that is refused,
+    never the whole union. A client with more than ``max_topics_per_client`` members, and every
+    key in ``refused_keys``, is refused whole.
     """
-    materialized = {client: tuple(texts) for client, texts in intents.items()}
-    desired = desired_state(materialized)
-    invalid = dict(desired.invalid)
-    if private_allowed:
-        return Plan(
-            desired.public, desired.public_topics, desired.private, desired.private_topics, invalid
-        )
-    if desired.private_topics:
-        for client, texts in materialized.items():
-            for text in texts:
-                if (client, text) not in invalid and parse_topic(text).is_private:
-                    invalid[(client, text)] = NO_KEYS_REASON
-    return Plan(desired.public, desired.public_topics, invalid=invalid)
+    when = seen or {}
+    order = sorted(intents, key=lambda client: (when.get(client, 0.0), client))
+    chosen: dict[bool, set[Topic]] = {False: set(), True: set()}
+    sizes = {False: RequestSize(), True: RequestSize()}
+    union_full = (
+        f"the union is full ({limits.max_union_topics} topics, max_union_topics); the newest "
+        "clients' topics are refused first"
+    )
+    too_big = (
+        f"the subscribe message would exceed {limits.max_request_bytes} bytes "
+        "(max_request_bytes); the newest clients' topics are refused first"
+    )
+    refused: dict[str, ClientRefusal] = {}
+    for client in order:
+        members = frozenset(intents[client])
+        if len(members) > limits.max_topics_per_client:
+            excess = too_many_reason("the key", len(members), limits)
+            refused[escape(client)] = _whole(len(members), excess, members, limits)
+            continue
+        valid, invalid = _classify(members, private_allowed, markets, limits)
+        over: list[tuple[str, str | Topic | None]] = []
+        for text, topic in valid:
+            if topic in chosen[topic.is_private]:
+                continue
+            size = sizes[topic.is_private]
+            if len(chosen[False]) + len(chosen[True]) >= limits.max_union_topics:
+                over.append((text, union_full))
+            elif size.bytes + size.cost(topic) > limits.max_request_bytes:
+                over.append((text, too_big))
+            else:
+                size.add(topic)
+                chosen[topic.is_private].add(topic)
+        if invalid or over:
+            # Both lists are sorted by text: the first few of the two are the examples.
+            first = itertools.islice(
+                heapq.merge(invalid, over, key=_first), limits.invalid_examples
+            )
+            examples = tuple(
+                (escape(text, 60), clip(_reason(text, reason, markets), limits.reason_length))
+                for text, reason in first
+            )
+            refused[escape(client)] = ClientRefusal(len(invalid) + len(over), examples)
+    for client, key_refusal in (refused_keys or {}).items():
+        refused[client] = _whole(key_refusal.size, key_refusal.reason, key_refusal.sample, limits)
+    shown = dict(sorted(refused.items())[: limits.max_invalid_clients])
+    hidden = [refusal.count for client, refusal in refused.items() if client not in shown]
+    public = frozenset(chosen[False])
+    private = frozenset(chosen[True])
+    return Plan(
+        subscription_for(public),
+        public,
+        subscription_for(private),
+        private,
+        shown,
+        len(hidden),
+        sum(hidden),
+    )
+
+
+def _first(item: tuple[str, object]) -> str:
+    return item[0]
+
+
+def _reason(text: str, reason: str | Topic | None, markets: MarketSet | None) -> str:
+    """The words for a refusal kept in short form (see :func:`_classify`)."""
+    if isinstance(reason, str):
+        return reason
+    if reason is None:
+        try:
+            parse_topic(text)
+        except InvalidTopicError as exc:
+            return exc.reason
+        return "not a topic"  # pragma: no cover - could_be_topic is a superset of valid topics
+    return (markets.refusal(reason) if markets is not None else None) or "unknown market"
+
+
+@lru_cache(maxsize=512)
+def _classify(
+    members: frozenset[str], private_allowed: bool, markets: MarketSet | None, limits: Limits
+) -> tuple[tuple[tuple[str, Topic], ...], tuple[tuple[str, str | Topic | None], ...]]:
+    """One client's members sorted into ``(text, topic)`` that may be served and ``(text,
+    reason)`` refused, both in text order. Reasons are kept short and worded only when shown:
+    None is "not a topic" (:func:`could_be_topic` said so without parsing; ``parse_topic`` says
+    why), a Topic is an unknown market (the suggestion is looked up then).
+
+    Depends on nothing but its arguments, so it is cached: a client whose key did not change
+    costs nothing when another client's did (1,000 junk members are parsed once, not at every
+    change of anybody's intents)."""
+    valid: list[tuple[str, Topic]] = []
+    invalid: list[tuple[str, str | Topic | None]] = []
+    too_long = f"longer than {limits.max_topic_length} bytes (max_topic_length)"
+    for text in sorted(members):
+        if len(text.encode("utf-8", "surrogateescape")) > limits.max_topic_length:
+            invalid.append((text, too_long))
+            continue
+        if not could_be_topic(text):
+            invalid.append((text, None))
+            continue
+        try:
+            topic = parse_topic(text)
+        except InvalidTopicError as exc:
+            invalid.append((text, exc.reason))
+            continue
+        if topic.is_private and not private_allowed:
+            invalid.append((text, NO_KEYS_REASON))
+        elif markets is not None and not markets.lists(topic):
+            invalid.append((text, topic))
+        else:
+            valid.append((text, topic))
+    return tuple(valid), tuple(invalid)
+
+
+def _whole(size: int, reason: str, sample: Iterable[str], limits: Limits) -> ClientRefusal:
+    text = clip(reason, limits.reason_length)
+    shown = heapq.nsmallest(limits.invalid_examples, sample)
+    return ClientRefusal(max(1, size), tuple((escape(member, 60), text) for member in shown), text)
+
+
+def changed_refusals(
+    before: Mapping[str, ClientRefusal], after: Mapping[str, ClientRefusal]
+) -> dict[str, ClientRefusal]:
+    """The clients whose refusals are new or different (log these)."""
+    return {client: new for client, new in after.items() if before.get(client) != new}
 
 
 def newly_invalid(
     before: Mapping[tuple[str, str], str], after: Mapping[tuple[str, str], str]
 ) -> dict[tuple[str, str], str]:
-    """The refused intents in ``after`` that were not refused in ``before`` (log these once)."""
+    """The refused intents in ``after`` that were not refused in ``before``."""
     return {item: reason for item, reason in after.items() if item not in before}
+
+
+class RefusalLog:
+    """Logs refused intents: one WARNING line per client (a count and an example), at most one
+    per client every ``interval`` s and ``per_interval`` client lines in all per ``interval``
+    (the rest are counted in one line), every part of a line cut short. 100,000 junk members
+    make one line, not 100,000; 100,000 junk clients make ``per_interval`` + 2 lines."""
+
+    def __init__(
+        self,
+        interval: float = 10.0,
+        per_interval: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self._limiter = LogLimiter(interval, clock)
+        self._clock = clock
+        self._limited_since = clock()
+        self._per_interval = per_interval
+        self._window = -1e18
+        self._in_window = 0
+        self._skipped = 0
+
+    def report(self, before: Plan, after: Plan) -> int:
+        """Log what changed from ``before`` to ``after``; return the number of lines written."""
+        lines = 0
+        now = self._clock()
+        if now - self._window >= self.interval:
+            if self._skipped:
+                log.warning(
+                    "refused intents of %d more client(s) were not logged in the last %.0f s; "
+                    "see upbit-fanout status or P:invalid",
+                    self._skipped,
+                    now - self._window,
+                )
+                lines += 1
+            self._window, self._in_window, self._skipped = now, 0, 0
+        if now - self._limited_since > 10 * self.interval:
+            # Forget the per-client timers now and then: 100,000 junk client ids seen once
+            # must not stay in memory for the collector's lifetime.
+            self._limiter = LogLimiter(self.interval, self._clock)
+            self._limited_since = now
+        for client, refusal in sorted(changed_refusals(before.refused, after.refused).items()):
+            if self._in_window >= self._per_interval:
+                if not self._skipped:
+                    log.warning(
+                        "refusing intents of more clients; not logging them for %.0f s "
+                        "(see upbit-fanout status or P:invalid)",
+                        self.interval - (now - self._window),
+                    )
+                    lines += 1
+                self._skipped += 1
+                continue
+            allowed, held = self._limiter.allow(client)
+            if not allowed:
+                continue
+            topic, reason = refusal.examples[0] if refusal.examples else ("-", refusal.reason)
+            log.warning(
+                "refusing %d intent(s) of client %s, e.g. %s: %s%s",
+                refusal.count,
+                client,
+                topic,
+                reason,
+                f" ({held} similar lines held back)" if held else "",
+            )
+            self._in_window += 1
+            lines += 1
+        return lines
 
 
 def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def _raw(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+# One round trip per key, bounded whatever the key holds: TYPE, PTTL, SCARD; the members only
+# when there are at most ARGV[1] of them (else ARGV[3] samples), each cut to ARGV[2] + 1 bytes.
+_READ_SCRIPT = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return {kind} end
+local ttl = redis.call('PTTL', KEYS[1])
+if kind ~= 'set' then return {kind, 1, ttl, {}} end
+local size = redis.call('SCARD', KEYS[1])
+local members
+if size > tonumber(ARGV[1]) then
+  members = redis.call('SRANDMEMBER', KEYS[1], tonumber(ARGV[3]))
+else
+  members = redis.call('SMEMBERS', KEYS[1])
+end
+local limit = tonumber(ARGV[2])
+for i, member in ipairs(members) do
+  if #member > limit then members[i] = string.sub(member, 1, limit + 1) end
+end
+return {kind, size, ttl, members}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    kind: str
+    size: int = 0
+    ttl_ms: int = -2
+    members: frozenset[str] = frozenset()
+
+
 # -- the I/O part --------------------------------------------------------------------------------
 class IntentTracker:
     """Keeps :attr:`intents` (client id -> topic texts) in step with Redis.
 
-    ``on_change()`` is called (synchronously) whenever :attr:`intents` changed.
+    :attr:`refused_keys` holds the keys refused whole (a key that is no SET, a client id outside
+    the contract, no lease after the grace period, too many members), :attr:`seen` when each
+    client was first seen (the oldest are served first when the union is full).
+    ``on_change()`` is called (synchronously) whenever intents or refused keys changed.
+
+    Reading is bounded per key whatever a client wrote (one Lua call: TYPE, PTTL, SCARD, then
+    the members only when there are at most ``max_topics_per_client``, each cut to
+    ``max_topic_length`` + 1 bytes inside Redis): a key of 100,000 members or of 1 MB members
+    costs a few samples per sweep, not 100 MB.
     """
 
     def __init__(
@@ -150,6 +612,8 @@ class IntentTracker:
         retry_initial: float = 0.2,
         retry_max: float = 5.0,
         scan_count: int = 1000,
+        limits: Limits = DEFAULT_LIMITS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if sweep_interval <= 0:
             raise ValueError("sweep_interval must be > 0")
@@ -160,13 +624,19 @@ class IntentTracker:
         self.sweep_interval = sweep_interval
         self._retry = (retry_initial, retry_max)
         self._scan_count = scan_count
+        self.limits = limits
+        self._clock = clock
+        self._script = redis.register_script(_READ_SCRIPT)
+        self._prefix = _raw(keys.intents_pattern[:-1])
         self.intents: dict[str, frozenset[str]] = {}
+        self.refused_keys: dict[str, KeyRefusal] = {}
+        self.seen: dict[str, float] = {}
+        self._unleased: dict[str, float] = {}
         self.loaded = False
         """True once a first sweep succeeded (until then the view is empty, not known)."""
         self.notifications = False
         """True when keyspace notifications are known to be on."""
         self._config_refused_logged = False
-        self._wrongtype_logged: set[str] = set()
         self.sweeps = 0
 
     @property
@@ -175,74 +645,134 @@ class IntentTracker:
 
     # -- reading --------------------------------------------------------------------------------
     async def sweep(self) -> bool:
-        """Re-read every intent key; return True when the view changed. Raises RedisError."""
-        found: list[str] = []
+        """Re-read every intent key; return True when the view changed. Raises RedisError.
+
+        Every key under ``P:intents:`` is looked at, whatever its type or name, so that nothing
+        a client wrote is silently ignored.
+        """
+        found: list[bytes] = []
         async for key in self._redis.scan_iter(
-            match=self._keys.intents_pattern, count=self._scan_count, _type="set"
+            match=self._keys.intents_pattern, count=self._scan_count
         ):
-            found.append(_text(key))
-        fresh = await self._read(found)
+            found.append(_raw(key))
+        reads = await self._read(found)
         self.sweeps += 1
-        if not self.loaded:
-            self.loaded = True
-            self.intents = fresh
+        intents: dict[str, frozenset[str]] = {}
+        refused: dict[str, KeyRefusal] = {}
+        for raw_id, read in reads.items():
+            self._judge(raw_id, read, intents, refused)
+        for name in set(self._unleased) - intents.keys() - refused.keys():
+            del self._unleased[name]
+        first = not self.loaded
+        self.loaded = True
+        changed = self._replace(intents, refused)
+        if first and not changed:
             self._on_change()
-            return True
-        return self._replace(fresh)
+        return changed or first
 
     async def refresh(self, client_ids: Iterable[str]) -> bool:
-        """Re-read the keys of ``client_ids``; return True when the view changed."""
-        wanted: dict[str, str] = {}
+        """Re-read the keys of ``client_ids``; return True when the view changed.
+
+        Ids outside the contract are left to the sweep, which reports them.
+        """
+        wanted: list[bytes] = []
         for client_id in client_ids:
             try:
-                wanted[self._keys.intents(client_id)] = client_id
+                wanted.append(_raw(self._keys.intents(client_id)))
             except ValueError:
-                continue  # not a valid client id: nobody can hold such a key
+                continue
         if not wanted:
             return False
-        fresh = await self._read(list(wanted))
-        changed = False
-        for client_id in wanted.values():
-            members = fresh.get(client_id)
-            if members:
-                if self.intents.get(client_id) != members:
-                    self.intents[client_id] = members
-                    changed = True
-            elif client_id in self.intents:
-                del self.intents[client_id]
-                changed = True
-        if changed:
-            self._on_change()
-        return changed
+        reads = await self._read(wanted)
+        intents = dict(self.intents)
+        refused = dict(self.refused_keys)
+        for key in wanted:
+            raw_id = key[len(self._prefix) :]
+            name = _text(raw_id)
+            intents.pop(name, None)
+            refused.pop(name, None)
+            read = reads.get(raw_id)
+            if read is None or read.kind == "none":
+                self._unleased.pop(name, None)
+                continue
+            self._judge(raw_id, read, intents, refused)
+        return self._replace(intents, refused)
 
-    async def _read(self, intent_keys: list[str]) -> dict[str, frozenset[str]]:
-        result: dict[str, frozenset[str]] = {}
+    def _judge(
+        self,
+        raw_id: bytes,
+        read: _Read,
+        intents: dict[str, frozenset[str]],
+        refused: dict[str, KeyRefusal],
+    ) -> None:
+        """Sort one key into served intents or a whole-key refusal."""
+        if read.kind == "none" or (read.kind == "set" and read.size == 0):
+            return
+        limits = self.limits
+        client_id = valid_client_id(raw_id, limits)
+        key = escape(self._prefix + raw_id, 200)
+        sample = tuple(sorted(read.members))[: limits.invalid_examples]
+        if client_id is None:
+            refused[escape(raw_id)] = KeyRefusal(id_reason(raw_id, limits), read.size, sample)
+            return
+        if read.kind != "set":
+            refused[client_id] = KeyRefusal(
+                f"{key} is a {read.kind}, not a SET of topics: nothing of it is served; DEL it"
+            )
+            return
+        if read.size > limits.max_topics_per_client:
+            refused[client_id] = KeyRefusal(
+                too_many_reason(key, read.size, limits), read.size, sample
+            )
+            return
+        now = self._clock()
+        if 0 <= read.ttl_ms <= limits.max_lease * 1000:
+            self._unleased.pop(client_id, None)
+        else:
+            since = self._unleased.setdefault(client_id, now)
+            reason = lease_reason(key, read.ttl_ms, since, now, limits)
+            if reason is not None:
+                refused[client_id] = KeyRefusal(reason, read.size, sample)
+                return
+        intents[client_id] = read.members
+
+    async def _read(self, intent_keys: list[bytes]) -> dict[bytes, _Read]:
+        """``raw client id -> what its key holds`` (bounded: see ``_READ_SCRIPT``)."""
+        result: dict[bytes, _Read] = {}
         if not intent_keys:
             return result
+        limits = self.limits
+        args = [limits.max_topics_per_client, limits.max_topic_length, limits.invalid_examples]
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in intent_keys:
-                pipe.smembers(key)
+                await self._script(keys=[key], args=args, client=pipe)
             replies = await pipe.execute(raise_on_error=False)
         for key, reply in zip(intent_keys, replies, strict=True):
-            client_id = self._keys.client_id_of(key)
-            if client_id is None:
+            if not key.startswith(self._prefix):
                 continue
-            if isinstance(reply, ResponseError):
-                if key not in self._wrongtype_logged:
-                    self._wrongtype_logged.add(key)
-                    log.warning("ignoring %s: not a SET of topics (%s)", key, reply)
-                continue
+            raw_id = key[len(self._prefix) :]
             if isinstance(reply, BaseException):
+                if isinstance(reply, ResponseError):
+                    continue  # refused by Redis for this key alone; the next sweep retries
                 raise reply
-            members = frozenset(_text(member) for member in reply)
-            if members:
-                result[client_id] = members
+            kind = _text(reply[0])
+            if kind == "none":
+                result[raw_id] = _Read("none")
+                continue
+            members = frozenset(_text(member) for member in reply[3])
+            result[raw_id] = _Read(kind, int(reply[1]), int(reply[2]), members)
         return result
 
-    def _replace(self, fresh: dict[str, frozenset[str]]) -> bool:
-        if fresh == self.intents:
+    def _replace(self, intents: dict[str, frozenset[str]], refused: dict[str, KeyRefusal]) -> bool:
+        now = self._clock()
+        for client_id in intents.keys() | refused.keys():
+            self.seen.setdefault(client_id, now)
+        for client_id in set(self.seen) - intents.keys() - refused.keys():
+            del self.seen[client_id]
+        if intents == self.intents and refused == self.refused_keys:
             return False
-        self.intents = fresh
+        self.intents = intents
+        self.refused_keys = refused
         self._on_change()
         return True
 

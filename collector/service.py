@@ -10,6 +10,7 @@ task           job
 ``publisher``  drains the outbox into Redis, one round trip per batch
 ``public``     the public upstream connection (:class:`collector.upstream.Upstream`)
 ``private``    the private one (only with API keys and a private URL)
+``markets``    Upbit's market list (``GET /v1/market/all``), loaded at start and refreshed
 ``leader``     ``P:leader`` (only with ``leader_lease``): upstreams run only while leader
 ``primary``    only with a Sentinel URL: follows a failover within a second
 =============  =====================================================================
@@ -48,7 +49,15 @@ from websockets.uri import parse_uri
 
 from upbit_fanout.collector.auth import Credentials, authorization_header
 from upbit_fanout.collector.budget import RateBudget
-from upbit_fanout.collector.intents import IntentTracker, Plan, newly_invalid, plan
+from upbit_fanout.collector.intents import (
+    DEFAULT_LIMITS,
+    IntentTracker,
+    Limits,
+    Plan,
+    RefusalLog,
+    plan,
+)
+from upbit_fanout.collector.markets import MarketList, market_list_url
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing, Router
@@ -122,6 +131,10 @@ class Collector:
         collector_id: str | None = None,
         redis_grace: float = 30.0,
         rng: Callable[[], float] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        validate_markets: bool = True,
+        markets_url: str | None = None,
+        markets_refresh: float = 600.0,
     ) -> None:
         for url in (upstream_url, private_url):
             if url is not None:
@@ -149,7 +162,19 @@ class Collector:
             health=self.status.health,
             on_change=self._reconcile,
             sweep_interval=sweep_interval,
+            limits=limits,
         )
+        self.limits = limits
+        self.markets: MarketList | None = None
+        """Upbit's market list (``validate_markets``), from ``markets_url`` (default: derived
+        from ``upstream_url``); unknown codes are refused once it has loaded."""
+        if validate_markets:
+            self.markets = MarketList(
+                markets_url or market_list_url(upstream_url),
+                on_change=self._markets_changed,
+                refresh_interval=markets_refresh,
+            )
+        self._refusal_log = RefusalLog()
         connect_budget = RateBudget([(connect_per_second, 1.0)], slack=SLACK)
 
         def upstream(
@@ -281,6 +306,10 @@ class Collector:
         )
         if self.private is not None:
             self.status.set(private_upstream_state=State.IDLE.value)
+        self.status.set(
+            markets=self.markets.note if self.markets else "not checked (disabled)",
+            limits=self.limits.describe(),
+        )
         self.status.active = self.is_leader
         if self.is_leader:
             self.status.set_union(())  # forget what a previous run left behind
@@ -290,6 +319,8 @@ class Collector:
         self._spawn("intents", self.tracker.run)
         if is_sentinel_managed(self._redis):
             self._spawn("primary", self._follow_primary_loop)
+        if self.markets is not None:
+            self._spawn("markets", self.markets.run)
         if self.leader_lease is None:
             self._start_upstreams()
         else:
@@ -315,7 +346,7 @@ class Collector:
         if not self._started:
             return
         log.info("collector %s stopping", self.collector_id)
-        await self._cancel(["primary", "leader", "intents"], insist=True)
+        await self._cancel(["primary", "leader", "intents", "markets"], insist=True)
         await self._stop_upstreams()
         await self._cancel(["publisher"], insist=True)
         await self._final_publish()
@@ -354,16 +385,28 @@ class Collector:
     # -- reconciliation ---------------------------------------------------------------------------
     def _reconcile(self) -> None:
         """The tracker's view changed: compute the plan and hand it to the connections."""
-        new = plan(self._intents(), private_allowed=self.private is not None)
-        for (client_id, topic), reason in newly_invalid(self._plan.invalid, new.invalid).items():
-            log.warning("refusing intent %r of client %r: %s", topic, client_id, reason)
-        if new.invalid != self._plan.invalid:
-            self.status.set_invalid(new.invalid)
+        new = plan(
+            self._intents(),
+            private_allowed=self.private is not None,
+            markets=self.markets.current if self.markets is not None else None,
+            limits=self.limits,
+            refused_keys=self.tracker.refused_keys,
+            seen=self.tracker.seen,
+        )
+        self._refusal_log.report(self._plan, new)
+        if (new.refused, new.hidden_count) != (self._plan.refused, self._plan.hidden_count):
+            self.status.set_invalid(new.invalid_fields(), new.refused_total)
         self._plan = new
         self.public.want(new.public, new.public_topics)
         if self.private is not None:
             self.private.want(new.private, new.private_topics)
         self._upstream_changed()
+
+    def _markets_changed(self) -> None:
+        """The market list loaded, changed or failed: say so and re-plan."""
+        if self.markets is not None:
+            self.status.set(markets=self.markets.note)
+        self._reconcile()
 
     def _upstream_changed(self) -> None:
         """An upstream changed state or sent a subscription: update state, union, waiters."""
@@ -597,7 +640,7 @@ class Collector:
         self.status.active = True
         self.status.resync()  # this collector's view replaces the previous leader's
         self.status.set_union(self._union)
-        self.status.set_invalid(self._plan.invalid)
+        self.status.set_invalid(self._plan.invalid_fields(), self._plan.refused_total)
         if previous is not None:
             _, previous_id = parse_leader(previous)
             self.status.notice(

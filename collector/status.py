@@ -8,8 +8,8 @@ to Redis by the writer task:
 - ``P:notices`` (channel, JSON ``{"event": ..., "at": <ms>, ...}``): as soon as possible, in
   order; at most :data:`MAX_PENDING_NOTICES` wait while Redis is away (the oldest are dropped);
 - ``P:union`` (SET): replaced atomically (MULTI/DEL/SADD) whenever a subscription was sent;
-- ``P:invalid`` (HASH ``"client_id topic" -> reason``): replaced whenever the set of refused
-  intents changes.
+- ``P:invalid`` (HASH, per client a summary and a few ``"client_id topic" -> reason``
+  examples): replaced whenever the refused intents change.
 
 All of one flush goes in a single MULTI/EXEC; with :attr:`Status.fence` set (a leader), it is
 preceded by ``WATCH P:leader`` and a check of its value, so a collector that lost its lease
@@ -255,11 +255,12 @@ class Status:
         self._mark_dirty()
         self._poke()
 
-    def set_invalid(self, invalid: Mapping[tuple[str, str], str]) -> None:
-        """Replace the ``P:invalid`` hash with ``{(client_id, topic): reason}``."""
-        self._invalid = {f"{client} {topic}": reason for (client, topic), reason in invalid.items()}
+    def set_invalid(self, fields: Mapping[str, str], count: int | None = None) -> None:
+        """Replace the ``P:invalid`` hash with ``fields`` (see ``collector.intents.Plan``);
+        ``count`` refused intents in all (default: one per field)."""
+        self._invalid = dict(fields)
         self._current_invalid = self._invalid
-        self.set_counter("invalid_intents", len(invalid))
+        self.set_counter("invalid_intents", len(fields) if count is None else count)
         self._poke()
 
     def resync(self) -> None:

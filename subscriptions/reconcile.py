@@ -32,8 +32,10 @@ from upbit_fanout.subscriptions.topics import (
 )
 
 __all__ = [
+    "REQUEST_OVERHEAD",
     "DesiredState",
     "Entry",
+    "RequestSize",
     "Subscription",
     "desired_state",
     "next_message",
@@ -156,3 +158,41 @@ def next_message(
     if desired.is_empty or desired == sent:
         return None
     return desired.message(ticket, fmt)
+
+
+REQUEST_OVERHEAD = 128
+"""Bytes of a subscribe message besides its type objects: the ticket object (a 36-character
+UUID), the format object and the brackets, rounded up."""
+_TYPE_OVERHEAD = len('{"type":"","codes":[]},')
+_CODE_OVERHEAD = len('"",') + len(".30")  # quotes, comma, the largest orderbook suffix
+
+
+class RequestSize:
+    """A running upper bound of the subscribe message's size while topics are admitted.
+
+    :meth:`cost` is what one more topic would add (0 when its type and code are already in),
+    :meth:`add` admits it. The bound is never below ``len(message)`` of the real
+    :meth:`Subscription.message` for the same topics (a property test holds it to that), so a
+    limit checked here holds on the wire.
+    """
+
+    __slots__ = ("_pairs", "_types", "bytes")
+
+    def __init__(self) -> None:
+        self._pairs: set[tuple[str, str | None]] = set()
+        self._types: set[str] = set()
+        self.bytes = REQUEST_OVERHEAD
+
+    def cost(self, topic: Topic) -> int:
+        code = None if topic.code in (None, ALL_MARKETS) else topic.code
+        if (topic.type, code) in self._pairs:
+            return 0
+        extra = 0 if code is None else len(code.encode()) + _CODE_OVERHEAD
+        if topic.type not in self._types:
+            extra += _TYPE_OVERHEAD + len(topic.type)
+        return extra
+
+    def add(self, topic: Topic) -> None:
+        self.bytes += self.cost(topic)
+        self._types.add(topic.type)
+        self._pairs.add((topic.type, None if topic.code in (None, ALL_MARKETS) else topic.code))

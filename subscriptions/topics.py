@@ -27,6 +27,7 @@ __all__ = [
     "ORDERBOOK_DEPTHS",
     "TOPIC_TYPES",
     "Topic",
+    "could_be_topic",
     "parse_topic",
     "parse_topics",
     "split_valid",
@@ -72,6 +73,20 @@ class Topic:
     def units(self) -> int:
         """Orderbook units this topic carries (30 when no suffix was given)."""
         return DEFAULT_ORDERBOOK_DEPTH if self.depth is None else self.depth
+
+
+_MAYBE = re.compile(
+    "myAsset|myOrder:\\*|(?:"
+    + "|".join(re.escape(name) for name in TOPIC_TYPES if name != "myAsset")
+    + f"):{_CODE.pattern}(?:\\.\\d+)?"
+)
+
+
+def could_be_topic(text: str) -> bool:
+    """False when :func:`parse_topic` would certainly refuse ``text``; one regex match, no
+    exception, so 100,000 junk members cost a fraction of parsing them. (True does not mean
+    valid: ``parse_topic`` decides.)"""
+    return _MAYBE.fullmatch(text) is not None
 
 
 @lru_cache(maxsize=65536)

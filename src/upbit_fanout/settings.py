@@ -52,6 +52,19 @@ class Settings(BaseSettings):
     leader_lease: float = Field(default=10.0, ge=0)  # 0: no leadership (no hot standby)
     collector_id: str | None = None
     redis_grace: float = Field(default=30.0, ge=0)  # intents kept after a Redis outage (s)
+    # Hostile-intent limits and the market list (see docs/collector.md, "Limits").
+    max_topics_per_client: int = Field(default=1000, ge=1)
+    max_union_topics: int = Field(default=5000, ge=1)
+    max_request_bytes: int = Field(default=128 * 1024, ge=1024)
+    max_topic_length: int = Field(default=64, ge=8)
+    max_client_id_length: int = Field(default=128, ge=1, le=128)
+    max_lease: float = Field(default=300.0, gt=0)
+    lease_grace: float = Field(default=10.0, ge=0)
+    invalid_examples: int = Field(default=5, ge=1)
+    max_invalid_clients: int = Field(default=1000, ge=1)
+    validate_markets: bool = True
+    markets_url: str | None = None  # default: derived from the public WebSocket URL
+    markets_refresh: float = Field(default=600.0, gt=0)
 
     # Client defaults (see client/).
     lease_seconds: float = Field(default=30.0, ge=MIN_LEASE_SECONDS)
@@ -72,6 +85,11 @@ class Settings(BaseSettings):
     def _private_ws_url(cls, value: str) -> str:
         # Empty (compose passes empty variables): derived from the public URL.
         return validate.ws_url(value) if value.strip() else ""
+
+    @field_validator("markets_url")
+    @classmethod
+    def _markets_url(cls, value: str | None) -> str | None:
+        return validate.http_url(value) if value else None
 
     @field_validator("key_prefix")
     @classmethod

@@ -70,21 +70,31 @@ def redis_url(text: str) -> str:
     return text.strip()
 
 
-def ws_url(text: str) -> str:
-    """A WebSocket URL: ``ws://host[:port]/path`` or ``wss://...``."""
-    expected = "a WebSocket URL such as wss://api.upbit.com/websocket/v1 (ws:// or wss://)"
+def _network_url(text: str, schemes: tuple[str, ...], expected: str) -> str:
     try:
         parts = urlsplit(text.strip())
         the_port = parts.port
     except ValueError:
         raise ValueError(f"must be {expected}; its port must be 1-65535") from None
-    if parts.scheme not in ("ws", "wss"):
+    if parts.scheme not in schemes:
         raise ValueError(f"must be {expected}; the scheme given was {parts.scheme or 'none'!r}")
     if not parts.hostname:
         raise ValueError(f"must be {expected}: the host is missing")
     if the_port == 0:
         raise ValueError(f"must be {expected}; its port must be 1-65535")
     return text.strip()
+
+
+def ws_url(text: str) -> str:
+    """A WebSocket URL: ``ws://host[:port]/path`` or ``wss://...``."""
+    expected = "a WebSocket URL such as wss://api.upbit.com/websocket/v1 (ws:// or wss://)"
+    return _network_url(text, ("ws", "wss"), expected)
+
+
+def http_url(text: str) -> str:
+    """An HTTP URL: ``https://host[:port]/path`` or ``http://...``."""
+    expected = "an HTTP URL such as https://api.upbit.com/v1/market/all (http:// or https://)"
+    return _network_url(text, ("http", "https"), expected)
 
 
 def port(text: str | int) -> int:

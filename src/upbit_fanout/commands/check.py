@@ -7,7 +7,8 @@ the collector rewrites it at least every ``HEARTBEAT_INTERVAL`` even when nothin
 state is ``connected``/``subscribed`` with a fresh last event
 (``last_event_at`` within ``--max-age`` seconds), or it has nothing to do (state ``idle``, or
 an empty union). Redis unreachable, no status, a stopped or reconnecting collector, or stale
-events are unhealthy. The rules are :func:`judge`, a pure function.
+events are unhealthy. The rules are :func:`judge`, a pure function. An intent key of the wrong
+type (or with an id outside the contract) is a client's fault: it is mentioned, never fatal.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"unhealthy: {describe_redis_error(exc, url)}")
         return 1
     healthy, reason = judge(report, max_age=args.max_age)
+    bad_keys = report.get("bad_keys") or []
+    if bad_keys:  # a client's fault, not the collector's: said, never a reason to fail
+        reason += f"; {len(bad_keys)} bad intent key(s) ignored (see upbit-fanout status)"
     print(f"{'ok' if healthy else 'unhealthy'}: {reason}")
     return 0 if healthy else 1
 

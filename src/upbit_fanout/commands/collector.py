@@ -66,7 +66,8 @@ def private_url(args: argparse.Namespace, settings: Settings) -> str | None:
 
 def collector_options(settings: Settings) -> dict[str, Any]:
     """The :class:`collector.Collector` keyword arguments that come from the settings."""
-    from upbit_fanout.subscriptions.keys import Keys  # noqa: PLC0415 - kept off --help's path
+    from upbit_fanout.collector.intents import Limits  # noqa: PLC0415 - kept off --help's path
+    from upbit_fanout.subscriptions.keys import Keys  # noqa: PLC0415
 
     return {
         "keys": Keys(settings.key_prefix),
@@ -87,6 +88,20 @@ def collector_options(settings: Settings) -> dict[str, Any]:
         "leader_lease": settings.leader_lease or None,
         "collector_id": settings.collector_id,
         "redis_grace": settings.redis_grace,
+        "limits": Limits(
+            max_topics_per_client=settings.max_topics_per_client,
+            max_union_topics=settings.max_union_topics,
+            max_request_bytes=settings.max_request_bytes,
+            max_topic_length=settings.max_topic_length,
+            max_client_id_length=settings.max_client_id_length,
+            max_lease=settings.max_lease,
+            lease_grace=settings.lease_grace,
+            invalid_examples=settings.invalid_examples,
+            max_invalid_clients=settings.max_invalid_clients,
+        ),
+        "validate_markets": settings.validate_markets,
+        "markets_url": settings.markets_url or None,
+        "markets_refresh": settings.markets_refresh,
     }
 
 

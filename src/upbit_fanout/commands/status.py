@@ -7,11 +7,16 @@ keys are stable (documented in docs/client.md) for scripts::
 
     {"redis_url", "key_prefix", "collector_listening", "collector" (null or the P:status fields,
      digits-only values as integers), "status_age_seconds", "last_event_age_seconds",
-     "union": [...], "clients": [{"client_id", "topics", "lease_remaining_seconds"}],
-     "invalid": [{"client_id", "topic", "reason"}], "leader": null or {"collector_id",
-     "token", "lease_remaining_seconds"}}
+     "union": [...], "clients": [{"client_id", "topics", "topic_count",
+     "lease_remaining_seconds"}], "bad_keys": [{"key", "type", "reason"}],
+     "invalid": [{"client_id", "topic" (null: the client's summary), "reason"}],
+     "leader": null or {"collector_id", "token",
+     "lease_remaining_seconds"}}
 
-Exit status: 0, or 1 when Redis cannot be read.
+A key of the wrong type, or one whose client id is outside the contract, is listed in
+``bad_keys`` and otherwise skipped; a key with more than 1,000 members shows 10 of them and its
+count. Ids, topics and reasons are escaped (no newline or control character reaches the
+terminal). Exit status: 0, or 1 when Redis cannot be read.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ if TYPE_CHECKING:
 HELP = "Show the collector's state, the union, every live client and refused intents."
 
 _SCAN_COUNT = 500
+_MAX_TOPICS_SHOWN = 1000
+"""A key with more members shows a sample of :data:`_SAMPLE` and its count."""
+_SAMPLE = 10
 
 
 def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +102,7 @@ async def gather(url: str, keys: Keys, *, now: float | None = None) -> dict[str,
 
 
 async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, Any]:
+    from upbit_fanout.collector.intents import clip  # noqa: PLC0415 - kept off --help's path
     from upbit_fanout.subscriptions.lease import parse_leader  # noqa: PLC0415
     from upbit_fanout.subscriptions.redact import redact_url  # noqa: PLC0415
 
@@ -106,38 +115,21 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
         pipe.pubsub_numsub(keys.control)
         status_raw, union_raw, invalid_raw, leader_raw, leader_ttl, numsub = await pipe.execute()
 
-    intent_keys = [
-        key async for key in redis.scan_iter(match=keys.intents_pattern, count=_SCAN_COUNT)
-    ]
-    clients: list[dict[str, Any]] = []
-    if intent_keys:
-        async with redis.pipeline(transaction=False) as pipe:
-            for key in intent_keys:
-                pipe.smembers(key)
-                pipe.pttl(key)
-            replies = await pipe.execute()
-        for index, key in enumerate(intent_keys):
-            members, ttl = replies[2 * index], replies[2 * index + 1]
-            client_id = keys.client_id_of(_text(key))
-            if client_id is None or ttl == -2:  # expired between SCAN and SMEMBERS
-                continue
-            if not isinstance(members, set):  # a key of the wrong type: show it, it is a fault
-                members = set()
-            clients.append(
-                {
-                    "client_id": client_id,
-                    "topics": sorted(_text(member) for member in members),
-                    "lease_remaining_seconds": ttl / 1000 if ttl >= 0 else None,
-                }
-            )
-    clients.sort(key=lambda client: str(client["client_id"]))
+    clients, bad_keys = await _read_clients(redis, keys)
 
     status = {_text(name): _text(value) for name, value in status_raw.items()}
     collector = {name: _typed(value) for name, value in status.items()} if status else None
-    invalid = []
+    invalid: list[dict[str, Any]] = []
     for field, reason in sorted((_text(k), _text(v)) for k, v in invalid_raw.items()):
-        client_id, _, topic = field.partition(" ")
-        invalid.append({"client_id": client_id, "topic": topic, "reason": reason})
+        client_id, space, topic = field.partition(" ")
+        invalid.append(
+            {
+                # The collector wrote them escaped already; clip() only makes sure of it.
+                "client_id": clip(client_id, 200),
+                "topic": clip(topic, 200) if space else None,  # None: the client's summary
+                "reason": clip(reason, 300),
+            }
+        )
     listening = int(numsub[0][1]) if numsub else 0
     return {
         "redis_url": redact_url(url),
@@ -148,6 +140,7 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
         "last_event_age_seconds": _age(status.get("last_event_at"), now),
         "union": sorted(_text(member) for member in union_raw),
         "clients": clients,
+        "bad_keys": bad_keys,
         "invalid": invalid,
         "leader": None
         if leader_raw is None
@@ -157,6 +150,81 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
             "lease_remaining_seconds": leader_ttl / 1000 if leader_ttl >= 0 else None,
         },
     }
+
+
+async def _read_clients(
+    redis: Redis, keys: Keys
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every intent key: the clients (a few topics of a huge key), and the keys that are no
+    client (wrong type, id outside the contract), each with what to do. Never raises for what a
+    key holds: one bad key must not blind the operator."""
+    from redis.exceptions import RedisError, ResponseError  # noqa: PLC0415 - off --help's path
+
+    from upbit_fanout.collector.intents import (  # noqa: PLC0415
+        escape,
+        id_reason,
+        valid_client_id,
+    )
+
+    prefix = keys.intents_pattern[:-1].encode()
+    intent_keys = [
+        key if isinstance(key, bytes) else key.encode()
+        async for key in redis.scan_iter(match=keys.intents_pattern, count=_SCAN_COUNT)
+    ]
+    clients: list[dict[str, Any]] = []
+    bad_keys: list[dict[str, Any]] = []
+    if not intent_keys:
+        return clients, bad_keys
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in intent_keys:
+            pipe.type(key)
+            pipe.pttl(key)
+            pipe.scard(key)
+        replies = await pipe.execute(raise_on_error=False)
+    sets: list[tuple[bytes, str, int, int]] = []
+    for index, key in enumerate(intent_keys):
+        kind_raw, ttl, size = replies[3 * index : 3 * index + 3]
+        if isinstance(kind_raw, BaseException) or isinstance(ttl, BaseException):
+            if isinstance(kind_raw, RedisError | OSError) and not isinstance(
+                kind_raw, ResponseError
+            ):
+                raise kind_raw
+            continue
+        kind = _text(kind_raw)
+        raw_id = key[len(prefix) :]
+        client_id = valid_client_id(raw_id)
+        shown = escape(key, 200)
+        if kind == "none":
+            continue  # expired between SCAN and TYPE
+        if kind != "set":
+            bad_keys.append(
+                {"key": shown, "type": kind, "reason": f"a {kind}, not a SET of topics: DEL it"}
+            )
+            continue
+        if client_id is None:
+            bad_keys.append({"key": shown, "type": kind, "reason": id_reason(raw_id)})
+            continue
+        sets.append((key, client_id, int(ttl), int(size) if isinstance(size, int) else 0))
+    async with redis.pipeline(transaction=False) as pipe:
+        for key, _, _, size in sets:
+            if size <= _MAX_TOPICS_SHOWN:
+                pipe.smembers(key)
+            else:
+                pipe.srandmember(key, _SAMPLE)
+        members_replies = await pipe.execute(raise_on_error=False)
+    for (_, client_id, ttl, size), reply in zip(sets, members_replies, strict=True):
+        members = [] if isinstance(reply, BaseException) else reply
+        clients.append(
+            {
+                "client_id": client_id,
+                "topics": sorted(escape(member, 80) for member in members),
+                "topic_count": size,
+                "lease_remaining_seconds": ttl / 1000 if ttl >= 0 else None,
+            }
+        )
+    clients.sort(key=lambda client: str(client["client_id"]))
+    bad_keys.sort(key=lambda item: str(item["key"]))
+    return clients, bad_keys
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -203,12 +271,20 @@ def render_text(report: dict[str, Any]) -> str:
         lease = client["lease_remaining_seconds"]
         lease_text = "no TTL!" if lease is None else f"{lease:5.1f} s"
         topics = ", ".join(client["topics"]) or "-"
+        count = client.get("topic_count", len(client["topics"]))
+        if count > len(client["topics"]):
+            topics += f", ... ({count} in all)"
         lines.append(f"  {client['client_id']:<{width}}  lease {lease_text}  {topics}")
+    bad_keys = report.get("bad_keys") or []
+    if bad_keys:
+        lines.append(f"Bad intent keys ({len(bad_keys)}), ignored")
+        for item in bad_keys:
+            lines.append(f"  {item['key']}  {item['reason']}")
     invalid = report["invalid"]
     if invalid:
         lines.append(f"Invalid intents ({len(invalid)})")
         for item in invalid:
-            lines.append(f"  {item['client_id']}  {item['topic']}  {item['reason']}")
+            lines.append(f"  {item['client_id']}  {item['topic'] or '-'}  {item['reason']}")
     leader = report["leader"]
     if leader is not None:
         lease = leader["lease_remaining_seconds"]
