@@ -11,6 +11,7 @@ task           job
 ``public``     the public upstream connection (:class:`collector.upstream.Upstream`)
 ``private``    the private one (only with API keys and a private URL)
 ``leader``     ``P:leader`` (only with ``leader_lease``): upstreams run only while leader
+``canary``     the delivery probe on ``P:canary`` (:mod:`collector.canary`), while leader
 =============  =====================================================================
 
 Every task runs under :meth:`Collector._supervise`: a crash is logged (ERROR, with traceback) in
@@ -27,7 +28,9 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from operator import attrgetter
 from types import TracebackType
 from typing import Literal
 
@@ -40,11 +43,12 @@ from websockets.uri import parse_uri
 from upbit_fanout import __version__
 from upbit_fanout.collector.auth import Credentials, authorization_header
 from upbit_fanout.collector.budget import RateBudget
+from upbit_fanout.collector.canary import CANARY_INTERVAL, Canary
 from upbit_fanout.collector.intents import IntentTracker, Plan, newly_invalid, plan
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing, Router
-from upbit_fanout.collector.status import LogLimiter, State, Status
+from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
 from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.keys import Keys
@@ -52,6 +56,8 @@ from upbit_fanout.subscriptions.keys import Keys
 __all__ = ["Collector"]
 
 log = logging.getLogger(__name__)
+
+_TYPE = attrgetter("type")
 
 SLACK = 0.05
 """Seconds added to every rate window, so network jitter cannot squeeze sends together."""
@@ -107,6 +113,7 @@ class Collector:
         rate_limit_recovery: float = 60.0,
         leader_lease: float | None = None,
         collector_id: str | None = None,
+        canary_interval: float = CANARY_INTERVAL,
         rng: Callable[[], float] | None = None,
     ) -> None:
         for url in (upstream_url, private_url):
@@ -123,6 +130,15 @@ class Collector:
         self.outbox: Outbox[Outgoing] = Outbox(queue_size)
         self.status.gauges["dropped_events"] = self._dropped  # drops happen while Redis is away
         self.publisher = Publisher(redis, keys, stream_maxlen=stream_maxlen)
+        self.canary = Canary(
+            redis,
+            keys,
+            status=self.status,
+            outbox=self.outbox,
+            collector_id=self.collector_id,
+            interval=canary_interval,
+        )
+        self.status.gauges["queue_depth"] = self.outbox.__len__
         self.tracker = IntentTracker(
             redis,
             keys,
@@ -183,6 +199,7 @@ class Collector:
         self._progress = asyncio.Event()
         self._publish_logs = LogLimiter(10.0)
         self._refused_events = 0
+        self._down_since: dict[str, int | None] = {}
 
     # -- public API -------------------------------------------------------------------------------
     @property
@@ -252,6 +269,7 @@ class Collector:
         if self.private is not None:
             self.status.set(private_upstream_state=State.IDLE.value)
         self.status.active = self.is_leader
+        self._set_role()
         if self.is_leader:
             self.status.set_union(())  # forget what a previous run left behind
             self.status.set_invalid({})
@@ -337,9 +355,34 @@ class Collector:
         if union != self._union:
             self._union = union
             self.status.set_union(union)
+        self._note_upstream(self.public)
+        if self.private is not None:
+            self._note_upstream(self.private)
         self.status.set_state(self._overall_state())
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
+
+    def _note_upstream(self, upstream: Upstream) -> None:
+        """``[private_]upstream_down_since`` (ms): set while a wanted connection is not up;
+        a subscribed connection clears the errors it caused (``Status.recovered``)."""
+        prefix = "" if upstream.name == "public" else f"{upstream.name}_"
+        state = upstream.state
+        down = state in (State.CONNECTING, State.RECONNECTING) and not upstream.desired.is_empty
+        since = self._down_since.get(prefix)
+        if down and since is None:
+            self._down_since[prefix] = now_ms()
+            self.status.set(**{f"{prefix}upstream_down_since": self._down_since[prefix]})
+        elif not down and since is not None:
+            self._down_since[prefix] = None
+            self.status.set(**{f"{prefix}upstream_down_since": ""})
+        if state == State.SUBSCRIBED:
+            self.status.recovered(f"{upstream.name} upstream")
+
+    def _set_role(self) -> None:
+        self.status.set(
+            role="leader" if self.is_leader else "standby",
+            leader_since=now_ms() if self.is_leader else "",
+        )
 
     def _overall_state(self) -> State:
         if self._closed:
@@ -363,6 +406,7 @@ class Collector:
         status = self.status
         while True:
             batch = await self.outbox.get_batch(limit=10_000)
+            started = time.perf_counter()
             try:
                 await self.publisher.publish(batch)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -384,6 +428,8 @@ class Collector:
                     )
                 status.notice("gap", reason=f"Redis refused {len(batch)} events: {exc}")
                 continue
+            status.observe("publish_batch", time.perf_counter() - started)
+            status.count_published(Counter(map(_TYPE, batch)))
             status.health.succeeded()
             delays = backoff(0.1, 2.0)
             self._announce_drops()
@@ -444,6 +490,7 @@ class Collector:
         log.info("collector %s is now the leader (%s)", self.collector_id, self.keys.leader)
         self.is_leader = True
         self.status.active = True
+        self._set_role()
         self.status.set_union(self._union)
         self.status.set_invalid(self._plan.invalid)
         self.status.notice("leader", collector_id=self.collector_id)
@@ -456,6 +503,7 @@ class Collector:
             self.keys.leader,
         )  # fmt: skip
         self.is_leader = False
+        self._set_role()
         await self._stop_upstreams()
         self.status.set_state(State.STANDBY)
         self.status.active = False
@@ -465,11 +513,13 @@ class Collector:
         self._upstream_tasks["public"] = self._spawn("public", self.public.run)
         if self.private is not None:
             self._upstream_tasks["private"] = self._spawn("private", self.private.run)
+        self._spawn("canary", self.canary.run)
         self._reconcile()
 
     async def _stop_upstreams(self) -> None:
         names = list(self._upstream_tasks)
         self._upstream_tasks.clear()
+        await self._cancel(["canary"], insist=True)
         await self._cancel(names)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:

@@ -112,6 +112,18 @@ def is_rate_limit_error(name: str) -> bool:
 _WS_LOGGER = redacting_logger("websockets.client")
 
 
+class _KeepAliveConnection(ClientConnection):
+    """A client connection that says when a keep-alive pong arrived (``on_pong``): the proof
+    that a quiet upstream is alive (``P:status`` ``upstream_alive_at``)."""
+
+    on_pong: Callable[[], None] | None = None
+
+    def acknowledge_pings(self, data: bytes) -> None:
+        super().acknowledge_pings(data)
+        if self.on_pong is not None:
+            self.on_pong()
+
+
 def new_ticket() -> str:
     """One ticket per connection (a UUID, as the docs suggest, §2.1)."""
     return f"upbit-fanout-{uuid.uuid4()}"
@@ -180,6 +192,7 @@ class Upstream:
         self.connections = 0
         self._changed = asyncio.Event()
         self._gap_pending = False
+        self._gap_since = 0
         self._recovering = False
         self._auth_failing = False
         self._failing_since: float | None = None
@@ -274,7 +287,10 @@ class Upstream:
             close_timeout=self._close_timeout,
             max_size=MAX_FRAME_BYTES,
             logger=_WS_LOGGER,
+            create_connection=_KeepAliveConnection,
         )
+        if isinstance(ws, _KeepAliveConnection):
+            ws.on_pong = lambda: self._field(alive_at=now_ms())
         self.connections += 1
         if self._recovering:  # after a loss or a failed attempt (not a reopen after idle)
             self._recovering = False
@@ -320,8 +336,9 @@ class Upstream:
         reason = ws.close_reason or ""
         description = f"connection lost (close code {code}{': ' + reason if reason else ''})"
         self._recovering = True
-        if self.union:
+        if self.union and not self._gap_pending:
             self._gap_pending = True
+            self._gap_since = now_ms()
         self._status.set(last_error=f"{self.name} upstream: {description}")
         self._status.notice("disconnected", connection=self.name, reason=description)
         self._set_state(State.RECONNECTING)
@@ -411,6 +428,7 @@ class Upstream:
                     connection=self.name,
                     reason="reconnected to Upbit: events between the disconnect and the new "
                     "subscription are missing",
+                    since=self._gap_since,
                 )
             fresh = False
             self._set_state(State.SUBSCRIBED)

@@ -1,0 +1,114 @@
+"""Health that tells the truth: a collector whose Redis user may write its status and notices but
+is denied the event channels (and the canary's) by an ACL channel rule delivers nothing to anyone,
+and ``upbit-fanout check`` must say so; the same collector with the channels allowed is healthy.
+
+Everything real: a redis-server of the test's own with ACL users, the emulator over loopback, the
+collector in this process, ``upbit-fanout check`` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.collector.service_support import running_collector
+from tests.conftest import RedisServer
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.keys import Keys
+
+TOPIC = "ticker:KRW-BTC"
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(port=0, seed=5, rate=200) as emulator:
+        yield emulator
+
+
+async def collector_user(server: RedisServer, keys: Keys, *, events_allowed: bool) -> str:
+    """An ACL user for the collector; without ``events_allowed`` its channels are only
+    ``P:notices``, ``P:control`` and the keyspace pattern of the intent keys."""
+    p = keys.prefix
+    channels = (
+        [f"&{p}:*", f"&{keys.keyspace_pattern(0)}"]
+        if events_allowed
+        else [f"&{keys.notices}", f"&{keys.control}", f"&{keys.keyspace_pattern(0)}"]
+    )
+    admin = aioredis.Redis.from_url(server.url)
+    try:
+        await admin.execute_command(
+            "ACL", "SETUSER", "collector", "reset", "on", ">collector-pw", "~*", "+@all",
+            "resetchannels", *channels,
+        )  # fmt: skip
+        await admin.sadd(keys.intents("bot"), TOPIC)
+        await admin.expire(keys.intents("bot"), 60)
+    finally:
+        await admin.aclose()
+    return f"redis://collector:collector-pw@127.0.0.1:{server.port}/0"
+
+
+async def run_check(server: RedisServer, keys: Keys, *extra: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "upbit_fanout.cli", "check", "--redis-url", server.url,
+        "--key-prefix", keys.prefix, "--max-delivery-age", "3", *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode().strip()
+
+
+async def test_check_fails_when_the_acl_denies_the_event_channels(
+    redis_server_factory: Callable[[], RedisServer], keys: Keys, emu: Emulator
+) -> None:
+    server = redis_server_factory()
+    url = await collector_user(server, keys, events_allowed=False)
+    async with running_collector(url, keys, emu.public_url, canary_interval=0.2) as c:
+        await c.wait_subscribed(timeout=15)
+        started = time.monotonic()
+        # The collector runs, is subscribed, receives events from the upstream...
+        deadline = time.monotonic() + 15
+        while c.counters["events_total"] == 0:
+            assert time.monotonic() < deadline, "no events from the emulator"
+            await asyncio.sleep(0.05)
+        # ...but nothing reaches Redis subscribers: check says so within the threshold.
+        while True:
+            code, line = await run_check(server, keys)
+            if code == 1:
+                break
+            assert time.monotonic() - started < 3 + 10, f"check still says {line!r}"
+            await asyncio.sleep(0.5)
+        assert line.startswith("unhealthy: delivery not confirmed"), line
+        assert "NOPERM" in line or "consumers may receive nothing" in line
+        assert c.canary.book.received == 0
+        assert c.counters["canaries_sent"] > 0
+        code, text = await run_check(server, keys, "--json")
+        assert code == 1
+        verdict = json.loads(text)
+        assert verdict["healthy"] is False
+        assert verdict["reason"].startswith("delivery not confirmed")
+
+
+async def test_check_passes_when_the_same_collector_may_publish(
+    redis_server_factory: Callable[[], RedisServer], keys: Keys, emu: Emulator
+) -> None:
+    server = redis_server_factory()
+    url = await collector_user(server, keys, events_allowed=True)
+    async with running_collector(url, keys, emu.public_url, canary_interval=0.2) as c:
+        await c.wait_subscribed(timeout=15)
+        deadline = time.monotonic() + 15
+        while c.canary.book.received == 0:
+            assert time.monotonic() < deadline, "the canary never came back"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.2)  # the status writer's next write carries canary_ok_at
+        code, line = await run_check(server, keys)
+        assert code == 0, line
+        assert line.startswith("ok: subscribed: 1 topic(s)"), line
+        assert c.canary.last_latency is not None
+        assert c.canary.last_latency < 3
