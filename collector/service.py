@@ -436,11 +436,15 @@ class Collector:
 
     def _announce_drops(self) -> None:
         """After a successful publish: say (once) how many events the full queue dropped."""
+        since = self.outbox.dropping_since
         dropped = self.outbox.take_dropped()
         if dropped:
             log.warning("%d events were dropped while Redis was slow or unreachable", dropped)
             self.status.notice(
-                "gap", reason="events dropped while Redis was slow or unreachable", dropped=dropped
+                "gap",
+                reason="events dropped while Redis was slow or unreachable",
+                dropped=dropped,
+                since=round(since * 1000) if since is not None else None,
             )
 
     def _dropped(self) -> int:
