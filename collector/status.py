@@ -61,6 +61,7 @@ COUNTERS = (
     "redis_outages",
     "canaries_sent",
     "canaries_received",
+    "gaps",
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds (seconds) of the latency histograms (publish batches, canaries)."""
@@ -279,6 +280,8 @@ class Status:
         """Queue a ``P:notices`` message ``{"event": event, "at": <ms>, **details}``."""
         body: dict[str, Any] = {"event": event, "at": now_ms()}
         body.update(details)
+        if event == "gap":
+            self.count("gaps")
         self._notices.append(orjson.dumps(body))
         self._poke()
 

@@ -1,6 +1,7 @@
 """Health that tells the truth: a collector whose Redis user may write its status and notices but
 is denied the event channels (and the canary's) by an ACL channel rule delivers nothing to anyone,
-and ``upbit-fanout check`` must say so; the same collector with the channels allowed is healthy.
+and ``upbit-fanout check``, ``/healthz`` and the metrics must say so; the same collector with the
+channels allowed is healthy.
 
 Everything real: a redis-server of the test's own with ACL users, the emulator over loopback, the
 collector in this process, ``upbit-fanout check`` as a subprocess.
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 
 from tests.collector.service_support import running_collector
 from tests.conftest import RedisServer
+from upbit_fanout.collector.metrics import MetricsServer
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -53,6 +55,28 @@ async def collector_user(server: RedisServer, keys: Keys, *, events_allowed: boo
     return f"redis://collector:collector-pw@127.0.0.1:{server.port}/0"
 
 
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of a plain HTTP/1.1 GET on loopback."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample in Prometheus text output."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
 async def run_check(server: RedisServer, keys: Keys, *extra: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "upbit_fanout.cli", "check", "--redis-url", server.url,
@@ -69,7 +93,10 @@ async def test_check_fails_when_the_acl_denies_the_event_channels(
 ) -> None:
     server = redis_server_factory()
     url = await collector_user(server, keys, events_allowed=False)
-    async with running_collector(url, keys, emu.public_url, canary_interval=0.2) as c:
+    async with (
+        running_collector(url, keys, emu.public_url, canary_interval=0.2) as c,
+        MetricsServer(c, thresholds={"max_delivery_age": 3}) as metrics,
+    ):
         await c.wait_subscribed(timeout=15)
         started = time.monotonic()
         # The collector runs, is subscribed, receives events from the upstream...
@@ -93,6 +120,17 @@ async def test_check_fails_when_the_acl_denies_the_event_channels(
         verdict = json.loads(text)
         assert verdict["healthy"] is False
         assert verdict["reason"].startswith("delivery not confirmed")
+        # The same verdict from the collector's own port, and the metrics show the canary failing.
+        code, body = await http_get(metrics.port, "/healthz")
+        assert code == 503
+        assert body.startswith("unhealthy: delivery not confirmed"), body
+        code, text = await http_get(metrics.port, "/metrics")
+        assert code == 200
+        assert metric(text, "upbit_fanout_canary_ok") == 0
+        assert metric(text, "upbit_fanout_healthy") == 0
+        assert metric(text, "upbit_fanout_canaries_sent_total") > 0
+        assert metric(text, "upbit_fanout_canaries_received_total") == 0
+        assert metric(text, "upbit_fanout_events_received_total") > 0
 
 
 async def test_check_passes_when_the_same_collector_may_publish(
@@ -100,7 +138,10 @@ async def test_check_passes_when_the_same_collector_may_publish(
 ) -> None:
     server = redis_server_factory()
     url = await collector_user(server, keys, events_allowed=True)
-    async with running_collector(url, keys, emu.public_url, canary_interval=0.2) as c:
+    async with (
+        running_collector(url, keys, emu.public_url, canary_interval=0.2) as c,
+        MetricsServer(c, thresholds={"max_delivery_age": 3}) as metrics,
+    ):
         await c.wait_subscribed(timeout=15)
         deadline = time.monotonic() + 15
         while c.canary.book.received == 0:
@@ -112,3 +153,9 @@ async def test_check_passes_when_the_same_collector_may_publish(
         assert line.startswith("ok: subscribed: 1 topic(s)"), line
         assert c.canary.last_latency is not None
         assert c.canary.last_latency < 3
+        code, body = await http_get(metrics.port, "/healthz")
+        assert code == 200, body
+        code, text = await http_get(metrics.port, "/metrics")
+        assert metric(text, "upbit_fanout_canary_ok") == 1
+        assert metric(text, "upbit_fanout_canaries_received_total") > 0
+        assert metric(text, "upbit_fanout_canary_latency_seconds_count") > 0

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from upbit_fanout.collector import Collector
+from upbit_fanout.collector.metrics import MetricsServer
 from upbit_fanout.settings import Settings
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -40,6 +41,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "from --upstream)",
     )
     parser.add_argument("--collector-id", help="name in P:status and P:leader (default: host-pid)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on this port (default: "
+        "UPBIT_FANOUT_METRICS_PORT; 0 or unset: off)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="address the metrics port binds to (default: UPBIT_FANOUT_METRICS_HOST, 127.0.0.1)",
+    )
 
 
 def private_url(args: argparse.Namespace, settings: Settings) -> str | None:
@@ -103,9 +116,19 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, collector.stop)
+        port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
+        metrics = (
+            MetricsServer(collector, host=args.metrics_host or settings.metrics_host, port=port)
+            if port
+            else None
+        )
         try:
+            if metrics is not None:
+                await metrics.start()
             await collector.run()
         finally:
+            if metrics is not None:
+                await metrics.aclose()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
     finally:
