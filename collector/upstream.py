@@ -290,7 +290,7 @@ class Upstream:
             create_connection=_KeepAliveConnection,
         )
         if isinstance(ws, _KeepAliveConnection):
-            ws.on_pong = lambda: self._field(alive_at=now_ms())
+            ws.on_pong = lambda: self._field(upstream_alive_at=now_ms())
         self.connections += 1
         if self._recovering:  # after a loss or a failed attempt (not a reopen after idle)
             self._recovering = False

@@ -159,3 +159,8 @@ async def test_check_passes_when_the_same_collector_may_publish(
         assert metric(text, "upbit_fanout_canary_ok") == 1
         assert metric(text, "upbit_fanout_canaries_received_total") > 0
         assert metric(text, "upbit_fanout_canary_latency_seconds_count") > 0
+        # keep-alive pongs are recorded (ping every 1 s here): a quiet market is not a dead one
+        deadline = time.monotonic() + 10
+        while not c.status.snapshot().get("upstream_alive_at"):
+            assert time.monotonic() < deadline, "no keep-alive pong recorded"
+            await asyncio.sleep(0.1)

@@ -9,7 +9,8 @@ keys are stable (documented in docs/client.md) for scripts::
      digits-only values as integers), "status_age_seconds", "last_event_age_seconds",
      "union": [...], "clients": [{"client_id", "topics", "lease_remaining_seconds"}],
      "invalid": [{"client_id", "topic", "reason"}], "leader": null or {"collector_id",
-     "lease_remaining_seconds"}}
+     "lease_remaining_seconds"}, "standbys": [{"collector_id", "version", "state",
+     "started_at", "at"}]}
 
 Exit status: 0, or 1 when Redis cannot be read.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -115,6 +117,14 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
                 }
             )
     clients.sort(key=lambda client: str(client["client_id"]))
+    standbys: list[dict[str, Any]] = []
+    async for key in redis.scan_iter(match=keys.standby_pattern, count=_SCAN_COUNT):
+        raw = await redis.get(key)
+        with contextlib.suppress(ValueError):
+            body = json.loads(raw) if raw is not None else None
+            if isinstance(body, dict):
+                standbys.append(body)
+    standbys.sort(key=lambda standby: str(standby.get("collector_id")))
 
     status = {_text(name): _text(value) for name, value in status_raw.items()}
     collector = {name: _typed(value) for name, value in status.items()} if status else None
@@ -139,6 +149,7 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
             "collector_id": _text(leader_raw),
             "lease_remaining_seconds": leader_ttl / 1000 if leader_ttl >= 0 else None,
         },
+        "standbys": standbys,
     }
 
 
@@ -158,6 +169,19 @@ def render_text(report: dict[str, Any]) -> str:
         since = collector.get("connected_since")
         if isinstance(since, int):
             lines.append(f"  {'connected':<13} {_clock(since)} UTC")
+        role = collector.get("role")
+        if role:
+            since = collector.get("leader_since")
+            lines.append(
+                f"  {'role':<13} {role}"
+                + (f" since {_clock(since)} UTC" if isinstance(since, int) else "")
+            )
+        uptime = collector.get("uptime_seconds")
+        if isinstance(uptime, int):
+            lines.append(f"  {'uptime':<13} {_duration(uptime)}")
+        if collector.get("events_per_second") not in (None, ""):
+            lines.append(f"  {'rate':<13} {collector['events_per_second']} events/s (last minute)")
+        lines.append(f"  {'delivery':<13} {_delivery(collector, report)}")
         lines.append(f"  {'last event':<13} {_ago(report['last_event_age_seconds'])}")
         lines.append(f"  {'status age':<13} {_ago(report['status_age_seconds'])}")
         counters = [
@@ -176,7 +200,12 @@ def render_text(report: dict[str, Any]) -> str:
         ]
         if counters:
             lines.append(f"  {'counters':<13} {', '.join(counters)}")
-        lines.append(f"  {'last error':<13} {collector.get('last_error') or '-'}")
+        by_type = _by_type(collector.get("published_by_type"))
+        if by_type:
+            lines.append(f"  {'published':<13} {by_type}")
+        lines.append(f"  {'last error':<13} {_error(collector, 'last_error')}")
+        if collector.get("previous_error"):
+            lines.append(f"  {'recovered':<13} {_error(collector, 'previous_error')}")
     union = report["union"]
     lines.append(f"Union ({len(union)})  {', '.join(union) if union else '-'}")
     clients = report["clients"]
@@ -199,7 +228,52 @@ def render_text(report: dict[str, Any]) -> str:
             f"Leader     {leader['collector_id']}"
             + ("" if lease is None else f"  (lease {lease:.1f} s)")
         )
+    for standby in report.get("standbys") or []:
+        lines.append(
+            f"Standby    {standby.get('collector_id', '?')}  ({standby.get('state', '?')}, "
+            f"version {standby.get('version', '?')})"
+        )
     return "\n".join(lines)
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _error(collector: dict[str, Any], name: str) -> str:
+    text = collector.get(name) or ""
+    if not text:
+        return "-"
+    at = collector.get(f"{name}_at")
+    return f"{text}  (at {_clock(at)} UTC)" if isinstance(at, int) else str(text)
+
+
+def _by_type(value: object) -> str:
+    try:
+        counts = json.loads(value) if isinstance(value, str) and value else {}
+    except ValueError:
+        return ""
+    if not isinstance(counts, dict):
+        return ""
+    return ", ".join(f"{name}={count}" for name, count in sorted(counts.items()))
+
+
+def _delivery(collector: dict[str, Any], report: dict[str, Any]) -> str:
+    """The canary: when delivery through Redis was last confirmed, and how fast."""
+    ok_at = collector.get("canary_ok_at")
+    updated = collector.get("updated_at")
+    error = collector.get("canary_error") or ""
+    if not isinstance(ok_at, int):
+        return f"not confirmed yet{f' ({error})' if error else ''}"
+    age = report.get("status_age_seconds") or 0.0
+    if isinstance(updated, int):
+        age += max(0.0, (updated - ok_at) / 1000)
+    latency = collector.get("canary_latency_ms", "?")
+    return f"canary came back {_ago(age)} ({latency} ms){f'; {error}' if error else ''}"
 
 
 def _text(value: bytes | str) -> str:
