@@ -50,7 +50,6 @@ _READ_TIMEOUT: Final = 5.0
 
 # (status counter, metric name without _total, help)
 _COUNTERS: Final = (
-    ("events_total", "events_received", "Event frames received from the upstream connections."),
     ("sends_total", "sends", "Subscribe messages sent upstream."),
     ("reconnects", "reconnects", "Upstream reconnections after a loss or a failed attempt."),
     ("gaps", "gaps", "Gap notices published (consumers may have missed events)."),
@@ -108,6 +107,14 @@ class CollectorMetrics(PrometheusCollector):
         counters = status.current_counters()
         for field, name, text in _COUNTERS:
             yield CounterMetricFamily(f"{PREFIX}_{name}", text, value=counters.get(field, 0))
+        received = CounterMetricFamily(
+            f"{PREFIX}_events_received",
+            "Event frames received from the upstream connections, by event type.",
+            labels=["type"],
+        )
+        for type_name, count in sorted(status.received_by_type.items()):
+            received.add_metric([type_name], count)
+        yield received
         published = CounterMetricFamily(
             f"{PREFIX}_events_published",
             "Items published to Redis, by event type (after fan-out to topics).",

@@ -205,6 +205,8 @@ class Status:
             "publish_batch": Histogram(),
             "canary_latency": Histogram(),
         }
+        self.received_by_type: dict[str, int] = {}
+        """Event frames received per type (ticker, trade, ...), before routing."""
         self.published_by_type: dict[str, int] = {}
         """Items published per event type (ticker, trade, ..., canary), after fan-out."""
         self.last_written_at: float | None = None
@@ -337,6 +339,9 @@ class Status:
         fields["events_per_second"] = f"{rate:.2f}"
         fields["published_by_type"] = orjson.dumps(
             self.published_by_type, option=orjson.OPT_SORT_KEYS
+        ).decode()
+        fields["received_by_type"] = orjson.dumps(
+            self.received_by_type, option=orjson.OPT_SORT_KEYS
         ).decode()
         return fields
 

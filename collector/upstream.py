@@ -460,9 +460,12 @@ class Upstream:
             return
         events = 0
         out: list[Outgoing] = []
+        received = self._status.received_by_type
         for frame in frames:
             if frame.kind == "event":
                 events += 1
+                kind = frame.type or "?"
+                received[kind] = received.get(kind, 0) + 1
                 try:
                     out.extend(self.router.route(frame))
                 except Exception as exc:  # one bad event must not cost the connection

@@ -200,9 +200,10 @@ def render_text(report: dict[str, Any]) -> str:
         ]
         if counters:
             lines.append(f"  {'counters':<13} {', '.join(counters)}")
-        by_type = _by_type(collector.get("published_by_type"))
-        if by_type:
-            lines.append(f"  {'published':<13} {by_type}")
+        for label, name in (("received", "received_by_type"), ("published", "published_by_type")):
+            by_type = _by_type(collector.get(name))
+            if by_type:
+                lines.append(f"  {label:<13} {by_type}")
         lines.append(f"  {'last error':<13} {_error(collector, 'last_error')}")
         if collector.get("previous_error"):
             lines.append(f"  {'recovered':<13} {_error(collector, 'previous_error')}")
