@@ -164,3 +164,41 @@ async def test_check_passes_when_the_same_collector_may_publish(
         while not c.status.snapshot().get("upstream_alive_at"):
             assert time.monotonic() < deadline, "no keep-alive pong recorded"
             await asyncio.sleep(0.1)
+
+
+async def test_check_fails_when_the_private_side_is_refused_while_keys_are_set(
+    redis_server_factory: Callable[[], RedisServer], keys: Keys
+) -> None:
+    """The public stream flows (state ``subscribed``), but the keys are refused: unhealthy."""
+    access, secret = (
+        "AkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAk",
+        "Sx9kTr4WqPz2LmN8vBc6Hd3Jf7Gy5Ue1Oi0Pa2Sd",
+    )
+    server = redis_server_factory()
+    admin = aioredis.Redis.from_url(server.url)
+    try:
+        await admin.sadd(keys.intents("trader"), "myAsset", TOPIC)
+        await admin.expire(keys.intents("trader"), 60)
+        async with (
+            Emulator(port=0, seed=4, rate=200, access_key=access, secret_key=secret) as emu,
+            running_collector(
+                server.url, keys, emu.public_url, private_url=emu.private_url,
+                access_key=access, secret_key="Wr0ng" * 8, canary_interval=0.2,
+            ) as c,
+        ):  # fmt: skip
+            await c.wait_subscribed(lambda union: TOPIC in union, timeout=15)
+            deadline = time.monotonic() + 20
+            while True:
+                code, line = await run_check(server, keys, "--max-upstream-down", "1")
+                if code == 1 and "private upstream" in line:
+                    break
+                assert time.monotonic() < deadline, f"check still says {line!r}"
+                await asyncio.sleep(0.5)
+            assert "the private upstream (API keys set) has been down for" in line
+            assert "401" in line  # the last error says why
+            assert c.state.value == "subscribed"  # the public side is fine
+            # The same collector with a generous threshold: still within it, so healthy.
+            code, line = await run_check(server, keys, "--max-upstream-down", "600")
+            assert code == 0, line
+    finally:
+        await admin.aclose()
