@@ -202,3 +202,33 @@ async def test_check_fails_when_the_private_side_is_refused_while_keys_are_set(
             assert code == 0, line
     finally:
         await admin.aclose()
+
+
+async def test_check_fails_when_the_upstream_stays_down_while_topics_are_wanted(
+    redis_server_factory: Callable[[], RedisServer], keys: Keys, emu: Emulator
+) -> None:
+    server = redis_server_factory()
+    admin = aioredis.Redis.from_url(server.url)
+    try:
+        await admin.sadd(keys.intents("bot"), TOPIC)
+        await admin.expire(keys.intents("bot"), 60)
+        async with running_collector(server.url, keys, emu.public_url, canary_interval=0.2) as c:
+            await c.wait_subscribed(timeout=15)
+            emu.refuse_connections(60)
+            await emu.drop_all()
+            deadline = time.monotonic() + 20
+            while True:
+                code, line = await run_check(server, keys, "--max-upstream-down", "1")
+                if code == 1:
+                    break
+                assert time.monotonic() < deadline, f"check still says {line!r}"
+                await asyncio.sleep(0.3)
+            assert "the upstream has been down for" in line, line
+            assert "while 1 topic(s) are wanted" in line
+            assert "HTTP 503" in line  # the last error
+            code, line = await run_check(server, keys, "--max-upstream-down", "600")
+            assert code == 0, line
+            assert line.startswith("ok: reconnecting for"), line
+            emu.refuse_connections(0)
+    finally:
+        await admin.aclose()
