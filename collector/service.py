@@ -86,7 +86,8 @@ class Collector:
     :attr:`union` (topic texts last sent upstream, both connections), :attr:`counters`,
     :attr:`connected` (set while the public socket is open), :meth:`wait_subscribed`,
     :attr:`public` / :attr:`private` (the :class:`collector.upstream.Upstream` objects),
-    :attr:`collector_id`, :attr:`is_leader`.
+    :attr:`collector_id`, :attr:`is_leader`, :attr:`canary` (the delivery probe,
+    :class:`collector.canary.Canary`), :attr:`status` (counters, histograms, fields).
     """
 
     def __init__(

@@ -10,6 +10,11 @@ to Redis by the writer task:
 - ``P:union`` (SET): replaced atomically (MULTI/DEL/SADD) whenever a subscription was sent;
 - ``P:invalid`` (HASH ``"client_id topic" -> reason``): replaced whenever the set of refused
   intents changes.
+- ``P:standby:{collector_id}`` (STRING, TTL three heartbeats): instead of all of the above
+  while this collector stands by (:attr:`Status.active` False).
+
+Besides the hash fields it keeps what the metrics read (:mod:`collector.metrics`): latency
+:class:`Histogram` s, events received and items published per type, the time of the last write.
 
 All of one flush goes in a single MULTI/EXEC. When Redis is unreachable nothing is lost but the
 oldest notices: the dirty flags stay set and the writer retries. No field or notice ever holds a
