@@ -66,6 +66,7 @@ class BlockingClient:
         queue_size: int = 10_000,
         overflow: Overflow = "block",
         notices: bool = False,
+        upstream_gaps: bool = True,
         health_check_interval: float = 5.0,
         max_reconnect_delay: float = 5.0,
         max_outage: float | None = None,
@@ -80,6 +81,7 @@ class BlockingClient:
             "queue_size": queue_size,
             "overflow": overflow,
             "notices": notices,
+            "upstream_gaps": upstream_gaps,
             "health_check_interval": health_check_interval,
             "max_reconnect_delay": max_reconnect_delay,
             "max_outage": max_outage,
@@ -218,6 +220,10 @@ class BlockingClient:
     @property
     def reconnects(self) -> int:
         return self._inner.reconnects
+
+    @property
+    def upstream_gaps(self) -> int:
+        return self._inner.upstream_gaps
 
     def subscribe(self, *topics: str | Topic, codes: Iterable[str] | None = None) -> None:
         """See :meth:`FanoutClient.subscribe`."""

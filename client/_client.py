@@ -63,6 +63,7 @@ from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import heartbeat_commands, lease_ms, release_commands
 from upbit_fanout.subscriptions.redact import redact_url
 from upbit_fanout.subscriptions.topics import Topic, parse_topic
+from upbit_fanout.subscriptions.upbit_fields import PRIVATE_TYPES
 
 __all__ = ["EventCallback", "FanoutClient", "GapCallback", "NoticeCallback"]
 
@@ -77,6 +78,7 @@ _GLOB_CHARS: Final = frozenset("*?[")
 _MESSAGE: Final = b"message"
 _RELEASE_TIMEOUT: Final = 2.0
 _LOGGED_CALLBACK_ERRORS: Final = 10
+_PRIVATE: Final = frozenset(PRIVATE_TYPES)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -113,6 +115,7 @@ class FanoutClient:
         queue_size: int = 10_000,
         overflow: Overflow = "block",
         notices: bool = False,
+        upstream_gaps: bool = True,
         health_check_interval: float = 5.0,
         max_reconnect_delay: float = 5.0,
         max_outage: float | None = None,
@@ -138,6 +141,7 @@ class FanoutClient:
             self._owns_redis = False
         self._lease = float(lease_seconds)
         self._notices_wanted = notices
+        self._upstream_gaps = upstream_gaps
         self._health_interval = float(health_check_interval)
         self._max_reconnect_delay = float(max_reconnect_delay)
         self._max_outage = max_outage
@@ -172,6 +176,8 @@ class FanoutClient:
         """Callbacks that raised (each is logged; the first ones with a traceback)."""
         self.reconnects = 0
         """Times the client lost Redis and came back (one :class:`Gap` each)."""
+        self.upstream_gaps = 0
+        """Collector gap notices reported as a :class:`Gap` (``upstream_gaps=True``)."""
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -595,7 +601,7 @@ class FanoutClient:
             await self._put_waiting(self._callbacks, item)
 
     async def _on_notice(self, payload: bytes) -> None:
-        if not (self._notices_wanted or self._notice_handlers):
+        if not (self._notices_wanted or self._notice_handlers or self._upstream_gaps):
             return
         try:
             body = json.loads(payload)
@@ -610,7 +616,44 @@ class FanoutClient:
             at=at if isinstance(at, int) and not isinstance(at, bool) else None,
             data=body,
         )
-        await self._deliver(notice)
+        if self._notices_wanted or self._notice_handlers:
+            await self._deliver(notice)
+        if notice.event == "gap" and self._upstream_gaps:
+            await self._collector_gap(notice)
+
+    async def _collector_gap(self, notice: Notice) -> None:
+        """A collector ``gap`` notice: a :class:`Gap` for the topics it concerns, then their
+        last values (as after a Redis outage)."""
+        body = notice.data
+        connection = body.get("connection")
+        connection = connection if isinstance(connection, str) else None
+        names = tuple(
+            name
+            for name in sorted(self._topics)
+            if connection is None
+            or (self._topics[name].type in _PRIVATE) == (connection != "public")
+        )
+        if not names:
+            return
+        ended = notice.at / 1000 if notice.at is not None else time.time()
+        since = body.get("since")
+        started = ended
+        if isinstance(since, int) and not isinstance(since, bool) and 0 < since / 1000 <= ended:
+            started = since / 1000
+        reason = body.get("reason")
+        gap = Gap(
+            reason=f"collector: {reason}"
+            if isinstance(reason, str) and reason
+            else "collector gap",
+            started_at=started,
+            ended_at=ended,
+            topics=names,
+            source="collector",
+            connection=connection,
+        )
+        self.upstream_gaps += 1
+        await self._deliver(gap)
+        await self._refresh(names)
 
     async def _recover(self, started: float, reason: str) -> None:
         """After a reconnect: intents back (replace), then a Gap, then the last values."""
@@ -627,6 +670,10 @@ class FanoutClient:
             len(names),
         )
         await self._deliver(Gap(reason=reason, started_at=started, ended_at=ended, topics=names))
+        await self._refresh(names)
+
+    async def _refresh(self, names: tuple[str, ...]) -> None:
+        """Deliver the last value of each of ``names`` as a cached :class:`Event`."""
         if not names:
             return
         topics = [(name, self._topics[name]) for name in names]
@@ -723,7 +770,8 @@ class FanoutClient:
         return remove
 
     def on_gap(self, callback: GapCallback) -> Callable[[], None]:
-        """Call ``callback(gap)`` after each reconnect (see :class:`Gap`). Returns a remover."""
+        """Call ``callback(gap)`` for each :class:`Gap` (a Redis reconnect of this client, or a
+        collector gap notice). Returns a remover."""
         self._gap_handlers.append(callback)
         return lambda: _remove(self._gap_handlers, callback)
 

@@ -107,17 +107,32 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """The client lost its Redis connection and is back: events in between may be missing.
+    """Events of ``topics`` between ``started_at`` and ``ended_at`` may be missing.
 
-    It comes after the client re-asserted its intents and resubscribed; the events that follow
-    it first are the last values of ``topics`` (``cached=True``), then live ones.
-    ``started_at`` / ``ended_at`` are wall-clock seconds (``time.time()``).
+    Two sources (``source``):
+
+    ``"redis"``
+        This client lost its Redis connection and is back. It comes after the client
+        re-asserted its intents and resubscribed.
+    ``"collector"``
+        The collector announced a gap (a ``gap`` notice): its Upbit connection dropped and was
+        re-established, a new collector took over, or events were dropped on the way to Redis.
+        ``reason`` is the collector's; ``connection`` names its upstream connection
+        (``"public"``/``"private"``) when the notice says. Reported unless the client was made
+        with ``upstream_gaps=False``.
+
+    Either way the events that follow it first are the last values of ``topics``
+    (``cached=True``), then live ones. ``started_at`` / ``ended_at`` are wall-clock seconds
+    (``time.time()``); when the collector does not know when a gap began, ``started_at`` equals
+    ``ended_at``.
     """
 
     reason: str
     started_at: float
     ended_at: float
     topics: tuple[str, ...] = ()
+    source: Literal["redis", "collector"] = "redis"
+    connection: str | None = None
     kind: ClassVar[Literal["gap"]] = "gap"
 
     @property

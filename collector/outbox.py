@@ -13,6 +13,7 @@ One consumer (the publisher task); any number of producers on the same event loo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Generic, TypeVar
@@ -34,6 +35,8 @@ class Outbox(Generic[T]):
         self.dropped_total = 0
         """Items dropped since creation (for the status hash)."""
         self._dropped_pending = 0
+        self.dropping_since: float | None = None
+        """``time.time()`` of the first drop not yet taken by :meth:`take_dropped`."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -57,6 +60,8 @@ class Outbox(Generic[T]):
             queue.popleft()
             dropped += 1
         if dropped:
+            if not self._dropped_pending:
+                self.dropping_since = time.time()
             self.dropped_total += dropped
             self._dropped_pending += dropped
         if queue:

@@ -13,6 +13,7 @@ task           job
 ``markets``    Upbit's market list (``GET /v1/market/all``), loaded at start and refreshed
 ``leader``     ``P:leader`` (only with ``leader_lease``): upstreams run only while leader
 ``primary``    only with a Sentinel URL: follows a failover within a second
+``canary``     the delivery probe on ``P:canary`` (:mod:`collector.canary`), while leader
 =============  =====================================================================
 
 Leadership is fenced (docs/collector.md, "Leadership"): ``P:leader`` holds ``"{token} {id}"``
@@ -37,7 +38,9 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from operator import attrgetter
 from types import TracebackType
 from typing import Literal
 
@@ -49,6 +52,7 @@ from websockets.uri import parse_uri
 
 from upbit_fanout.collector.auth import Credentials, authorization_header
 from upbit_fanout.collector.budget import RateBudget
+from upbit_fanout.collector.canary import CANARY_INTERVAL, Canary
 from upbit_fanout.collector.intents import (
     DEFAULT_LIMITS,
     IntentTracker,
@@ -79,6 +83,8 @@ __all__ = ["Collector"]
 
 log = logging.getLogger(__name__)
 
+_TYPE = attrgetter("type")
+
 SLACK = 0.05
 """Seconds added to every rate window, so network jitter cannot squeeze sends together."""
 
@@ -101,7 +107,8 @@ class Collector:
     :attr:`union` (topic texts last sent upstream, both connections), :attr:`counters`,
     :attr:`connected` (set while the public socket is open), :meth:`wait_subscribed`,
     :attr:`public` / :attr:`private` (the :class:`collector.upstream.Upstream` objects),
-    :attr:`collector_id`, :attr:`is_leader`.
+    :attr:`collector_id`, :attr:`is_leader`, :attr:`canary` (the delivery probe,
+    :class:`collector.canary.Canary`), :attr:`status` (counters, histograms, fields).
     """
 
     def __init__(
@@ -130,6 +137,7 @@ class Collector:
         leader_lease: float | None = None,
         collector_id: str | None = None,
         redis_grace: float = 30.0,
+        canary_interval: float = CANARY_INTERVAL,
         rng: Callable[[], float] | None = None,
         limits: Limits = DEFAULT_LIMITS,
         validate_markets: bool = True,
@@ -156,6 +164,15 @@ class Collector:
         self.status.health.on_down = self._redis_down
         self.status.health.on_up = self._redis_up
         self.publisher = Publisher(redis, keys, stream_maxlen=stream_maxlen)
+        self.canary = Canary(
+            redis,
+            keys,
+            status=self.status,
+            outbox=self.outbox,
+            collector_id=self.collector_id,
+            interval=canary_interval,
+        )
+        self.status.gauges["queue_depth"] = self.outbox.__len__
         self.tracker = IntentTracker(
             redis,
             keys,
@@ -238,6 +255,7 @@ class Collector:
         self._progress = asyncio.Event()
         self._publish_logs = LogLimiter(10.0)
         self._refused_events = 0
+        self._down_since: dict[str, int | None] = {}
 
     # -- public API -------------------------------------------------------------------------------
     @property
@@ -311,6 +329,7 @@ class Collector:
             limits=self.limits.describe(),
         )
         self.status.active = self.is_leader
+        self._set_role()
         if self.is_leader:
             self.status.set_union(())  # forget what a previous run left behind
             self.status.set_invalid({})
@@ -416,9 +435,34 @@ class Collector:
         if union != self._union:
             self._union = union
             self.status.set_union(union)
+        self._note_upstream(self.public)
+        if self.private is not None:
+            self._note_upstream(self.private)
         self.status.set_state(self._overall_state())
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
+
+    def _note_upstream(self, upstream: Upstream) -> None:
+        """``[private_]upstream_down_since`` (ms): set while a wanted connection is not up;
+        a subscribed connection clears the errors it caused (``Status.recovered``)."""
+        prefix = "" if upstream.name == "public" else f"{upstream.name}_"
+        state = upstream.state
+        down = state in (State.CONNECTING, State.RECONNECTING) and not upstream.desired.is_empty
+        since = self._down_since.get(prefix)
+        if down and since is None:
+            self._down_since[prefix] = now_ms()
+            self.status.set(**{f"{prefix}upstream_down_since": self._down_since[prefix]})
+        elif not down and since is not None:
+            self._down_since[prefix] = None
+            self.status.set(**{f"{prefix}upstream_down_since": ""})
+        if state == State.SUBSCRIBED:
+            self.status.recovered(f"{upstream.name} upstream")
+
+    def _set_role(self) -> None:
+        self.status.set(
+            role="leader" if self.is_leader else "standby",
+            leader_since=now_ms() if self.is_leader else "",
+        )
 
     def _overall_state(self) -> State:
         if self._closed:
@@ -446,6 +490,7 @@ class Collector:
                 self._fenced_events += len(batch)
                 continue
             expected = self._lease_value
+            started = time.perf_counter()
             try:
                 await self.publisher.publish(batch)
             except LeaseLost as lost:
@@ -481,17 +526,23 @@ class Collector:
                     )
                 status.notice("gap", reason=f"Redis refused {len(batch)} events: {exc}")
                 continue
+            status.observe("publish_batch", time.perf_counter() - started)
+            status.count_published(Counter(map(_TYPE, batch)))
             status.health.succeeded("publisher")
             delays = backoff(0.1, 2.0)
             self._announce_drops()
 
     def _announce_drops(self) -> None:
         """After a successful publish: say (once) how many events the full queue dropped."""
+        since = self.outbox.dropping_since
         dropped = self.outbox.take_dropped()
         if dropped:
             log.warning("%d events were dropped while Redis was slow or unreachable", dropped)
             self.status.notice(
-                "gap", reason="events dropped while Redis was slow or unreachable", dropped=dropped
+                "gap",
+                reason="events dropped while Redis was slow or unreachable",
+                dropped=dropped,
+                since=round(since * 1000) if since is not None else None,
             )
 
     def _dropped(self) -> int:
@@ -639,6 +690,7 @@ class Collector:
         self.is_leader = True
         self.status.active = True
         self.status.resync()  # this collector's view replaces the previous leader's
+        self._set_role()
         self.status.set_union(self._union)
         self.status.set_invalid(self._plan.invalid_fields(), self._plan.refused_total)
         if previous is not None:
@@ -728,6 +780,7 @@ class Collector:
         _, holder_id = parse_leader(holder) if holder is not None else (None, "nobody")
         if holder is not None:
             self._last_holder = (holder, now_ms())
+        self._set_role()
         await self._stop_upstreams()
         dropped = self.outbox.discard()
         self._fenced_events += dropped
@@ -753,11 +806,13 @@ class Collector:
         self._upstream_tasks["public"] = self._spawn("public", self.public.run)
         if self.private is not None:
             self._upstream_tasks["private"] = self._spawn("private", self.private.run)
+        self._spawn("canary", self.canary.run)
         self._reconcile()
 
     async def _stop_upstreams(self) -> None:
         names = list(self._upstream_tasks)
         self._upstream_tasks.clear()
+        await self._cancel(["canary"], insist=True)
         await self._cancel(names)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:

@@ -10,6 +10,11 @@ to Redis by the writer task:
 - ``P:union`` (SET): replaced atomically (MULTI/DEL/SADD) whenever a subscription was sent;
 - ``P:invalid`` (HASH, per client a summary and a few ``"client_id topic" -> reason``
   examples): replaced whenever the refused intents change.
+- ``P:standby:{collector_id}`` (STRING, TTL three heartbeats): instead of all of the above
+  while this collector stands by (:attr:`Status.active` False).
+
+Besides the hash fields it keeps what the metrics read (:mod:`collector.metrics`): latency
+:class:`Histogram` s, events received and items published per type, the time of the last write.
 
 All of one flush goes in a single MULTI/EXEC; with :attr:`Status.fence` set (a leader), it is
 preceded by ``WATCH P:leader`` and a check of its value, so a collector that lost its lease
@@ -40,7 +45,9 @@ from upbit_fanout.subscriptions.redis_errors import describe_redis_error, is_aut
 
 __all__ = [
     "COUNTERS",
+    "LATENCY_BUCKETS",
     "MAX_PENDING_NOTICES",
+    "Histogram",
     "LogLimiter",
     "RedisHealth",
     "State",
@@ -62,7 +69,14 @@ COUNTERS = (
     "dropped_events",
     "upstream_errors",
     "redis_outages",
+    "canaries_sent",
+    "canaries_received",
+    "gaps",
 )
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (seconds) of the latency histograms (publish batches, canaries)."""
+RATE_WINDOW = 60.0
+"""``events_per_second`` is measured over this many seconds."""
 
 
 class State(enum.StrEnum):
@@ -104,6 +118,36 @@ class LogLimiter:
             return False, 0
         self._last[key] = now
         return True, self._held.pop(key, 0)
+
+
+class Histogram:
+    """Counts of observations per upper bound (cumulative only when exported), plus sum."""
+
+    __slots__ = ("buckets", "count", "counts", "sum")
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)  # per bucket, not cumulative; beyond the last: count
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for index, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[index] += 1
+                return
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """[(upper bound, observations <= bound), ..., (inf, count)]."""
+        total = 0
+        result = []
+        for bound, count in zip(self.buckets, self.counts, strict=True):
+            total += count
+            result.append((bound, total))
+        result.append((float("inf"), self.count))
+        return result
 
 
 class RedisHealth:
@@ -169,6 +213,7 @@ class RedisHealth:
             self._status.set(
                 last_error=f"Redis was unreachable for {seconds:.1f} s ({self._first_error})"
             )
+            self._status.recovered("Redis")
             self.on_up()
 
 
@@ -196,11 +241,24 @@ class Status:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.gauges: dict[str, Callable[[], int]] = {}
         """Counters read live at each write (they change where nobody calls :meth:`count`)."""
+        self.histograms: dict[str, Histogram] = {
+            "publish_batch": Histogram(),
+            "canary_latency": Histogram(),
+        }
+        self.received_by_type: dict[str, int] = {}
+        """Event frames received per type (ticker, trade, ...), before routing."""
+        self.published_by_type: dict[str, int] = {}
+        """Items published per event type (ticker, trade, ..., canary), after fan-out."""
+        self.last_written_at: float | None = None
+        """``time.time()`` of the last successful write to Redis (None: never)."""
+        self._rate_samples: deque[tuple[float, int]] = deque()
+        self._standby_written = False
         self._fields: dict[str, str] = {
             "collector_id": collector_id,
             "version": version,
             "state": self.state.value,
             "last_error": "",
+            "last_error_at": "",
             "union_size": "0",
         }
         self._notices: deque[bytes] = deque(maxlen=MAX_PENDING_NOTICES)
@@ -223,6 +281,29 @@ class Status:
         """Set plain fields (strings, numbers; None writes an empty string)."""
         for name, value in fields.items():
             self._fields[name] = "" if value is None else str(value)
+        if "last_error" in fields:
+            self._fields["last_error_at"] = str(now_ms()) if fields["last_error"] else ""
+        self._mark_dirty()
+
+    def recovered(self, source: str) -> None:
+        """``source`` works again: a ``last_error`` that starts with it becomes
+        ``previous_error`` (with ``previous_error_at``) and ``last_error`` is emptied."""
+        error = self._fields.get("last_error", "")
+        if error and error.startswith(source):
+            self._fields["previous_error"] = error
+            self._fields["previous_error_at"] = self._fields.get("last_error_at", "")
+            self._fields["last_error"] = ""
+            self._fields["last_error_at"] = ""
+            self._mark_dirty()
+
+    def observe(self, histogram: str, value: float) -> None:
+        """Record one observation (seconds) in one of :attr:`histograms`."""
+        self.histograms[histogram].observe(value)
+
+    def count_published(self, counts: Mapping[str, int]) -> None:
+        by_type = self.published_by_type
+        for name, amount in counts.items():
+            by_type[name] = by_type.get(name, 0) + amount
         self._mark_dirty()
 
     def set_state(self, state: State) -> None:
@@ -245,6 +326,8 @@ class Status:
         """Queue a ``P:notices`` message ``{"event": event, "at": <ms>, **details}``."""
         body: dict[str, Any] = {"event": event, "at": now_ms()}
         body.update(details)
+        if event == "gap":
+            self.count("gaps")
         self._notices.append(orjson.dumps(body))
         self._poke()
 
@@ -289,15 +372,43 @@ class Status:
     def snapshot(self) -> dict[str, str]:
         """The ``P:status`` hash as it would be written now."""
         fields = dict(self._fields)
-        for name, value in self.current_counters().items():
+        counters = self.current_counters()
+        for name, value in counters.items():
             fields[name] = str(value)
-        fields["updated_at"] = str(now_ms())
+        now = now_ms()
+        fields["updated_at"] = str(now)
+        started = fields.get("started_at", "")
+        if started.isdigit():
+            fields["uptime_seconds"] = str(max(0, (now - int(started)) // 1000))
+        rate = events_rate(self._rate_samples, now / 1000, counters.get("events_total", 0))
+        fields["events_per_second"] = f"{rate:.2f}"
+        fields["published_by_type"] = orjson.dumps(
+            self.published_by_type, option=orjson.OPT_SORT_KEYS
+        ).decode()
+        fields["received_by_type"] = orjson.dumps(
+            self.received_by_type, option=orjson.OPT_SORT_KEYS
+        ).decode()
         return fields
 
     async def flush(self) -> None:
         """Write everything pending in one MULTI/EXEC; raises RedisError (nothing is lost)."""
         if not self.active:
             self._notices.clear()
+            await self._redis.set(
+                self._keys.standby(self._fields["collector_id"]),
+                orjson.dumps(
+                    {
+                        "collector_id": self._fields["collector_id"],
+                        "version": self._fields["version"],
+                        "state": self.state.value,
+                        "started_at": self._fields.get("started_at", ""),
+                        "at": now_ms(),
+                    }
+                ),
+                px=round(self.heartbeat_interval * 3000),
+            )
+            self._standby_written = True
+            self.last_written_at = time.time()
             return
         # Take what is pending now; anything recorded during the round trip stays pending.
         notices = list(self._notices)
@@ -317,6 +428,8 @@ class Status:
                     if holder != fence[1]:
                         raise LeaseLost(holder if isinstance(holder, bytes) else None)
                     pipe.multi()  # type: ignore[no-untyped-call]
+                if self._standby_written:  # a standby that took over: not a standby any more
+                    pipe.delete(self._keys.standby(self._fields["collector_id"]))
                 if fields is not None:
                     pipe.hset(self._keys.status, mapping=fields)  # type: ignore[arg-type]
                 if union is not None:
@@ -333,6 +446,8 @@ class Status:
                     await pipe.execute()
                 except WatchError:  # P:leader changed (expired, taken, or refreshed by us)
                     raise LeaseLost() from None
+            self._standby_written = False
+            self.last_written_at = time.time()
         except BaseException:
             # Not written (or not known to be): put it back unless something newer replaced it.
             self._notices.extendleft(reversed(notices))
@@ -386,3 +501,16 @@ class Status:
             retry = _RETRY_INITIAL
             self.health.succeeded("status writer")
             last_write = loop.time()
+
+
+def events_rate(samples: deque[tuple[float, int]], now: float, total: int) -> float:
+    """Events per second over the last :data:`RATE_WINDOW` s; appends ``(now, total)`` to
+    ``samples`` and forgets the older ones (pure apart from that deque)."""
+    samples.append((now, total))
+    while len(samples) > 2 and samples[1][0] <= now - RATE_WINDOW:
+        samples.popleft()
+    first_time, first_total = samples[0]
+    span = now - first_time
+    if span <= 0:
+        return 0.0
+    return max(0, total - first_total) / span

@@ -135,6 +135,18 @@ def is_rate_limit_error(name: str) -> bool:
 _WS_LOGGER = redacting_logger("websockets.client")
 
 
+class _KeepAliveConnection(ClientConnection):
+    """A client connection that says when a keep-alive pong arrived (``on_pong``): the proof
+    that a quiet upstream is alive (``P:status`` ``upstream_alive_at``)."""
+
+    on_pong: Callable[[], None] | None = None
+
+    def acknowledge_pings(self, data: bytes) -> None:
+        super().acknowledge_pings(data)
+        if self.on_pong is not None:
+            self.on_pong()
+
+
 def new_ticket() -> str:
     """One ticket per connection (a UUID, as the docs suggest, §2.1)."""
     return f"upbit-fanout-{uuid.uuid4()}"
@@ -205,6 +217,7 @@ class Upstream:
         self.connections = 0
         self._changed = asyncio.Event()
         self._gap_pending = False
+        self._gap_since = 0
         self._recovering = False
         self._auth_failing = False
         self._failing_since: float | None = None
@@ -309,7 +322,10 @@ class Upstream:
             close_timeout=self._close_timeout,
             max_size=MAX_FRAME_BYTES,
             logger=_WS_LOGGER,
+            create_connection=_KeepAliveConnection,
         )
+        if isinstance(ws, _KeepAliveConnection):
+            ws.on_pong = lambda: self._field(upstream_alive_at=now_ms())
         self.connections += 1
         self._rate_limited = False  # about this socket from now on
         if self._recovering:  # after a loss or a failed attempt (not a reopen after idle)
@@ -356,8 +372,9 @@ class Upstream:
         reason = ws.close_reason or ""
         description = f"connection lost (close code {code}{': ' + reason if reason else ''})"
         self._recovering = True
-        if self.union:
+        if self.union and not self._gap_pending:
             self._gap_pending = True
+            self._gap_since = now_ms()
         self._status.set(last_error=f"{self.name} upstream: {description}")
         self._status.notice("disconnected", connection=self.name, reason=description)
         self._set_state(State.RECONNECTING)
@@ -447,6 +464,7 @@ class Upstream:
                     connection=self.name,
                     reason="reconnected to Upbit: events between the disconnect and the new "
                     "subscription are missing",
+                    since=self._gap_since,
                 )
             fresh = False
             self._set_state(State.SUBSCRIBED)
@@ -479,9 +497,12 @@ class Upstream:
             self._malformed(error)
         events = 0
         out: list[Outgoing] = []
+        received = self._status.received_by_type
         for frame in frames:
             if frame.kind == "event":
                 events += 1
+                kind = frame.type or "?"
+                received[kind] = received.get(kind, 0) + 1
                 try:
                     out.extend(self.router.route(frame))
                 except Exception as exc:  # one bad event must not cost the connection

@@ -17,6 +17,8 @@ P:stream:{type}        STREAM (capped)              durable copy of myOrder / my
 P:leader               STRING with PX TTL           "{token} {collector_id}" of the lease holder
 P:leader:token         STRING (counter)             fencing token, incremented on every takeover
 P:invalid              HASH                         "client_id topic" -> why it was refused
+P:canary               channel                      the leader's delivery probe (collector only)
+P:standby:{id}         STRING with PX TTL           a standby collector saying it is there
 =====================  ===========================  =========================================
 """
 
@@ -27,7 +29,11 @@ from dataclasses import dataclass, field
 
 from upbit_fanout.subscriptions.topics import Topic
 
-__all__ = ["Keys"]
+__all__ = ["CANARY_TOPIC", "Keys"]
+
+CANARY_TOPIC = "canary"
+"""The pseudo-topic of the canary: published like any topic (``P:canary``, ``P:last:canary``);
+never a valid market topic (no ``type:code`` form), so no client can ask for it."""
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.\-@]{1,128}")
 
@@ -94,6 +100,19 @@ class Keys:
     @property
     def invalid(self) -> str:
         return f"{self.prefix}:invalid"
+
+    @property
+    def canary(self) -> str:
+        """The channel of the collector's delivery probe (``channel(CANARY_TOPIC)``)."""
+        return self.channel(CANARY_TOPIC)
+
+    def standby(self, collector_id: str) -> str:
+        """Where a standby collector says it is alive (a STRING with a TTL)."""
+        return f"{self.prefix}:standby:{collector_id}"
+
+    @property
+    def standby_pattern(self) -> str:
+        return f"{self.prefix}:standby:*"
 
     def channel(self, topic: Topic | str) -> str:
         """The pub/sub channel carrying a topic's events, e.g. ``upbit:ticker:KRW-BTC``."""

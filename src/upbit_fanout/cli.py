@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=validate.arg(validate.log_level),
         help="DEBUG, INFO, WARNING or ERROR (default: UPBIT_FANOUT_LOG_LEVEL, INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="text, or one JSON object per line (default: UPBIT_FANOUT_LOG_FORMAT, text)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = _load(name)
@@ -100,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"{PROG}: invalid settings: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level or settings.log_level)
+    configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
     module: ModuleType = args._module
     status = _BROKEN_PIPE
     try:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     codec: Literal["json", "msgpack"] = "json"
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    # Metrics and /healthz (see docs/collector.md, "Metrics"); 0: off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # Collector tuning (see docs/collector.md).
     sweep_interval: float = Field(default=2.0, gt=0)
@@ -85,6 +90,11 @@ class Settings(BaseSettings):
     def _private_ws_url(cls, value: str) -> str:
         # Empty (compose passes empty variables): derived from the public URL.
         return validate.ws_url(value) if value.strip() else ""
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host(cls, value: str) -> str:
+        return validate.host(value)
 
     @field_validator("markets_url")
     @classmethod

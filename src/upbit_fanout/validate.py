@@ -97,6 +97,14 @@ def http_url(text: str) -> str:
     return _network_url(text, ("http", "https"), expected)
 
 
+def host(text: str) -> str:
+    """An address to bind to: a host name or an IP address, e.g. ``127.0.0.1`` or ``::1``."""
+    value = text.strip()
+    if not value or any(ch.isspace() or ch in "/?#@" for ch in value):
+        raise ValueError("must be a host name or an IP address to bind to, such as 127.0.0.1")
+    return value
+
+
 def port(text: str | int) -> int:
     """A TCP port to listen on: 0 (a free one) to 65535."""
     try:

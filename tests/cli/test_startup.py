@@ -69,8 +69,8 @@ def test_the_probe_sees_heavy_imports_when_a_command_runs() -> None:
 
 
 def test_check_judges_staleness_by_the_collectors_heartbeat() -> None:
-    # check.py keeps its own copy of the number so that it need not import the collector.
+    # The health rules keep their own copy of the number: they sit below the collector.
     from upbit_fanout.collector.status import HEARTBEAT_INTERVAL  # noqa: PLC0415
-    from upbit_fanout.commands.check import STALE_STATUS  # noqa: PLC0415
+    from upbit_fanout.subscriptions.health import STALE_STATUS  # noqa: PLC0415
 
     assert STALE_STATUS == 3 * HEARTBEAT_INTERVAL

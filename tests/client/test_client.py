@@ -8,6 +8,7 @@ unsubscribe, notices, and that a bad topic never reaches Redis.
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 
 import pytest
@@ -26,6 +27,7 @@ from upbit_fanout.client import (
     ClientError,
     Event,
     FanoutClient,
+    Gap,
     InvalidTopicError,
     MyAsset,
     Notice,
@@ -231,10 +233,36 @@ async def test_notices_stay_out_of_the_iterator_by_default(
     async with client(real_redis_url, keys) as c:
         await c.subscribe("ticker:KRW-BTC")
         await wait_subscribed(r, keys.channel("ticker:KRW-BTC"))
-        await r.publish(keys.notices, notice("gap"))
+        await r.publish(keys.notices, notice("connected"))
         await r.publish(keys.channel("ticker:KRW-BTC"), TICKER)
         item = await next_item(c.events())
         assert isinstance(item, Event)
+
+
+async def test_a_collector_gap_notice_is_a_gap_by_default(
+    real_redis_url: str, keys: Keys, r: aioredis.Redis
+) -> None:
+    async with client(real_redis_url, keys) as c:
+        await c.subscribe("ticker:KRW-BTC", "myAsset")
+        await wait_subscribed(r, keys.channel("ticker:KRW-BTC"))
+        await r.set(keys.last("ticker:KRW-BTC"), TICKER)
+        body = {"event": "gap", "at": 1_700_000_005_000, "since": 1_700_000_001_000}
+        await r.publish(keys.notices, json.dumps({**body, "connection": "public", "reason": "x"}))
+        gap = await next_item(c.events())
+        assert isinstance(gap, Gap)
+        assert (gap.started_at, gap.ended_at, gap.duration) == (1_700_000_001, 1_700_000_005, 4)
+        assert gap.topics == ("ticker:KRW-BTC",)  # the public connection's: not myAsset
+        assert (gap.source, gap.connection, gap.reason) == ("collector", "public", "collector: x")
+        refreshed = await next_item(c.events())
+        assert isinstance(refreshed, Event)
+        assert refreshed.cached
+        assert refreshed.payload == TICKER
+        # A notice without a window or connection concerns every topic, from its own time.
+        await r.publish(keys.notices, json.dumps({"event": "gap", "at": 1_700_000_009_000}))
+        gap = await next_item(c.events())
+        assert isinstance(gap, Gap)
+        assert gap.started_at == gap.ended_at == 1_700_000_009
+        assert gap.topics == ("myAsset", "ticker:KRW-BTC")
 
 
 async def test_works_with_a_given_decode_responses_client(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +16,8 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from tests.collector.service_support import status_of, union_becomes, until
+from tests.collector.test_health_canary import http_get
+from tests.helpers import free_port
 from upbit_fanout.commands.collector import collector_options, private_url
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.settings import Settings
@@ -40,13 +44,18 @@ async def test_the_command_subscribes_and_stops_cleanly_on_sigterm(
     r = aioredis.Redis.from_url(real_redis_url)
     try:
         async with Emulator(port=0, seed=5, rate=100) as emu:
+            port = free_port()
             process = await asyncio.create_subprocess_exec(
                 str(COMMAND),
+                "--log-format",
+                "json",
                 "collector",
                 "--redis-url",
                 real_redis_url,
                 "--upstream",
                 emu.public_url,
+                "--metrics-port",
+                str(port),
                 env=_env(keys),
                 cwd=tmp_path,  # no stray .env
                 stderr=asyncio.subprocess.PIPE,
@@ -60,6 +69,15 @@ async def test_the_command_subscribes_and_stops_cleanly_on_sigterm(
                 status = await status_of(r, keys)
                 assert status["upstream"] == emu.public_url
                 assert status["private"] == "disabled: no API keys"
+                assert status["role"] == "leader"
+                # /healthz on the metrics port: 200 once the first canary came back
+                deadline = asyncio.get_running_loop().time() + 15
+                while (await http_get(port, "/healthz"))[0] != 200:
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.2)
+                code, text = await http_get(port, "/metrics")
+                assert code == 200
+                assert "upbit_fanout_build_info{" in text
 
                 process.send_signal(signal.SIGTERM)
                 _, stderr = await asyncio.wait_for(process.communicate(), 15)
@@ -70,6 +88,10 @@ async def test_the_command_subscribes_and_stops_cleanly_on_sigterm(
             assert process.returncode == 0, stderr.decode()
             assert b"Traceback" not in stderr
             assert b"stopped" in stderr  # the INFO lifecycle lines
+            records = [json.loads(line) for line in stderr.decode().splitlines()]  # --log-format
+            assert {"time", "level", "logger", "message"} <= set(records[0])
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", records[0]["time"])
+            assert any("metrics and /healthz on" in record["message"] for record in records)
             assert await _state(r, keys, "stopped")
             await union_becomes(r, keys, set())
             assert await r.get(keys.leader) is None  # leadership given back at once

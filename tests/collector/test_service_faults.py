@@ -202,7 +202,11 @@ async def test_redis_going_away_keeps_the_upstream_and_is_reported_when_back(
             await c.wait_subscribed(lambda union: union == WANTED)
             await until(lambda: _status(r, keys, redis_outages="1", state="subscribed"), 10)
             status = await status_of(r, keys)
-            assert "Redis was unreachable" in status["last_error"]
+            # Recovered: the error moved to previous_error (with its time), last_error is clear.
+            assert "Redis was unreachable" in status["previous_error"]
+            assert status["previous_error_at"].isdigit()
+            assert status["last_error"] == ""
+            assert status["last_error_at"] == ""
             assert int(status["dropped_events"]) > 0
             await union_becomes(r, keys, WANTED)
             # The queued events go out once the publisher's retry comes, with a gap notice.

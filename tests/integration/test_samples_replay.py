@@ -169,7 +169,7 @@ async def _replay_round(
                     if message is None or message["type"] != "pmessage":
                         continue
                     channel = message["channel"].decode()
-                    if channel in (keys.notices, keys.control):
+                    if channel in (keys.notices, keys.control, keys.canary):
                         continue
                     topic = channel[len(keys.prefix) + 1 :]
                     got.setdefault(topic, []).append(decode_event(message["data"]))

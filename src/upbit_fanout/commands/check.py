@@ -1,36 +1,46 @@
-"""``upbit-fanout check``: exit 0 when the collector is healthy, 1 otherwise, with one line saying
-why (for container health checks and cron).
+"""``upbit-fanout check``: exit 0 when data reaches consumers, 1 otherwise, with one line saying
+why (for container health checks and cron); ``--json`` prints ``{"healthy", "reason",
+"thresholds"}`` instead.
 
-Healthy means: a collector is running (someone listens on ``P:control``, which a running
-collector always does, and its ``P:status`` was rewritten within :data:`STALE_STATUS` seconds:
-the collector rewrites it at least every ``HEARTBEAT_INTERVAL`` even when nothing changes), its
-state is ``connected``/``subscribed`` with a fresh last event
-(``last_event_at`` within ``--max-age`` seconds), or it has nothing to do (state ``idle``, or
-an empty union). Redis unreachable, no status, a stopped or reconnecting collector, or stale
-events are unhealthy. The rules are :func:`judge`, a pure function. An intent key of the wrong
-type (or with an id outside the contract) is a client's fault: it is mentioned, never fatal.
+Healthy means, in this order (:func:`judge`, a pure function of the ``status`` report and the
+time):
+
+1. a collector is running (someone listens on ``P:control``) and its ``P:status`` was rewritten
+   within :data:`STALE_STATUS` seconds (it is rewritten at least every ``HEARTBEAT_INTERVAL``);
+2. **delivery is confirmed**: the leader's canary, published through the same batch path as
+   every event, came back on its own subscription within ``--max-delivery-age`` seconds
+   (``canary_ok_at``; a new leader gets that long for its first one);
+3. the private connection, when it is enabled (API keys set) and wanted, has not been down for
+   more than ``--max-upstream-down`` seconds;
+4. nothing is wanted (state ``idle``, or an empty union), or the public connection is up, or it
+   has been down for at most ``--max-upstream-down`` seconds;
+5. an event arrived within ``--max-age`` seconds, or, for a quiet market, the upstream's
+   keep-alive pong did (``upstream_alive_at``): data silence alone is not a fault.
+
+An intent key of the wrong type (or with an id outside the contract) is a client's fault: it is
+mentioned, never fatal.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import json
+from typing import TYPE_CHECKING
 
 from upbit_fanout.commands.status import add_redis_arguments, gather, redis_target
+from upbit_fanout.subscriptions.health import (
+    MAX_AGE,
+    MAX_DELIVERY_AGE,
+    MAX_UPSTREAM_DOWN,
+    judge,
+)
 from upbit_fanout.validate import arg, at_least
 
 if TYPE_CHECKING:
     from upbit_fanout.settings import Settings
 
-HELP = "Exit 0 if the collector is connected with fresh events (or idle), else 1 with a reason."
-
-_LIVE = ("connected", "subscribed")
-STALE_STATUS = 15.0
-"""A status hash older than this was left by a collector that is gone or cut off from Redis:
-three of the collector's ``collector.status.HEARTBEAT_INTERVAL`` (5 s; a test keeps them in step,
-the collector is not imported here so that ``--help`` stays fast)."""
+HELP = "Exit 0 if events reach Redis subscribers (canary) and the upstream is up, else 1 with why."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +48,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-age",
         type=arg(at_least(0.001, unit="s")),
-        default=30.0,
+        default=MAX_AGE,
         metavar="SECONDS",
-        help="the last event may be at most this old while topics are subscribed (default 30)",
+        help="no event AND no upstream keep-alive for this long while topics are subscribed is "
+        f"unhealthy (default {MAX_AGE:g})",
     )
+    parser.add_argument(
+        "--max-delivery-age",
+        type=arg(at_least(0.001, unit="s")),
+        default=MAX_DELIVERY_AGE,
+        metavar="SECONDS",
+        help="the last canary must have come back through Redis within this "
+        f"(default {MAX_DELIVERY_AGE:g})",
+    )
+    parser.add_argument(
+        "--max-upstream-down",
+        type=arg(at_least(0.001, unit="s")),
+        default=MAX_UPSTREAM_DOWN,
+        metavar="SECONDS",
+        help="a wanted upstream connection may be down at most this long "
+        f"(default {MAX_UPSTREAM_DOWN:g})",
+    )
+    parser.add_argument("--json", action="store_true", help='{"healthy", "reason", "thresholds"}')
+
+
+def thresholds_of(args: argparse.Namespace) -> dict[str, float]:
+    return {
+        "max_age": args.max_age,
+        "max_delivery_age": args.max_delivery_age,
+        "max_upstream_down": args.max_upstream_down,
+    }
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -50,47 +86,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from upbit_fanout.subscriptions.redis_errors import describe_redis_error  # noqa: PLC0415
 
     url, keys = redis_target(args, settings)
+    thresholds = thresholds_of(args)
     try:
         report = asyncio.run(gather(url, keys))
     except (RedisError, OSError) as exc:
-        print(f"unhealthy: {describe_redis_error(exc, url)}")
-        return 1
-    healthy, reason = judge(report, max_age=args.max_age)
-    bad_keys = report.get("bad_keys") or []
-    if bad_keys:  # a client's fault, not the collector's: said, never a reason to fail
-        reason += f"; {len(bad_keys)} bad intent key(s) ignored (see upbit-fanout status)"
-    print(f"{'ok' if healthy else 'unhealthy'}: {reason}")
+        healthy, reason = False, describe_redis_error(exc, url)
+    else:
+        healthy, reason = judge(report, **thresholds)
+        bad_keys = report.get("bad_keys") or []
+        if bad_keys:  # a client's fault, not the collector's: said, never a reason to fail
+            reason += f"; {len(bad_keys)} bad intent key(s) ignored (see upbit-fanout status)"
+    if args.json:
+        print(json.dumps({"healthy": healthy, "reason": reason, "thresholds": thresholds}))
+    else:
+        print(f"{'ok' if healthy else 'unhealthy'}: {reason}")
     return 0 if healthy else 1
-
-
-def judge(report: Mapping[str, Any], *, max_age: float) -> tuple[bool, str]:
-    """(healthy, one-line reason) for a ``status`` report (see upbit_fanout.commands.status)."""
-    prefix = report.get("key_prefix", "?")
-    collector = report.get("collector")
-    if not collector:
-        return False, f"no collector status in Redis (is a collector running on prefix {prefix!r}?)"
-    state = str(collector.get("state", "?"))
-    error = collector.get("last_error") or ""
-    error_note = f" (last error: {error})" if error else ""
-    if not report.get("collector_listening"):
-        return False, f"no collector is running (its last recorded state was {state!r})"
-    status_age = report.get("status_age_seconds")
-    if status_age is not None and status_age > STALE_STATUS:
-        return False, (
-            f"the collector's status was last written {status_age:.0f} s ago (state {state!r}): "
-            "it is stuck or cannot write to Redis"
-        )
-    union = report.get("union") or []
-    if state == "idle" or (state in _LIVE and not union):
-        return True, "connected/idle: no topics requested"
-    if state not in _LIVE:
-        return False, f"collector is {state}{error_note}"
-    age = report.get("last_event_age_seconds")
-    if age is None:
-        return False, f"collector is {state} for {len(union)} topic(s) but no event arrived yet"
-    if age > max_age:
-        return False, (
-            f"last event {age:.1f} s ago (more than --max-age {max_age:g} s) for "
-            f"{len(union)} topic(s){error_note}"
-        )
-    return True, f"{state}: {len(union)} topic(s), last event {age:.1f} s ago"

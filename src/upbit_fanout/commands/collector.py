@@ -14,7 +14,7 @@ import asyncio
 import signal
 from typing import TYPE_CHECKING, Any
 
-from upbit_fanout.validate import arg, client_id, redis_url, ws_url
+from upbit_fanout.validate import arg, client_id, host, port, redis_url, ws_url
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -47,6 +47,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--collector-id",
         type=arg(client_id),
         help="name in P:status and P:leader (default: host-pid)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=arg(port),
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on this port (default: "
+        "UPBIT_FANOUT_METRICS_PORT; 0 or unset: off)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        type=arg(host),
+        metavar="HOST",
+        help="address the metrics port binds to (default: UPBIT_FANOUT_METRICS_HOST, 127.0.0.1)",
     )
 
 
@@ -117,6 +130,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
     from upbit_fanout.collector import Collector  # noqa: PLC0415 - kept off --help's path
+    from upbit_fanout.collector.metrics import MetricsServer  # noqa: PLC0415
     from upbit_fanout.subscriptions.connection import redis_from_url  # noqa: PLC0415
 
     options = collector_options(settings)
@@ -133,9 +147,21 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, collector.stop)
+        metrics_port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
+        metrics = (
+            MetricsServer(
+                collector, host=args.metrics_host or settings.metrics_host, port=metrics_port
+            )
+            if metrics_port
+            else None
+        )
         try:
+            if metrics is not None:
+                await metrics.start()
             await collector.run()
         finally:
+            if metrics is not None:
+                await metrics.aclose()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
     finally:

@@ -11,7 +11,8 @@ keys are stable (documented in docs/client.md) for scripts::
      "lease_remaining_seconds"}], "bad_keys": [{"key", "type", "reason"}],
      "invalid": [{"client_id", "topic" (null: the client's summary), "reason"}],
      "leader": null or {"collector_id", "token",
-     "lease_remaining_seconds"}}
+     "lease_remaining_seconds"}, "standbys": [{"collector_id", "version", "state",
+     "started_at", "at"}]}
 
 A key of the wrong type, or one whose client id is outside the contract, is listed in
 ``bad_keys`` and otherwise skipped; a key with more than 1,000 members shows 10 of them and its
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -102,7 +104,9 @@ async def gather(url: str, keys: Keys, *, now: float | None = None) -> dict[str,
 
 
 async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, Any]:
-    from upbit_fanout.collector.intents import clip  # noqa: PLC0415 - kept off --help's path
+    from redis.exceptions import ResponseError  # noqa: PLC0415 - kept off --help's path
+
+    from upbit_fanout.collector.intents import clip  # noqa: PLC0415
     from upbit_fanout.subscriptions.lease import parse_leader  # noqa: PLC0415
     from upbit_fanout.subscriptions.redact import redact_url  # noqa: PLC0415
 
@@ -116,6 +120,17 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
         status_raw, union_raw, invalid_raw, leader_raw, leader_ttl, numsub = await pipe.execute()
 
     clients, bad_keys = await _read_clients(redis, keys)
+    standbys: list[dict[str, Any]] = []
+    async for key in redis.scan_iter(match=keys.standby_pattern, count=_SCAN_COUNT):
+        try:
+            raw = await redis.get(key)
+        except ResponseError:  # not a string: not a standby's key (one key must not blind us)
+            continue
+        with contextlib.suppress(ValueError):
+            body = json.loads(raw) if raw is not None else None
+            if isinstance(body, dict):
+                standbys.append(body)
+    standbys.sort(key=lambda standby: str(standby.get("collector_id")))
 
     status = {_text(name): _text(value) for name, value in status_raw.items()}
     collector = {name: _typed(value) for name, value in status.items()} if status else None
@@ -149,6 +164,7 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
             "token": parse_leader(leader_raw)[0],  # the fencing token of its term
             "lease_remaining_seconds": leader_ttl / 1000 if leader_ttl >= 0 else None,
         },
+        "standbys": standbys,
     }
 
 
@@ -243,6 +259,19 @@ def render_text(report: dict[str, Any]) -> str:
         since = collector.get("connected_since")
         if isinstance(since, int):
             lines.append(f"  {'connected':<13} {_clock(since)} UTC")
+        role = collector.get("role")
+        if role:
+            since = collector.get("leader_since")
+            lines.append(
+                f"  {'role':<13} {role}"
+                + (f" since {_clock(since)} UTC" if isinstance(since, int) else "")
+            )
+        uptime = collector.get("uptime_seconds")
+        if isinstance(uptime, int):
+            lines.append(f"  {'uptime':<13} {_duration(uptime)}")
+        if collector.get("events_per_second") not in (None, ""):
+            lines.append(f"  {'rate':<13} {collector['events_per_second']} events/s (last minute)")
+        lines.append(f"  {'delivery':<13} {_delivery(collector, report)}")
         lines.append(f"  {'last event':<13} {_ago(report['last_event_age_seconds'])}")
         lines.append(f"  {'status age':<13} {_ago(report['status_age_seconds'])}")
         counters = [
@@ -261,7 +290,13 @@ def render_text(report: dict[str, Any]) -> str:
         ]
         if counters:
             lines.append(f"  {'counters':<13} {', '.join(counters)}")
-        lines.append(f"  {'last error':<13} {collector.get('last_error') or '-'}")
+        for label, name in (("received", "received_by_type"), ("published", "published_by_type")):
+            by_type = _by_type(collector.get(name))
+            if by_type:
+                lines.append(f"  {label:<13} {by_type}")
+        lines.append(f"  {'last error':<13} {_error(collector, 'last_error')}")
+        if collector.get("previous_error"):
+            lines.append(f"  {'recovered':<13} {_error(collector, 'previous_error')}")
     union = report["union"]
     lines.append(f"Union ({len(union)})  {', '.join(union) if union else '-'}")
     clients = report["clients"]
@@ -295,7 +330,52 @@ def render_text(report: dict[str, Any]) -> str:
             f"Leader     {leader['collector_id']}"
             + (f"  ({', '.join(details)})" if details else "")
         )
+    for standby in report.get("standbys") or []:
+        lines.append(
+            f"Standby    {standby.get('collector_id', '?')}  ({standby.get('state', '?')}, "
+            f"version {standby.get('version', '?')})"
+        )
     return "\n".join(lines)
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _error(collector: dict[str, Any], name: str) -> str:
+    text = collector.get(name) or ""
+    if not text:
+        return "-"
+    at = collector.get(f"{name}_at")
+    return f"{text}  (at {_clock(at)} UTC)" if isinstance(at, int) else str(text)
+
+
+def _by_type(value: object) -> str:
+    try:
+        counts = json.loads(value) if isinstance(value, str) and value else {}
+    except ValueError:
+        return ""
+    if not isinstance(counts, dict):
+        return ""
+    return ", ".join(f"{name}={count}" for name, count in sorted(counts.items()))
+
+
+def _delivery(collector: dict[str, Any], report: dict[str, Any]) -> str:
+    """The canary: when delivery through Redis was last confirmed, and how fast."""
+    ok_at = collector.get("canary_ok_at")
+    updated = collector.get("updated_at")
+    error = collector.get("canary_error") or ""
+    if not isinstance(ok_at, int):
+        return f"not confirmed yet{f' ({error})' if error else ''}"
+    age = report.get("status_age_seconds") or 0.0
+    if isinstance(updated, int):
+        age += max(0.0, (updated - ok_at) / 1000)
+    latency = collector.get("canary_latency_ms", "?")
+    return f"canary came back {_ago(age)} ({latency} ms){f'; {error}' if error else ''}"
 
 
 def _text(value: bytes | str) -> str:

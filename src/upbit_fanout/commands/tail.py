@@ -4,7 +4,7 @@ Default output is JSON lines, exact numbers (Upbit's own digits), Upbit's DEFAUL
 
     {"topic":"ticker:KRW-BTC","data":{...the event...}}
     {"topic":"ticker:KRW-BTC","cached":true,"data":{...}}     (a last value, after a reconnect)
-    {"gap":{"reason":...,"started_at":...,"ended_at":...,"topics":[...]}}
+    {"gap":{"reason":...,"started_at":...,"ended_at":...,"topics":[...],"source":...}}
     {"notice":{...}}                                            (only with --notices)
 
 ``--pretty`` prints a compact human view instead. Runs until SIGINT/SIGTERM or ``--count N``
@@ -165,7 +165,10 @@ def _json_line(item: Item) -> bytes:
             "started_at": item.started_at,
             "ended_at": item.ended_at,
             "topics": list(item.topics),
+            "source": item.source,
         }
+        if item.connection is not None:
+            body["connection"] = item.connection
         return dumps_exact({"gap": body}) + b"\n"
     if isinstance(item, Notice):
         return dumps_exact({"notice": dict(item.data)}) + b"\n"
