@@ -36,13 +36,14 @@ from redis.exceptions import RedisError, ResponseError
 from upbit_fanout.collector.status import RedisHealth
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.keys import Keys
-from upbit_fanout.subscriptions.reconcile import Subscription, desired_state
+from upbit_fanout.subscriptions.reconcile import Subscription, desired_state, subscription_for
 from upbit_fanout.subscriptions.topics import Topic, parse_topic
 
 __all__ = [
     "IGNORED_EVENTS",
     "NEEDED_FLAGS",
     "NO_KEYS_REASON",
+    "RECORDED_TOPICS",
     "IntentTracker",
     "Plan",
     "changes_members",
@@ -100,19 +101,29 @@ class Plan:
     """``(client_id, topic text) -> reason``."""
 
 
-def plan(intents: Mapping[str, Iterable[str]], *, private_allowed: bool) -> Plan:
+RECORDED_TOPICS: frozenset[Topic] = frozenset({parse_topic("myOrder:*"), parse_topic("myAsset")})
+"""What always-on recording keeps subscribed on the private connection (every market)."""
+
+
+def plan(
+    intents: Mapping[str, Iterable[str]], *, private_allowed: bool, record_private: bool = False
+) -> Plan:
     """The union of every client's intents, split per connection; refused intents reported.
 
     Without API keys (``private_allowed=False``) private topics are refused with
-    :data:`NO_KEYS_REASON`, like invalid ones, and never sent.
+    :data:`NO_KEYS_REASON`, like invalid ones, and never sent. With keys and ``record_private``
+    the private subscription always carries :data:`RECORDED_TOPICS` (myOrder of every market and
+    myAsset, for the streams), while ``private_topics``, the channels served, stay what intents
+    ask for.
     """
     materialized = {client: tuple(texts) for client, texts in intents.items()}
     desired = desired_state(materialized)
     invalid = dict(desired.invalid)
     if private_allowed:
-        return Plan(
-            desired.public, desired.public_topics, desired.private, desired.private_topics, invalid
-        )
+        private = desired.private
+        if record_private:
+            private = subscription_for(desired.private_topics | RECORDED_TOPICS)
+        return Plan(desired.public, desired.public_topics, private, desired.private_topics, invalid)
     if desired.private_topics:
         for client, texts in materialized.items():
             for text in texts:

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
 import msgpack
@@ -49,28 +50,61 @@ PublishMode = Literal["lua", "pipeline"]
 log = logging.getLogger(__name__)
 
 PUBLISH_SCRIPT: Final = """\
--- upbit-fanout publisher: ARGV[1] is msgpack [maxlen, publish, last, stream] where
--- publish = [channel, payload, ...], last = [key, i, ...] (SET key to the i-th payload of
--- publish, so no payload travels twice), stream = [key, i, topic, ...] (XADD the i-th payload).
--- Returns the number of PUBLISH calls.
+-- upbit-fanout publisher: ARGV[1] is msgpack [maxlen, publish, last, stream, seen_cap, seen_ttl,
+-- now] where publish = [channel, payload, ...] (an empty channel: no PUBLISH, the payload is
+-- there for a stream entry only), last = [key, i, ...] (SET key to the i-th payload of publish,
+-- so no payload travels twice), stream = entries of [key, seen_key, identity, n, field, value,
+-- ... (n pairs)]: XADD key field value ...; a numeric value is the i-th payload of publish. An
+-- entry with an identity is appended only if ZADD NX of the identity into seen_key adds it
+-- (the set is capped at seen_cap members, oldest first out, and expires after seen_ttl ms).
+-- Returns {PUBLISH calls, entries appended, duplicates refused}.
 local batch = cmsgpack.unpack(ARGV[1])
 local maxlen = batch[1]
 local publish = batch[2]
 local last = batch[3]
 local stream = batch[4]
+local cap = batch[5]
+local ttl = batch[6]
+local now = batch[7]
 local n = 0
 for i = 1, #publish, 2 do
-  redis.call('PUBLISH', publish[i], publish[i + 1])
-  n = n + 1
+  if publish[i] ~= '' then
+    redis.call('PUBLISH', publish[i], publish[i + 1])
+    n = n + 1
+  end
 end
 for i = 1, #last, 2 do
   redis.call('SET', last[i], publish[2 * last[i + 1]])
 end
-for i = 1, #stream, 3 do
-  redis.call('XADD', stream[i], 'MAXLEN', '~', maxlen, '*',
-    'payload', publish[2 * stream[i + 1]], 'topic', stream[i + 2])
+local added, dups = 0, 0
+local j = 1
+while j <= #stream do
+  local key, seen, ident, nf = stream[j], stream[j + 1], stream[j + 2], stream[j + 3]
+  local fresh = true
+  if ident ~= '' then
+    fresh = redis.call('ZADD', seen, 'NX', now, ident) == 1
+    if fresh then
+      local extra = redis.call('ZCARD', seen) - cap
+      if extra > 0 then redis.call('ZREMRANGEBYRANK', seen, 0, extra - 1) end
+      redis.call('PEXPIRE', seen, ttl)
+    end
+  end
+  if fresh then
+    local args = {'XADD', key, 'MAXLEN', '~', maxlen, '*'}
+    for k = 1, nf do
+      local v = stream[j + 3 + 2 * k]
+      if type(v) == 'number' then v = publish[2 * v] end
+      args[#args + 1] = stream[j + 2 + 2 * k]
+      args[#args + 1] = v
+    end
+    redis.call(unpack(args))
+    added = added + 1
+  else
+    dups = dups + 1
+  end
+  j = j + 4 + 2 * nf
 end
-return n
+return {n, added, dups}
 """
 _SCRIPT_SHA: Final = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
 # use_bin_type=False: the cmsgpack bundled with Redis 7.0 predates msgpack's bin types; bytes
@@ -82,8 +116,9 @@ class Publisher:
     """Publishes routed items to Redis, one round trip per batch.
 
     Counters: ``events_published`` items published, ``batches`` batches sent, ``last_batch_size``,
-    ``last_values`` last-value keys written, ``stream_entries`` XADDs, ``failed_batches`` batches
-    whose round trip raised.
+    ``last_values`` last-value keys written, ``stream_entries`` XADDs, ``stream_duplicates``
+    stream entries refused because their identity was recently appended, ``failed_batches``
+    batches whose round trip raised.
     """
 
     def __init__(
@@ -93,6 +128,9 @@ class Publisher:
         *,
         stream_maxlen: int = 10_000,
         mode: PublishMode = "lua",
+        seen_cap: int | None = None,
+        seen_ttl: float = 7 * 24 * 3600.0,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         if stream_maxlen < 1:
             raise ValueError("stream_maxlen must be at least 1")
@@ -101,14 +139,20 @@ class Publisher:
         self._redis = redis
         self._keys = keys
         self.stream_maxlen = stream_maxlen
+        self.seen_cap = seen_cap if seen_cap is not None else max(2 * stream_maxlen, 1000)
+        if self.seen_cap < 1:
+            raise ValueError("seen_cap must be at least 1")
+        self.seen_ttl_ms = max(1000, round(seen_ttl * 1000))
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.mode: PublishMode = mode
         self._names: dict[str, tuple[bytes, bytes]] = {}  # topic -> (channel, last-value key)
-        self._streams: dict[str, bytes] = {}  # type -> stream key
+        self._streams: dict[str, tuple[bytes, bytes]] = {}  # type -> (stream key, seen key)
         self.events_published = 0
         self.batches = 0
         self.last_batch_size = 0
         self.last_values = 0
         self.stream_entries = 0
+        self.stream_duplicates = 0
         self.failed_batches = 0
 
     def counters(self) -> dict[str, int]:
@@ -118,6 +162,7 @@ class Publisher:
             "last_batch_size": self.last_batch_size,
             "last_values": self.last_values,
             "stream_entries": self.stream_entries,
+            "stream_duplicates": self.stream_duplicates,
             "failed_batches": self.failed_batches,
         }
 
@@ -127,25 +172,29 @@ class Publisher:
             return
         publish: list[bytes] = []
         last: dict[bytes, int] = {}  # last-value key -> 1-based index of its payload in batch
-        stream: list[bytes | str | int] = []  # [stream key, payload index, topic, ...]
+        stream: list[bytes | str | int] = []  # entries, see PUBLISH_SCRIPT
         names = self._names
         append = publish.append
         for index, item in enumerate(batch, 1):
-            found = names.get(item.topic)
-            if found is None:
-                found = self._name(item.topic)
-            append(found[0])
+            if item.publish:
+                found = names.get(item.topic)
+                if found is None:
+                    found = self._name(item.topic)
+                append(found[0])
+                last[found[1]] = index
+            else:
+                append(b"")
             append(item.payload)
-            last[found[1]] = index
             if item.private and item.stream:
-                stream.append(self._stream_key(item.type))
-                stream.append(index)
-                stream.append(item.topic)
+                key, seen = self._stream_key(item.type)
+                ident = item.identity
+                stream += [key, seen if ident else b"", ident or b"", 3]
+                stream += [b"payload", index, b"topic", item.topic, b"source", item.source]
         try:
             if self.mode == "lua":
-                await self._run_script(publish, last, stream)
+                added, dups = await self._run_script(publish, last, stream)
             else:
-                await self._run_pipeline(publish, last, stream)
+                added, dups = await self._run_pipeline(publish, last, stream)
         except Exception:  # RedisError, mostly; cancellation is not a failed batch
             self.failed_batches += 1
             raise
@@ -153,7 +202,8 @@ class Publisher:
         self.last_batch_size = len(batch)
         self.events_published += len(batch)
         self.last_values += len(last)
-        self.stream_entries += len(stream) // 3
+        self.stream_entries += added
+        self.stream_duplicates += dups
 
     def _name(self, topic: str) -> tuple[bytes, bytes]:
         found = (self._keys.channel(topic).encode(), self._keys.last(topic).encode())
@@ -162,26 +212,39 @@ class Publisher:
         self._names[topic] = found
         return found
 
-    def _stream_key(self, type_name: str) -> bytes:
+    def _stream_key(self, type_name: str) -> tuple[bytes, bytes]:
         key = self._streams.get(type_name)
         if key is None:
-            key = self._streams[type_name] = self._keys.stream(type_name).encode()
+            key = self._streams[type_name] = (
+                self._keys.stream(type_name).encode(),
+                self._keys.stream_seen(type_name).encode(),
+            )
         return key
 
     async def _run_script(
         self, publish: list[bytes], last: dict[bytes, int], stream: list[bytes | str | int]
-    ) -> None:
+    ) -> tuple[int, int]:
         flat_last: list[bytes | int] = []
         for key, index in last.items():
             flat_last.append(key)
             flat_last.append(index)
-        blob = _PACK([self.stream_maxlen, publish, flat_last, stream])
+        blob = _PACK(
+            [
+                self.stream_maxlen,
+                publish,
+                flat_last,
+                stream,
+                self.seen_cap,
+                self.seen_ttl_ms,
+                self._clock(),
+            ]
+        )
         redis = self._redis
         try:
-            await redis.evalsha(_SCRIPT_SHA, 0, blob)
+            reply = await redis.evalsha(_SCRIPT_SHA, 0, blob)
         except NoScriptError:  # not loaded yet, or Redis restarted: nothing ran, so retry once
             await redis.script_load(PUBLISH_SCRIPT)
-            await redis.evalsha(_SCRIPT_SHA, 0, blob)
+            reply = await redis.evalsha(_SCRIPT_SHA, 0, blob)
         except ResponseError as exc:
             text = str(exc).lower()
             if "unknown command" not in text and "noperm" not in text:
@@ -190,32 +253,62 @@ class Publisher:
             # goes by pipeline, and so does every later one.
             log.warning("Redis refuses Lua scripts (%s); publishing with pipelines instead", exc)
             self.mode = "pipeline"
-            await self._run_pipeline(publish, last, stream)
+            return await self._run_pipeline(publish, last, stream)
+        return int(reply[1]), int(reply[2])
 
     async def _run_pipeline(
         self, publish: list[bytes], last: dict[bytes, int], stream: list[bytes | str | int]
-    ) -> None:
+    ) -> tuple[int, int]:
+        """The same writes without Lua. Dedupe then takes a first round trip (ZADD NX of every
+        identity) and is not atomic with the XADDs: a crash between them loses those entries."""
+        entries = _entries(stream)
+        fresh = [True] * len(entries)
+        now = self._clock()
+        checked = [i for i, entry in enumerate(entries) if entry[2]]
+        if checked:
+            check = self._redis.pipeline(transaction=False)
+            for i in checked:
+                check.execute_command("ZADD", entries[i][1], "NX", now, entries[i][2])
+            async with check:
+                results = await check.execute()
+            for i, result in zip(checked, results, strict=True):
+                fresh[i] = int(result) == 1
         pipe = self._redis.pipeline(transaction=False)
         execute = pipe.execute_command
         for i in range(0, len(publish), 2):
-            execute("PUBLISH", publish[i], publish[i + 1])
+            if publish[i]:
+                execute("PUBLISH", publish[i], publish[i + 1])
         mset: list[bytes] = []
         for key, index in last.items():
             mset.append(key)
             mset.append(publish[2 * index - 1])
-        execute("MSET", *mset)
-        for i in range(0, len(stream), 3):
-            execute(
-                "XADD",
-                stream[i],
-                "MAXLEN",
-                "~",
-                self.stream_maxlen,
-                "*",
-                "payload",
-                publish[2 * int(stream[i + 1]) - 1],
-                "topic",
-                stream[i + 2],
-            )
+        if mset:
+            execute("MSET", *mset)
+        trimmed: set[bytes | str | int] = set()
+        added = 0
+        for (stream_key, seen, _ident, fields), ok in zip(entries, fresh, strict=True):
+            if not ok:
+                continue
+            added += 1
+            values = [publish[2 * v - 1] if isinstance(v, int) else v for v in fields]
+            execute("XADD", stream_key, "MAXLEN", "~", self.stream_maxlen, "*", *values)
+            if seen and seen not in trimmed:
+                trimmed.add(seen)
+                execute("ZREMRANGEBYRANK", seen, 0, -(self.seen_cap + 1))
+                execute("PEXPIRE", seen, self.seen_ttl_ms)
         async with pipe:
             await pipe.execute()
+        return added, len(entries) - added
+
+
+def _entries(
+    stream: list[bytes | str | int],
+) -> list[tuple[bytes | str | int, bytes | str | int, bytes | str | int, list[bytes | str | int]]]:
+    """The script's flat stream list as (key, seen_key, identity, [field, value, ...])."""
+    out = []
+    j = 0
+    while j < len(stream):
+        key, seen, ident, count = stream[j], stream[j + 1], stream[j + 2], int(stream[j + 3])
+        out.append((key, seen, ident, stream[j + 4 : j + 4 + 2 * count]))
+        j += 4 + 2 * count
+    return out

@@ -40,8 +40,11 @@ from websockets.uri import parse_uri
 from upbit_fanout import __version__
 from upbit_fanout.collector.auth import Credentials, authorization_header
 from upbit_fanout.collector.budget import RateBudget
+from upbit_fanout.collector.exchange import ExchangeClient
 from upbit_fanout.collector.intents import IntentTracker, Plan, newly_invalid, plan
 from upbit_fanout.collector.outbox import Outbox
+from upbit_fanout.collector.private import PrivateRecorder
+from upbit_fanout.collector.private_sync import rest_base_url
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import LogLimiter, State, Status
@@ -108,6 +111,11 @@ class Collector:
         leader_lease: float | None = None,
         collector_id: str | None = None,
         rng: Callable[[], float] | None = None,
+        record_private: bool = True,
+        rest_url: str | None = None,
+        reconcile_lookback: float = 3600.0,
+        private_mark_interval: float = 2.0,
+        private_start_wait: float = 5.0,
     ) -> None:
         for url in (upstream_url, private_url):
             if url is not None:
@@ -159,11 +167,27 @@ class Collector:
 
         self.public = upstream("public", upstream_url, None)
         self.private: Upstream | None = None
+        self.recorder: PrivateRecorder | None = None
+        self._exchange: ExchangeClient | None = None
         if access_key is not None and secret_key is not None and private_url is not None:
             credentials = Credentials(access_key, secret_key)
             self.private = upstream(
                 "private", private_url, lambda: authorization_header(credentials)
             )
+            if record_private:  # always-on recording, gaps and REST reconciliation
+                self.private.router.record = True
+                self._exchange = ExchangeClient(rest_url or rest_base_url(private_url), credentials)
+                self.recorder = PrivateRecorder(
+                    redis=redis,
+                    keys=keys,
+                    outbox=self.outbox,
+                    status=self.status,
+                    exchange=self._exchange,
+                    codec=codec,
+                    mark_interval=private_mark_interval,
+                    start_wait=private_start_wait,
+                    lookback=reconcile_lookback,
+                )
         self._private_note = (
             "enabled"
             if self.private is not None
@@ -240,6 +264,7 @@ class Collector:
             self.keys.prefix,
         )
         self.status.set(
+            private_recording="on" if self.recorder is not None else "off",
             upstream=self.public.url,
             private_upstream=self.private.url if self.private else "",
             private=self._private_note,
@@ -288,6 +313,8 @@ class Collector:
         await self._cancel(["publisher"], insist=True)
         await self._final_publish()
         await self._cancel(["status"], insist=True)
+        if self._exchange is not None:
+            await self._exchange.aclose()
         self.status.set_state(State.STOPPED)
         self.status.set(upstream_state=State.STOPPED.value)
         self.status.notice("disconnected", connection="all", reason="collector stopped")
@@ -318,7 +345,11 @@ class Collector:
     # -- reconciliation ---------------------------------------------------------------------------
     def _reconcile(self) -> None:
         """The tracker's view changed: compute the plan and hand it to the connections."""
-        new = plan(self.tracker.intents, private_allowed=self.private is not None)
+        new = plan(
+            self.tracker.intents,
+            private_allowed=self.private is not None,
+            record_private=self.recorder is not None,
+        )
         for (client_id, topic), reason in newly_invalid(self._plan.invalid, new.invalid).items():
             log.warning("refusing intent %r of client %r: %s", topic, client_id, reason)
         if new.invalid != self._plan.invalid:
@@ -337,6 +368,8 @@ class Collector:
         if union != self._union:
             self._union = union
             self.status.set_union(union)
+        if self.recorder is not None and self.private is not None:
+            self.recorder.observe(self.private.state == State.SUBSCRIBED)
         self.status.set_state(self._overall_state())
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
@@ -462,6 +495,9 @@ class Collector:
 
     # -- tasks ------------------------------------------------------------------------------------
     def _start_upstreams(self) -> None:
+        if self.recorder is not None:
+            self.recorder.begin_term()
+            self._upstream_tasks["recorder"] = self._spawn("recorder", self.recorder.run)
         self._upstream_tasks["public"] = self._spawn("public", self.public.run)
         if self.private is not None:
             self._upstream_tasks["private"] = self._spawn("private", self.private.run)

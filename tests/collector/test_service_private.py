@@ -47,6 +47,7 @@ async def test_private_intents_open_an_authenticated_connection_and_get_order_ev
             private_url=emu.private_url,
             access_key=ACCESS,
             secret_key=SECRET,
+            record_private=False,  # recording off: the private socket follows intents alone
         ) as c,
     ):
         await r.sadd(keys.intents("watcher"), "ticker:KRW-BTC")

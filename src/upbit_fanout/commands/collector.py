@@ -73,6 +73,9 @@ def collector_options(settings: Settings) -> dict[str, Any]:
         "backoff_max": max(settings.backoff_max, settings.backoff_initial),
         "queue_size": settings.queue_size,
         "stream_maxlen": settings.private_stream_maxlen,
+        "record_private": settings.record_private,
+        "rest_url": settings.upbit_rest_url or None,
+        "reconcile_lookback": settings.reconcile_lookback,
         "leader_lease": settings.leader_lease or None,
         "collector_id": settings.collector_id,
     }
