@@ -112,12 +112,18 @@ class Gap:
     It comes after the client re-asserted its intents and resubscribed; the events that follow
     it first are the last values of ``topics`` (``cached=True``), then live ones.
     ``started_at`` / ``ended_at`` are wall-clock seconds (``time.time()``).
+
+    Read from a private stream (:class:`PrivateStream`, :class:`StreamGroup`), a Gap is the
+    collector's gap entry: its private socket was down from ``started_at`` to ``ended_at``, so
+    events of that time may be missing; ``topics`` is the stream's type and ``entry_id`` the
+    entry's id (acknowledge it like any item). Reconciled entries (``source="rest"``) follow it.
     """
 
     reason: str
     started_at: float
     ended_at: float
     topics: tuple[str, ...] = ()
+    entry_id: str | None = None
     kind: ClassVar[Literal["gap"]] = "gap"
 
     @property

@@ -18,8 +18,8 @@ Identity of a myOrder event (the fields Upbit documents for every order event, Â
 ``myOrder|{uuid}|trade|{trade_uuid}`` for a fill, ``myOrder|{uuid}|{state}|{executed_volume}``
 for any other state (``wait``, ``watch``, ``done``, ``cancel``, ...). The timestamp is left out
 on purpose: a REST answer about the same state has another timestamp but is the same state.
-A myAsset event is ``myAsset|{asset_uuid}``; a reconciled one, which has no uuid, is
-``myAsset|rest|{sha1 of its balances}``.
+A myAsset event is ``myAsset|{asset_uuid}``; a reconciled one gets a name-based uuid (uuid5)
+of its balances, so the same balances reconciled twice are one event.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -94,12 +95,16 @@ def asset_identity(obj: Mapping[str, Any]) -> str | None:
     assets = obj.get("assets")
     if not isinstance(assets, list):
         return None
-    content = "|".join(
+    return f"myAsset|rest|{hashlib.sha1(_asset_content(assets).encode()).hexdigest()}"
+
+
+def _asset_content(assets: Iterable[Any]) -> str:
+    return "|".join(
         f"{a.get('currency')}={_number_text(a.get('balance'))}/{_number_text(a.get('locked'))}"
-        for a in sorted(assets, key=lambda a: str(a.get("currency")))
-        if isinstance(a, Mapping)
+        for a in sorted(
+            (a for a in assets if isinstance(a, Mapping)), key=lambda a: str(a.get("currency"))
+        )
     )
-    return f"myAsset|rest|{hashlib.sha1(content.encode()).hexdigest()}"
 
 
 def identity(type_name: str, obj: Mapping[str, Any]) -> str | None:
@@ -238,9 +243,11 @@ def asset_event(
         for row in accounts
         if wanted is None or row.get("currency") in wanted
     ]
+    # a reconciled event has no Upbit uuid: a name-based one, the same for the same balances
+    asset_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, "myAsset:" + _asset_content(assets)))
     return {
         "type": "myAsset",
-        "asset_uuid": None,
+        "asset_uuid": asset_uuid,
         "assets": assets,
         "asset_timestamp": now_ms,
         "timestamp": now_ms,
