@@ -15,8 +15,9 @@ leader and always-on recording is on. It watches the private upstream's state
   (collector/private_sync.py decides what is missing). The publisher's identity check refuses
   anything the socket delivered meanwhile.
 
-Status fields (``P:status``): ``private_recording``, ``private_gaps``, ``private_last_gap``,
-``private_last_reconcile_at``, ``private_last_reconcile``. A REST refusal is logged once per
+Status fields (``P:status``): ``private_recording``, ``private_down_since`` (epoch ms, empty
+while subscribed), ``private_gaps``, ``private_last_gap``, ``private_last_reconcile_at``,
+``private_last_reconcile``. A REST refusal is logged once per
 kind (WARNING) and shown in ``private_last_reconcile``; the next gap tries again.
 """
 
@@ -113,7 +114,9 @@ class PrivateRecorder:
         self._up = subscribed
         if not subscribed:
             self._down_since = now
+            self._status.set(private_down_since=now)
             return
+        self._status.set(private_down_since="")
         self._became_up.set()
         if self._down_since is not None:
             # a hole inside this term: known exactly here, so written before any new event
@@ -126,6 +129,7 @@ class PrivateRecorder:
         self._down_since = None
         self._windows = []
         self._became_up.clear()
+        self._status.set(private_down_since=self._clock())
 
     # -- the task ------------------------------------------------------------------------------
     async def run(self) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from upbit_fanout.commands.check import STALE_STATUS, judge
+from upbit_fanout.commands.check import STALE_STATUS, judge, judge_private
 
 
 def report(**changes: Any) -> dict[str, Any]:
@@ -46,3 +46,25 @@ def test_an_idle_collector_is_healthy_while_its_status_is_fresh() -> None:
     idle = report(collector={"state": "idle", "last_error": ""}, union=[])
     assert judge(idle, max_age=30)[0]
     assert not judge({**idle, "status_age_seconds": STALE_STATUS * 2}, max_age=30)[0]
+
+
+@pytest.mark.parametrize(
+    ("private", "down", "verdict"),
+    [
+        ("enabled", None, None),  # subscribed: no say
+        ("enabled", 12.0, None),  # down, but not for long
+        ("enabled", 75.0, False),
+        ("disabled: no API keys", 500.0, None),
+    ],
+)
+def test_the_private_socket_down_too_long_is_unhealthy_with_keys(
+    private: str, down: float | None, verdict: bool | None
+) -> None:
+    collector = {"state": "subscribed", "last_error": "", "private": private}
+    got = judge_private(report(collector=collector, private_down_seconds=down), max_down=60)
+    if verdict is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got[0] is verdict
+        assert "private socket has been down for 75 s" in got[1]

@@ -174,6 +174,7 @@ async def test_status_text_and_json(
     assert set(report) == {
         "redis_url", "key_prefix", "collector_listening", "collector", "status_age_seconds",
         "last_event_age_seconds", "union", "clients", "invalid", "leader",
+        "private_down_seconds", "private_last_event_age_seconds",
     }  # fmt: skip
     assert report["key_prefix"] == keys.prefix
     assert report["collector"]["state"] == "subscribed"

@@ -40,6 +40,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="the last event may be at most this old while topics are subscribed (default 30)",
     )
+    parser.add_argument(
+        "--private-max-down",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with API keys: the private socket may be down at most this long "
+        "(default: UPBIT_FANOUT_PRIVATE_DOWN_THRESHOLD, 60)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -50,8 +58,29 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"unhealthy: Redis unreachable at {redact_url(url)}: {exc}")
         return 1
     healthy, reason = judge(report, max_age=args.max_age)
+    max_down = args.private_max_down
+    if max_down is None:
+        max_down = settings.private_down_threshold
+    private = judge_private(report, max_down=max_down)
+    if healthy and private is not None:
+        healthy, reason = private
     print(f"{'ok' if healthy else 'unhealthy'}: {reason}")
     return 0 if healthy else 1
+
+
+def judge_private(report: Mapping[str, Any], *, max_down: float) -> tuple[bool, str] | None:
+    """The private rule: with API keys configured (``private`` is ``enabled``), the private
+    socket down for more than ``max_down`` seconds is unhealthy. None: the rule has no say."""
+    collector = report.get("collector") or {}
+    if collector.get("private") != "enabled":
+        return None
+    down = report.get("private_down_seconds")
+    if down is None or down <= max_down:
+        return None
+    return False, (
+        f"the private socket has been down for {down:.0f} s (more than --private-max-down "
+        f"{max_down:g} s): order and balance events are not recorded live"
+    )
 
 
 def judge(report: Mapping[str, Any], *, max_age: float) -> tuple[bool, str]:
