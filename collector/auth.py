@@ -38,7 +38,7 @@ def mint_token(
 ) -> str:
     """A fresh HS512 JWT carrying ``access_key`` and a new uuid4 ``nonce``; for a REST request
     with a ``query`` string also ``query_hash`` (hex SHA-512 of exactly that string) and
-    ``query_hash_alg`` ``SHA512`` (upbit-protocol.md §13)."""
+    ``query_hash_alg`` ``SHA512`` (docs/upbit-protocol.md §13)."""
     payload = {"access_key": credentials.access_key, "nonce": nonce or str(uuid.uuid4())}
     if query:
         payload["query_hash"] = hashlib.sha512(query.encode("utf-8")).hexdigest()

@@ -87,7 +87,7 @@ def verify_authorization(
 
     ``query`` (REST only): the request's query string. When it is not empty the token must
     carry ``query_hash`` = hex SHA-512 of exactly that string and ``query_hash_alg`` =
-    ``SHA512`` (upbit-protocol.md §13), else ``invalid_query_payload``; without a query, a
+    ``SHA512`` (docs/upbit-protocol.md §13), else ``invalid_query_payload``; without a query, a
     ``query_hash`` is not checked.
 
     Raises :class:`AuthError` when the emulator has no keys, the header is missing or not a

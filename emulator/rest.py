@@ -40,7 +40,7 @@ __all__ = ["REST_PATHS", "RestAnswer", "RestApi", "iso_kst", "parse_time"]
 
 REST_PATHS: Final = frozenset({"/v1/accounts", "/v1/order", "/v1/orders/open", "/v1/orders/closed"})
 DEFAULT_PER_SECOND: Final = 30
-"""Upbit's exchange ``default`` group: 30 requests per second (upbit-protocol.md §13)."""
+"""Upbit's exchange ``default`` group: 30 requests per second (docs/upbit-protocol.md §13)."""
 
 _KST: Final = dt.timezone(dt.timedelta(hours=9))
 _WEEK_MS: Final = 7 * 24 * 3600 * 1000
