@@ -2,8 +2,11 @@
 
 For every item, in order: ``PUBLISH P:{topic} payload``; the last-value key
 ``SET P:last:{topic} payload`` (within a batch only the last payload of each topic is written);
-private items also ``XADD P:stream:{type} MAXLEN ~ N * payload <bytes> topic <topic>``
-(DESIGN.md, "Keys and channels"). Key names come from :class:`subscriptions.keys.Keys`.
+private items also ``XADD P:stream:{type} MAXLEN ~ N * payload <bytes> topic <topic> source
+<ws|rest|gap>`` (DESIGN.md, "Keys and channels"), but only when the item's identity is new to
+``P:stream:{type}:seen`` (checked in the same script: docs/contract.md, "Private streams").
+Items with ``publish=False`` go to the stream only (no PUBLISH, no last value). Key names come
+from :class:`subscriptions.keys.Keys`.
 
 Two ways to send a batch, both one round trip:
 

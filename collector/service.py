@@ -11,6 +11,8 @@ task           job
 ``public``     the public upstream connection (:class:`collector.upstream.Upstream`)
 ``private``    the private one (only with API keys and a private URL)
 ``leader``     ``P:leader`` (only with ``leader_lease``): upstreams run only while leader
+``recorder``   private gaps and REST reconciliation (collector/private.py; with keys and
+               ``record_private``), started and stopped with the upstreams
 =============  =====================================================================
 
 Every task runs under :meth:`Collector._supervise`: a crash is logged (ERROR, with traceback) in

@@ -3,7 +3,7 @@ consumer-group reader run as subprocesses and are SIGKILLed; the emulator (in th
 places the orders on its simulated account; Redis is the shared real one.
 
 Counts are scaled to keep the suite fast: 150 orders (300 myOrder events) for the consumer
-test, 120 orders for the collector crash.
+test, 120 orders for each collector crash (a restart, and a hot standby taking over).
 """
 
 from __future__ import annotations
@@ -173,13 +173,20 @@ async def test_a_consumer_killed_mid_stream_processes_every_fill_exactly_once(
     assert 100 <= killed_at < 300
 
 
+@pytest.mark.parametrize("takeover", ["restart", "standby"])
 async def test_a_collector_killed_in_a_burst_is_reconciled_after_restart(
-    real_redis_url: str, keys: Keys, r: aioredis.Redis, tmp_path: Path
+    real_redis_url: str, keys: Keys, r: aioredis.Redis, tmp_path: Path, takeover: str
 ) -> None:
+    """SIGKILL of the leader mid-burst; then a new process starts, or a hot standby that was
+    running all along takes over when the dead leader's lease (2 s) runs out."""
     async with Emulator(port=0, seed=12, rate=100, access_key=ACCESS, secret_key=SECRET) as emu:
         collector = await _collector(real_redis_url, emu, keys, tmp_path)
+        standby = None
         try:
             await until(lambda: _status_is(r, keys, "private_last_reconcile", "ok"), within=30)
+            if takeover == "standby":
+                standby = await _collector(real_redis_url, emu, keys, tmp_path)
+                await asyncio.sleep(1.0)  # it is up, waiting for the lease
             placed = []
             for n in range(120):
                 placed.append(_buy(emu))
@@ -188,12 +195,15 @@ async def test_a_collector_killed_in_a_burst_is_reconciled_after_restart(
                     await collector.wait()
                     killed = emu.account.order_record(placed[-1])["created_at"]
                 await asyncio.sleep(0.005)
-            collector = await _collector(real_redis_url, emu, keys, tmp_path)
+            if standby is None:
+                collector = await _collector(real_redis_url, emu, keys, tmp_path)
             await until(lambda: _reconciled(r, keys, killed), within=60)
             await asyncio.sleep(0.5)  # the reconciled entries' round trip
             entries = await _entries(r, keys)
         finally:
             await _stop(collector)
+            if standby is not None:
+                await _stop(standby)
 
     gaps = [event for _, source, event in entries if source == "gap"]
     assert len(gaps) == 1
