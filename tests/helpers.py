@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "upbit-samples"
-"""Real Upbit frames from public sources, kept in the repository (their sources: README.md there)."""
+"""Real Upbit frames from public sources, kept in the repository (sources: README.md there)."""
 
 
 def free_port() -> int:
