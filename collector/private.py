@@ -222,8 +222,7 @@ class PrivateRecorder:
     # -- reconciliation ------------------------------------------------------------------------
     async def reconcile(self, start: int, end: int) -> None:
         """Append what REST knows about ``[start, end]`` and the streams lack (never raises,
-        except CancelledError)."""
-        self.reconciliations += 1
+        except CancelledError). ``reconciliations`` counts the finished ones."""
         when = self._clock()
         if self._exchange is None:
             result = "skipped: no REST URL"
@@ -239,6 +238,7 @@ class PrivateRecorder:
                 result = f"failed: Redis {type(exc).__name__}"
                 log.warning("private reconciliation could not read Redis (%s)", exc)
         self.last_result = result
+        self.reconciliations += 1
         self._status.set(private_last_reconcile_at=when, private_last_reconcile=result)
 
     async def _reconcile(self, start: int, end: int) -> str:

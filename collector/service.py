@@ -350,7 +350,8 @@ class Collector:
         new = plan(
             self.tracker.intents,
             private_allowed=self.private is not None,
-            record_private=self.recorder is not None,
+            # not before the first sweep: events of topics someone wants must reach their channels
+            record_private=self.recorder is not None and self.tracker.loaded,
         )
         for (client_id, topic), reason in newly_invalid(self._plan.invalid, new.invalid).items():
             log.warning("refusing intent %r of client %r: %s", topic, client_id, reason)
