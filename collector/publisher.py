@@ -59,7 +59,8 @@ PUBLISH_SCRIPT: Final = """\
 -- so no payload travels twice), stream = entries of [key, seen_key, identity, n, field, value,
 -- ... (n pairs)]: XADD key field value ...; a numeric value is the i-th payload of publish. An
 -- entry with an identity is appended only if ZADD NX of the identity into seen_key adds it
--- (the set is capped at seen_cap members, oldest first out, and expires after seen_ttl ms).
+-- (after the batch each touched set is cut to its newest seen_cap members and expires after
+-- seen_ttl ms).
 -- Returns {PUBLISH calls, entries appended, duplicates refused}.
 local batch = cmsgpack.unpack(ARGV[1])
 local maxlen = batch[1]
@@ -80,17 +81,14 @@ for i = 1, #last, 2 do
   redis.call('SET', last[i], publish[2 * last[i + 1]])
 end
 local added, dups = 0, 0
+local touched = {}
 local j = 1
 while j <= #stream do
   local key, seen, ident, nf = stream[j], stream[j + 1], stream[j + 2], stream[j + 3]
   local fresh = true
   if ident ~= '' then
     fresh = redis.call('ZADD', seen, 'NX', now, ident) == 1
-    if fresh then
-      local extra = redis.call('ZCARD', seen) - cap
-      if extra > 0 then redis.call('ZREMRANGEBYRANK', seen, 0, extra - 1) end
-      redis.call('PEXPIRE', seen, ttl)
-    end
+    if fresh then touched[seen] = true end
   end
   if fresh then
     local args = {'XADD', key, 'MAXLEN', '~', maxlen, '*'}
@@ -106,6 +104,10 @@ while j <= #stream do
     dups = dups + 1
   end
   j = j + 4 + 2 * nf
+end
+for seen in pairs(touched) do
+  redis.call('ZREMRANGEBYRANK', seen, 0, -(cap + 1))
+  redis.call('PEXPIRE', seen, ttl)
 end
 return {n, added, dups}
 """
