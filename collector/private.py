@@ -11,14 +11,15 @@ leader and always-on recording is on. It watches the private upstream's state
   like any entry), and when a term starts (start, takeover) it does the same with ``from`` =
   the later of ``P:private:mark`` and the newest stream entry (nothing if both are missing);
 - after each gap, asks the REST exchange API (collector/exchange.py) for the orders of the
-  window and the balances, and appends what the streams lack as ``source=rest`` entries
-  (collector/private_sync.py decides what is missing). The publisher's identity check refuses
-  anything the socket delivered meanwhile.
+  window, each order the stream still shows open that the lists did not return
+  (``/v1/order?uuid=``, at most 100), and the balances, and appends what the streams lack as
+  ``source=rest`` entries (collector/private_sync.py decides what is missing). The
+  publisher's identity check refuses anything the socket delivered meanwhile.
 
 Status fields (``P:status``): ``private_recording``, ``private_down_since`` (epoch ms, empty
 while subscribed), ``private_gaps``, ``private_last_gap``, ``private_last_reconcile_at``,
-``private_last_reconcile``. A REST refusal is logged once per
-kind (WARNING) and shown in ``private_last_reconcile``; the next gap tries again.
+``private_last_reconcile``. A REST refusal is logged once per kind (WARNING) and shown in
+``private_last_reconcile``; the next gap tries again.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from upbit_fanout.collector.private_sync import (
     gap_identity,
     missing_order_events,
     parse_rest_time,
+    unfinished_orders,
 )
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.collector.status import Status
@@ -61,6 +63,8 @@ _CLOSED_PAGE = 1000
 _OPEN_PAGE = 100
 _MAX_PAGES = 50  # per window: 50,000 closed orders at most, then the result says "truncated"
 _ASSET_SCAN = 1000  # myAsset entries read back to learn the stream's last balances
+_ORDER_SCAN = 2000  # myOrder entries read back to find orders the stream still shows open
+_MAX_SINGLE = 100  # at most this many per-uuid GET /v1/order per reconciliation
 
 
 def _wall_ms() -> int:
@@ -277,6 +281,20 @@ class PrivateRecorder:
             orders.extend(rows)
             if len(rows) < _OPEN_PAGE:
                 break
+        # Orders the stream still shows open that neither list returned (created before the
+        # lookback and finished since): ask for each one (bounded).
+        listed = {row.get("uuid") for row in orders}
+        missing = [u for u in await self._stream_open_orders() if u not in listed]
+        for uuid_text in missing[:_MAX_SINGLE]:
+            try:
+                one = await exchange.get("/v1/order", [("uuid", uuid_text)])
+            except ExchangeError as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            if isinstance(one, dict):
+                orders.append(one)
+        truncated = truncated or len(missing) > _MAX_SINGLE
         accounts = [
             row for row in await exchange.get("/v1/accounts") or [] if isinstance(row, dict)
         ]
@@ -318,6 +336,22 @@ class PrivateRecorder:
             text += " (truncated: more closed orders than one reconciliation reads)"
         log.info("private reconciliation of %d-%d ms: %s", start, end, text)
         return text
+
+    async def _stream_open_orders(self) -> list[str]:
+        """uuids the newest myOrder entries (at most ``_ORDER_SCAN``) still show open."""
+        entries: Any = await self._redis.xrevrange(self._keys.stream("myOrder"), count=_ORDER_SCAN)
+        events: list[Mapping[str, Any]] = []
+        for _, fields in reversed(entries or []):
+            raw = fields.get(b"payload") if isinstance(fields, dict) else None
+            if not isinstance(raw, bytes) or fields.get(b"source") == b"gap":
+                continue
+            try:
+                event = decode_event(raw)
+            except CodecError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return unfinished_orders(events)
 
     async def _stream_balances(self) -> dict[str, tuple[Decimal, Decimal]]:
         """currency -> (balance, locked) as the newest myAsset entries say."""

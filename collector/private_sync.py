@@ -50,6 +50,7 @@ __all__ = [
     "parse_rest_time",
     "rest_base_url",
     "rest_query",
+    "unfinished_orders",
 ]
 
 STREAM_TYPES: Final = ("myOrder", "myAsset")
@@ -273,6 +274,17 @@ def missing_order_events(
     for ident, (_, _, event) in sorted(events.items(), key=lambda item: item[1][:2]):
         out.append((ident, event))
     return out
+
+
+def unfinished_orders(events: Iterable[Mapping[str, Any]]) -> list[str]:
+    """uuids whose newest myOrder state in ``events`` (oldest first) is not final (``done`` or
+    ``cancel``), in the order first seen: orders the stream still shows open."""
+    last: dict[str, str] = {}
+    for event in events:
+        uuid_text, state = event.get("uuid"), event.get("state")
+        if isinstance(uuid_text, str) and isinstance(state, str):
+            last[uuid_text] = state
+    return [u for u, state in last.items() if state not in ("done", "cancel")]
 
 
 def changed_currencies(

@@ -23,6 +23,7 @@ from upbit_fanout.collector.private_sync import (
     parse_remaining_req,
     rest_base_url,
     rest_query,
+    unfinished_orders,
 )
 from upbit_fanout.emulator.auth import query_hash
 from upbit_fanout.subscriptions.topics import parse_topic
@@ -189,3 +190,16 @@ def test_recording_adds_every_market_and_myasset_to_the_private_subscription_onl
     assert nothing.private_topics == frozenset()
     assert plan({}, private_allowed=False, record_private=True).private.is_empty
     assert {str(t) for t in RECORDED_TOPICS} == {"myOrder:*", "myAsset"}
+
+
+def test_unfinished_orders_are_those_whose_newest_state_is_not_final() -> None:
+    events = [
+        {"uuid": "a", "state": "wait"},
+        {"uuid": "b", "state": "wait"},
+        {"uuid": "a", "state": "trade"},
+        {"uuid": "c", "state": "wait"},
+        {"uuid": "b", "state": "cancel"},
+        {"uuid": "c", "state": "done"},
+        {"type": "gap"},
+    ]
+    assert unfinished_orders(events) == ["a"]

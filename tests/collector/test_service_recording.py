@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -126,3 +127,42 @@ async def test_a_hole_in_the_private_socket_is_a_gap_entry_and_rest_fills_it(
     # the gap entry comes before what REST appended for it
     first_rest = min(i for i, e in enumerate(orders) if e["source"] == "rest")
     assert orders.index(gaps[0]) < first_rest
+
+
+async def test_an_old_order_finished_in_the_hole_is_asked_for_by_uuid(
+    real_redis_url: str, keys: Keys, r: aioredis.Redis
+) -> None:
+    """Upbit lists closed orders by creation time: one created before the window (lookback 0
+    here) and cancelled during the hole is found through GET /v1/order?uuid=."""
+    async with (
+        Emulator(port=0, seed=7, rate=200, **KEYS) as emu,
+        running_collector(
+            real_redis_url,
+            keys,
+            emu.public_url,
+            private_url=emu.private_url,
+            reconcile_lookback=0.0,
+            **KEYS,
+        ) as c,
+    ):
+        recorder = c.recorder
+        assert recorder is not None
+        await wait_for(lambda: recorder.reconciliations >= 1, within=10)
+        price = (emu.simulator.last_price("KRW-BTC") / 2).quantize(Decimal(1000))
+        resting = emu.place_order(
+            code="KRW-BTC", side="bid", ord_type="limit", price=price, volume="0.0002"
+        )
+        await wait_for(lambda: c.publisher.stream_entries >= 3, within=10)  # wait + asset
+        await asyncio.sleep(0.3)
+        emu.refuse_connections(1.0)
+        await emu.drop_all()
+        await wait_for(lambda: not any(conn.private for conn in emu.connections), within=5)
+        emu.cancel_order(resting)
+        await wait_for(lambda: recorder.reconciliations >= 2, within=20)
+        await asyncio.sleep(0.3)
+        orders = await entries(r, keys, "myOrder")
+        requests = emu.counters["rest_requests"]
+
+    states = [(e["source"], e["event"]["state"]) for e in orders if e["source"] != "gap"]
+    assert states == [("ws", "wait"), ("rest", "cancel")]
+    assert requests >= 7  # 2 x (closed, open, accounts) + the per-uuid order
