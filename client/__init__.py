@@ -18,10 +18,11 @@ Public names are exactly those in ``__all__`` (pinned by tests/client/test_publi
 modules starting with ``_`` are private and may change.
 """
 
-from upbit_fanout.client._blocking import BlockingClient
+from upbit_fanout.client._blocking import BlockingClient, BlockingStream
 from upbit_fanout.client._client import FanoutClient
 from upbit_fanout.client._errors import ClientError, RedisUnavailableError, SnapshotTimeoutError
 from upbit_fanout.client._items import Event, Gap, Item, Notice
+from upbit_fanout.client._streams import PrivateStream, StreamEvent, StreamGroup
 from upbit_fanout.client.events import (
     AssetBalance,
     Candle,
@@ -41,6 +42,7 @@ from upbit_fanout.subscriptions.errors import InvalidTopicError, UpbitFanoutErro
 __all__ = [
     "AssetBalance",
     "BlockingClient",
+    "BlockingStream",
     "Candle",
     "ClientError",
     "Event",
@@ -56,8 +58,11 @@ __all__ = [
     "Orderbook",
     "OrderbookUnit",
     "PriceLevel",
+    "PrivateStream",
     "RedisUnavailableError",
     "SnapshotTimeoutError",
+    "StreamEvent",
+    "StreamGroup",
     "Ticker",
     "Trade",
     "UpbitFanoutError",

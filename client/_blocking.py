@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
@@ -27,11 +28,12 @@ from upbit_fanout.client._buffer import Overflow
 from upbit_fanout.client._client import FanoutClient
 from upbit_fanout.client._errors import ClientError
 from upbit_fanout.client._items import Event, Gap, Item, Notice
+from upbit_fanout.client._streams import PrivateStream, StreamGroup, StreamItem
 from upbit_fanout.client._util import default_client_id
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.topics import Topic
 
-__all__ = ["BlockingClient"]
+__all__ = ["BlockingClient", "BlockingStream"]
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +255,33 @@ class BlockingClient:
         coro = self._inner.snapshots(list(topics), timeout=timeout, max_age=max_age)
         return self._call(coro, timeout + _MARGIN)
 
+    def private_stream(
+        self, type_name: str = "myOrder", *, start: str = "$", block: float = 1.0
+    ) -> BlockingStream:
+        """See :meth:`FanoutClient.private_stream`: the same reader, with blocking methods."""
+        return BlockingStream(self, self._inner.private_stream(type_name, start=start, block=block))
+
+    def stream_group(
+        self,
+        type_name: str = "myOrder",
+        *,
+        group: str,
+        consumer: str | None = None,
+        start: str = "0",
+        claim_idle: float = 30.0,
+        block: float = 1.0,
+    ) -> BlockingStream:
+        """See :meth:`FanoutClient.stream_group`: the same consumer, with blocking methods."""
+        inner = self._inner.stream_group(
+            type_name,
+            group=group,
+            consumer=consumer,
+            start=start,
+            claim_idle=claim_idle,
+            block=block,
+        )
+        return BlockingStream(self, inner)
+
     def events(self, timeout: float | None = None) -> Iterator[Item]:
         """Items as they arrive (see :meth:`FanoutClient.events`).
 
@@ -310,3 +339,45 @@ class BlockingClient:
             loop.call_soon_threadsafe(remove_inner)
 
         return remove
+
+
+class BlockingStream:
+    """A :class:`PrivateStream` or :class:`StreamGroup` of a :class:`BlockingClient`, with
+    blocking methods: ``read()``, ``ack(*items)`` (groups), ``pending()`` (groups), iteration
+    (for ever, or until ``events(timeout)`` saw nothing for that long), and ``last_id``
+    (plain readers: where to resume)."""
+
+    def __init__(self, client: BlockingClient, inner: PrivateStream | StreamGroup) -> None:
+        self._client = client
+        self.inner = inner
+
+    @property
+    def last_id(self) -> str | None:
+        return self.inner.last_id if isinstance(self.inner, PrivateStream) else None
+
+    def read(self, count: int | None = None) -> list[StreamItem]:
+        return self._client._call(self.inner.read(count), self._client._call_timeout)
+
+    def ack(self, *items: StreamItem | str) -> int:
+        if not isinstance(self.inner, StreamGroup):
+            raise ClientError("ack needs a consumer group (BlockingClient.stream_group)")
+        return self._client._call(self.inner.ack(*items), self._client._call_timeout)
+
+    def pending(self) -> int:
+        if not isinstance(self.inner, StreamGroup):
+            raise ClientError("pending needs a consumer group (BlockingClient.stream_group)")
+        return self._client._call(self.inner.pending(), self._client._call_timeout)
+
+    def events(self, timeout: float | None = None) -> Iterator[StreamItem]:
+        """Items in order; with ``timeout``, ends after that many seconds without one."""
+        idle_since = time.monotonic()
+        while True:
+            batch = self.read()
+            if batch:
+                idle_since = time.monotonic()
+                yield from batch
+            elif timeout is not None and time.monotonic() - idle_since >= timeout:
+                return
+
+    def __iter__(self) -> Iterator[StreamItem]:
+        return self.events()

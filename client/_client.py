@@ -55,6 +55,7 @@ from upbit_fanout.client._errors import (
 from upbit_fanout.client._items import Event, Gap, Item, Notice
 from upbit_fanout.client._link import PubSubLink
 from upbit_fanout.client._snapshot import take_snapshots
+from upbit_fanout.client._streams import PrivateStream, StreamGroup
 from upbit_fanout.client._util import default_client_id, transient_id
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.connection import follow_primary, redis_from_url
@@ -892,6 +893,39 @@ class FanoutClient:
             raise  # a TimeoutError, hence an OSError: not a Redis failure
         except (RedisError, OSError) as exc:
             raise wrap_redis_error(exc, "taking a snapshot") from exc
+
+    # -- private streams ----------------------------------------------------------------------
+    def private_stream(
+        self, type_name: str = "myOrder", *, start: str = "$", block: float = 1.0
+    ) -> PrivateStream:
+        """A :class:`PrivateStream` reader of ``P:stream:{type_name}`` on this client's Redis
+        (``start``: ``"$"`` now, ``"0"`` the beginning, or an entry id to resume after)."""
+        return PrivateStream(
+            self._redis, type_name, key_prefix=self._keys.prefix, start=start, block=block
+        )
+
+    def stream_group(
+        self,
+        type_name: str = "myOrder",
+        *,
+        group: str,
+        consumer: str | None = None,
+        start: str = "0",
+        claim_idle: float = 30.0,
+        block: float = 1.0,
+    ) -> StreamGroup:
+        """A :class:`StreamGroup` consumer (named ``consumer``, default this client's id) of
+        ``group`` on ``P:stream:{type_name}``, on this client's Redis."""
+        return StreamGroup(
+            self._redis,
+            type_name,
+            group=group,
+            consumer=consumer or self.client_id,
+            key_prefix=self._keys.prefix,
+            start=start,
+            claim_idle=claim_idle,
+            block=block,
+        )
 
     # -- failures -----------------------------------------------------------------------------
     def _spawn(self, name: str, coro: Awaitable[None]) -> None:

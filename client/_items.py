@@ -109,7 +109,7 @@ class Event:
 class Gap:
     """Events of ``topics`` between ``started_at`` and ``ended_at`` may be missing.
 
-    Two sources (``source``):
+    Three sources (``source``):
 
     ``"redis"``
         This client lost its Redis connection and is back. It comes after the client
@@ -120,8 +120,14 @@ class Gap:
         ``reason`` is the collector's; ``connection`` names its upstream connection
         (``"public"``/``"private"``) when the notice says. Reported unless the client was made
         with ``upstream_gaps=False``.
+    ``"stream"``
+        Read from a private stream (:class:`PrivateStream`, :class:`StreamGroup`): the
+        collector's gap entry. Its private socket was down from ``started_at`` to ``ended_at``,
+        so events of that time may be missing; ``topics`` is the stream's type and
+        ``entry_id`` the entry's id (acknowledge it like any item). Reconciled entries
+        (``source="rest"`` on the events) follow it.
 
-    Either way the events that follow it first are the last values of ``topics``
+    For the first two, the events that follow it first are the last values of ``topics``
     (``cached=True``), then live ones. ``started_at`` / ``ended_at`` are wall-clock seconds
     (``time.time()``); when the collector does not know when a gap began, ``started_at`` equals
     ``ended_at``.
@@ -131,8 +137,9 @@ class Gap:
     started_at: float
     ended_at: float
     topics: tuple[str, ...] = ()
-    source: Literal["redis", "collector"] = "redis"
+    source: Literal["redis", "collector", "stream"] = "redis"
     connection: str | None = None
+    entry_id: str | None = None
     kind: ClassVar[Literal["gap"]] = "gap"
 
     @property

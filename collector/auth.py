@@ -9,6 +9,7 @@ hides both keys from ``repr`` and errors are re-raised without the original mess
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -32,9 +33,16 @@ class Credentials:
             raise ValueError("both Upbit API keys must be non-empty")
 
 
-def mint_token(credentials: Credentials, *, nonce: str | None = None) -> str:
-    """A fresh HS512 JWT carrying ``access_key`` and a new uuid4 ``nonce``."""
+def mint_token(
+    credentials: Credentials, *, nonce: str | None = None, query: str | None = None
+) -> str:
+    """A fresh HS512 JWT carrying ``access_key`` and a new uuid4 ``nonce``; for a REST request
+    with a ``query`` string also ``query_hash`` (hex SHA-512 of exactly that string) and
+    ``query_hash_alg`` ``SHA512`` (docs/upbit-protocol.md §13)."""
     payload = {"access_key": credentials.access_key, "nonce": nonce or str(uuid.uuid4())}
+    if query:
+        payload["query_hash"] = hashlib.sha512(query.encode("utf-8")).hexdigest()
+        payload["query_hash_alg"] = "SHA512"
     try:
         with warnings.catch_warnings():
             # Upbit secrets are 40 characters, shorter than PyJWT's advice for HS512 (64 bytes);
@@ -46,6 +54,7 @@ def mint_token(credentials: Credentials, *, nonce: str | None = None) -> str:
         raise UpstreamError(f"cannot sign the Upbit JWT ({type(exc).__name__})") from None
 
 
-def authorization_header(credentials: Credentials) -> dict[str, str]:
-    """``{"Authorization": "Bearer <fresh JWT>"}`` for one private connection attempt."""
-    return {"Authorization": f"Bearer {mint_token(credentials)}"}
+def authorization_header(credentials: Credentials, *, query: str | None = None) -> dict[str, str]:
+    """``{"Authorization": "Bearer <fresh JWT>"}`` for one private connection attempt, or one
+    REST request (``query``: its query string, hashed into the token)."""
+    return {"Authorization": f"Bearer {mint_token(credentials, query=query)}"}

@@ -58,6 +58,7 @@ __all__ = [
     "IGNORED_EVENTS",
     "NEEDED_FLAGS",
     "NO_KEYS_REASON",
+    "RECORDED_TOPICS",
     "ClientRefusal",
     "IntentTracker",
     "KeyRefusal",
@@ -329,6 +330,10 @@ class Plan:
         return fields
 
 
+RECORDED_TOPICS: frozenset[Topic] = frozenset({parse_topic("myOrder:*"), parse_topic("myAsset")})
+"""What always-on recording keeps subscribed on the private connection (every market)."""
+
+
 def plan(
     intents: Mapping[str, Iterable[str]],
     *,
@@ -337,6 +342,7 @@ def plan(
     limits: Limits = DEFAULT_LIMITS,
     refused_keys: Mapping[str, KeyRefusal] | None = None,
     seen: Mapping[str, float] | None = None,
+    record_private: bool = False,
 ) -> Plan:
     """The union of every client's intents, split per connection; refused intents reported.
 
@@ -347,6 +353,10 @@ def plan(
     in sorted order, so when the union is full it is the newest client's excess that is refused,
     never the whole union. A client with more than ``max_topics_per_client`` members, and every
     key in ``refused_keys``, is refused whole.
+
+    With keys and ``record_private`` the private subscription always carries
+    :data:`RECORDED_TOPICS` (myOrder of every market and myAsset, for the streams), while
+    ``private_topics``, the channels served, stay what intents ask for.
     """
     when = seen or {}
     order = sorted(intents, key=lambda client: (when.get(client, 0.0), client))
@@ -396,10 +406,11 @@ def plan(
     hidden = [refusal.count for client, refusal in refused.items() if client not in shown]
     public = frozenset(chosen[False])
     private = frozenset(chosen[True])
+    recorded = private | RECORDED_TOPICS if record_private and private_allowed else private
     return Plan(
         subscription_for(public),
         public,
-        subscription_for(private),
+        subscription_for(recorded),
         private,
         shown,
         len(hidden),

@@ -2,8 +2,11 @@
 
 For every item, in order: ``PUBLISH P:{topic} payload``; the last-value key
 ``SET P:last:{topic} payload`` (within a batch only the last payload of each topic is written);
-private items also ``XADD P:stream:{type} MAXLEN ~ N * payload <bytes> topic <topic>``
-(docs/contract.md, "Keys and channels"). Key names come from :class:`subscriptions.keys.Keys`.
+private items also ``XADD P:stream:{type} MAXLEN ~ N * payload <bytes> topic <topic> source
+<ws|rest|gap>`` (docs/contract.md, "Keys and channels"), but only when the item's identity is new to
+``P:stream:{type}:seen`` (checked in the same script: docs/contract.md, "Private streams").
+Items with ``publish=False`` go to the stream only (no PUBLISH, no last value). Key names come
+from :class:`subscriptions.keys.Keys`.
 
 Two ways to send a batch, both one round trip:
 
@@ -26,7 +29,8 @@ Fencing. With :attr:`Publisher.fence` set (the service sets it while it holds th
 collector's value (fencing token and id): the script checks it before its first write and
 otherwise writes NOTHING (no PUBLISH, no SET, no XADD) and :meth:`Publisher.publish` raises
 :class:`subscriptions.lease.LeaseLost`. The pipeline mode does the same with ``WATCH P:leader``,
-``GET``, ``MULTI``/``EXEC`` (an EXEC aborted because the key changed is a ``LeaseLost`` too).
+``GET``, ``MULTI``/``EXEC`` (an EXEC aborted because the key changed is a ``LeaseLost`` too; the
+identities it had marked as seen for that batch are then removed again, best effort).
 
 Failures. Redis errors propagate as :class:`redis.exceptions.RedisError` (the caller counts them
 and keeps going). A failed batch may have been PARTIALLY applied: the connection can drop after
@@ -39,12 +43,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError, WatchError
+from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.keys import Keys
@@ -57,12 +62,17 @@ PublishMode = Literal["lua", "pipeline"]
 log = logging.getLogger(__name__)
 
 PUBLISH_SCRIPT: Final = """\
--- upbit-fanout publisher: ARGV[1] is msgpack [maxlen, publish, last, stream] where
--- publish = [channel, payload, ...], last = [key, i, ...] (SET key to the i-th payload of
--- publish, so no payload travels twice), stream = [key, i, topic, ...] (XADD the i-th payload).
+-- upbit-fanout publisher: ARGV[1] is msgpack [maxlen, publish, last, stream, seen_cap, seen_ttl,
+-- now] where publish = [channel, payload, ...] (an empty channel: no PUBLISH, the payload is
+-- there for a stream entry only), last = [key, i, ...] (SET key to the i-th payload of publish,
+-- so no payload travels twice), stream = entries of [key, seen_key, identity, n, field, value,
+-- ... (n pairs)]: XADD key field value ...; a numeric value is the i-th payload of publish. An
+-- entry with an identity is appended only if ZADD NX of the identity into seen_key adds it
+-- (after the batch each touched set is cut to its newest seen_cap members and expires after
+-- seen_ttl ms).
 -- Fencing: with KEYS[1] (P:leader) given, nothing is written unless it holds ARGV[2], the
 -- value this collector wrote when it took the lease; then it returns {'fenced', holder}.
--- Returns the number of PUBLISH calls.
+-- Returns {PUBLISH calls, entries appended, duplicates refused}.
 if #KEYS > 0 then
   local holder = redis.call('GET', KEYS[1])
   if holder ~= ARGV[2] then
@@ -74,19 +84,49 @@ local maxlen = batch[1]
 local publish = batch[2]
 local last = batch[3]
 local stream = batch[4]
+local cap = batch[5]
+local ttl = batch[6]
+local now = batch[7]
 local n = 0
 for i = 1, #publish, 2 do
-  redis.call('PUBLISH', publish[i], publish[i + 1])
-  n = n + 1
+  if publish[i] ~= '' then
+    redis.call('PUBLISH', publish[i], publish[i + 1])
+    n = n + 1
+  end
 end
 for i = 1, #last, 2 do
   redis.call('SET', last[i], publish[2 * last[i + 1]])
 end
-for i = 1, #stream, 3 do
-  redis.call('XADD', stream[i], 'MAXLEN', '~', maxlen, '*',
-    'payload', publish[2 * stream[i + 1]], 'topic', stream[i + 2])
+local added, dups = 0, 0
+local touched = {}
+local j = 1
+while j <= #stream do
+  local key, seen, ident, nf = stream[j], stream[j + 1], stream[j + 2], stream[j + 3]
+  local fresh = true
+  if ident ~= '' then
+    fresh = redis.call('ZADD', seen, 'NX', now, ident) == 1
+    if fresh then touched[seen] = true end
+  end
+  if fresh then
+    local args = {'XADD', key, 'MAXLEN', '~', maxlen, '*'}
+    for k = 1, nf do
+      local v = stream[j + 3 + 2 * k]
+      if type(v) == 'number' then v = publish[2 * v] end
+      args[#args + 1] = stream[j + 2 + 2 * k]
+      args[#args + 1] = v
+    end
+    redis.call(unpack(args))
+    added = added + 1
+  else
+    dups = dups + 1
+  end
+  j = j + 4 + 2 * nf
 end
-return n
+for seen in pairs(touched) do
+  redis.call('ZREMRANGEBYRANK', seen, 0, -(cap + 1))
+  redis.call('PEXPIRE', seen, ttl)
+end
+return {n, added, dups}
 """
 _SCRIPT_SHA: Final = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
 # use_bin_type=False: the cmsgpack bundled with Redis 7.0 predates msgpack's bin types; bytes
@@ -98,8 +138,10 @@ class Publisher:
     """Publishes routed items to Redis, one round trip per batch.
 
     Counters: ``events_published`` items published, ``batches`` batches sent, ``last_batch_size``,
-    ``last_values`` last-value keys written, ``stream_entries`` XADDs, ``failed_batches`` batches
-    whose round trip raised, ``fenced_batches`` batches refused because the lease was lost.
+    ``last_values`` last-value keys written, ``stream_entries`` XADDs, ``stream_duplicates``
+    stream entries refused because their identity was recently appended, ``failed_batches``
+    batches whose round trip raised, ``fenced_batches`` batches refused because the lease was
+    lost.
     """
 
     def __init__(
@@ -109,6 +151,9 @@ class Publisher:
         *,
         stream_maxlen: int = 10_000,
         mode: PublishMode = "lua",
+        seen_cap: int | None = None,
+        seen_ttl: float = 7 * 24 * 3600.0,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         if stream_maxlen < 1:
             raise ValueError("stream_maxlen must be at least 1")
@@ -117,14 +162,20 @@ class Publisher:
         self._redis = redis
         self._keys = keys
         self.stream_maxlen = stream_maxlen
+        self.seen_cap = seen_cap if seen_cap is not None else max(2 * stream_maxlen, 1000)
+        if self.seen_cap < 1:
+            raise ValueError("seen_cap must be at least 1")
+        self.seen_ttl_ms = max(1000, round(seen_ttl * 1000))
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.mode: PublishMode = mode
         self._names: dict[str, tuple[bytes, bytes]] = {}  # topic -> (channel, last-value key)
-        self._streams: dict[str, bytes] = {}  # type -> stream key
+        self._streams: dict[str, tuple[bytes, bytes]] = {}  # type -> (stream key, seen key)
         self.events_published = 0
         self.batches = 0
         self.last_batch_size = 0
         self.last_values = 0
         self.stream_entries = 0
+        self.stream_duplicates = 0
         self.failed_batches = 0
         self.fenced_batches = 0
         self.fence: tuple[bytes, bytes] | None = None
@@ -137,6 +188,7 @@ class Publisher:
             "last_batch_size": self.last_batch_size,
             "last_values": self.last_values,
             "stream_entries": self.stream_entries,
+            "stream_duplicates": self.stream_duplicates,
             "failed_batches": self.failed_batches,
             "fenced_batches": self.fenced_batches,
         }
@@ -147,25 +199,29 @@ class Publisher:
             return
         publish: list[bytes] = []
         last: dict[bytes, int] = {}  # last-value key -> 1-based index of its payload in batch
-        stream: list[bytes | str | int] = []  # [stream key, payload index, topic, ...]
+        stream: list[bytes | str | int] = []  # entries, see PUBLISH_SCRIPT
         names = self._names
         append = publish.append
         for index, item in enumerate(batch, 1):
-            found = names.get(item.topic)
-            if found is None:
-                found = self._name(item.topic)
-            append(found[0])
+            if item.publish:
+                found = names.get(item.topic)
+                if found is None:
+                    found = self._name(item.topic)
+                append(found[0])
+                last[found[1]] = index
+            else:
+                append(b"")
             append(item.payload)
-            last[found[1]] = index
             if item.private and item.stream:
-                stream.append(self._stream_key(item.type))
-                stream.append(index)
-                stream.append(item.topic)
+                key, seen = self._stream_key(item.type)
+                ident = item.identity
+                stream += [key, seen if ident else b"", ident or b"", 3]
+                stream += [b"payload", index, b"topic", item.topic, b"source", item.source]
         try:
             if self.mode == "lua":
-                await self._run_script(publish, last, stream)
+                added, dups = await self._run_script(publish, last, stream)
             else:
-                await self._run_pipeline(publish, last, stream)
+                added, dups = await self._run_pipeline(publish, last, stream)
         except LeaseLost:
             self.fenced_batches += 1
             raise
@@ -176,7 +232,8 @@ class Publisher:
         self.last_batch_size = len(batch)
         self.events_published += len(batch)
         self.last_values += len(last)
-        self.stream_entries += len(stream) // 3
+        self.stream_entries += added
+        self.stream_duplicates += dups
 
     def _name(self, topic: str) -> tuple[bytes, bytes]:
         found = (self._keys.channel(topic).encode(), self._keys.last(topic).encode())
@@ -185,20 +242,33 @@ class Publisher:
         self._names[topic] = found
         return found
 
-    def _stream_key(self, type_name: str) -> bytes:
+    def _stream_key(self, type_name: str) -> tuple[bytes, bytes]:
         key = self._streams.get(type_name)
         if key is None:
-            key = self._streams[type_name] = self._keys.stream(type_name).encode()
+            key = self._streams[type_name] = (
+                self._keys.stream(type_name).encode(),
+                self._keys.stream_seen(type_name).encode(),
+            )
         return key
 
     async def _run_script(
         self, publish: list[bytes], last: dict[bytes, int], stream: list[bytes | str | int]
-    ) -> None:
+    ) -> tuple[int, int]:
         flat_last: list[bytes | int] = []
         for key, index in last.items():
             flat_last.append(key)
             flat_last.append(index)
-        blob = _PACK([self.stream_maxlen, publish, flat_last, stream])
+        blob = _PACK(
+            [
+                self.stream_maxlen,
+                publish,
+                flat_last,
+                stream,
+                self.seen_cap,
+                self.seen_ttl_ms,
+                self._clock(),
+            ]
+        )
         redis = self._redis
         fence = self.fence
         args: list[bytes] = [blob] if fence is None else [fence[0], blob, fence[1]]
@@ -216,14 +286,22 @@ class Publisher:
             # goes by pipeline, and so does every later one.
             log.warning("Redis refuses Lua scripts (%s); publishing with pipelines instead", exc)
             self.mode = "pipeline"
-            await self._run_pipeline(publish, last, stream)
-            return
-        if type(reply) is list:  # {'fenced', holder}: nothing was written
+            return await self._run_pipeline(publish, last, stream)
+        if reply and reply[0] in (b"fenced", "fenced"):  # nothing was written
             raise LeaseLost(reply[1] or None if len(reply) > 1 else None)
+        return int(reply[1]), int(reply[2])
 
     async def _run_pipeline(
         self, publish: list[bytes], last: dict[bytes, int], stream: list[bytes | str | int]
-    ) -> None:
+    ) -> tuple[int, int]:
+        """The same writes without Lua. Dedupe then takes its own commands (ZADD NX of every
+        identity) before the writes and is not atomic with the XADDs: a crash between them loses
+        those entries. With a fence, ``WATCH P:leader`` is set before anything, and the writes
+        are one ``MULTI``/``EXEC`` that Redis aborts if the lease changed meanwhile."""
+        entries = _entries(stream)
+        fresh = [True] * len(entries)
+        now = self._clock()
+        checked = [i for i, entry in enumerate(entries) if entry[2]]
         fence = self.fence
         async with self._redis.pipeline(transaction=fence is not None) as pipe:
             if fence is not None:
@@ -231,29 +309,73 @@ class Publisher:
                 holder = await pipe.get(fence[0])
                 if holder != fence[1]:
                     raise LeaseLost(holder if isinstance(holder, bytes) else None)
+            marked: list[tuple[bytes | str | int, bytes | str | int]] = []
+            if checked:
+                check = self._redis.pipeline(transaction=False)
+                for i in checked:
+                    check.execute_command("ZADD", entries[i][1], "NX", now, entries[i][2])
+                async with check:
+                    results = await check.execute()
+                for i, result in zip(checked, results, strict=True):
+                    fresh[i] = int(result) == 1
+                    if fresh[i]:
+                        marked.append((entries[i][1], entries[i][2]))
+            if fence is not None:
                 pipe.multi()  # type: ignore[no-untyped-call]
             execute = pipe.execute_command
             for i in range(0, len(publish), 2):
-                execute("PUBLISH", publish[i], publish[i + 1])
+                if publish[i]:
+                    execute("PUBLISH", publish[i], publish[i + 1])
             mset: list[bytes] = []
             for key, index in last.items():
                 mset.append(key)
                 mset.append(publish[2 * index - 1])
-            execute("MSET", *mset)
-            for i in range(0, len(stream), 3):
-                execute(
-                    "XADD",
-                    stream[i],
-                    "MAXLEN",
-                    "~",
-                    self.stream_maxlen,
-                    "*",
-                    "payload",
-                    publish[2 * int(stream[i + 1]) - 1],
-                    "topic",
-                    stream[i + 2],
-                )
+            if mset:
+                execute("MSET", *mset)
+            trimmed: set[bytes | str | int] = set()
+            added = 0
+            for (stream_key, seen, _ident, fields), ok in zip(entries, fresh, strict=True):
+                if not ok:
+                    continue
+                added += 1
+                values = [publish[2 * v - 1] if isinstance(v, int) else v for v in fields]
+                execute("XADD", stream_key, "MAXLEN", "~", self.stream_maxlen, "*", *values)
+                if seen and seen not in trimmed:
+                    trimmed.add(seen)
+                    execute("ZREMRANGEBYRANK", seen, 0, -(self.seen_cap + 1))
+                    execute("PEXPIRE", seen, self.seen_ttl_ms)
             try:
                 await pipe.execute()
             except WatchError:  # P:leader changed since the GET: nothing was written
+                await self._unmark(marked)
                 raise LeaseLost() from None
+        return added, len(entries) - added
+
+    async def _unmark(self, marked: list[tuple[bytes | str | int, bytes | str | int]]) -> None:
+        """Forget identities marked as seen for a batch that was then not written, so that the
+        new leader (or a retry) can still append them. Best effort: Redis errors are ignored."""
+        if not marked:
+            return
+        undo = self._redis.pipeline(transaction=False)
+        for seen, ident in marked:
+            undo.execute_command("ZREM", seen, ident)
+        try:
+            async with undo:
+                await undo.execute()
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "could not forget %d stream identities of a fenced batch (%s)", len(marked), exc
+            )
+
+
+def _entries(
+    stream: list[bytes | str | int],
+) -> list[tuple[bytes | str | int, bytes | str | int, bytes | str | int, list[bytes | str | int]]]:
+    """The script's flat stream list as (key, seen_key, identity, [field, value, ...])."""
+    out = []
+    j = 0
+    while j < len(stream):
+        key, seen, ident, count = stream[j], stream[j + 1], stream[j + 2], int(stream[j + 3])
+        out.append((key, seen, ident, stream[j + 4 : j + 4 + 2 * count]))
+        j += 4 + 2 * count
+    return out

@@ -46,6 +46,7 @@ from typing import Any, Final, Literal
 import msgpack
 
 from upbit_fanout.collector.decode import Frame
+from upbit_fanout.collector.private_sync import identity
 from upbit_fanout.subscriptions.codec import EXT_DECIMAL, encode_event
 from upbit_fanout.subscriptions.errors import CodecError, FrameError
 from upbit_fanout.subscriptions.jsontext import RawNumber
@@ -73,6 +74,12 @@ class Outgoing:
     private: bool
     type: str
     stream: bool = True
+    publish: bool = True
+    """False: stream entry only (recorded while no intent asks for the topic's channel)."""
+    identity: str | None = None
+    """The event's dedupe identity (collector.private_sync.identity) for the stream entry."""
+    source: str = "ws"
+    """The stream entry's ``source``: ``ws``, ``rest`` (reconciled) or ``gap``."""
 
 
 class _Dedupe:
@@ -111,6 +118,8 @@ class Router:
         self.codec: Literal["json", "msgpack"] = codec
         self.dedupe_window = dedupe_window
         self._passthrough = codec == "json"
+        self.record = False
+        """True: private events no topic asks for still go to their stream (on no channel)."""
         self._live: frozenset[str] = frozenset()
         # routing tables, rebuilt by set_topics
         self._plain: dict[str, dict[str, str]] = {}  # type -> code -> topic (ticker/trade/candle)
@@ -311,23 +320,43 @@ class Router:
                 topics.append(specific)
             if self._orders_all is not None:
                 topics.append(self._orders_all)
+        quiet = False
         if not topics:
-            self.unrouted += 1
-            return []
+            if not self.record:
+                self.unrouted += 1
+                return []
+            # Always-on recording: into the stream, on no channel (nobody asked for one).
+            quiet = True
+            topics.append("myAsset" if type_name == "myAsset" else f"myOrder:{code or ALL_MARKETS}")
         snapshot = frame.stream_type == _SNAPSHOT
         payload: bytes | None = None
         out: list[Outgoing] = []
         for topic in topics:
-            if snapshot and not self._snapshot_passes(topic):
+            if snapshot and not quiet and not self._snapshot_passes(topic):
                 continue
             if payload is None:
                 payload = self._payload(frame)
                 if payload is None:
                     return []
-            self._delivered.add(topic)
-            out.append(Outgoing(topic, payload, True, type_name, not out))
+            if not quiet:
+                self._delivered.add(topic)
+            item = Outgoing(topic, payload, True, type_name, not out, not quiet)
+            if not out:
+                item.identity = _identity(type_name, frame)
+            out.append(item)
         self.outgoing += len(out)
         return out
+
+
+def _identity(type_name: str, frame: Frame) -> str | None:
+    """The private event's dedupe identity, without caching a parsed object on the frame."""
+    obj: Any = frame.obj
+    if obj is None and frame.raw is not None:
+        try:
+            obj = json.loads(frame.raw, parse_float=str)
+        except ValueError:
+            return None
+    return identity(type_name, obj) if isinstance(obj, dict) else None
 
 
 _NEW_TUPLE: Final = tuple.__new__

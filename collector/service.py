@@ -14,6 +14,8 @@ task           job
 ``leader``     ``P:leader`` (only with ``leader_lease``): upstreams run only while leader
 ``primary``    only with a Sentinel URL: follows a failover within a second
 ``canary``     the delivery probe on ``P:canary`` (:mod:`collector.canary`), while leader
+``recorder``   private gaps and REST reconciliation (collector/private.py; with keys and
+               ``record_private``), started and stopped with the upstreams
 =============  =====================================================================
 
 Leadership is fenced (docs/collector.md, "Leadership"): ``P:leader`` holds ``"{token} {id}"``
@@ -53,6 +55,7 @@ from websockets.uri import parse_uri
 from upbit_fanout.collector.auth import Credentials, authorization_header
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.canary import CANARY_INTERVAL, Canary
+from upbit_fanout.collector.exchange import ExchangeClient
 from upbit_fanout.collector.intents import (
     DEFAULT_LIMITS,
     IntentTracker,
@@ -63,6 +66,8 @@ from upbit_fanout.collector.intents import (
 )
 from upbit_fanout.collector.markets import MarketList, market_list_url
 from upbit_fanout.collector.outbox import Outbox
+from upbit_fanout.collector.private import PrivateRecorder
+from upbit_fanout.collector.private_sync import rest_base_url
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
@@ -143,6 +148,11 @@ class Collector:
         validate_markets: bool = True,
         markets_url: str | None = None,
         markets_refresh: float = 600.0,
+        record_private: bool = True,
+        rest_url: str | None = None,
+        reconcile_lookback: float = 3600.0,
+        private_mark_interval: float = 2.0,
+        private_start_wait: float = 5.0,
     ) -> None:
         for url in (upstream_url, private_url):
             if url is not None:
@@ -222,11 +232,27 @@ class Collector:
 
         self.public = upstream("public", upstream_url, None)
         self.private: Upstream | None = None
+        self.recorder: PrivateRecorder | None = None
+        self._exchange: ExchangeClient | None = None
         if access_key is not None and secret_key is not None and private_url is not None:
             credentials = Credentials(access_key, secret_key)
             self.private = upstream(
                 "private", private_url, lambda: authorization_header(credentials)
             )
+            if record_private:  # always-on recording, gaps and REST reconciliation
+                self.private.router.record = True
+                self._exchange = ExchangeClient(rest_url or rest_base_url(private_url), credentials)
+                self.recorder = PrivateRecorder(
+                    redis=redis,
+                    keys=keys,
+                    outbox=self.outbox,
+                    status=self.status,
+                    exchange=self._exchange,
+                    codec=codec,
+                    mark_interval=private_mark_interval,
+                    start_wait=private_start_wait,
+                    lookback=reconcile_lookback,
+                )
         self._private_note = (
             "enabled"
             if self.private is not None
@@ -313,6 +339,7 @@ class Collector:
             self.keys.prefix,
         )
         self.status.set(
+            private_recording="on" if self.recorder is not None else "off",
             upstream=self.public.url,
             private_upstream=self.private.url if self.private else "",
             private=self._private_note,
@@ -370,6 +397,8 @@ class Collector:
         await self._cancel(["publisher"], insist=True)
         await self._final_publish()
         await self._cancel(["status"], insist=True)
+        if self._exchange is not None:
+            await self._exchange.aclose()
         self.status.set_state(State.STOPPED)
         self.status.set(upstream_state=State.STOPPED.value)
         self.status.notice("disconnected", connection="all", reason="collector stopped")
@@ -411,6 +440,8 @@ class Collector:
             limits=self.limits,
             refused_keys=self.tracker.refused_keys,
             seen=self.tracker.seen,
+            # not before the first sweep: events of topics someone wants must reach their channels
+            record_private=self.recorder is not None and self.tracker.loaded,
         )
         self._refusal_log.report(self._plan, new)
         if (new.refused, new.hidden_count) != (self._plan.refused, self._plan.hidden_count):
@@ -438,6 +469,8 @@ class Collector:
         self._note_upstream(self.public)
         if self.private is not None:
             self._note_upstream(self.private)
+        if self.recorder is not None and self.private is not None:
+            self.recorder.observe(self.private.state == State.SUBSCRIBED)
         self.status.set_state(self._overall_state())
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
@@ -803,6 +836,9 @@ class Collector:
 
     # -- tasks ------------------------------------------------------------------------------------
     def _start_upstreams(self) -> None:
+        if self.recorder is not None:
+            self.recorder.begin_term()
+            self._upstream_tasks["recorder"] = self._spawn("recorder", self.recorder.run)
         self._upstream_tasks["public"] = self._spawn("public", self.public.run)
         if self.private is not None:
             self._upstream_tasks["private"] = self._spawn("private", self.private.run)

@@ -515,7 +515,10 @@ class Upstream:
                 self._error_frame(frame.error or ("UNKNOWN", ""))
         if events:
             self._status.count("events_total", events)
-            self._status.set(last_event_at=now_ms())
+            stamp = now_ms()
+            self._status.set(last_event_at=stamp)
+            if self._prefix:  # the private connection: its own last event too
+                self._field(last_event_at=stamp)
         if out:
             self._outbox.put_many(out)
 

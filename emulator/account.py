@@ -180,6 +180,40 @@ class Account:
         """uuids of resting orders (``wait``), oldest first, optionally for one market."""
         return [u for u, o in self._open.items() if code is None or o.code == code]
 
+    def order_record(self, uuid: str) -> dict[str, Any]:
+        """An order as Upbit's REST API shows it (``GET /v1/order``): ``market``, ``side``,
+        ``ord_type``, ``state`` (``wait``/``done``/``cancel``), exact ``Decimal`` amounts,
+        ``created_at`` (ms) and ``updated_at`` (ms of its last event); ``KeyError`` if unknown.
+
+        Unlike :meth:`order`, which is the last myOrder event (a ``trade`` event carries the
+        fill's price and volume), this is the order itself."""
+        o = self._orders[uuid]
+        return {
+            "uuid": o.uuid,
+            "side": "ask" if o.ask else "bid",
+            "ord_type": o.ord_type,
+            "price": o.price,
+            "state": o.state,
+            "market": o.code,
+            "created_at": o.order_ts,
+            "updated_at": int(o.payload.get("timestamp") or o.order_ts),
+            "volume": o.volume,
+            "remaining_volume": o.remaining_volume,
+            "reserved_fee": o.reserved_fee,
+            "remaining_fee": o.remaining_fee,
+            "paid_fee": o.paid_fee,
+            "locked": o.locked,
+            "executed_volume": o.executed_volume,
+            "executed_funds": o.executed_funds,
+            "trades_count": o.trades_count,
+            "time_in_force": o.tif,
+            "identifier": o.identifier,
+        }
+
+    def order_uuids(self) -> list[str]:
+        """Every order's uuid, in placement order."""
+        return list(self._orders)
+
     # ---- commands --------------------------------------------------------------------------
 
     def place_order(

@@ -24,7 +24,14 @@ from typing import Any, Final
 
 from upbit_fanout.subscriptions.errors import UpbitFanoutError
 
-__all__ = ["ALGORITHMS", "AuthError", "NonceMemory", "make_token", "verify_authorization"]
+__all__ = [
+    "ALGORITHMS",
+    "AuthError",
+    "NonceMemory",
+    "make_token",
+    "query_hash",
+    "verify_authorization",
+]
 
 ALGORITHMS: Final[Mapping[str, Any]] = {"HS256": hashlib.sha256, "HS512": hashlib.sha512}
 """Accepted ``alg`` values: HS512 is what Upbit recommends, HS256 what ccxt uses (§8)."""
@@ -33,9 +40,12 @@ ALGORITHMS: Final[Mapping[str, Any]] = {"HS256": hashlib.sha256, "HS512": hashli
 class AuthError(UpbitFanoutError):
     """The private handshake is refused; ``reason`` says why (never contains a secret)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, name: str = "jwt_verification") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.name = name
+        """Upbit's REST error name for this refusal (``jwt_verification``, ``nonce_used``,
+        ``invalid_query_payload``, ``invalid_access_key``); the REST endpoints answer it."""
 
 
 class NonceMemory:
@@ -71,8 +81,14 @@ def verify_authorization(
     access_key: str | None,
     secret_key: str | None,
     nonces: NonceMemory,
+    query: str | None = None,
 ) -> dict[str, Any]:
     """Check an ``Authorization`` header value; return the token's payload.
+
+    ``query`` (REST only): the request's query string. When it is not empty the token must
+    carry ``query_hash`` = hex SHA-512 of exactly that string and ``query_hash_alg`` =
+    ``SHA512`` (docs/upbit-protocol.md §13), else ``invalid_query_payload``; without a query, a
+    ``query_hash`` is not checked.
 
     Raises :class:`AuthError` when the emulator has no keys, the header is missing or not a
     Bearer token, the token is malformed, its algorithm is not HS256/HS512, its signature does not
@@ -105,14 +121,33 @@ def verify_authorization(
     if not hmac.compare_digest(expected, signature):
         raise AuthError("bad JWT signature")
     if payload.get("access_key") != access_key:
-        raise AuthError("unknown access_key")
+        raise AuthError("unknown access_key", "invalid_access_key")
     nonce = payload.get("nonce")
     if not isinstance(nonce, str) or not nonce:
-        raise AuthError("missing nonce")
+        raise AuthError("missing nonce", "invalid_query_payload")
+    if query is not None:
+        _check_query_hash(payload, query)
     if nonce in nonces:
-        raise AuthError("reused nonce")
+        raise AuthError("reused nonce", "nonce_used")
     nonces.add(nonce)
     return payload
+
+
+def query_hash(query: str) -> str:
+    """Hex SHA-512 of a query string, as Upbit's ``query_hash`` claim wants it (§13)."""
+    return hashlib.sha512(query.encode("utf-8")).hexdigest()
+
+
+def _check_query_hash(payload: Mapping[str, Any], query: str) -> None:
+    claimed = payload.get("query_hash")
+    if not query:
+        return
+    if claimed is None:
+        raise AuthError("missing query_hash for a request with a query", "invalid_query_payload")
+    if payload.get("query_hash_alg", "SHA512") != "SHA512":
+        raise AuthError("query_hash_alg must be SHA512", "invalid_query_payload")
+    if not isinstance(claimed, str) or not hmac.compare_digest(claimed, query_hash(query)):
+        raise AuthError("query_hash does not match the query string", "invalid_query_payload")
 
 
 def make_token(

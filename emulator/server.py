@@ -69,6 +69,7 @@ from upbit_fanout.emulator.protocol import (
     wrap_list,
 )
 from upbit_fanout.emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
+from upbit_fanout.emulator.rest import REST_PATHS, RestApi
 from upbit_fanout.emulator.simulation import MarketSimulator, orderbook_at_depth
 from upbit_fanout.emulator.tls import TestCertificates, make_certificates
 from upbit_fanout.subscriptions.jsontext import dumps_exact
@@ -156,6 +157,7 @@ class Emulator:
         received_limit: int = 10_000,
         nonce_memory: int = 100_000,
         tls: bool = False,
+        rest_per_second: int = 30,
     ) -> None:
         if rate < 0:
             raise ValueError("rate must be >= 0 (0 means as fast as possible)")
@@ -180,6 +182,8 @@ class Emulator:
         self._access_key = access_key
         self._secret_key = secret_key
         self._nonces = NonceMemory(nonce_memory)
+        self.rest_per_second = rest_per_second
+        self._rest: RestApi | None = None
         self._connect_limiter = ConnectLimiter(connect_limit_per_s)
 
         self.markets: tuple[Market, ...] = tuple(markets) if markets else default_markets()
@@ -239,6 +243,13 @@ class Emulator:
             raise RuntimeError("the emulator is already started")
         self._sim = MarketSimulator(self.markets, seed=self._seed, now_ms=now_ms())
         self._account = Account(seed=self._seed)
+        self._rest = RestApi(
+            self._account,
+            access_key=self._access_key,
+            secret_key=self._secret_key,
+            nonces=self._nonces,
+            per_second=self.rest_per_second,
+        )
         self._server = await serve(
             self._handle,
             self.host,
@@ -541,6 +552,8 @@ class Emulator:
                     payload, ensure_ascii=False, separators=(",", ":")
                 ).encode()
             return json_response(http.HTTPStatus.OK, body)
+        if path in REST_PATHS and self._rest is not None:
+            return self._rest_response(path, query, request.headers.get("Authorization"))
         if path not in (PUBLIC_PATH, PRIVATE_PATH):
             return json_response(http.HTTPStatus.NOT_FOUND, error_frame("NOT_FOUND", "Not Found"))
 
@@ -574,6 +587,20 @@ class Emulator:
             ws.private = True
         await self._running.wait()
         return None
+
+    def _rest_response(self, path: str, query: str, authorization: str | None) -> Response:
+        """The exchange REST API (emulator/rest.py), counted and with ``Remaining-Req``."""
+        assert self._rest is not None
+        answer = self._rest.handle(
+            path, query, authorization, now=asyncio.get_running_loop().time(), now_ms=now_ms()
+        )
+        self.counters["rest_requests"] += 1
+        if answer.status != http.HTTPStatus.OK:
+            self.counters[f"rest_refused:{answer.status.value}"] += 1
+        response = json_response(answer.status, answer.body)
+        if answer.remaining_req is not None:
+            response.headers["Remaining-Req"] = answer.remaining_req
+        return response
 
     def _process_response(
         self, ws: ServerConnection, request: Request, response: Response

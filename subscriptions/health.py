@@ -12,7 +12,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_AGE", "MAX_DELIVERY_AGE", "MAX_UPSTREAM_DOWN", "STALE_STATUS", "judge"]
+__all__ = [
+    "MAX_AGE",
+    "MAX_DELIVERY_AGE",
+    "MAX_PRIVATE_DOWN",
+    "MAX_UPSTREAM_DOWN",
+    "STALE_STATUS",
+    "judge",
+]
 
 _LIVE = ("connected", "subscribed")
 STALE_STATUS = 15.0
@@ -23,6 +30,7 @@ _DOWN = ("connecting", "reconnecting")
 MAX_AGE = 30.0
 MAX_DELIVERY_AGE = 15.0
 MAX_UPSTREAM_DOWN = 30.0
+MAX_PRIVATE_DOWN = 60.0
 
 
 def judge(
@@ -31,6 +39,7 @@ def judge(
     max_age: float = MAX_AGE,
     max_delivery_age: float = MAX_DELIVERY_AGE,
     max_upstream_down: float = MAX_UPSTREAM_DOWN,
+    max_private_down: float = MAX_PRIVATE_DOWN,
     now: float | None = None,
 ) -> tuple[bool, str]:
     """(healthy, one-line reason) for a ``status`` report (see upbit_fanout.commands.status).
@@ -86,11 +95,15 @@ def judge(
                 f"consumers may receive nothing{why}"
             )
     private_down = age("private_upstream_down_since")
+    recorded_down = report.get("private_down_seconds")  # the recorder's view of the same socket
+    if isinstance(recorded_down, int | float) and not isinstance(recorded_down, bool):
+        private_down = max(private_down or 0.0, float(recorded_down))
     enabled = collector.get("private") == "enabled"
-    if enabled and private_down is not None and private_down > max_upstream_down:
+    if enabled and private_down is not None and private_down > max_private_down:
         return False, (
-            f"the private upstream (API keys set) has been down for {private_down:.0f} s "
-            f"(more than --max-upstream-down {max_upstream_down:g} s){error_note}"
+            f"the private socket has been down for {private_down:.0f} s (API keys set; more "
+            f"than --private-max-down {max_private_down:g} s): order and balance events are "
+            f"not recorded live{error_note}"
         )
     union = report.get("union") or []
     if state == "idle" or (state in _LIVE and not union):

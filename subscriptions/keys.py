@@ -14,6 +14,8 @@ P:notices              channel (JSON)               connected/disconnected/subsc
 P:last:{topic}         STRING                       last payload of the topic
 P:{topic}              channel                      the events, e.g. upbit:ticker:KRW-BTC
 P:stream:{type}        STREAM (capped)              durable copy of myOrder / myAsset events
+P:stream:{type}:seen   ZSET (capped, TTL)           recent event identities of that stream
+P:private:mark         STRING (epoch ms)            the private socket was recording until then
 P:leader               STRING with PX TTL           "{token} {collector_id}" of the lease holder
 P:leader:token         STRING (counter)             fencing token, incremented on every takeover
 P:invalid              HASH                         "client_id topic" -> why it was refused
@@ -125,6 +127,15 @@ class Keys:
     def stream(self, type_name: str) -> str:
         """The capped STREAM keeping private events of one type (myOrder, myAsset)."""
         return f"{self.prefix}:stream:{type_name}"
+
+    def stream_seen(self, type_name: str) -> str:
+        """The recent-identity ZSET of a stream (member: identity, score: epoch ms), for dedupe."""
+        return f"{self.prefix}:stream:{type_name}:seen"
+
+    @property
+    def private_mark(self) -> str:
+        """Epoch ms until which the leader's private socket was known up and recording."""
+        return f"{self.prefix}:private:mark"
 
     def keyspace_pattern(self, db: int) -> str:
         """PSUBSCRIBE pattern for keyspace notifications about intent keys in database ``db``."""

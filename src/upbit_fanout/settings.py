@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     max_messages_per_second: int = Field(default=5, ge=1)
     max_messages_per_minute: int = Field(default=100, ge=1)
     private_stream_maxlen: int = Field(default=10_000, ge=1)
+    # Private streams (docs/collector.md, "Private streams").
+    record_private: bool = True  # with keys: myOrder (all markets) + myAsset always recorded
+    upbit_rest_url: str | None = None  # default: next to the private WebSocket URL
+    reconcile_lookback: float = Field(default=3600.0, ge=0)
+    private_down_threshold: float = Field(default=60.0, gt=0)  # check: private socket down
     connect_per_second: int = Field(default=5, ge=1)
     backoff_initial: float = Field(default=0.5, gt=0)
     backoff_max: float = Field(default=30.0, gt=0)  # rate limited (HTTP 429/418)
@@ -95,6 +100,11 @@ class Settings(BaseSettings):
     @classmethod
     def _metrics_host(cls, value: str) -> str:
         return validate.host(value)
+
+    @field_validator("upbit_rest_url")
+    @classmethod
+    def _rest_url(cls, value: str | None) -> str | None:
+        return validate.http_url(value) if value else None
 
     @field_validator("markets_url")
     @classmethod

@@ -77,6 +77,7 @@ def verdict(collector: dict[str, Any], **changes: Any) -> tuple[bool, str]:
         max_age=30,
         max_delivery_age=10,
         max_upstream_down=20,
+        max_private_down=20,
         now=NOW,
     )
 
@@ -133,7 +134,7 @@ def verdict(collector: dict[str, Any], **changes: Any) -> tuple[bool, str]:
             leader(private="enabled", private_upstream_down_since=ms_ago(60), last_error="401"),
             {},
             False,
-            "the private upstream (API keys set) has been down for 60 s",
+            "the private socket has been down for 60 s",
         ),
         (
             leader(private="enabled", private_upstream_down_since=ms_ago(5)),
@@ -150,3 +151,27 @@ def test_health_rules(
     result = verdict(collector, **changes)
     assert result[0] is healthy, result
     assert reason in result[1]
+
+
+@pytest.mark.parametrize(
+    ("private", "down", "healthy"),
+    [
+        ("enabled", None, True),  # subscribed: no say
+        ("enabled", 12.0, True),  # down, but not for long
+        ("enabled", 75.0, False),
+        ("disabled: no API keys", 500.0, True),
+    ],
+)
+def test_the_private_socket_down_too_long_is_unhealthy_only_with_keys(
+    private: str, down: float | None, healthy: bool
+) -> None:
+    """The recorder's view (``private_down_seconds``, from ``private_down_since``) counts too."""
+    got = judge(
+        report(collector=leader(private=private), private_down_seconds=down),
+        max_age=30,
+        max_private_down=60,
+        now=NOW,
+    )
+    assert got[0] is healthy, got
+    if not healthy:
+        assert got[1].startswith("the private socket has been down for 75 s")

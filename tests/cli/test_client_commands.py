@@ -174,7 +174,7 @@ async def test_status_text_and_json(
     assert set(report) == {
         "redis_url", "key_prefix", "collector_listening", "collector", "status_age_seconds",
         "last_event_age_seconds", "union", "clients", "bad_keys", "invalid", "leader",
-        "standbys",
+        "standbys", "private_down_seconds", "private_last_event_age_seconds",
     }  # fmt: skip
     assert report["key_prefix"] == keys.prefix
     assert report["collector"]["state"] == "subscribed"
@@ -287,3 +287,47 @@ async def test_check_is_healthy_with_a_running_collector(
                 assert healthy.stdout.startswith("ok: subscribed: 1 topic(s), last event")
         finally:
             await redis.aclose()
+
+
+async def test_status_shows_the_private_side_and_check_fails_when_it_is_down_too_long(
+    real_redis_url: str, keys: Keys, r: aioredis.Redis, tmp_path: Path
+) -> None:
+    now_ms = int(time.time() * 1000)
+    await r.hset(
+        keys.status,
+        mapping={
+            "state": "subscribed",
+            "collector_id": "col-p",
+            "last_event_at": str(now_ms - 200),
+            "updated_at": str(now_ms),
+            "last_error": "",
+            "private": "enabled",
+            "private_recording": "on",
+            "private_upstream_state": "reconnecting",
+            "private_down_since": str(now_ms - 90_000),
+            "private_last_event_at": str(now_ms - 95_000),
+            "private_gaps": "2",
+            "private_last_gap": f"{now_ms - 200_000}-{now_ms - 190_000}",
+            "private_last_reconcile_at": str(now_ms - 189_000),
+            "private_last_reconcile": "ok: 12 orders, 6 balances, 3 appended",
+        },
+    )
+    await r.sadd(keys.union, "ticker:KRW-BTC")
+    listener = r.pubsub()
+    await listener.subscribe(keys.control)  # a collector is "running"
+    try:
+        text = cli("status", url=real_redis_url, keys=keys, cwd=tmp_path)
+        assert text.returncode == 0
+        assert "Private    enabled  (recording on)" in text.stdout
+        assert "reconnecting, down for 9" in text.stdout
+        assert "gaps          2" in text.stdout
+        assert "ok: 12 orders, 6 balances, 3 appended" in text.stdout
+        check = cli("check", url=real_redis_url, keys=keys, cwd=tmp_path)
+        assert check.returncode == 1
+        assert check.stdout.startswith("unhealthy: the private socket has been down for 9")
+        lenient = cli(
+            "check", "--private-max-down", "300", url=real_redis_url, keys=keys, cwd=tmp_path
+        )
+        assert lenient.returncode == 0, lenient.stdout
+    finally:
+        await listener.aclose()

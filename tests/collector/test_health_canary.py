@@ -189,16 +189,16 @@ async def test_check_fails_when_the_private_side_is_refused_while_keys_are_set(
             await c.wait_subscribed(lambda union: TOPIC in union, timeout=15)
             deadline = time.monotonic() + 20
             while True:
-                code, line = await run_check(server, keys, "--max-upstream-down", "1")
-                if code == 1 and "private upstream" in line:
+                code, line = await run_check(server, keys, "--private-max-down", "1")
+                if code == 1 and "private socket" in line:
                     break
                 assert time.monotonic() < deadline, f"check still says {line!r}"
                 await asyncio.sleep(0.5)
-            assert "the private upstream (API keys set) has been down for" in line
+            assert "the private socket has been down for" in line
             assert "401" in line  # the last error says why
             assert c.state.value == "subscribed"  # the public side is fine
             # The same collector with a generous threshold: still within it, so healthy.
-            code, line = await run_check(server, keys, "--max-upstream-down", "600")
+            code, line = await run_check(server, keys, "--private-max-down", "600")
             assert code == 0, line
     finally:
         await admin.aclose()
@@ -226,7 +226,7 @@ async def test_check_fails_when_the_upstream_stays_down_while_topics_are_wanted(
             assert "the upstream has been down for" in line, line
             assert "while 1 topic(s) are wanted" in line
             assert "HTTP 503" in line  # the last error
-            code, line = await run_check(server, keys, "--max-upstream-down", "600")
+            code, line = await run_check(server, keys, "--private-max-down", "600")
             assert code == 0, line
             assert line.startswith("ok: reconnecting for"), line
             emu.refuse_connections(0)

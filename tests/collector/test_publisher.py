@@ -124,7 +124,7 @@ async def test_private_events_land_in_the_capped_stream_once(
     )
     entries = await client.xrange(keys.stream("myOrder"))
     assert [fields for _, fields in entries] == [
-        {b"payload": payload, b"topic": b"myOrder:KRW-BTC"}
+        {b"payload": payload, b"topic": b"myOrder:KRW-BTC", b"source": b"ws"}
     ]
     assert await client.get(keys.last("myOrder:*")) == payload
     assert await client.xlen(keys.stream("myAsset")) == 1
@@ -236,3 +236,50 @@ async def test_a_fenced_batch_is_written_only_while_the_lease_holds_the_value(
         assert await client.get(keys.last("ticker:KRW-BTC")) is None
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_stream_entry_with_a_known_identity_is_refused(
+    client: aioredis.Redis, keys: Keys, mode: PublishMode
+) -> None:
+    publisher = Publisher(client, keys, mode=mode, seen_cap=3)
+
+    def order(n: int, ident: str | None, source: str = "ws") -> Outgoing:
+        return Outgoing(
+            "myOrder:KRW-BTC", b'{"n":%d}' % n, True, "myOrder", identity=ident, source=source
+        )
+
+    await publisher.publish([order(1, "a"), order(2, "b"), order(3, "a"), order(4, None)])
+    await publisher.publish([order(5, "b", "rest"), order(6, "c", "rest"), order(7, None)])
+    entries = await client.xrange(keys.stream("myOrder"))
+    assert [(f[b"payload"], f[b"source"]) for _, f in entries] == [
+        (b'{"n":1}', b"ws"),
+        (b'{"n":2}', b"ws"),
+        (b'{"n":4}', b"ws"),
+        (b'{"n":6}', b"rest"),
+        (b'{"n":7}', b"ws"),
+    ]
+    assert publisher.stream_entries == 5
+    assert publisher.stream_duplicates == 2
+    seen = keys.stream_seen("myOrder")
+    assert set(await client.zrange(seen, 0, -1)) == {b"a", b"b", b"c"}
+    assert 0 < await client.pttl(seen) <= 7 * 24 * 3600 * 1000
+    await publisher.publish([order(8, "d")])  # over the cap: the oldest identity goes
+    assert await client.zcard(seen) == 3
+    assert await client.zscore(seen, "a") is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_quiet_item_goes_to_the_stream_only(
+    client: aioredis.Redis, keys: Keys, mode: PublishMode
+) -> None:
+    publisher = Publisher(client, keys, mode=mode)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(keys.channel("myOrder:KRW-BTC"))
+    await pubsub.get_message(timeout=1)
+    item = Outgoing("myOrder:KRW-BTC", b'{"q":1}', True, "myOrder", publish=False)
+    await publisher.publish([item])
+    assert await client.xlen(keys.stream("myOrder")) == 1
+    assert not await client.exists(keys.last("myOrder:KRW-BTC"))
+    assert await pubsub.get_message(timeout=0.3) is None
+    await pubsub.aclose()

@@ -47,6 +47,7 @@ async def test_private_intents_open_an_authenticated_connection_and_get_order_ev
             private_url=emu.private_url,
             access_key=ACCESS,
             secret_key=SECRET,
+            record_private=False,  # recording off: the private socket follows intents alone
         ) as c,
     ):
         await r.sadd(keys.intents("watcher"), "ticker:KRW-BTC")
@@ -105,6 +106,7 @@ async def test_wrong_keys_are_refused_reported_and_never_revealed(
             private_url=emu.private_url,
             access_key=ACCESS,
             secret_key=WRONG,
+            private_start_wait=0.3,
         ) as c,
     ):
         await r.sadd(keys.intents("trader"), "myAsset", "ticker:KRW-BTC")
@@ -112,6 +114,14 @@ async def test_wrong_keys_are_refused_reported_and_never_revealed(
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
         await wait_for(lambda: emu.counters["auth_failures"] >= 3)  # it keeps retrying
         await until(lambda: _refused(r, keys))
+        # the REST reconciliation is refused as Upbit refuses it, and reported once
+        recorder = c.recorder
+        assert recorder is not None
+        await wait_for(lambda: recorder.reconciliations >= 1)
+        assert recorder.last_result == "refused: jwt_verification (HTTP 401)"
+        await recorder.reconcile(0, 1)  # a second attempt: refused again, not logged again
+        assert emu.counters["rest_refused:401"] >= 2
+        assert recorder.appended == 0
         # The public stream is unaffected.
         seen = len(listener.messages[btc])
         await listener.wait(lambda: len(listener.messages[btc]) > seen + 2)
@@ -124,6 +134,10 @@ async def test_wrong_keys_are_refused_reported_and_never_revealed(
     errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert len(errors) == 1  # logged once, not once per retry
     assert "refused the API keys" in errors[0].getMessage()
+    rest = [rec for rec in caplog.records if "reconciliation over REST failed" in rec.getMessage()]
+    assert len(rest) == 1
+    assert rest[0].levelno == logging.WARNING
+    assert c.status.snapshot()["private_last_reconcile"] == "refused: jwt_verification (HTTP 401)"
     # Never a secret (nor a token) in our logs (the emulator's server-side DEBUG lines are
     # Upbit's business, not ours), in the status or in the notices.
     texts = [rec.getMessage() for rec in caplog.records if not rec.name.startswith("emulator")]

@@ -69,14 +69,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a wanted upstream connection may be down at most this long "
         f"(default {MAX_UPSTREAM_DOWN:g})",
     )
+    parser.add_argument(
+        "--private-max-down",
+        type=arg(at_least(0.001, unit="s")),
+        default=None,
+        metavar="SECONDS",
+        help="with API keys: the private socket may be down at most this long; order and "
+        "balance events are not recorded live meanwhile (default: "
+        "UPBIT_FANOUT_PRIVATE_DOWN_THRESHOLD, 60)",
+    )
     parser.add_argument("--json", action="store_true", help='{"healthy", "reason", "thresholds"}')
 
 
-def thresholds_of(args: argparse.Namespace) -> dict[str, float]:
+def thresholds_of(args: argparse.Namespace, settings: Settings) -> dict[str, float]:
+    private = args.private_max_down
     return {
         "max_age": args.max_age,
         "max_delivery_age": args.max_delivery_age,
         "max_upstream_down": args.max_upstream_down,
+        "max_private_down": settings.private_down_threshold if private is None else private,
     }
 
 
@@ -86,7 +97,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from upbit_fanout.subscriptions.redis_errors import describe_redis_error  # noqa: PLC0415
 
     url, keys = redis_target(args, settings)
-    thresholds = thresholds_of(args)
+    thresholds = thresholds_of(args, settings)
     try:
         report = asyncio.run(gather(url, keys))
     except (RedisError, OSError) as exc:

@@ -7,6 +7,7 @@ keys are stable (documented in docs/client.md) for scripts::
 
     {"redis_url", "key_prefix", "collector_listening", "collector" (null or the P:status fields,
      digits-only values as integers), "status_age_seconds", "last_event_age_seconds",
+     "private_down_seconds", "private_last_event_age_seconds",
      "union": [...], "clients": [{"client_id", "topics", "topic_count",
      "lease_remaining_seconds"}], "bad_keys": [{"key", "type", "reason"}],
      "invalid": [{"client_id", "topic" (null: the client's summary), "reason"}],
@@ -153,6 +154,8 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
         "collector": collector,
         "status_age_seconds": _age(status.get("updated_at"), now),
         "last_event_age_seconds": _age(status.get("last_event_at"), now),
+        "private_down_seconds": _age(status.get("private_down_since"), now),
+        "private_last_event_age_seconds": _age(status.get("private_last_event_at"), now),
         "union": sorted(_text(member) for member in union_raw),
         "clients": clients,
         "bad_keys": bad_keys,
@@ -243,6 +246,29 @@ async def _read_clients(
     return clients, bad_keys
 
 
+def _private_lines(report: dict[str, Any], collector: dict[str, Any]) -> list[str]:
+    """The private side: recording, socket, last private event, gaps, last reconciliation."""
+    note = collector.get("private")
+    if note in (None, ""):
+        return []
+    lines = [f"Private    {note}  (recording {collector.get('private_recording') or 'off'})"]
+    state = collector.get("private_upstream_state")
+    if state not in (None, ""):
+        down = report.get("private_down_seconds")
+        extra = "" if down is None else f", down for {down:.1f} s"
+        lines.append(f"  {'socket':<13} {state}{extra}")
+    lines.append(f"  {'last event':<13} {_ago(report.get('private_last_event_age_seconds'))}")
+    gaps = collector.get("private_gaps")
+    if gaps not in (None, ""):
+        lines.append(f"  {'gaps':<13} {gaps} (last: {collector.get('private_last_gap')} ms)")
+    result = collector.get("private_last_reconcile")
+    if result not in (None, ""):
+        at = collector.get("private_last_reconcile_at")
+        when = f"{_clock(at)} UTC: " if isinstance(at, int) else ""
+        lines.append(f"  {'reconciled':<13} {when}{result}")
+    return lines
+
+
 def render_text(report: dict[str, Any]) -> str:
     """The readable form of a :func:`gather` report."""
     lines = [f"Redis      {report['redis_url']}  (key prefix {report['key_prefix']!r})"]
@@ -297,6 +323,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"  {'last error':<13} {_error(collector, 'last_error')}")
         if collector.get("previous_error"):
             lines.append(f"  {'recovered':<13} {_error(collector, 'previous_error')}")
+        lines.extend(_private_lines(report, collector))
     union = report["union"]
     lines.append(f"Union ({len(union)})  {', '.join(union) if union else '-'}")
     clients = report["clients"]
