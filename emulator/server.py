@@ -547,7 +547,11 @@ class Emulator:
             details = parse_qs(query).get("is_details", ["false"])[-1].lower() == "true"
             body = self._market_all.get(details)
             if body is None:
-                payload = market_all_payload(self.markets, is_details=details)
+                # In replay mode the file's codes are markets too: a client that checks codes
+                # against this list (the collector does) must accept what the file serves.
+                listed = {market.code for market in self.markets}
+                extra = [Market(code, code, code, False) for code in sorted(self._known - listed)]
+                payload = market_all_payload([*self.markets, *extra], is_details=details)
                 body = self._market_all[details] = json.dumps(
                     payload, ensure_ascii=False, separators=(",", ":")
                 ).encode()

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from tests.emulator.wsutil import client, recv_json, recv_raw, request, silent, started
+from tests.emulator.wsutil import (
+    client,
+    http_get,
+    recv_json,
+    recv_raw,
+    request,
+    silent,
+    started,
+)
 from tests.helpers import SAMPLES
 from upbit_fanout.emulator.server import Emulator
 from upbit_fanout.subscriptions import upbit_fields
@@ -157,6 +165,14 @@ async def test_replay_codes_are_known_markets(replay_file: Path) -> None:
         assert "BTC-BCH" in emu.known_codes  # only in the file (a 2018 SIMPLE trade)
         frames = await replayed(emu, "SIMPLE", {"type": "trade", "codes": ["BTC-BCH"]})
     assert [json.loads(f)["mk"] for f in frames] == ["BTC-BCH"]
+
+    # ... and the market list says so, so a client that checks codes (the collector) serves it.
+    async with started(replay=replay_file, rate=0) as emu:
+        status, body, _ = await http_get(f"{emu.http_url}/v1/market/all")
+    assert status == 200
+    listed = {item["market"] for item in json.loads(body)}
+    assert "BTC-BCH" in listed
+    assert "KRW-BTC" in listed
 
 
 async def test_paced_replay_and_loop(replay_file: Path) -> None:
