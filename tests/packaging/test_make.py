@@ -4,6 +4,7 @@ yet, so nothing is installed by this test."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,9 +16,13 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 
 def dry_run(target: str, tmp_path: Path, path: str | None = None) -> list[str]:
-    env = {"PATH": path} if path is not None else None
+    # Not the environment of a `make test` that runs this: a sub-make would print its
+    # "Entering/Leaving directory" lines and inherit the parent's flags.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
+    if path is not None:
+        env["PATH"] = path
     done = subprocess.run(
-        ["make", "-n", f"VENV={tmp_path / 'venv'}", target],
+        ["make", "-n", "--no-print-directory", f"VENV={tmp_path / 'venv'}", target],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
