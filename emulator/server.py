@@ -67,10 +67,17 @@ from upbit_fanout.emulator.protocol import (
     parse_request,
     render_event,
     render_list_subscriptions,
+    render_row,
     wrap_list,
 )
 from upbit_fanout.emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
-from upbit_fanout.emulator.simulation import MarketSimulator, orderbook_at_depth
+from upbit_fanout.emulator.simulation import (
+    ROW_SPECS,
+    TRADE_ROW,
+    MarketSimulator,
+    RowEvent,
+    orderbook_at_depth,
+)
 from upbit_fanout.emulator.tls import TestCertificates, make_certificates
 from upbit_fanout.subscriptions.jsontext import dumps_exact
 from upbit_fanout.subscriptions.redact import redacting_logger
@@ -89,6 +96,7 @@ ADMIN_PREFIX: Final = "/_emulator/"
 
 _TICK: Final = 0.01  # paced generator period, seconds
 _FIREHOSE_BATCH: Final = 256  # events per generator step in firehose mode
+_ROW_DEPTH: Final = 30  # the units of the simulator's orderbook rows
 
 
 _DEFLATE: Final = ServerPerMessageDeflateFactory(
@@ -766,11 +774,24 @@ class Emulator:
 
     # --- market events -------------------------------------------------------------------------
 
-    def _dispatch(self, type_: str, code: str, payload: Mapping[str, Any]) -> None:
-        """Render a REALTIME event once per (format, depth, level) and queue it."""
+    def _dispatch(
+        self, type_: str, code: str, payload: Mapping[str, Any] | tuple[Any, ...]
+    ) -> None:
+        """Render a REALTIME event once per (format, depth, level) and queue it.
+
+        ``payload`` is a dict or, for the simulator's trades and tickers, a row
+        (``MarketSimulator.next_rows``), written by template.
+        """
         targets = self._index.get((type_, code))
         if not targets:
             return
+        if isinstance(payload, tuple):
+            if type_ != "orderbook" or all(
+                s.depth == _ROW_DEPTH and not s.level for _, s in targets
+            ):
+                self._dispatch_row(type_, payload, targets)
+                return
+            payload = ROW_SPECS[type_].payload(payload)  # other depths or levels: cut from it
         # keys are plain strings/tuples: hashing the Format enum costs a Python call each time
         frames: dict[Any, list[Any]] = {}
         objects: dict[Any, bytes] = {}
@@ -789,6 +810,31 @@ class Emulator:
                     data = render_event(type_, body, "REALTIME", simple=simple)
                     objects[inner_key] = data
                 hit = frames[key] = [wrap_list(data) if client.listed else data, None]
+            if client.raw:
+                if hit[1] is None:
+                    hit[1] = frame_binary(hit[0])
+                self._push(client, hit[0], hit[1])
+            else:
+                self._push(client, hit[0])
+
+    def _dispatch_row(
+        self,
+        type_: str,
+        row: tuple[Any, ...],
+        targets: list[tuple[EmulatorConnection, Stream]],
+    ) -> None:
+        """:meth:`_dispatch` of a row: one object per key set, one frame per format (orderbook
+        rows: only for streams at the row's own depth and level 0)."""
+        spec = ROW_SPECS[type_]
+        frames: dict[str, list[Any]] = {}
+        for client, _ in targets:
+            hit = frames.get(client.format_key)
+            if hit is None:
+                data = render_row(spec, row, "REALTIME", simple=client.simple)
+                hit = frames[client.format_key] = [
+                    wrap_list(data) if client.listed else data,
+                    None,
+                ]
             if client.raw:
                 if hit[1] is None:
                     hit[1] = frame_binary(hit[0])
@@ -863,7 +909,7 @@ class Emulator:
                 if count == 0 or not self._running.is_set():
                     continue
                 budget -= count
-            events = sim.next_events(
+            events = sim.next_rows(
                 codes, now_ms=now_ms(), max_events=count, types=self._generated_types
             )
             self._deliver(events)
@@ -872,18 +918,19 @@ class Emulator:
                 await self._drain(list(self._clients.values()))
                 await asyncio.sleep(0)
 
-    def _deliver(self, events: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
+    def _deliver(self, events: Iterable[RowEvent]) -> None:
         account = self._account if self._order_codes else None
         private: list[PrivateEvent] = []
         for type_, code, payload in events:
             self._dispatch(type_, code, payload)
             if account is not None and type_ == "trade":
+                trade = TRADE_ROW.payload(payload) if isinstance(payload, tuple) else payload
                 private.extend(
                     account.on_trade(
                         code,
-                        payload["trade_price"],
-                        payload["trade_volume"],
-                        now_ms=int(payload.get("trade_timestamp") or now_ms()),
+                        trade["trade_price"],
+                        trade["trade_volume"],
+                        now_ms=int(trade.get("trade_timestamp") or now_ms()),
                     )
                 )
         if private:
