@@ -625,7 +625,7 @@ class RowSpec:
     usual dict (numbers as ``Decimal``), whose :func:`render_event` is byte for byte the same.
     """
 
-    __slots__ = ("_templates", "fields", "tail", "type", "units_at")
+    __slots__ = ("_templates", "fields", "realtime", "tail", "type", "units_at")
 
     KINDS: Final = frozenset({"num", "int", "str", "json", "units", "const"})
 
@@ -648,6 +648,11 @@ class RowSpec:
         self.units_at: int | None = units[0] if units else None
         """Position in the row of the units field (written per format), or None."""
         self._templates: dict[tuple[bool, str], str] = {}
+        self.realtime = (
+            self.template("REALTIME", simple=False),
+            self.template("REALTIME", simple=True),
+        )
+        """The REALTIME templates, DEFAULT then SIMPLE keys (index them with ``simple``)."""
 
     def payload(self, row: Sequence[Any]) -> dict[str, Any]:
         """The row as a dict with DEFAULT keys; numbers become ``Decimal``."""

@@ -826,6 +826,20 @@ class Emulator:
         """:meth:`_dispatch` of a row: one object per key set, one frame per format (orderbook
         rows: only for streams at the row's own depth and level 0)."""
         spec = ROW_SPECS[type_]
+        if len(targets) == 1:  # the usual case, without the sharing below
+            client = targets[0][0]
+            if spec.units_at is None:
+                data = (spec.realtime[client.simple] % row).encode()
+            else:
+                data = render_row(spec, row, "REALTIME", simple=client.simple)
+            if client.listed:
+                data = wrap_list(data)
+            if client.push(data, frame_binary(data) if client.raw else None):
+                self.frames_sent += 1
+                if not client.dirty:
+                    client.dirty = True
+                    self._dirty.append(client)
+            return
         frames: dict[str, list[Any]] = {}
         for client, _ in targets:
             hit = frames.get(client.format_key)
@@ -921,8 +935,14 @@ class Emulator:
     def _deliver(self, events: Iterable[RowEvent]) -> None:
         account = self._account if self._order_codes else None
         private: list[PrivateEvent] = []
+        index = self._index
         for type_, code, payload in events:
-            self._dispatch(type_, code, payload)
+            if payload.__class__ is tuple and type_ != "orderbook":
+                targets = index.get((type_, code))
+                if targets:
+                    self._dispatch_row(type_, payload, targets)
+            else:
+                self._dispatch(type_, code, payload)
             if account is not None and type_ == "trade":
                 trade = TRADE_ROW.payload(payload) if isinstance(payload, tuple) else payload
                 private.extend(

@@ -428,7 +428,9 @@ class _Mkt:
         "acc_bid",
         "acc_vol",
         "anchor",
+        "ask_t",
         "asks",
+        "bid_t",
         "bids",
         "book_sent",
         "bts",
@@ -531,6 +533,8 @@ class _Mkt:
     acc_amt: int
     acc_ask: int
     acc_bid: int
+    ask_t: tuple[int, str]  # (acc_ask, its text) as last written
+    bid_t: tuple[int, str]
     carry_vol: int
     carry_amt: int
     h52: int
@@ -854,6 +858,7 @@ class MarketSimulator:
         m.acc_amt = m.acc_vol * px
         m.acc_bid = int(m.acc_vol * rng.uniform(0.4, 0.6))
         m.acc_ask = m.acc_vol - m.acc_bid
+        m.ask_t = m.bid_t = (-1, "")
         if m.acc_vol and bid_side and m.acc_bid < vol:
             m.acc_bid, m.acc_ask = vol, m.acc_vol - vol
         elif m.acc_vol and not bid_side and m.acc_ask < vol:
@@ -1400,10 +1405,37 @@ class MarketSimulator:
             if want_trade:
                 out.append(("trade", code, trade))
             if want_ticker:
+                # the number texts, inlined for the usual magnitudes (see _size_text and
+                # _amount_text); only one side's volume moved, the other's text is kept
                 acc_vol = m.acc_vol
+                n = acc_vol + m.carry_vol
+                if n >= 100_000_000:
+                    t = str(acc_vol)
+                    vol_t = t[:-8] + "." + t[-8:] if acc_vol >= 100_000_000 else _size_text(acc_vol)
+                    t = str(n)
+                    vol24_t = t[:-8] + "." + t[-8:]
+                else:
+                    vol_t = _size_text(acc_vol)
+                    vol24_t = _size_text(n)
                 acc_amt = m.acc_amt
-                ask_v = m.acc_ask
-                bid_v = m.acc_bid
+                n = acc_amt + m.carry_amt
+                t = str(acc_amt)
+                if acc_amt >= 10_000_000_000_000_000 and len(t) <= 80:
+                    amt_t = t[:-16] + "." + t[-16:]
+                else:
+                    amt_t = _amount_text(acc_amt)
+                t = str(n)
+                amt24_t = (
+                    t[:-16] + "." + t[-16:] if len(t) > 16 and len(t) <= 80 else _amount_text(n)
+                )
+                side_v = m.acc_ask
+                ask_t = m.ask_t
+                if ask_t[0] != side_v:
+                    ask_t = m.ask_t = (side_v, _size_text(side_v))
+                side_v = m.acc_bid
+                bid_t = m.bid_t
+                if bid_t[0] != side_v:
+                    bid_t = m.bid_t = (side_v, _size_text(side_v))
                 out.append(
                     (
                         "ticker",
@@ -1421,16 +1453,16 @@ class MarketSimulator:
                             cr,
                             scr,
                             volt,
-                            _size_text(acc_vol),
-                            _size_text(acc_vol + m.carry_vol),
-                            _amount_text(acc_amt),
-                            _amount_text(acc_amt + m.carry_amt),
+                            vol_t,
+                            vol24_t,
+                            amt_t,
+                            amt24_t,
                             strs[2],
                             strs[3],
                             ts,
                             side,
-                            _size_text(ask_v) if ask_v else "0",
-                            _size_text(bid_v) if bid_v else "0",
+                            ask_t[1],
+                            bid_t[1],
                             m.h52_t,
                             m.h52_date,
                             m.l52_t,
