@@ -274,9 +274,14 @@ def _amount(u: int) -> Decimal:
     return Decimal(u).scaleb(-16, _WIDE) if u else _ZERO
 
 
+_SIZE_EXACT: Final = 10**28  # sizes from here on are rounded by Decimal's default context
+
+
 def _size_text(u: int) -> str:
     """``str(_size(u))`` without making a Decimal (u >= 0)."""
     if u >= 100_000_000:
+        if u >= _SIZE_EXACT:  # the default context's 28 digits round these
+            return str(_size(u))
         s = str(u)
         return s[:-8] + "." + s[-8:]
     if u >= 100:  # from 1e-6 up, Decimal writes plain notation with all 8 places
@@ -1409,7 +1414,7 @@ class MarketSimulator:
                 # _amount_text); only one side's volume moved, the other's text is kept
                 acc_vol = m.acc_vol
                 n = acc_vol + m.carry_vol
-                if n >= 100_000_000:
+                if 100_000_000 <= n < _SIZE_EXACT:
                     t = str(acc_vol)
                     vol_t = t[:-8] + "." + t[-8:] if acc_vol >= 100_000_000 else _size_text(acc_vol)
                     t = str(n)
