@@ -1256,6 +1256,7 @@ class MarketSimulator:
         rnd = self._rnd
         bits = self._bits
         sec = ts // 1000
+        last_sid = self._last_sid
         for m in markets:
             if ts >= m.day_end:
                 self._roll_day(m, ts)
@@ -1299,7 +1300,7 @@ class MarketSimulator:
                 else:
                     vol = size
                     top.s = left = avail - size
-                    top.st = _size_text(left)
+                    top.st = f"0.{left:08d}" if 100 <= left < 100_000_000 else _size_text(left)
             else:  # a seller hits the best bid
                 top = bids[0]
                 px = top.p
@@ -1321,7 +1322,7 @@ class MarketSimulator:
                 else:
                     vol = size
                     top.s = left = avail - size
-                    top.st = _size_text(left)
+                    top.st = f"0.{left:08d}" if 100 <= left < 100_000_000 else _size_text(left)
             amt = px * vol
 
             # candles: fold into the held-back second, or (first trade of a new second) update and
@@ -1377,11 +1378,11 @@ class MarketSimulator:
 
             # sequential id: trade_timestamp * 10000 + a counter (as Upbit's current ids look)
             sid = ts * 10_000
-            if sid <= self._last_sid:
-                sid = self._last_sid + 1
-            self._last_sid = sid
+            if sid <= last_sid:
+                sid = last_sid + 1
+            last_sid = sid
             chg, cp, scp, cr, scr = m.chgt.get(px) or self._change_text(m, px)
-            volt = _size_text(vol)
+            volt = f"0.{vol:08d}" if 100 <= vol < 100_000_000 else _size_text(vol)
             code = m.code
             code_j = m.code_j
             a0 = asks[0]
@@ -1483,6 +1484,7 @@ class MarketSimulator:
 
             if candles:
                 out += candles
+        self._last_sid = last_sid
 
     def _candles_after(
         self,
