@@ -97,6 +97,10 @@ ADMIN_PREFIX: Final = "/_emulator/"
 _TICK: Final = 0.01  # paced generator period, seconds
 _FIREHOSE_BATCH: Final = 256  # events per generator step in firehose mode
 _ROW_DEPTH: Final = 30  # the units of the simulator's orderbook rows
+# REALTIME templates (DEFAULT, SIMPLE) of the rows written without a units field
+_ROW_TEMPLATES: Final = {
+    type_: spec.realtime for type_, spec in ROW_SPECS.items() if spec.units_at is None
+}
 
 
 _DEFLATE: Final = ServerPerMessageDeflateFactory(
@@ -936,13 +940,24 @@ class Emulator:
         account = self._account if self._order_codes else None
         private: list[PrivateEvent] = []
         index = self._index
+        dirty = self._dirty
+        sent = 0
         for type_, code, payload in events:
-            if payload.__class__ is tuple and type_ != "orderbook":
-                targets = index.get((type_, code))
-                if targets:
-                    self._dispatch_row(type_, payload, targets)
-            else:
+            if not isinstance(payload, tuple) or (templates := _ROW_TEMPLATES.get(type_)) is None:
                 self._dispatch(type_, code, payload)
+            elif targets := index.get((type_, code)):
+                if len(targets) == 1:  # _dispatch_row's single-subscriber case, inlined
+                    client = targets[0][0]
+                    data = (templates[client.simple] % payload).encode()
+                    if client.listed:
+                        data = wrap_list(data)
+                    if client.push(data, frame_binary(data) if client.raw else None):
+                        sent += 1
+                        if not client.dirty:
+                            client.dirty = True
+                            dirty.append(client)
+                else:
+                    self._dispatch_row(type_, payload, targets)
             if account is not None and type_ == "trade":
                 trade = TRADE_ROW.payload(payload) if isinstance(payload, tuple) else payload
                 private.extend(
@@ -953,6 +968,7 @@ class Emulator:
                         now_ms=int(trade.get("trade_timestamp") or now_ms()),
                     )
                 )
+        self.frames_sent += sent
         if private:
             self._dispatch_private(private)
         self._flush()
