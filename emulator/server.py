@@ -97,6 +97,7 @@ ADMIN_PREFIX: Final = "/_emulator/"
 _TICK: Final = 0.01  # paced generator period, seconds
 _FIREHOSE_BATCH: Final = 256  # events per generator step in firehose mode
 _ROW_DEPTH: Final = 30  # the units of the simulator's orderbook rows
+_UNSET: Final[Any] = object()
 # REALTIME templates (DEFAULT, SIMPLE) of the rows written without a units field
 _ROW_TEMPLATES: Final = {
     type_: spec.realtime for type_, spec in ROW_SPECS.items() if spec.units_at is None
@@ -940,8 +941,10 @@ class Emulator:
         account = self._account if self._order_codes else None
         private: list[PrivateEvent] = []
         index = self._index
-        dirty = self._dirty
-        sent = 0
+        # raw connections' frame queues, looked up once per batch: nothing in this synchronous
+        # loop can close a connection (writes happen in _flush)
+        queues: dict[EmulatorConnection, list[bytes] | None] = {}
+        sent: dict[EmulatorConnection, int] = {}
         for type_, code, payload in events:
             if not isinstance(payload, tuple) or (templates := _ROW_TEMPLATES.get(type_)) is None:
                 self._dispatch(type_, code, payload)
@@ -951,11 +954,15 @@ class Emulator:
                     data = (templates[client.simple] % payload).encode()
                     if client.listed:
                         data = wrap_list(data)
-                    if client.push(data, frame_binary(data) if client.raw else None):
-                        sent += 1
-                        if not client.dirty:
-                            client.dirty = True
-                            dirty.append(client)
+                    queue = queues.get(client, _UNSET)
+                    if queue is _UNSET:
+                        queue = queues[client] = client.raw_queue()
+                        sent[client] = 0
+                    if queue is not None:
+                        queue.append(frame_binary(data))
+                        sent[client] += 1
+                    else:
+                        self._push(client, data)
                 else:
                     self._dispatch_row(type_, payload, targets)
             if account is not None and type_ == "trade":
@@ -968,7 +975,13 @@ class Emulator:
                         now_ms=int(trade.get("trade_timestamp") or now_ms()),
                     )
                 )
-        self.frames_sent += sent
+        for client, count in sent.items():
+            if count:
+                client.frames_sent += count
+                self.frames_sent += count
+                if not client.dirty:
+                    client.dirty = True
+                    self._dirty.append(client)
         if private:
             self._dispatch_private(private)
         self._flush()
