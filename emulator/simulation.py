@@ -16,7 +16,11 @@ Payloads use Upbit's DEFAULT field names with every documented field present (do
 ``Decimal``; timestamps, ``sequential_id`` and counts are ``int``; dates are ``str``.
 
 Internally prices and sizes are integers in units of 1e-8 (amounts, price x size, in 1e-16) and
-become ``Decimal`` only at the edge, cached where values repeat.
+become number text at the edge, cached where values repeat (price levels, changes). The hot path
+never makes a ``Decimal``: :meth:`MarketSimulator.next_rows` returns trades, tickers and books as
+rows of that text (:data:`ROW_SPECS`, written by template with
+:func:`~upbit_fanout.emulator.protocol.render_row`), and :meth:`MarketSimulator.next_events` turns
+the same rows into the dicts of Decimals described above.
 
 Events per trade, in order: ``trade``, ``ticker``, an ``orderbook`` (30 units, level 0) if the
 market has not sent its book in the last 100 ms (Upbit sends busy books about every 100 ms, 4),
