@@ -98,6 +98,16 @@ _TICK: Final = 0.01  # paced generator period, seconds
 _FIREHOSE_BATCH: Final = 256  # events per generator step in firehose mode
 _ROW_DEPTH: Final = 30  # the units of the simulator's orderbook rows
 _UNSET: Final[Any] = object()
+_HEADERS: dict[int, bytes] = {}  # payload length -> binary frame header (frame_binary's)
+
+
+def _header(length: int) -> bytes:
+    header = frame_binary(b"\0" * length)[: 2 if length < 126 else 4 if length < 65536 else 10]
+    if len(_HEADERS) < 65_536:
+        _HEADERS[length] = header
+    return header
+
+
 # REALTIME templates (DEFAULT, SIMPLE) of the rows written without a units field
 _ROW_TEMPLATES: Final = {
     type_: spec.realtime for type_, spec in ROW_SPECS.items() if spec.units_at is None
@@ -958,8 +968,10 @@ class Emulator:
                     if queue is _UNSET:
                         queue = queues[client] = client.raw_queue()
                         sent[client] = 0
-                    if queue is not None:
-                        queue.append(frame_binary(data))
+                    if queue is not None:  # frame_binary's header, then the payload as it is
+                        n = len(data)
+                        queue.append(_HEADERS.get(n) or _header(n))
+                        queue.append(data)
                         sent[client] += 1
                     else:
                         self._push(client, data)
