@@ -87,6 +87,12 @@ def baseline_tree(ref: str, into: Path) -> Path:
     return path
 
 
+def display(command: list[str]) -> str:
+    """The command as the results show it: paths inside the checkout made relative."""
+    prefix = str(ROOT) + os.sep
+    return " ".join(part.removeprefix(prefix) for part in command)
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -301,7 +307,7 @@ def measure(args: argparse.Namespace, codes: list[str], python_path: Path | None
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu = user + system
     return {
-        "command": " ".join(command),
+        "command": display(command),
         "emulator_cpu": emulator_cpu,
         "client_cpus": sorted(client_cpus),
         "seconds": round(elapsed, 3),
