@@ -54,6 +54,7 @@ __all__ = [
     "dumps_fast",
     "error_frame",
     "frame_binary",
+    "frame_header",
     "parse_request",
     "render_event",
     "render_list_subscriptions",
@@ -750,12 +751,16 @@ def frame_binary(data: bytes) -> bytes:
     A server frame without extensions depends only on its payload, so it is built once and
     written to every connection that negotiated no compression.
     """
-    length = len(data)
+    return frame_header(len(data)) + data
+
+
+def frame_header(length: int) -> bytes:
+    """The header of an unmasked, uncompressed binary frame of ``length`` payload bytes."""
     if length < 126:
-        return bytes((0x82, length)) + data
+        return bytes((0x82, length))
     if length < 65536:
-        return b"\x82\x7e" + length.to_bytes(2, "big") + data
-    return b"\x82\x7f" + length.to_bytes(8, "big") + data
+        return b"\x82\x7e" + length.to_bytes(2, "big")
+    return b"\x82\x7f" + length.to_bytes(8, "big")
 
 
 def wrap_list(*objects: bytes) -> bytes:

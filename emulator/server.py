@@ -64,6 +64,7 @@ from upbit_fanout.emulator.protocol import (
     compile_subscription,
     error_frame,
     frame_binary,
+    frame_header,
     parse_request,
     render_event,
     render_list_subscriptions,
@@ -102,7 +103,7 @@ _HEADERS: dict[int, bytes] = {}  # payload length -> binary frame header (frame_
 
 
 def _header(length: int) -> bytes:
-    header = frame_binary(b"\0" * length)[: 2 if length < 126 else 4 if length < 65536 else 10]
+    header = frame_header(length)
     if len(_HEADERS) < 65_536:
         _HEADERS[length] = header
     return header
@@ -794,7 +795,7 @@ class Emulator:
     ) -> None:
         """Render a REALTIME event once per (format, depth, level) and queue it.
 
-        ``payload`` is a dict or, for the simulator's trades and tickers, a row
+        ``payload`` is a dict or, for the simulator's trades, tickers and books, a row
         (``MarketSimulator.next_rows``), written by template.
         """
         targets = self._index.get((type_, code))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from decimal import Decimal
 from typing import Any
@@ -417,6 +418,26 @@ def _collect(url: str, message: str, count: int, compression: str | None) -> lis
     return frames
 
 
+def _follow(
+    url: str, message: str, subscribed: threading.Event, until: list[int], limit: int
+) -> list[bytes]:
+    """A SIMPLE_LIST client in its own thread: subscribed (its first frame is in) before the
+    other client subscribes; reads until it has passed the trade ``until[0]`` once it is set."""
+    frames: list[bytes] = []
+    with sync_connect(url, max_size=None, open_timeout=10, close_timeout=1) as ws:
+        ws.send(message)
+        frames.append(ws.recv(timeout=20, decode=False))
+        subscribed.set()
+        while len(frames) < limit:
+            frame = ws.recv(timeout=20, decode=False)
+            frames.append(frame)
+            if until:
+                obj = json.loads(frame)[0]
+                if obj["ty"] == "trade" and obj["sid"] >= until[0]:
+                    break
+    return frames
+
+
 async def test_firehose_sends_the_same_events_to_every_format_and_connection() -> None:
     # rate=0: trades, tickers and books are written from the simulator's rows by template, for
     # one subscriber inline and for several shared; a raw and a deflate connection in different
@@ -434,10 +455,18 @@ async def test_firehose_sends_the_same_events_to_every_format_and_connection() -
             {"type": "orderbook", "codes": ["KRW-BTC"]},
             fmt="SIMPLE_LIST",
         )
-        raw_bytes, listed_bytes = await asyncio.gather(
-            asyncio.to_thread(_collect, emu.public_url, raw_request, 6000, None),
-            asyncio.to_thread(_collect, emu.public_url, listed_request, 3000, "deflate"),
+        subscribed = threading.Event()
+        until: list[int] = []
+        follower = asyncio.ensure_future(
+            asyncio.to_thread(_follow, emu.public_url, listed_request, subscribed, until, 200_000)
         )
+        assert await asyncio.to_thread(subscribed.wait, 20)
+        raw_bytes = await asyncio.to_thread(_collect, emu.public_url, raw_request, 6000, None)
+        last_trade = max(
+            f["sequential_id"] for f in map(loads_exact, raw_bytes) if f["type"] == "trade"
+        )
+        until.append(last_trade)
+        listed_bytes = await follower
     raw_frames = [loads_exact(f) for f in raw_bytes]
     listed = [loads_exact(f) for f in listed_bytes]
     assert emu.counters["events_generated"] > 6000
@@ -489,6 +518,10 @@ async def test_firehose_sends_the_same_events_to_every_format_and_connection() -
             assert [frame[k] for k in fields] == [trade[k] for k in fields]
             checked += 1
     assert checked > 1000
-    sids = [f["sequential_id"] for f in raw_frames if f["type"] == "trade"]
+    sids = [
+        f["sequential_id"]
+        for f in raw_frames
+        if f["type"] == "trade" and f["stream_type"] == "REALTIME"
+    ]
     assert sids == sorted(sids)
     assert len(set(sids)) == len(sids)
