@@ -131,6 +131,15 @@ class EmulatorConnection:
         self.frames_sent += 1
         return True
 
+    def raw_queue(self) -> list[bytes] | None:
+        """The list :meth:`push` appends ready-made frames to, while the connection takes them
+        and negotiated no compression (else None). For a caller that pushes many frames in one
+        synchronous run (nothing can close the connection in between), which then counts them
+        in :attr:`frames_sent` itself; :meth:`flush` writes them."""
+        if not self.raw or self.closing or self.ws.protocol.state is not OPEN:
+            return None
+        return self._out
+
     def flush(self) -> int:
         """Write what :meth:`push` queued in one write; returns the bytes now buffered.
 

@@ -38,11 +38,13 @@ __all__ = [
     "ERROR_MESSAGES",
     "PING",
     "STATUS_UP",
+    "BookUnits",
     "ConnectLimiter",
     "Format",
     "ListRequest",
     "Ping",
     "RequestError",
+    "RowSpec",
     "SlidingWindow",
     "Stream",
     "SubscribeRequest",
@@ -52,9 +54,11 @@ __all__ = [
     "dumps_fast",
     "error_frame",
     "frame_binary",
+    "frame_header",
     "parse_request",
     "render_event",
     "render_list_subscriptions",
+    "render_row",
     "split_depth",
     "to_default_keys",
     "to_simple_keys",
@@ -598,18 +602,165 @@ def dumps_fast(obj: Any) -> bytes:
         return dumps_exact(obj)
 
 
+_PLACEHOLDERS: Final = {"num": "%s", "int": "%d", "str": '"%s"', "json": "%s", "units": "%s"}
+
+
+class RowSpec:
+    """The fixed shape of one kind of data object, for objects carried as a tuple of values.
+
+    ``fields`` are ``(key, kind, constant)`` in DEFAULT key order. A row is the tuple of the
+    values of every non-constant field, in that order, each already in its wire form:
+
+    - ``"num"``: the number's exact JSON text (a ``str`` such as ``"0.00120000"``),
+    - ``"int"``: an ``int``,
+    - ``"str"``: a ``str`` that needs no JSON escaping (dates, enum words),
+    - ``"json"``: a ``str`` holding a complete JSON token (``'"KRW-BTC"'``),
+    - ``"units"``: a :class:`BookUnits` (orderbook units, written with the format's keys),
+    - ``"const"``: not in the row; the field always has ``constant``.
+
+    ``tail`` fields (constants only) follow ``stream_type``, as ``level`` does on orderbook
+    frames.
+
+    :func:`render_row` writes a row from a %-template built once per (format keys, stream type),
+    so no number goes through a conversion on the hot path; :meth:`payload` turns a row into the
+    usual dict (numbers as ``Decimal``), whose :func:`render_event` is byte for byte the same.
+    """
+
+    __slots__ = ("_templates", "fields", "realtime", "tail", "type", "units_at")
+
+    KINDS: Final = frozenset({"num", "int", "str", "json", "units", "const"})
+
+    def __init__(
+        self,
+        type_: str,
+        fields: Sequence[tuple[str, str, Any]],
+        tail: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        for key, kind, _ in fields:
+            if kind not in self.KINDS:
+                raise ValueError(f"unknown field kind {kind!r} for {key!r}")
+        self.type = type_
+        self.fields = tuple(fields)
+        self.tail = tuple(tail)
+        positions = [f for f in self.fields if f[1] != "const"]
+        units = [i for i, f in enumerate(positions) if f[1] == "units"]
+        if len(units) > 1:
+            raise ValueError("at most one units field")
+        self.units_at: int | None = units[0] if units else None
+        """Position in the row of the units field (written per format), or None."""
+        self._templates: dict[tuple[bool, str], str] = {}
+        self.realtime = (
+            self.template("REALTIME", simple=False),
+            self.template("REALTIME", simple=True),
+        )
+        """The REALTIME templates, DEFAULT then SIMPLE keys (index them with ``simple``)."""
+
+    def payload(self, row: Sequence[Any]) -> dict[str, Any]:
+        """The row as a dict with DEFAULT keys; numbers become ``Decimal``."""
+        out: dict[str, Any] = {}
+        values = iter(row)
+        for key, kind, constant in self.fields:
+            if kind == "const":
+                out[key] = constant
+                continue
+            value = next(values)
+            if kind == "num":
+                out[key] = Decimal(value)
+            elif kind == "json":
+                out[key] = orjson.loads(value)
+            elif kind == "units":
+                out[key] = value.payload()
+            else:
+                out[key] = value
+        for key, constant in self.tail:
+            out[key] = constant
+        return out
+
+    def template(self, stream_type: str, *, simple: bool) -> str:
+        """The %-template of one object with ``stream_type`` last, DEFAULT or SIMPLE keys."""
+        found = self._templates.get((simple, stream_type))
+        if found is not None:
+            return found
+        table = _table(self.type) if simple else {}
+        parts: list[str] = []
+        for key, kind, constant in self.fields:
+            name = orjson.dumps(table.get(key, key)).decode().replace("%", "%%")
+            if kind == "const":
+                value = dumps_exact(constant).decode().replace("%", "%%")
+            else:
+                value = _PLACEHOLDERS[kind]
+            parts.append(f"{name}:{value}")
+        name = orjson.dumps(table.get("stream_type", "stream_type")).decode()
+        stream = orjson.dumps(stream_type).decode().replace("%", "%%")
+        parts.append(f"{name}:{stream}")
+        for key, constant in self.tail:
+            name = orjson.dumps(table.get(key, key)).decode().replace("%", "%%")
+            parts.append(f"{name}:" + dumps_exact(constant).decode().replace("%", "%%"))
+        found = self._templates[(simple, stream_type)] = "{" + ",".join(parts) + "}"
+        return found
+
+
+class BookUnits:
+    """Orderbook units as number texts: ``first`` and each of ``rest`` are ``(ask_price,
+    bid_price, ask_size, bid_size)``. ``rest_text`` caches the written ``rest`` per key set and
+    may be shared by books whose units beyond the first are the same (a partial fill moves only
+    the best sizes), so such a book writes one unit."""
+
+    __slots__ = ("first", "rest", "rest_text")
+
+    def __init__(
+        self,
+        first: tuple[str, str, str, str],
+        rest: tuple[tuple[str, str, str, str], ...],
+        rest_text: dict[bool, str] | None = None,
+    ) -> None:
+        self.first = first
+        self.rest = rest
+        self.rest_text: dict[bool, str] = {} if rest_text is None else rest_text
+
+    def __len__(self) -> int:
+        return 1 + len(self.rest)
+
+    def text(self, *, simple: bool) -> str:
+        """The JSON array, DEFAULT or SIMPLE unit keys."""
+        template = _UNIT_TEMPLATES[simple]
+        rest = self.rest_text.get(simple)
+        if rest is None:
+            rest = self.rest_text[simple] = "".join(["," + template % u for u in self.rest])
+        return "[" + template % self.first + rest + "]"
+
+    def payload(self) -> list[dict[str, Decimal]]:
+        """The units as the dicts of an ``orderbook`` payload (numbers as ``Decimal``)."""
+        return [
+            dict(zip(_UNIT_KEYS, map(Decimal, unit), strict=True))
+            for unit in (self.first, *self.rest)
+        ]
+
+
+def render_row(spec: RowSpec, row: tuple[Any, ...], stream_type: str, *, simple: bool) -> bytes:
+    """:func:`render_event` of ``spec.payload(row)``, written straight from the row's values."""
+    at = spec.units_at
+    if at is not None:
+        row = (*row[:at], row[at].text(simple=simple), *row[at + 1 :])
+    return (spec.template(stream_type, simple=simple) % row).encode()
+
+
 def frame_binary(data: bytes) -> bytes:
     """``data`` as one unmasked, uncompressed binary WebSocket frame (RFC 6455 5.2).
 
     A server frame without extensions depends only on its payload, so it is built once and
     written to every connection that negotiated no compression.
     """
-    length = len(data)
+    return frame_header(len(data)) + data
+
+
+def frame_header(length: int) -> bytes:
+    """The header of an unmasked, uncompressed binary frame of ``length`` payload bytes."""
     if length < 126:
-        return bytes((0x82, length)) + data
+        return bytes((0x82, length))
     if length < 65536:
-        return b"\x82\x7e" + length.to_bytes(2, "big") + data
-    return b"\x82\x7f" + length.to_bytes(8, "big") + data
+        return b"\x82\x7e" + length.to_bytes(2, "big")
+    return b"\x82\x7f" + length.to_bytes(8, "big")
 
 
 def wrap_list(*objects: bytes) -> bytes:

@@ -63,14 +63,22 @@ from upbit_fanout.emulator.protocol import (
     compile_subscription,
     error_frame,
     frame_binary,
+    frame_header,
     parse_request,
     render_event,
     render_list_subscriptions,
+    render_row,
     wrap_list,
 )
 from upbit_fanout.emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
 from upbit_fanout.emulator.rest import REST_PATHS, RestApi
-from upbit_fanout.emulator.simulation import MarketSimulator, orderbook_at_depth
+from upbit_fanout.emulator.simulation import (
+    ROW_SPECS,
+    TRADE_ROW,
+    MarketSimulator,
+    RowEvent,
+    orderbook_at_depth,
+)
 from upbit_fanout.emulator.tls import TestCertificates, make_certificates
 from upbit_fanout.subscriptions.jsontext import dumps_exact
 from upbit_fanout.subscriptions.redact import redacting_logger
@@ -90,6 +98,22 @@ ADMIN_PREFIX: Final = "/_emulator/"
 
 _TICK: Final = 0.01  # paced generator period, seconds
 _FIREHOSE_BATCH: Final = 256  # events per generator step in firehose mode
+_ROW_DEPTH: Final = 30  # the units of the simulator's orderbook rows
+_UNSET: Final[Any] = object()
+_HEADERS: dict[int, bytes] = {}  # payload length -> binary frame header (frame_binary's)
+
+
+def _header(length: int) -> bytes:
+    header = frame_header(length)
+    if len(_HEADERS) < 65_536:
+        _HEADERS[length] = header
+    return header
+
+
+# REALTIME templates (DEFAULT, SIMPLE) of the rows written without a units field
+_ROW_TEMPLATES: Final = {
+    type_: spec.realtime for type_, spec in ROW_SPECS.items() if spec.units_at is None
+}
 
 
 _DEFLATE: Final = ServerPerMessageDeflateFactory(
@@ -812,11 +836,24 @@ class Emulator:
 
     # --- market events -------------------------------------------------------------------------
 
-    def _dispatch(self, type_: str, code: str, payload: Mapping[str, Any]) -> None:
-        """Render a REALTIME event once per (format, depth, level) and queue it."""
+    def _dispatch(
+        self, type_: str, code: str, payload: Mapping[str, Any] | tuple[Any, ...]
+    ) -> None:
+        """Render a REALTIME event once per (format, depth, level) and queue it.
+
+        ``payload`` is a dict or, for the simulator's trades, tickers and books, a row
+        (``MarketSimulator.next_rows``), written by template.
+        """
         targets = self._index.get((type_, code))
         if not targets:
             return
+        if isinstance(payload, tuple):
+            if type_ != "orderbook" or all(
+                s.depth == _ROW_DEPTH and not s.level for _, s in targets
+            ):
+                self._dispatch_row(type_, payload, targets)
+                return
+            payload = ROW_SPECS[type_].payload(payload)  # other depths or levels: cut from it
         # keys are plain strings/tuples: hashing the Format enum costs a Python call each time
         frames: dict[Any, list[Any]] = {}
         objects: dict[Any, bytes] = {}
@@ -835,6 +872,45 @@ class Emulator:
                     data = render_event(type_, body, "REALTIME", simple=simple)
                     objects[inner_key] = data
                 hit = frames[key] = [wrap_list(data) if client.listed else data, None]
+            if client.raw:
+                if hit[1] is None:
+                    hit[1] = frame_binary(hit[0])
+                self._push(client, hit[0], hit[1])
+            else:
+                self._push(client, hit[0])
+
+    def _dispatch_row(
+        self,
+        type_: str,
+        row: tuple[Any, ...],
+        targets: list[tuple[EmulatorConnection, Stream]],
+    ) -> None:
+        """:meth:`_dispatch` of a row: one object per key set, one frame per format (orderbook
+        rows: only for streams at the row's own depth and level 0)."""
+        spec = ROW_SPECS[type_]
+        if len(targets) == 1:  # the usual case, without the sharing below
+            client = targets[0][0]
+            if spec.units_at is None:
+                data = (spec.realtime[client.simple] % row).encode()
+            else:
+                data = render_row(spec, row, "REALTIME", simple=client.simple)
+            if client.listed:
+                data = wrap_list(data)
+            if client.push(data, frame_binary(data) if client.raw else None):
+                self.frames_sent += 1
+                if not client.dirty:
+                    client.dirty = True
+                    self._dirty.append(client)
+            return
+        frames: dict[str, list[Any]] = {}
+        for client, _ in targets:
+            hit = frames.get(client.format_key)
+            if hit is None:
+                data = render_row(spec, row, "REALTIME", simple=client.simple)
+                hit = frames[client.format_key] = [
+                    wrap_list(data) if client.listed else data,
+                    None,
+                ]
             if client.raw:
                 if hit[1] is None:
                     hit[1] = frame_binary(hit[0])
@@ -909,7 +985,7 @@ class Emulator:
                 if count == 0 or not self._running.is_set():
                     continue
                 budget -= count
-            events = sim.next_events(
+            events = sim.next_rows(
                 codes, now_ms=now_ms(), max_events=count, types=self._generated_types
             )
             self._deliver(events)
@@ -918,20 +994,53 @@ class Emulator:
                 await self._drain(list(self._clients.values()))
                 await asyncio.sleep(0)
 
-    def _deliver(self, events: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
+    def _deliver(self, events: Iterable[RowEvent]) -> None:
         account = self._account if self._order_codes else None
         private: list[PrivateEvent] = []
+        index = self._index
+        # raw connections' frame queues, looked up once per batch: nothing in this synchronous
+        # loop can close a connection (writes happen in _flush)
+        queues: dict[EmulatorConnection, list[bytes] | None] = {}
+        sent: dict[EmulatorConnection, int] = {}
         for type_, code, payload in events:
-            self._dispatch(type_, code, payload)
+            if not isinstance(payload, tuple) or (templates := _ROW_TEMPLATES.get(type_)) is None:
+                self._dispatch(type_, code, payload)
+            elif targets := index.get((type_, code)):
+                if len(targets) == 1:  # _dispatch_row's single-subscriber case, inlined
+                    client = targets[0][0]
+                    data = (templates[client.simple] % payload).encode()
+                    if client.listed:
+                        data = wrap_list(data)
+                    queue = queues.get(client, _UNSET)
+                    if queue is _UNSET:
+                        queue = queues[client] = client.raw_queue()
+                        sent[client] = 0
+                    if queue is not None:  # frame_binary's header, then the payload as it is
+                        n = len(data)
+                        queue.append(_HEADERS.get(n) or _header(n))
+                        queue.append(data)
+                        sent[client] += 1
+                    else:
+                        self._push(client, data)
+                else:
+                    self._dispatch_row(type_, payload, targets)
             if account is not None and type_ == "trade":
+                trade = TRADE_ROW.payload(payload) if isinstance(payload, tuple) else payload
                 private.extend(
                     account.on_trade(
                         code,
-                        payload["trade_price"],
-                        payload["trade_volume"],
-                        now_ms=int(payload.get("trade_timestamp") or now_ms()),
+                        trade["trade_price"],
+                        trade["trade_volume"],
+                        now_ms=int(trade.get("trade_timestamp") or now_ms()),
                     )
                 )
+        for client, count in sent.items():
+            if count:
+                client.frames_sent += count
+                self.frames_sent += count
+                if not client.dirty:
+                    client.dirty = True
+                    self._dirty.append(client)
         if private:
             self._dispatch_private(private)
         self._flush()

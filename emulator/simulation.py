@@ -16,7 +16,11 @@ Payloads use Upbit's DEFAULT field names with every documented field present (do
 ``Decimal``; timestamps, ``sequential_id`` and counts are ``int``; dates are ``str``.
 
 Internally prices and sizes are integers in units of 1e-8 (amounts, price x size, in 1e-16) and
-become ``Decimal`` only at the edge, cached where values repeat.
+become number text at the edge, cached where values repeat (price levels, changes). The hot path
+never makes a ``Decimal``: :meth:`MarketSimulator.next_rows` returns trades, tickers and books as
+rows of that text (:data:`ROW_SPECS`, written by template with
+:func:`~upbit_fanout.emulator.protocol.render_row`), and :meth:`MarketSimulator.next_events` turns
+the same rows into the dicts of Decimals described above.
 
 Events per trade, in order: ``trade``, ``ticker``, an ``orderbook`` (30 units, level 0) if the
 market has not sent its book in the last 100 ms (Upbit sends busy books about every 100 ms, 4),
@@ -40,12 +44,20 @@ from collections.abc import Collection, Iterable, Sequence
 from decimal import Context, Decimal
 from typing import Any, Final
 
+import orjson
+
 from upbit_fanout.emulator.markets import KNOWN_BASES, Market, default_markets, reference_krw_price
+from upbit_fanout.emulator.protocol import BookUnits, RowSpec
 from upbit_fanout.subscriptions.upbit_fields import CANDLE_TYPES
 
 __all__ = [
     "CANDLE_UNIT_MS",
+    "ORDERBOOK_ROW",
+    "ROW_SPECS",
+    "TICKER_ROW",
+    "TRADE_ROW",
     "MarketSimulator",
+    "RowEvent",
     "SimEvent",
     "is_valid_price",
     "min_order_total",
@@ -55,6 +67,8 @@ __all__ = [
 
 SimEvent = tuple[str, str, dict[str, Any]]
 """``(type, code, payload)``, e.g. ``("trade", "KRW-BTC", {...})``."""
+RowEvent = tuple[str, str, dict[str, Any] | tuple[Any, ...]]
+"""``(type, code, payload or row)``: what :meth:`MarketSimulator.next_rows` returns."""
 
 _SCALE: Final = 100_000_000  # internal units per 1 (prices and sizes: 1e-8)
 _DAY_MS: Final = 86_400_000
@@ -264,6 +278,117 @@ def _amount(u: int) -> Decimal:
     return Decimal(u).scaleb(-16, _WIDE) if u else _ZERO
 
 
+_SIZE_EXACT: Final = 10**28  # sizes from here on are rounded by Decimal's default context
+
+
+def _size_text(u: int) -> str:
+    """``str(_size(u))`` without making a Decimal (u >= 0)."""
+    if u >= 100_000_000:
+        if u >= _SIZE_EXACT:  # the default context's 28 digits round these
+            return str(_size(u))
+        s = str(u)
+        return s[:-8] + "." + s[-8:]
+    if u >= 100:  # from 1e-6 up, Decimal writes plain notation with all 8 places
+        return f"0.{u:08d}"
+    return str(_size(u))
+
+
+def _amount_text(u: int) -> str:
+    """``str(_amount(u))`` without making a Decimal (u >= 0)."""
+    if u >= 10_000_000_000_000_000:
+        s = str(u)
+        if len(s) <= 80:  # _WIDE's precision: longer ones are rounded by Decimal
+            return s[:-16] + "." + s[-16:]
+    elif u >= 10_000_000_000:
+        return f"0.{u:016d}"
+    return str(_amount(u))
+
+
+#: The shapes of the events carried as rows (see :meth:`MarketSimulator.next_rows`).
+TRADE_ROW: Final = RowSpec(
+    "trade",
+    (
+        ("type", "const", "trade"),
+        ("code", "json", None),
+        ("timestamp", "int", None),
+        ("trade_date", "str", None),
+        ("trade_time", "str", None),
+        ("trade_timestamp", "int", None),
+        ("trade_price", "num", None),
+        ("trade_volume", "num", None),
+        ("ask_bid", "str", None),
+        ("prev_closing_price", "num", None),
+        ("change", "str", None),
+        ("change_price", "num", None),
+        ("sequential_id", "int", None),
+        ("best_ask_price", "num", None),
+        ("best_ask_size", "num", None),
+        ("best_bid_price", "num", None),
+        ("best_bid_size", "num", None),
+    ),
+)
+TICKER_ROW: Final = RowSpec(
+    "ticker",
+    (
+        ("type", "const", "ticker"),
+        ("code", "json", None),
+        ("opening_price", "num", None),
+        ("high_price", "num", None),
+        ("low_price", "num", None),
+        ("trade_price", "num", None),
+        ("prev_closing_price", "num", None),
+        ("change", "str", None),
+        ("change_price", "num", None),
+        ("signed_change_price", "num", None),
+        ("change_rate", "num", None),
+        ("signed_change_rate", "num", None),
+        ("trade_volume", "num", None),
+        ("acc_trade_volume", "num", None),
+        ("acc_trade_volume_24h", "num", None),
+        ("acc_trade_price", "num", None),
+        ("acc_trade_price_24h", "num", None),
+        ("trade_date", "str", None),
+        ("trade_time", "str", None),
+        ("trade_timestamp", "int", None),
+        ("ask_bid", "str", None),
+        ("acc_ask_volume", "num", None),
+        ("acc_bid_volume", "num", None),
+        ("highest_52_week_price", "num", None),
+        ("highest_52_week_date", "str", None),
+        ("lowest_52_week_price", "num", None),
+        ("lowest_52_week_date", "str", None),
+        ("market_state", "const", "ACTIVE"),
+        ("is_trading_suspended", "const", False),
+        ("delisting_date", "const", None),
+        ("market_warning", "str", None),
+        ("timestamp", "int", None),
+    ),
+)
+ORDERBOOK_ROW: Final = RowSpec(
+    "orderbook",
+    (
+        ("type", "const", "orderbook"),
+        ("code", "json", None),
+        ("timestamp", "int", None),
+        ("total_ask_size", "num", None),
+        ("total_bid_size", "num", None),
+        ("orderbook_units", "units", None),
+    ),
+    tail=(("level", 0),),  # after stream_type, as in the captured frames
+)
+ROW_SPECS: Final[dict[str, RowSpec]] = {
+    "trade": TRADE_ROW,
+    "ticker": TICKER_ROW,
+    "orderbook": ORDERBOOK_ROW,
+}
+# positions in a trade row
+_TR_DATE: Final = 2
+_TR_TIME: Final = 3
+_TR_TS: Final = 4
+_TR_VOLUME: Final = 6
+_TR_SIDE: Final = 7
+
+
 # --------------------------------------------------------------------------------------------
 # State
 
@@ -281,18 +406,26 @@ class _Candle:
 
 
 class _Lvl:
-    """One price level of a book side: price and size in units, and their Decimals."""
+    """One price level of a book side: price and size in units, and their number texts."""
 
-    __slots__ = ("p", "pd", "s", "sd")
+    __slots__ = ("p", "pt", "s", "st")
 
-    def __init__(self, p: int, s: int, pd: Decimal, sd: Decimal) -> None:
+    def __init__(self, p: int, s: int, pt: str, st: str) -> None:
         self.p = p
         self.s = s
-        self.pd = pd
-        self.sd = sd
+        self.pt = pt
+        self.st = st
+
+    @property
+    def pd(self) -> Decimal:
+        return Decimal(self.pt)
+
+    @property
+    def sd(self) -> Decimal:
+        return Decimal(self.st)
 
 
-_NIL: Final = _Lvl(0, 0, _ZERO, _ZERO)  # Upbit pads a thin side with zero price and size
+_NIL: Final = _Lvl(0, 0, "0", "0")  # Upbit pads a thin side with zero price and size
 
 
 class _Mkt:
@@ -304,7 +437,9 @@ class _Mkt:
         "acc_bid",
         "acc_vol",
         "anchor",
+        "ask_t",
         "asks",
+        "bid_t",
         "bids",
         "book_sent",
         "bts",
@@ -314,7 +449,9 @@ class _Mkt:
         "carry_amt",
         "carry_vol",
         "chg",
+        "chgt",
         "code",
+        "code_j",
         "csec",
         "day_end",
         "f_amt0",
@@ -327,33 +464,32 @@ class _Mkt:
         "gap",
         "grid",
         "h52",
-        "h52_d",
         "h52_date",
+        "h52_t",
         "high",
-        "high_d",
+        "high_t",
         "is_krw",
         "l52",
-        "l52_d",
         "l52_date",
+        "l52_t",
         "last_px",
         "last_trade",
         "low",
-        "low_d",
+        "low_t",
         "lvl_u",
         "open",
-        "open_d",
+        "open_t",
         "p_buy",
         "pcp",
-        "pcp_d",
+        "pcp_t",
         "pxc",
+        "pxt",
         "quote",
         "sched",
         "seed",
         "spread",
         "ta",
         "tb",
-        "tk",
-        "tk_ok",
         "trade_u",
         "units",
         "warning",
@@ -361,6 +497,7 @@ class _Mkt:
     )
 
     code: str
+    code_j: str  # the code as a JSON token
     quote: str
     grid: _Ticks
     is_krw: bool
@@ -381,29 +518,32 @@ class _Mkt:
     burst: int
     burst_bid: bool
     pxc: dict[int, Decimal]
+    pxt: dict[int, str]
     chg: dict[int, tuple[str, Decimal, Decimal, Decimal, Decimal]]
+    chgt: dict[int, tuple[str, str, str, str, str]]
     day_end: int
     fresh_day: bool
     pcp: int
-    pcp_d: Decimal
+    pcp_t: str
     open: int
-    open_d: Decimal
+    open_t: str
     p_buy: float
-    tk: dict[str, Any]
-    tk_ok: bool
     # the last full orderbook rendered at depth 30: (best ask, best bid, their sizes then,
     # total ask size, total bid size, units), or None after the book's structure changed
-    units: tuple[_Lvl, _Lvl, int, int, int, int, list[dict[str, Decimal]]] | None
-    high_d: Decimal
-    low_d: Decimal
-    h52_d: Decimal
-    l52_d: Decimal
+    units: tuple[_Lvl, _Lvl, int, int, int, int, BookUnits] | None
+    # number texts of the ticker's slow fields (their Decimals come from px())
+    high_t: str
+    low_t: str
+    h52_t: str
+    l52_t: str
     high: int
     low: int
     acc_vol: int
     acc_amt: int
     acc_ask: int
     acc_bid: int
+    ask_t: tuple[int, str]  # (acc_ask, its text) as last written
+    bid_t: tuple[int, str]
     carry_vol: int
     carry_amt: int
     h52: int
@@ -411,7 +551,7 @@ class _Mkt:
     l52: int
     l52_date: str
     last_px: int
-    last_trade: dict[str, Any]
+    last_trade: tuple[Any, ...]  # a TRADE_ROW row
     candles: list[_Candle]
     csec: int
     # the fold: trades held back in second ``csec`` (see _apply_fold)
@@ -431,6 +571,15 @@ class _Mkt:
                 self.pxc.clear()
             d = self.pxc[p] = self.grid.fmt(p)
         return d
+
+    def pt(self, p: int) -> str:
+        """The price ``p`` (units) as number text, ``str(self.px(p))``; cached."""
+        t = self.pxt.get(p)
+        if t is None:
+            if len(self.pxt) > 4096:
+                self.pxt.clear()
+            t = self.pxt[p] = str(self.px(p))
+        return t
 
 
 class _Selection:
@@ -510,7 +659,7 @@ class MarketSimulator:
     def best_prices(self, code: str) -> tuple[Decimal, Decimal]:
         """``(best_ask_price, best_bid_price)``; a missing side is ``Decimal(0)``."""
         m = self._m[code]
-        return (m.asks[0].pd if m.asks else _ZERO, m.bids[0].pd if m.bids else _ZERO)
+        return (m.px(m.asks[0].p) if m.asks else _ZERO, m.px(m.bids[0].p) if m.bids else _ZERO)
 
     def snapshot(
         self,
@@ -527,7 +676,7 @@ class MarketSimulator:
             self._observe_day(m, now_ms)
             return self._ticker(m, now_ms)
         if type_ == "trade":
-            return dict(m.last_trade)
+            return TRADE_ROW.payload(m.last_trade)
         if type_ == "orderbook":
             return self.orderbook(code, now_ms=now_ms, depth=depth, level=level)
         unit = CANDLE_UNIT_MS.get(type_)
@@ -572,11 +721,28 @@ class MarketSimulator:
         are rendered and returned: markets still trade, but unwanted payloads are never built.
         Pass the same frozenset object while the watched set is unchanged: it is cached.
         """
+        rows = self.next_rows(codes, now_ms=now_ms, max_events=max_events, types=types)
+        return [(t, c, p if isinstance(p, dict) else ROW_SPECS[t].payload(p)) for t, c, p in rows]
+
+    def next_rows(
+        self,
+        codes: Collection[str],
+        *,
+        now_ms: int,
+        max_events: int,
+        types: Collection[str] | None = None,
+    ) -> list[RowEvent]:
+        """:meth:`next_events` for renderers: the same events (the same market moves for the
+        same calls), but ``trade`` and ``ticker`` payloads are rows (a tuple, see
+        :data:`ROW_SPECS`) rather than dicts: ``ROW_SPECS[type].payload(row)`` is the dict
+        :meth:`next_events` returns, and :func:`~upbit_fanout.emulator.protocol.render_row`
+        writes it without making a Decimal. Other payloads are dicts, as in :meth:`next_events`.
+        """
         sel = self._selection(codes)
         want = self._wanted(types)
         ts = now_ms if now_ms > self._last_ts else self._last_ts
         self._last_ts = ts
-        out: list[SimEvent] = []
+        out: list[RowEvent] = []
         if self._sched:
             self._flush(ts, sel.codes, out, want[3])
         if not sel.markets or max_events <= 0:
@@ -597,13 +763,16 @@ class MarketSimulator:
         rng = random.Random(f"{self._seed}/{code}")
         m = _Mkt()
         m.code = code
+        m.code_j = orjson.dumps(code).decode()
         m.quote = market.quote
         m.grid = grid = _grid(code)
         m.is_krw = m.quote == "KRW"
         m.warning = "CAUTION" if market.warning else "NONE"
         m.seed = rng.getrandbits(32)
         m.pxc = {}
+        m.pxt = {}
         m.chg = {}
+        m.chgt = {}
         real = market.base in KNOWN_BASES
 
         # price level, consistent across quotes
@@ -675,7 +844,7 @@ class MarketSimulator:
         px = top.p
         vol = max(1, (m.trade_u * _MULT[rng.getrandbits(12)]) >> 10)
         top.s = max(top.s, vol + 1)
-        top.sd = _size(top.s)
+        top.st = _size_text(top.s)
         m.bts = ts0
         m.book_sent = ts0
         m.last_px = px
@@ -698,13 +867,14 @@ class MarketSimulator:
         m.acc_amt = m.acc_vol * px
         m.acc_bid = int(m.acc_vol * rng.uniform(0.4, 0.6))
         m.acc_ask = m.acc_vol - m.acc_bid
+        m.ask_t = m.bid_t = (-1, "")
         if m.acc_vol and bid_side and m.acc_bid < vol:
             m.acc_bid, m.acc_ask = vol, m.acc_vol - vol
         elif m.acc_vol and not bid_side and m.acc_ask < vol:
             m.acc_ask, m.acc_bid = vol, m.acc_vol - vol
         m.carry_vol = int(daily * rng.uniform(0.4, 0.6))
         m.carry_amt = m.carry_vol * px
-        m.pcp_d = m.px(m.pcp)
+        m.pcp_t = m.pt(m.pcp)
 
         # 52 weeks
         m.h52 = max(m.high, grid.snap_up(int(px * rng.uniform(1.15, 2.6))))
@@ -716,33 +886,31 @@ class MarketSimulator:
                 m.h52_date = _day_str(day_start)
             if m.l52 == m.low:
                 m.l52_date = _day_str(day_start)
-        m.open_d, m.high_d, m.low_d = m.px(m.open), m.px(m.high), m.px(m.low)
-        m.h52_d, m.l52_d = m.px(m.h52), m.px(m.l52)
-        m.tk = {}
-        m.tk_ok = False
+        m.open_t, m.high_t, m.low_t = m.pt(m.open), m.pt(m.high), m.pt(m.low)
+        m.h52_t, m.l52_t = m.pt(m.h52), m.pt(m.l52)
         m.p_buy = 0.5 - _REVERSION * (px - m.anchor) / m.anchor
 
         d, t = time.strftime("%Y-%m-%d|%H:%M:%S", time.gmtime(ts0 // 1000)).split("|")
-        chg, cp, _, _, _ = self._change(m, px)
-        m.last_trade = {
-            "type": "trade",
-            "code": code,
-            "timestamp": ts0,
-            "trade_date": d,
-            "trade_time": t,
-            "trade_timestamp": ts0,
-            "trade_price": m.px(px),
-            "trade_volume": _size(vol),
-            "ask_bid": "BID" if bid_side else "ASK",
-            "prev_closing_price": m.pcp_d,
-            "change": chg,
-            "change_price": cp,
-            "sequential_id": ts0 * 10_000 + index % 10_000,
-            "best_ask_price": m.asks[0].pd,
-            "best_ask_size": m.asks[0].sd,
-            "best_bid_price": (m.bids[0] if m.bids else _NIL).pd,
-            "best_bid_size": (m.bids[0] if m.bids else _NIL).sd,
-        }
+        chg, cp, _, _, _ = self._change_text(m, px)
+        b0 = m.bids[0] if m.bids else _NIL
+        m.last_trade = (
+            m.code_j,
+            ts0,
+            d,
+            t,
+            ts0,
+            m.pt(px),
+            _size_text(vol),
+            "BID" if bid_side else "ASK",
+            m.pcp_t,
+            chg,
+            cp,
+            ts0 * 10_000 + index % 10_000,
+            m.asks[0].pt,
+            m.asks[0].st,
+            b0.pt,
+            b0.st,
+        )
         m.candles = [_Candle(ts0 - ts0 % ms, px, vol, ts0) for _, ms in _UNITS]
         m.csec = ts0 // 1000
         m.f_on = False
@@ -753,7 +921,7 @@ class MarketSimulator:
     @staticmethod
     def _push_level(m: _Mkt, price: int, ask: bool, rng: random.Random) -> None:
         size = max(1, (m.lvl_u * _MULT[rng.getrandbits(12)]) >> 10)
-        (m.asks if ask else m.bids).append(_Lvl(price, size, m.px(price), _size(size)))
+        (m.asks if ask else m.bids).append(_Lvl(price, size, m.pt(price), _size_text(size)))
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -815,6 +983,16 @@ class MarketSimulator:
             m.chg[p] = hit
         return hit
 
+    def _change_text(self, m: _Mkt, p: int) -> tuple[str, str, str, str, str]:
+        """:meth:`_change` with the numbers as text; cached."""
+        hit = m.chgt.get(p)
+        if hit is None:
+            chg, cp, scp, cr, scr = self._change(m, p)
+            if len(m.chgt) > 4096:
+                m.chgt.clear()
+            hit = m.chgt[p] = (chg, str(cp), str(scp), str(cr), str(scr))
+        return hit
+
     def _observe_day(self, m: _Mkt, now_ms: int) -> None:
         if now_ms >= m.day_end:
             self._roll_day(m, now_ms)
@@ -830,11 +1008,11 @@ class MarketSimulator:
             m.carry_vol = m.carry_amt = 0
         m.day_end = day_start + _DAY_MS
         m.pcp = m.open = m.high = m.low = m.last_px
-        m.pcp_d = m.open_d = m.high_d = m.low_d = m.px(m.pcp)
+        m.pcp_t = m.open_t = m.high_t = m.low_t = m.pt(m.pcp)
         m.acc_vol = m.acc_amt = m.acc_ask = m.acc_bid = 0
         m.fresh_day = True
-        m.tk_ok = False
         m.chg.clear()
+        m.chgt.clear()
 
     # ---- payloads --------------------------------------------------------------------------
 
@@ -842,36 +1020,36 @@ class MarketSimulator:
         lt = m.last_trade
         p = m.last_px
         chg, cp, scp, cr, scr = self._change(m, p)
-        tdate: str = lt["trade_date"]
-        ttime: str = lt["trade_time"]
+        tdate: str = lt[_TR_DATE]
+        ttime: str = lt[_TR_TIME]
         px = m.px
         return {
             "type": "ticker",
             "code": m.code,
-            "opening_price": m.open_d,
-            "high_price": m.high_d,
-            "low_price": m.low_d,
+            "opening_price": px(m.open),
+            "high_price": px(m.high),
+            "low_price": px(m.low),
             "trade_price": px(p),
-            "prev_closing_price": m.pcp_d,
+            "prev_closing_price": px(m.pcp),
             "change": chg,
             "change_price": cp,
             "signed_change_price": scp,
             "change_rate": cr,
             "signed_change_rate": scr,
-            "trade_volume": lt["trade_volume"],
+            "trade_volume": Decimal(lt[_TR_VOLUME]),
             "acc_trade_volume": _size(m.acc_vol),
             "acc_trade_volume_24h": _size(m.acc_vol + m.carry_vol),
             "acc_trade_price": _amount(m.acc_amt),
             "acc_trade_price_24h": _amount(m.acc_amt + m.carry_amt),
             "trade_date": tdate.replace("-", ""),
             "trade_time": ttime.replace(":", ""),
-            "trade_timestamp": lt["trade_timestamp"],
-            "ask_bid": lt["ask_bid"],
+            "trade_timestamp": lt[_TR_TS],
+            "ask_bid": lt[_TR_SIDE],
             "acc_ask_volume": _size(m.acc_ask),
             "acc_bid_volume": _size(m.acc_bid),
-            "highest_52_week_price": m.h52_d,
+            "highest_52_week_price": px(m.h52),
             "highest_52_week_date": m.h52_date,
-            "lowest_52_week_price": m.l52_d,
+            "lowest_52_week_price": px(m.l52),
             "lowest_52_week_date": m.l52_date,
             "market_state": "ACTIVE",
             "is_trading_suspended": False,
@@ -907,22 +1085,21 @@ class MarketSimulator:
         }
 
     def _book(self, m: _Mkt, depth: int) -> dict[str, Any]:
+        return ORDERBOOK_ROW.payload(self._book_row(m, depth))
+
+    def _book_row(self, m: _Mkt, depth: int) -> tuple[Any, ...]:
+        """The level-0 book with ``depth`` units as an ORDERBOOK_ROW row."""
         a0 = m.asks[0] if m.asks else _NIL
         b0 = m.bids[0] if m.bids else _NIL
+        first = (a0.pt, b0.pt, a0.st, b0.st)
         cache = m.units if depth == _DEPTH else None
         if cache is not None and cache[0] is a0 and cache[1] is b0:
             # Only the best sizes changed since the last full book (partial fills): reuse the
-            # other 29 units (payloads are read-only, so sharing them is safe).
+            # other 29 units and their written text.
             _, _, a0s, b0s, total_ask, total_bid, old = cache
             total_ask -= a0s - a0.s
             total_bid -= b0s - b0.s
-            units = old.copy()
-            units[0] = {
-                "ask_price": a0.pd,
-                "bid_price": b0.pd,
-                "ask_size": a0.sd,
-                "bid_size": b0.sd,
-            }
+            units = BookUnits(first, old.rest, old.rest_text)
         else:
             asks = m.asks[:depth]
             bids = m.bids[:depth]
@@ -930,23 +1107,15 @@ class MarketSimulator:
                 asks += [_NIL] * (depth - len(asks))
             if len(bids) < depth:
                 bids += [_NIL] * (depth - len(bids))
-            units = [
-                {"ask_price": a.pd, "bid_price": b.pd, "ask_size": a.sd, "bid_size": b.sd}
-                for a, b in zip(asks, bids, strict=True)
-            ]
+            rest = tuple(
+                [(a.pt, b.pt, a.st, b.st) for a, b in zip(asks[1:], bids[1:], strict=True)]
+            )
+            units = BookUnits(first, rest)
             total_ask = sum([a.s for a in asks])
             total_bid = sum([b.s for b in bids])
         if depth == _DEPTH:
             m.units = (a0, b0, a0.s, b0.s, total_ask, total_bid, units)
-        return {
-            "type": "orderbook",
-            "code": m.code,
-            "timestamp": m.bts,
-            "total_ask_size": Decimal(total_ask) * _E8 if total_ask else _ZERO,
-            "total_bid_size": Decimal(total_bid) * _E8 if total_bid else _ZERO,
-            "orderbook_units": units,
-            "level": 0,
-        }
+        return (m.code_j, m.bts, _size_text(total_ask), _size_text(total_bid), units)
 
     def _grouped_book(self, m: _Mkt, depth: int, level: int | Decimal, lu: int) -> dict[str, Any]:
         """The book with KRW prices grouped to multiples of ``lu`` units (asks up, bids down).
@@ -1050,7 +1219,7 @@ class MarketSimulator:
                 bucket.append(m)
 
     def _flush(
-        self, ts: int, watched: frozenset[str], out: list[SimEvent], want: tuple[bool, ...]
+        self, ts: int, watched: frozenset[str], out: list[RowEvent], want: tuple[bool, ...]
     ) -> None:
         sec = ts // 1000
         due = [s for s in self._sched if s < sec]
@@ -1081,7 +1250,7 @@ class MarketSimulator:
         markets: list[_Mkt],
         ts: int,
         strs: tuple[str, str, str, str],
-        out: list[SimEvent],
+        out: list[RowEvent],
         want: tuple[bool, bool, bool, tuple[bool, ...]],
     ) -> None:
         """One trade on each of ``markets`` (in order) at ``ts``; appends the events ``want``
@@ -1091,6 +1260,7 @@ class MarketSimulator:
         rnd = self._rnd
         bits = self._bits
         sec = ts // 1000
+        last_sid = self._last_sid
         for m in markets:
             if ts >= m.day_end:
                 self._roll_day(m, ts)
@@ -1116,7 +1286,7 @@ class MarketSimulator:
             if buy:  # a buyer takes the best ask
                 top = asks[0]
                 px = top.p
-                pxd = top.pd
+                pxt = top.pt
                 avail = top.s
                 if sweep or size >= avail:
                     vol = avail
@@ -1134,11 +1304,11 @@ class MarketSimulator:
                 else:
                     vol = size
                     top.s = left = avail - size
-                    top.sd = Decimal(left) * _E8
+                    top.st = f"0.{left:08d}" if 100 <= left < 100_000_000 else _size_text(left)
             else:  # a seller hits the best bid
                 top = bids[0]
                 px = top.p
-                pxd = top.pd
+                pxt = top.pt
                 avail = top.s
                 if sweep or size >= avail:
                     vol = avail
@@ -1156,7 +1326,7 @@ class MarketSimulator:
                 else:
                     vol = size
                     top.s = left = avail - size
-                    top.sd = Decimal(left) * _E8
+                    top.st = f"0.{left:08d}" if 100 <= left < 100_000_000 else _size_text(left)
             amt = px * vol
 
             # candles: fold into the held-back second, or (first trade of a new second) update and
@@ -1186,24 +1356,21 @@ class MarketSimulator:
                 if m.fresh_day:
                     m.fresh_day = False
                     m.open = m.high = m.low = px
-                    m.open_d = m.high_d = m.low_d = pxd
-                    m.tk_ok = False
+                    m.open_t = m.high_t = m.low_t = pxt
                 elif px > m.high:
                     m.high = px
-                    m.high_d = m.tk["high_price"] = pxd
+                    m.high_t = pxt
                 elif px < m.low:
                     m.low = px
-                    m.low_d = m.tk["low_price"] = pxd
+                    m.low_t = pxt
                 if px > m.h52:
                     m.h52 = px
-                    m.h52_d = pxd
+                    m.h52_t = pxt
                     m.h52_date = strs[0]
-                    m.tk_ok = False
                 elif px < m.l52:
                     m.l52 = px
-                    m.l52_d = pxd
+                    m.l52_t = pxt
                     m.l52_date = strs[0]
-                    m.tk_ok = False
             elif m.fresh_day:
                 m.fresh_day = False
             m.acc_vol += vol
@@ -1215,71 +1382,113 @@ class MarketSimulator:
 
             # sequential id: trade_timestamp * 10000 + a counter (as Upbit's current ids look)
             sid = ts * 10_000
-            if sid <= self._last_sid:
-                sid = self._last_sid + 1
-            self._last_sid = sid
-            chg, cp, scp, cr, scr = m.chg.get(px) or self._change(m, px)
-            vold = Decimal(vol) * _E8
+            if sid <= last_sid:
+                sid = last_sid + 1
+            last_sid = sid
+            chg, cp, scp, cr, scr = m.chgt.get(px) or self._change_text(m, px)
+            volt = f"0.{vol:08d}" if 100 <= vol < 100_000_000 else _size_text(vol)
             code = m.code
+            code_j = m.code_j
             a0 = asks[0]
             b0 = bids[0] if bids else _NIL
-            trade = {
-                "type": "trade",
-                "code": code,
-                "timestamp": ts,
-                "trade_date": strs[0],
-                "trade_time": strs[1],
-                "trade_timestamp": ts,
-                "trade_price": pxd,
-                "trade_volume": vold,
-                "ask_bid": "BID" if buy else "ASK",
-                "prev_closing_price": m.pcp_d,
-                "change": chg,
-                "change_price": cp,
-                "sequential_id": sid,
-                "best_ask_price": a0.pd,
-                "best_ask_size": a0.sd,
-                "best_bid_price": b0.pd,
-                "best_bid_size": b0.sd,
-            }
+            side = "BID" if buy else "ASK"
+            # rows of texts (TRADE_ROW, TICKER_ROW): rendered by template, no Decimal made
+            trade = (
+                code_j,
+                ts,
+                strs[0],
+                strs[1],
+                ts,
+                pxt,
+                volt,
+                side,
+                m.pcp_t,
+                chg,
+                cp,
+                sid,
+                a0.pt,
+                a0.st,
+                b0.pt,
+                b0.st,
+            )
             m.last_trade = trade
             if want_trade:
                 out.append(("trade", code, trade))
             if want_ticker:
-                if not m.tk_ok:  # open/high/low/52-week changed: refresh the template
-                    m.tk = self._ticker(m, ts)
-                    m.tk_ok = True
-                # copying a ready dict and setting the moving fields is ~3x faster than a literal
-                tk = m.tk.copy()
+                # the number texts, inlined for the usual magnitudes (see _size_text and
+                # _amount_text); only one side's volume moved, the other's text is kept
                 acc_vol = m.acc_vol
+                n = acc_vol + m.carry_vol
+                if 100_000_000 <= n < _SIZE_EXACT:
+                    t = str(acc_vol)
+                    vol_t = t[:-8] + "." + t[-8:] if acc_vol >= 100_000_000 else _size_text(acc_vol)
+                    t = str(n)
+                    vol24_t = t[:-8] + "." + t[-8:]
+                else:
+                    vol_t = _size_text(acc_vol)
+                    vol24_t = _size_text(n)
                 acc_amt = m.acc_amt
-                ask_v = m.acc_ask
-                bid_v = m.acc_bid
-                tk["trade_price"] = pxd
-                tk["change"] = chg
-                tk["change_price"] = cp
-                tk["signed_change_price"] = scp
-                tk["change_rate"] = cr
-                tk["signed_change_rate"] = scr
-                tk["trade_volume"] = vold
-                tk["acc_trade_volume"] = Decimal(acc_vol) * _E8
-                tk["acc_trade_volume_24h"] = Decimal(acc_vol + m.carry_vol) * _E8
-                tk["acc_trade_price"] = Decimal(acc_amt).scaleb(-16, _WIDE)
-                tk["acc_trade_price_24h"] = Decimal(acc_amt + m.carry_amt).scaleb(-16, _WIDE)
-                tk["trade_date"] = strs[2]
-                tk["trade_time"] = strs[3]
-                tk["trade_timestamp"] = ts
-                tk["ask_bid"] = "BID" if buy else "ASK"
-                tk["acc_ask_volume"] = Decimal(ask_v) * _E8 if ask_v else _ZERO
-                tk["acc_bid_volume"] = Decimal(bid_v) * _E8 if bid_v else _ZERO
-                tk["timestamp"] = ts
-                out.append(("ticker", code, tk))
+                n = acc_amt + m.carry_amt
+                t = str(acc_amt)
+                if acc_amt >= 10_000_000_000_000_000 and len(t) <= 80:
+                    amt_t = t[:-16] + "." + t[-16:]
+                else:
+                    amt_t = _amount_text(acc_amt)
+                t = str(n)
+                amt24_t = (
+                    t[:-16] + "." + t[-16:] if len(t) > 16 and len(t) <= 80 else _amount_text(n)
+                )
+                side_v = m.acc_ask
+                ask_t = m.ask_t
+                if ask_t[0] != side_v:
+                    ask_t = m.ask_t = (side_v, _size_text(side_v))
+                side_v = m.acc_bid
+                bid_t = m.bid_t
+                if bid_t[0] != side_v:
+                    bid_t = m.bid_t = (side_v, _size_text(side_v))
+                out.append(
+                    (
+                        "ticker",
+                        code,
+                        (
+                            code_j,
+                            m.open_t,
+                            m.high_t,
+                            m.low_t,
+                            pxt,
+                            m.pcp_t,
+                            chg,
+                            cp,
+                            scp,
+                            cr,
+                            scr,
+                            volt,
+                            vol_t,
+                            vol24_t,
+                            amt_t,
+                            amt24_t,
+                            strs[2],
+                            strs[3],
+                            ts,
+                            side,
+                            ask_t[1],
+                            bid_t[1],
+                            m.h52_t,
+                            m.h52_date,
+                            m.l52_t,
+                            m.l52_date,
+                            m.warning,
+                            ts,
+                        ),
+                    )
+                )
             if want_book and ts - m.book_sent >= _BOOK_EVERY_MS:
                 m.book_sent = ts
-                out.append(("orderbook", code, self._book(m, _DEPTH)))
+                out.append(("orderbook", code, self._book_row(m, _DEPTH)))
 
             if candles:
                 out += candles
+        self._last_sid = last_sid
 
     def _candles_after(
         self,
@@ -1344,7 +1553,7 @@ class MarketSimulator:
         if p == after:
             return
         size = (m.lvl_u * _MULT[self._bits(12)]) >> 10 or 1
-        lvl = _Lvl(p, size, m.pxc.get(p) or m.px(p), Decimal(size) * _E8)
+        lvl = _Lvl(p, size, m.pxt.get(p) or m.pt(p), _size_text(size))
         side = m.asks if ask else m.bids
         if len(side) < _DEPTH:
             m.units = None
@@ -1371,7 +1580,7 @@ class MarketSimulator:
         if price <= 0 or (asks and price >= asks[0].p) or (bids and price <= bids[0].p):
             return
         size = (m.lvl_u * _MULT[self._bits(12)]) >> 10 or 1
-        lvl = _Lvl(price, size, m.pxc.get(price) or m.px(price), Decimal(size) * _E8)
+        lvl = _Lvl(price, size, m.pxt.get(price) or m.pt(price), _size_text(size))
         m.units = None
         if ask:
             asks.insert(0, lvl)

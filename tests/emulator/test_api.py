@@ -59,6 +59,7 @@ async def test_a_crashed_background_task_fails_aclose_with_its_traceback(
         raise ZeroDivisionError("simulated bug in the market loop")
 
     monkeypatch.setattr(emu.simulator, "next_events", broken)
+    monkeypatch.setattr(emu.simulator, "next_rows", broken)
     async with connect(emu.public_url) as ws:
         await ws.send(json.dumps([{"ticket": "t"}, {"type": "trade", "codes": ["KRW-BTC"]}]))
         async with asyncio.timeout(10):

@@ -17,6 +17,7 @@ from upbit_fanout.emulator.protocol import (
     Format,
     ListRequest,
     RequestError,
+    RowSpec,
     SlidingWindow,
     Stream,
     SubscribeRequest,
@@ -27,12 +28,13 @@ from upbit_fanout.emulator.protocol import (
     parse_request,
     render_event,
     render_list_subscriptions,
+    render_row,
     split_depth,
     to_default_keys,
     to_simple_keys,
     wrap_list,
 )
-from upbit_fanout.emulator.simulation import MarketSimulator
+from upbit_fanout.emulator.simulation import ROW_SPECS, MarketSimulator
 from upbit_fanout.subscriptions.jsontext import RawNumber, dumps_exact, loads_exact
 
 KNOWN = {"KRW-BTC", "KRW-ETH", "BTC-ETH", "USDT-BTC"}
@@ -375,6 +377,64 @@ def test_rendered_simulator_events_equal_the_reference_writer() -> None:
                 obj["level"] = payload["level"]
             expected = dumps_exact(to_simple_keys(type_, obj) if simple else obj)
             assert render_event(type_, payload, "REALTIME", simple=simple) == expected
+
+
+def test_rows_are_written_exactly_as_their_payloads_in_every_format() -> None:
+    # The firehose writes trades, tickers and books from rows (tuples of number text) through
+    # templates; a client must not be able to tell them from the dicts' frames.
+    markets = [m for m in default_markets() if m.code in {"KRW-BTC", "KRW-ETH", "BTC-ETH"}]
+    sim = MarketSimulator(markets, seed=11, now_ms=1_790_000_000_000)
+    seen: set[str] = set()
+    for step in range(40):
+        rows = sim.next_rows(
+            frozenset(m.code for m in markets), now_ms=1_790_000_000_000 + 40 * step, max_events=60
+        )
+        for type_, _, row in rows:
+            if not isinstance(row, tuple):
+                continue  # candles stay dicts
+            seen.add(type_)
+            payload = ROW_SPECS[type_].payload(row)
+            for stream_type in ("REALTIME", "SNAPSHOT"):
+                for simple in (False, True):
+                    written = render_row(ROW_SPECS[type_], row, stream_type, simple=simple)
+                    assert written == render_event(type_, payload, stream_type, simple=simple)
+    assert seen == {"trade", "ticker", "orderbook"}
+
+
+def test_row_templates_escape_and_place_constants() -> None:
+    spec = RowSpec(
+        "trade",
+        (
+            ("type", "const", "trade"),
+            ("code", "json", None),
+            ("note", "const", "100%"),
+            ("trade_price", "num", None),
+            ("sequential_id", "int", None),
+        ),
+        tail=(("level", 0),),
+    )
+    row = ('"KRW-\\"X"', "0.50", 7)
+    assert json.loads(render_row(spec, row, "REALTIME", simple=False)) == {
+        "type": "trade",
+        "code": 'KRW-"X',
+        "note": "100%",
+        "trade_price": 0.5,
+        "sequential_id": 7,
+        "stream_type": "REALTIME",
+        "level": 0,
+    }
+    assert spec.payload(row) == {
+        "type": "trade",
+        "code": 'KRW-"X',
+        "note": "100%",
+        "trade_price": Decimal("0.50"),
+        "sequential_id": 7,
+        "level": 0,
+    }
+    simple = json.loads(render_row(spec, row, "REALTIME", simple=True))
+    assert (simple["ty"], simple["tp"], simple["st"]) == ("trade", 0.5, "REALTIME")
+    with pytest.raises(ValueError, match="kind"):
+        RowSpec("trade", (("x", "float", None),))
 
 
 def test_frame_binary_lengths() -> None:

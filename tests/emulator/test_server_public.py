@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
+from websockets.sync.client import connect as sync_connect
 
 from tests.emulator.wsutil import (
     client,
@@ -20,6 +23,8 @@ from tests.emulator.wsutil import (
     silent,
     started,
 )
+from upbit_fanout.emulator.protocol import to_default_keys
+from upbit_fanout.subscriptions.jsontext import loads_exact
 
 
 def is_snapshot(code: str, type_: str | None = None) -> Any:
@@ -401,3 +406,122 @@ async def test_market_all() -> None:
         assert set(detailed[0]["market_event"]) == {"warning", "caution"}
         status, _, _ = await http_get(emu.http_url + "/v1/nothing")
         assert status == 404
+
+
+def _collect(url: str, message: str, count: int, compression: str | None) -> list[bytes]:
+    """A client in its own thread: in-loop clients get one frame per step of the firehose."""
+    with sync_connect(
+        url, compression=compression, max_size=None, open_timeout=10, close_timeout=1
+    ) as ws:
+        ws.send(message)
+        frames = [ws.recv(timeout=20, decode=False) for _ in range(count)]
+    return frames
+
+
+def _follow(
+    url: str, message: str, subscribed: threading.Event, until: list[int], limit: int
+) -> list[bytes]:
+    """A SIMPLE_LIST client in its own thread: subscribed (its first frame is in) before the
+    other client subscribes; reads until it has passed the trade ``until[0]`` once it is set."""
+    frames: list[bytes] = []
+    with sync_connect(url, max_size=None, open_timeout=10, close_timeout=1) as ws:
+        ws.send(message)
+        frames.append(ws.recv(timeout=20, decode=False))
+        subscribed.set()
+        while len(frames) < limit:
+            frame = ws.recv(timeout=20, decode=False)
+            frames.append(frame)
+            if until:
+                obj = json.loads(frame)[0]
+                if obj["ty"] == "trade" and obj["sid"] >= until[0]:
+                    break
+    return frames
+
+
+async def test_firehose_sends_the_same_events_to_every_format_and_connection() -> None:
+    # rate=0: trades, tickers and books are written from the simulator's rows by template, for
+    # one subscriber inline and for several shared; a raw and a deflate connection in different
+    # formats must see the same events with the same number text, and a cut depth its own totals.
+    async with started(rate=0) as emu:
+        raw_request = request(
+            {"type": "trade", "codes": ["KRW-BTC", "KRW-ETH"]},
+            {"type": "ticker", "codes": ["KRW-BTC", "KRW-ETH"]},
+            {"type": "orderbook", "codes": ["KRW-BTC", "KRW-ETH.5"]},
+            {"is_only_realtime": True, "type": "trade", "codes": ["KRW-XRP"]},
+        )
+        listed_request = request(
+            {"type": "trade", "codes": ["KRW-BTC"]},
+            {"type": "ticker", "codes": ["KRW-BTC"]},
+            {"type": "orderbook", "codes": ["KRW-BTC"]},
+            fmt="SIMPLE_LIST",
+        )
+        subscribed = threading.Event()
+        until: list[int] = []
+        follower = asyncio.ensure_future(
+            asyncio.to_thread(_follow, emu.public_url, listed_request, subscribed, until, 200_000)
+        )
+        assert await asyncio.to_thread(subscribed.wait, 20)
+        raw_bytes = await asyncio.to_thread(_collect, emu.public_url, raw_request, 6000, None)
+        last_trade = max(
+            f["sequential_id"] for f in map(loads_exact, raw_bytes) if f["type"] == "trade"
+        )
+        until.append(last_trade)
+        listed_bytes = await follower
+    raw_frames = [loads_exact(f) for f in raw_bytes]
+    listed = [loads_exact(f) for f in listed_bytes]
+    assert emu.counters["events_generated"] > 6000
+    assert all(isinstance(f, list) and len(f) == 1 for f in listed)
+    assert all("ty" in f[0] and "type" not in f[0] for f in listed)
+    simple = [to_default_keys(f[0]["ty"], f[0]) for f in listed]
+    ours = [f for f in raw_frames if f["code"] == "KRW-BTC" and f["stream_type"] == "REALTIME"]
+    theirs = [f for f in simple if f["stream_type"] == "REALTIME"]
+    # align on the first trade both saw, then event for event
+    common = {f["sequential_id"] for f in ours if f["type"] == "trade"} & {
+        f["sequential_id"] for f in theirs if f["type"] == "trade"
+    }
+    assert common
+    first = min(common)
+    start_ours = next(i for i, f in enumerate(ours) if f.get("sequential_id") == first)
+    start_theirs = next(i for i, f in enumerate(theirs) if f.get("sequential_id") == first)
+    pairs = list(zip(ours[start_ours:], theirs[start_theirs:], strict=False))
+    assert len(pairs) > 500
+    assert {f["type"] for f, _ in pairs} >= {"trade", "ticker"}
+    for a, b in pairs:
+        assert a == b
+        assert list(a) == list(b)
+    # books go out at most every 100 ms per market: compare those both connections got
+    books = {f["timestamp"]: f for f in ours if f["type"] == "orderbook"}
+    for book in (f for f in theirs if f["type"] == "orderbook" and f["timestamp"] in books):
+        assert book == books[book["timestamp"]]
+    types = {(f["type"], f["code"]) for f in raw_frames}
+    assert {("trade", "KRW-ETH"), ("ticker", "KRW-ETH"), ("orderbook", "KRW-ETH")} <= types
+    assert ("trade", "KRW-XRP") in types
+    realtime_books = {
+        f["code"] for f in raw_frames if f["type"] == "orderbook" and f["stream_type"] == "REALTIME"
+    }
+    assert realtime_books == {"KRW-BTC", "KRW-ETH"}
+    for book in (f for f in raw_frames if f["type"] == "orderbook"):
+        units = book["orderbook_units"]
+        assert len(units) == (5 if book["code"] == "KRW-ETH" else 30)
+        assert Decimal(book["total_ask_size"]) == sum(Decimal(u["ask_size"]) for u in units)
+        assert Decimal(book["total_bid_size"]) == sum(Decimal(u["bid_size"]) for u in units)
+        assert list(book)[-2:] == ["stream_type", "level"]
+    # each ticker follows its trade and agrees with it (the shared and the inline paths alike)
+    last: dict[str, Any] = {}
+    checked = 0
+    for frame in (f for f in raw_frames if f["stream_type"] == "REALTIME"):
+        if frame["type"] == "trade":
+            last[frame["code"]] = frame
+        elif frame["type"] == "ticker" and frame["code"] in last:
+            trade = last[frame["code"]]
+            fields = ("trade_price", "trade_volume", "ask_bid", "trade_timestamp", "timestamp")
+            assert [frame[k] for k in fields] == [trade[k] for k in fields]
+            checked += 1
+    assert checked > 1000
+    sids = [
+        f["sequential_id"]
+        for f in raw_frames
+        if f["type"] == "trade" and f["stream_type"] == "REALTIME"
+    ]
+    assert sids == sorted(sids)
+    assert len(set(sids)) == len(sids)

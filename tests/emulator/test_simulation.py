@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 
 from tests.emulator.shapes import json_type
 from tests.helpers import SAMPLES
+from upbit_fanout.emulator import simulation
 from upbit_fanout.emulator.markets import KNOWN_BASES, default_markets
 from upbit_fanout.emulator.simulation import (
     CANDLE_UNIT_MS,
+    ROW_SPECS,
     MarketSimulator,
     SimEvent,
     is_valid_price,
@@ -612,3 +614,46 @@ def test_tick_size_helper_follows_upbit_grids() -> None:
     assert not is_valid_price("KRW-BTC", Decimal("142009500"))
     assert not is_valid_price("BTC-ETH", Decimal("0.000000001"))
     assert not is_valid_price("KRW-BTC", Decimal(0))
+
+
+# --- rows: the renderers' view of the same events ------------------------------------------
+
+
+def test_next_rows_are_the_same_market_as_next_events() -> None:
+    # Two simulators with one seed, driven by the same calls, one through each method: the same
+    # events, payload for payload (rows turned into dicts), with the same number text.
+    a = sim_for(seed=4)
+    b = sim_for(seed=4)
+    watched = frozenset(BUSY)
+    rows_seen: Counter[str] = Counter()
+    for i in range(60):
+        now = NOW + i * 45
+        events = a.next_events(watched, now_ms=now, max_events=50)
+        rows = b.next_rows(watched, now_ms=now, max_events=50)
+        assert [(t, c) for t, c, _ in events] == [(t, c) for t, c, _ in rows]
+        for (type_, _, payload), (_, _, row) in zip(events, rows, strict=True):
+            if isinstance(row, tuple):
+                rows_seen[type_] += 1
+            got = ROW_SPECS[type_].payload(row) if isinstance(row, tuple) else row
+            assert got == payload
+            assert list(got) == list(payload)  # key order is part of the frame
+            assert dumps_exact(got) == dumps_exact(payload)
+    assert set(rows_seen) == {"trade", "ticker", "orderbook"}
+    for code in BUSY:
+        for type_ in ("ticker", "trade", "orderbook", "candle.1s"):
+            assert dumps_exact(a.snapshot(type_, code, now_ms=NOW + 3000)) == dumps_exact(
+                b.snapshot(type_, code, now_ms=NOW + 3000)
+            )
+
+
+@given(st.integers(min_value=0, max_value=10**90))
+def test_number_text_is_the_decimals_own(units: int) -> None:
+    assert simulation._size_text(units) == str(simulation._size(units))
+    assert simulation._amount_text(units) == str(simulation._amount(units))
+
+
+@pytest.mark.parametrize("units", [0, 1, 99, 100, 10**8 - 1, 10**8, 10**10, 10**16, 10**28, 10**80])
+def test_number_text_at_the_notation_boundaries(units: int) -> None:
+    for u in (units, units + 1, max(0, units - 1)):
+        assert simulation._size_text(u) == str(simulation._size(u))
+        assert simulation._amount_text(u) == str(simulation._amount(u))
