@@ -256,12 +256,20 @@ class Soak:
         return base + "/websocket/v1"
 
     async def emulator_admin(self, action: str) -> None:
+        """POST an admin action (the paths that change the emulator's state take POST only);
+        a refused action stops the soak: a fault that did not happen would measure nothing."""
         host, port = self.emulator_http.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(f"GET /_emulator/{action} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        writer.write(
+            f"POST /_emulator/{action} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
         await writer.drain()
-        await reader.read()
+        reply = await reader.read()
         writer.close()
+        status = reply.split(b" ", 2)[1] if reply.count(b" ") >= 2 else b"?"
+        if status != b"200":
+            raise RuntimeError(f"emulator admin {action!r} answered {reply[:80]!r}")
 
     async def start_collector(self, upstream: str) -> CollectorProc:
         self._count += 1

@@ -628,11 +628,13 @@ class FanoutClient:
         body = notice.data
         connection = body.get("connection")
         connection = connection if isinstance(connection, str) else None
+        # "public"/"private": that connection's topics; none, or "all" (a failover, a lapsed
+        # lease, the collector stopping), or any other word: every topic of this client.
         names = tuple(
             name
             for name in sorted(self._topics)
-            if connection is None
-            or (self._topics[name].type in _PRIVATE) == (connection != "public")
+            if connection not in ("public", "private")
+            or (self._topics[name].type in _PRIVATE) == (connection == "private")
         )
         if not names:
             return

@@ -263,6 +263,14 @@ async def test_a_collector_gap_notice_is_a_gap_by_default(
         assert isinstance(gap, Gap)
         assert gap.started_at == gap.ended_at == 1_700_000_009
         assert gap.topics == ("myAsset", "ticker:KRW-BTC")
+        await next_item(c.events())  # the refreshed last value of ticker:KRW-BTC
+        # A failover (or a lapsed lease) concerns every connection: "all" covers every topic.
+        failover = {"event": "gap", "at": 1_700_000_012_000, "connection": "all"}
+        await r.publish(keys.notices, json.dumps({**failover, "reason": "failover: a took over"}))
+        gap = await next_item(c.events())
+        assert isinstance(gap, Gap)
+        assert gap.topics == ("myAsset", "ticker:KRW-BTC")
+        assert (gap.connection, gap.reason) == ("all", "collector: failover: a took over")
 
 
 async def test_works_with_a_given_decode_responses_client(
