@@ -101,14 +101,10 @@ class Settings(BaseSettings):
     def _metrics_host(cls, value: str) -> str:
         return validate.host(value)
 
-    @field_validator("upbit_rest_url")
+    @field_validator("upbit_rest_url", "markets_url")
     @classmethod
-    def _rest_url(cls, value: str | None) -> str | None:
-        return validate.http_url(value) if value else None
-
-    @field_validator("markets_url")
-    @classmethod
-    def _markets_url(cls, value: str | None) -> str | None:
+    def _http_url(cls, value: str | None) -> str | None:
+        # Unset or empty: derived from the WebSocket URLs.
         return validate.http_url(value) if value else None
 
     @field_validator("key_prefix")
