@@ -54,10 +54,10 @@ class PubSubLink:
         names = list(channels)
         if not names:
             raise ValueError("a pub/sub link needs at least one channel")
-        await self._pubsub.connect()  # type: ignore[no-untyped-call]
+        await self._pubsub.connect()  # type: ignore[no-untyped-call, unused-ignore]
         # redis-py types PubSub.connection as None (its initial value); connect() set it.
         conn = cast(AbstractConnection, self._pubsub.connection)
-        conn.register_connect_callback(self._on_connect)  # type: ignore[no-untyped-call]
+        conn.register_connect_callback(self._on_connect)  # type: ignore[no-untyped-call, unused-ignore]
         self._conn = conn
         await conn.send_command("SUBSCRIBE", *names, check_health=False)
         self.channels = frozenset(names)
@@ -101,5 +101,5 @@ class PubSubLink:
         """Drop the connection (never waits on a dead peer) and give it back to the pool."""
         conn = self._conn
         if conn is not None:
-            conn.deregister_connect_callback(self._on_connect)  # type: ignore[no-untyped-call]
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            conn.deregister_connect_callback(self._on_connect)  # type: ignore[no-untyped-call, unused-ignore]
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]

@@ -164,7 +164,7 @@ class Canary:
             finally:
                 try:
                     async with asyncio.timeout(2.0):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                 except (RedisError, OSError, TimeoutError):
                     pass
             await asyncio.sleep(next(delays))

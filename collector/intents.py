@@ -822,7 +822,7 @@ class IntentTracker:
             await pubsub.subscribe(self._keys.control)
             await pubsub.psubscribe(self._keys.keyspace_pattern(self.db))
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             raise
         return pubsub
 
@@ -898,4 +898,4 @@ class IntentTracker:
 
 async def _close_quietly(pubsub: PubSub) -> None:
     with contextlib.suppress(RedisError, OSError):
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]

@@ -210,7 +210,7 @@ def redis_from_url(url: str, **options: Any) -> Redis:
     if parsed.ssl:
         connection["ssl"] = True
     sentinels = list(parsed.sentinels)
-    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **connection)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **connection)  # type: ignore[no-untyped-call, unused-ignore]
     client = sentinel.master_for(
         parsed.service_name, redis_class=_SentinelManagedRedis, db=parsed.db
     )
