@@ -37,7 +37,8 @@ from upbit_fanout.client.events import (
     Trade,
     parse_event,
 )
-from upbit_fanout.subscriptions.errors import InvalidTopicError, UpbitFanoutError
+from upbit_fanout.subscriptions.errors import CodecError, InvalidTopicError, UpbitFanoutError
+from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = [
     "AssetBalance",
@@ -45,6 +46,7 @@ __all__ = [
     "BlockingStream",
     "Candle",
     "ClientError",
+    "CodecError",
     "Event",
     "EventParseError",
     "FanoutClient",
@@ -64,7 +66,16 @@ __all__ = [
     "StreamEvent",
     "StreamGroup",
     "Ticker",
+    "Topic",
     "Trade",
     "UpbitFanoutError",
     "parse_event",
 ]
+
+# The classes defined in the private modules report the module a user imports them from (as
+# httpx does), so reprs, tracebacks and ``help()`` name ``upbit_fanout.client.FanoutClient``.
+for _name in __all__:
+    _value = globals()[_name]
+    if getattr(_value, "__module__", "").startswith("upbit_fanout.client._"):
+        _value.__module__ = __name__
+del _name, _value

@@ -1004,7 +1004,8 @@ def _expand(topics: tuple[TopicLike, ...], codes: Iterable[str] | None) -> list[
     result: list[Topic] = []
     if codes is None:
         for topic in topics:
-            result.append(topic if isinstance(topic, Topic) else parse_topic(topic))
+            # a Topic built by hand is checked like a string: Topic("ticker", "krw-btc") raises
+            result.append(parse_topic(str(topic) if isinstance(topic, Topic) else topic))
         return result
     code_list = list(codes)
     for type_name in topics:

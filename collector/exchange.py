@@ -20,20 +20,22 @@ import orjson
 
 from upbit_fanout.collector.auth import Credentials, authorization_header
 from upbit_fanout.collector.private_sync import parse_remaining_req, rest_query
-from upbit_fanout.subscriptions.errors import UpstreamError
+from upbit_fanout.subscriptions.errors import UpbitErrorFrame
 
 __all__ = ["ExchangeClient", "ExchangeError"]
 
 log = logging.getLogger(__name__)
 
 
-class ExchangeError(UpstreamError):
-    """A REST request failed: ``status`` (0: no answer) and Upbit's error ``name``."""
+class ExchangeError(UpbitErrorFrame):
+    """A REST request failed: ``status`` (0: no answer), Upbit's error ``name`` and ``message``
+    (Upbit's own error body, or ours when there was none: ``unreachable``, ``bad_answer``)."""
 
     def __init__(self, status: int, name: str, message: str) -> None:
-        super().__init__(f"{name} (HTTP {status}): {message}" if status else f"{name}: {message}")
+        super().__init__(name, message)
+        if status:
+            self.args = (f"{name} (HTTP {status}): {message}",)
         self.status = status
-        self.name = name
 
 
 class ExchangeClient:

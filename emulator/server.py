@@ -80,6 +80,7 @@ from upbit_fanout.emulator.simulation import (
     orderbook_at_depth,
 )
 from upbit_fanout.emulator.tls import TestCertificates, make_certificates
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
 from upbit_fanout.subscriptions.jsontext import dumps_exact
 from upbit_fanout.subscriptions.redact import redacting_logger
 from upbit_fanout.subscriptions.tasks import TaskOwner, stop_tasks
@@ -142,7 +143,7 @@ class Received:
     """The error name sent back (``NO_TICKET``, ``TOO_MANY_REQUESTS``, ...), else None."""
 
 
-class EmulatorCrashError(RuntimeError):
+class EmulatorCrashError(UpbitFanoutError, RuntimeError):
     """A background task of the emulator crashed; raised by :meth:`Emulator.aclose`."""
 
 

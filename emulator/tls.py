@@ -18,12 +18,14 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
+
 __all__ = ["LOOPBACK_NAMES", "TLSUnavailableError", "TestCertificates", "make_certificates"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
 
 
-class TLSUnavailableError(RuntimeError):
+class TLSUnavailableError(UpbitFanoutError, RuntimeError):
     """``trustme`` is not installed; the message says how to install it."""
 
 

@@ -1,15 +1,32 @@
 """The exception tree of upbit-fanout. Every error the project raises on purpose derives from
-:class:`UpbitFanoutError`, so ``except UpbitFanoutError`` catches them all::
+:class:`UpbitFanoutError`, so ``except UpbitFanoutError`` catches them all. The whole tree, with
+the module each class lives in (the client's are also exported by ``upbit_fanout.client``)::
 
-    UpbitFanoutError
-    ├── InvalidTopicError (ValueError)  a topic that is not TYPE:CODE as the contract says
-    ├── CodecError        (ValueError)  a payload that is neither our JSON nor our msgpack
-    ├── FrameError        (ValueError)  an upstream frame the decoder cannot read
-    └── UpstreamError                   Upbit (or the emulator) refused or failed us
-        └── UpbitErrorFrame             Upbit sent {"error": {"name", "message"}}
+    UpbitFanoutError                          subscriptions.errors
+    ├── InvalidTopicError (ValueError)        subscriptions.errors: a topic the contract refuses
+    ├── CodecError        (ValueError)        subscriptions.errors: neither our JSON nor msgpack
+    ├── FrameError        (ValueError)        subscriptions.errors: an upstream frame we cannot read
+    │   └── InvalidEvent                      collector.decode: a frame with a wrong field type
+    ├── UpstreamError                         subscriptions.errors: Upbit refused or failed us
+    │   └── UpbitErrorFrame                   subscriptions.errors: {"error": {"name", "message"}}
+    │       └── ExchangeError                 collector.exchange: a REST request Upbit refused
+    ├── LeaseLost                             subscriptions.lease: the leader lease is not ours
+    ├── EventParseError   (ValueError)        client.events: ``event.typed`` on a malformed event
+    ├── ClientError                           client: the client could not do what was asked
+    │   ├── RedisUnavailableError             client: Redis unreachable, refused us, or gave up
+    │   └── SnapshotTimeoutError (TimeoutError)  client: no event for a topic in time
+    ├── RequestError                          emulator.protocol: a subscribe request Upbit refuses
+    ├── ReplayError       (ValueError)        emulator.replay: a replay file we cannot play
+    ├── AuthError                             emulator.auth: a JWT Upbit would refuse
+    ├── OrderRejected                         emulator.account: an order Upbit would refuse
+    ├── EmulatorCrashError (RuntimeError)     emulator.server: a background task of it crashed
+    ├── TLSUnavailableError (RuntimeError)    emulator.tls: ``--tls`` without trustme installed
+    └── LocalRedisUnavailableError (RuntimeError)  upbit_fanout.localredis: no Redis to start
 
-Dependency errors (redis, websockets, jwt, msgpack) are wrapped at the boundary with
-``raise ... from exc`` so their cause stays visible. Messages never contain API keys.
+Dependency errors (redis, websockets, jwt, msgpack, httpx) are wrapped at the boundary with
+``raise ... from exc`` so their cause stays visible. Messages never contain API keys or passwords.
+``tests/test_errors.py`` holds this picture to the code: a new exception class fails it until
+it is placed here.
 """
 
 from __future__ import annotations

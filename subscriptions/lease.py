@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.topics import Topic
 
@@ -132,7 +133,7 @@ RELEASE_SCRIPT = (
 """Give the lease back (a clean stop) only if it is still this collector's."""
 
 
-class LeaseLost(Exception):
+class LeaseLost(UpbitFanoutError):
     """A write was refused because ``P:leader`` no longer holds this collector's value."""
 
     def __init__(self, holder: bytes | None = None) -> None:

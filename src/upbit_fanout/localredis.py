@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from upbit_fanout.subscriptions.errors import UpbitFanoutError
+
 __all__ = ["LocalRedis", "LocalRedisUnavailableError", "find_redis_server", "start_local_redis"]
 
 INSTALL_HINT = (
@@ -25,7 +27,7 @@ INSTALL_HINT = (
 )
 
 
-class LocalRedisUnavailableError(RuntimeError):
+class LocalRedisUnavailableError(UpbitFanoutError, RuntimeError):
     """No Redis could be started here; the message says what to install."""
 
 

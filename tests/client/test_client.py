@@ -34,6 +34,7 @@ from upbit_fanout.client import (
     Orderbook,
     RedisUnavailableError,
     Ticker,
+    Topic,
 )
 from upbit_fanout.subscriptions.codec import CodecName
 from upbit_fanout.subscriptions.keys import Keys
@@ -88,6 +89,11 @@ async def test_invalid_topic_raises_before_anything_is_written(
             await c.subscribe("orderbook:KRW-BTC.7")
         with pytest.raises(InvalidTopicError):
             await c.snapshot("tickers:KRW-BTC")
+        # a Topic built by hand is no way around the check
+        with pytest.raises(InvalidTopicError, match="market codes are upper case: KRW-BTC"):
+            await c.subscribe(Topic("ticker", "krw-btc"))
+        with pytest.raises(InvalidTopicError, match="depth must be 1, 5, 15 or 30"):
+            await c.subscribe(Topic("orderbook", "KRW-BTC", 7))
         assert not [k async for k in r.scan_iter(match=f"{keys.prefix}:*")]
         assert c.topics == frozenset()
 

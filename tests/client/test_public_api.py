@@ -19,6 +19,7 @@ EXPECTED = {
     "BlockingStream",
     "Candle",
     "ClientError",
+    "CodecError",
     "Event",
     "EventParseError",
     "FanoutClient",
@@ -38,6 +39,7 @@ EXPECTED = {
     "StreamEvent",
     "StreamGroup",
     "Ticker",
+    "Topic",
     "Trade",
     "UpbitFanoutError",
     "parse_event",
@@ -84,6 +86,7 @@ def test_every_error_derives_from_the_project_root() -> None:
     ]
     assert {error.__name__ for error in errors} == {
         "ClientError",
+        "CodecError",
         "EventParseError",
         "InvalidTopicError",
         "RedisUnavailableError",
@@ -104,3 +107,12 @@ def test_public_classes_and_functions_have_docstrings() -> None:
     for method in ("subscribe", "unsubscribe", "snapshot", "snapshots", "events", "on"):
         assert inspect.getdoc(getattr(client.FanoutClient, method)), method
         assert inspect.getdoc(getattr(client.BlockingClient, method)), method
+
+
+def test_public_classes_report_the_module_users_import_them_from() -> None:
+    for name in client.__all__:
+        value = getattr(client, name)
+        if inspect.isclass(value):
+            assert not value.__module__.startswith("upbit_fanout.client._"), name
+    assert client.FanoutClient.__module__ == "upbit_fanout.client"
+    assert repr(client.Gap).startswith("<class 'upbit_fanout.client.Gap'")
