@@ -29,7 +29,7 @@ from upbit_fanout.client._errors import SnapshotTimeoutError
 from upbit_fanout.client._items import Event
 from upbit_fanout.client._link import PubSubLink
 from upbit_fanout.subscriptions.errors import CodecError
-from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.keys import Keys, invalid_field
 from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS, heartbeat_commands, release_commands
 from upbit_fanout.subscriptions.topics import Topic
 
@@ -155,7 +155,9 @@ async def _timeout_message(
     try:
         async with asyncio.timeout(1.0):
             state, last_error = await redis.hmget(keys.status, ["state", "last_error"])
-            reasons = await redis.hmget(keys.invalid, [f"{client_id} {name}" for name in missing])
+            reasons = await redis.hmget(
+                keys.invalid, [invalid_field(client_id, name) for name in missing]
+            )
     except (RedisError, OSError, TimeoutError):
         return message + f"; is a collector running for key prefix {keys.prefix!r}?"
     refused = [

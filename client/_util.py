@@ -8,8 +8,9 @@ import socket
 
 __all__ = ["default_client_id", "sanitize_client_id", "transient_id"]
 
-_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_.\-@]+")
-MAX_CLIENT_ID = 128
+from upbit_fanout.subscriptions.keys import CLIENT_ID_CHARS, MAX_CLIENT_ID
+
+_NOT_ALLOWED = re.compile(f"[^{CLIENT_ID_CHARS}]+")
 
 
 def sanitize_client_id(text: str) -> str:

@@ -35,7 +35,6 @@ import contextlib
 import heapq
 import itertools
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from upbit_fanout.collector.markets import MarketSet
 from upbit_fanout.collector.status import LogLimiter, RedisHealth
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.errors import InvalidTopicError
-from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.keys import Keys, invalid_field, is_client_id
 from upbit_fanout.subscriptions.reconcile import RequestSize, Subscription, subscription_for
 from upbit_fanout.subscriptions.topics import Topic, could_be_topic, parse_topic
 
@@ -93,8 +92,6 @@ NO_KEYS_REASON = (
 )
 
 Intents = Mapping[str, frozenset[str]]
-
-_CLIENT_ID = re.compile(r"[A-Za-z0-9_.\-@]{1,128}")
 
 
 # -- pure helpers --------------------------------------------------------------------------------
@@ -208,7 +205,7 @@ def valid_client_id(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> str | None:
     if not 1 <= len(raw) <= limits.max_client_id_length:
         return None
     text = raw.decode("ascii", "replace")
-    return text if _CLIENT_ID.fullmatch(text) else None
+    return text if is_client_id(text) else None
 
 
 def id_reason(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
@@ -319,9 +316,9 @@ class Plan:
         and ``"*"`` when clients were left out."""
         fields: dict[str, str] = {}
         for client, refusal in self.refused.items():
-            fields[client] = refusal.summary()
+            fields[invalid_field(client)] = refusal.summary()
             for topic, reason in refusal.examples:
-                fields[f"{client} {topic}"] = reason
+                fields[invalid_field(client, topic)] = reason
         if self.hidden_clients:
             fields["*"] = (
                 f"{self.hidden_count} refused intents of {self.hidden_clients} more clients, "

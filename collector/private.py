@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -51,6 +50,7 @@ from upbit_fanout.collector.private_sync import (
 )
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.collector.status import Status
+from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.codec import decode_event, encode_event
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.keys import Keys
@@ -65,10 +65,6 @@ _MAX_PAGES = 50  # per window: 50,000 closed orders at most, then the result say
 _ASSET_SCAN = 1000  # myAsset entries read back to learn the stream's last balances
 _ORDER_SCAN = 2000  # myOrder entries read back to find orders the stream still shows open
 _MAX_SINGLE = 100  # at most this many per-uuid GET /v1/order per reconciliation
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class PrivateRecorder:
@@ -86,7 +82,7 @@ class PrivateRecorder:
         mark_interval: float = 2.0,
         start_wait: float = 5.0,
         lookback: float = 3600.0,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._redis = redis
         self._keys = keys

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
@@ -52,6 +51,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 
 from upbit_fanout.collector.routing import Outgoing
+from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import LeaseLost
 
@@ -166,7 +166,7 @@ class Publisher:
         if self.seen_cap < 1:
             raise ValueError("seen_cap must be at least 1")
         self.seen_ttl_ms = max(1000, round(seen_ttl * 1000))
-        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._clock = clock or now_ms
         self.mode: PublishMode = mode
         self._names: dict[str, tuple[bytes, bytes]] = {}  # topic -> (channel, last-value key)
         self._streams: dict[str, tuple[bytes, bytes]] = {}  # type -> (stream key, seen key)

@@ -39,6 +39,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
+from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import LeaseLost
 from upbit_fanout.subscriptions.redis_errors import describe_redis_error, is_auth_error
@@ -94,10 +95,6 @@ class State(enum.StrEnum):
 
 HEARTBEAT_INTERVAL = 5.0
 """Seconds between writes of ``P:status`` when nothing changes (readers judge liveness by it)."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class LogLimiter:

@@ -80,6 +80,7 @@ from upbit_fanout.emulator.simulation import (
     orderbook_at_depth,
 )
 from upbit_fanout.emulator.tls import TestCertificates, make_certificates
+from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.errors import UpbitFanoutError
 from upbit_fanout.subscriptions.jsontext import dumps_exact
 from upbit_fanout.subscriptions.redact import redacting_logger
@@ -122,11 +123,6 @@ _DEFLATE: Final = ServerPerMessageDeflateFactory(
     client_max_window_bits=12,
     compress_settings={"memLevel": 5, "level": 1},
 )
-
-
-def now_ms() -> int:
-    """Wall-clock time in milliseconds, as Upbit stamps its frames."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,13 +31,42 @@ from dataclasses import dataclass, field
 
 from upbit_fanout.subscriptions.topics import Topic
 
-__all__ = ["CANARY_TOPIC", "Keys"]
+__all__ = [
+    "CANARY_TOPIC",
+    "CLIENT_ID_CHARS",
+    "MAX_CLIENT_ID",
+    "Keys",
+    "invalid_field",
+    "is_client_id",
+    "split_invalid_field",
+]
 
 CANARY_TOPIC = "canary"
 """The pseudo-topic of the canary: published like any topic (``P:canary``, ``P:last:canary``);
 never a valid market topic (no ``type:code`` form), so no client can ask for it."""
 
-_CLIENT_ID = re.compile(r"[A-Za-z0-9_.\-@]{1,128}")
+CLIENT_ID_CHARS = r"A-Za-z0-9_.\-@"
+"""The characters of a client id (a regex character-class body): letters, digits and ``_.-@``."""
+MAX_CLIENT_ID = 128
+"""The longest client id the contract allows."""
+_CLIENT_ID = re.compile(f"[{CLIENT_ID_CHARS}]{{1,{MAX_CLIENT_ID}}}")
+
+
+def is_client_id(text: str) -> bool:
+    """True when ``text`` is a client id of the contract (1-128 of A-Z a-z 0-9 _ . - @)."""
+    return _CLIENT_ID.fullmatch(text) is not None
+
+
+def invalid_field(client_id: str, topic: str | None = None) -> str:
+    """A field of ``P:invalid``: ``"{client_id}"`` (the client's summary) or
+    ``"{client_id} {topic}"`` (why that topic was refused)."""
+    return client_id if topic is None else f"{client_id} {topic}"
+
+
+def split_invalid_field(field: str) -> tuple[str, str | None]:
+    """``(client_id, topic)`` of a ``P:invalid`` field; topic None for the client's summary."""
+    client_id, space, topic = field.partition(" ")
+    return client_id, (topic if space else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +84,7 @@ class Keys:
     # -- written by clients -------------------------------------------------------------------
     def intents(self, client_id: str) -> str:
         """The intent SET of one client (its lease is the key's TTL)."""
-        if not _CLIENT_ID.fullmatch(client_id):
+        if not is_client_id(client_id):
             raise ValueError(
                 f"client id {client_id!r} must be 1-128 characters of letters, digits and _.-@"
             )

@@ -108,6 +108,7 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
     from redis.exceptions import ResponseError  # noqa: PLC0415 - kept off --help's path
 
     from upbit_fanout.collector.intents import clip  # noqa: PLC0415
+    from upbit_fanout.subscriptions.keys import split_invalid_field  # noqa: PLC0415
     from upbit_fanout.subscriptions.lease import parse_leader  # noqa: PLC0415
     from upbit_fanout.subscriptions.redact import redact_url  # noqa: PLC0415
 
@@ -137,12 +138,14 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
     collector = {name: _typed(value) for name, value in status.items()} if status else None
     invalid: list[dict[str, Any]] = []
     for field, reason in sorted((_text(k), _text(v)) for k, v in invalid_raw.items()):
-        client_id, space, topic = field.partition(" ")
+        client_id, topic = split_invalid_field(field)
         invalid.append(
             {
                 # The collector wrote them escaped already; clip() only makes sure of it.
                 "client_id": clip(client_id, 200),
-                "topic": clip(topic, 200) if space else None,  # None: the client's summary
+                "topic": clip(topic, 200)
+                if topic is not None
+                else None,  # None: the client's summary
                 "reason": clip(reason, 300),
             }
         )
