@@ -63,6 +63,7 @@ from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import heartbeat_commands, lease_ms, release_commands
 from upbit_fanout.subscriptions.redact import redact_url
+from upbit_fanout.subscriptions.tasks import stop_tasks
 from upbit_fanout.subscriptions.topics import Topic, parse_topic
 from upbit_fanout.subscriptions.upbit_fields import PRIVATE_TYPES
 
@@ -972,22 +973,10 @@ class _Events:
 
 
 async def _stop_tasks(tasks: list[asyncio.Task[None]], limit: float) -> None:
-    """Cancel ``tasks`` and wait for them, at most ``limit`` seconds.
-
-    The cancellation is repeated every 0.1 s: some redis-py calls (seen with 8.1, a cancel that
-    lands while a command is being sent) swallow a CancelledError, and a single cancel() would
-    then leave the task running. A task still alive after ``limit`` is logged, not waited for.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        _, pending = await asyncio.wait(pending, timeout=min(0.1, remaining))
+    """Cancel ``tasks`` and wait for them, at most ``limit`` seconds
+    (:func:`subscriptions.tasks.stop_tasks`: the cancellation is repeated every 0.1 s, since some
+    redis-py calls swallow one). A task still alive after ``limit`` is logged, not waited for."""
+    pending = await stop_tasks(tasks, within=limit)
     for task in pending:
         log.error("client task %s did not stop within %.1f s", task.get_name(), limit)
 

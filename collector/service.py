@@ -82,6 +82,7 @@ from upbit_fanout.subscriptions.lease import (
     LeaseLost,
     parse_leader,
 )
+from upbit_fanout.subscriptions.tasks import stop_tasks
 from upbit_fanout.subscriptions.version import package_version
 
 __all__ = ["Collector"]
@@ -876,29 +877,15 @@ class Collector:
     async def _cancel(self, names: list[str], *, insist: bool = False) -> None:
         """Cancel the named tasks and wait (at most ``_STOP_TIMEOUT``) until they are done.
 
-        ``insist`` re-sends the cancellation every 0.1 s: redis-py awaits ``asyncio.wait_for``
-        internally, and on Python 3.11 that drops a cancellation arriving just as a reply does
-        (CPython gh-86296), so one ``cancel()`` may not stop a task that talks to Redis. Tasks
-        that close a WebSocket on the way out are cancelled once, so their close can finish.
+        :func:`subscriptions.tasks.stop_tasks` semantics: ``insist`` re-sends the cancellation
+        every 0.1 s (redis-py can drop one, CPython gh-86296); tasks that close a WebSocket on
+        the way out are cancelled once, so their close can finish. A cancellation of the caller
+        is never swallowed.
         """
         tasks = [task for name in names if (task := self._tasks.pop(name, None)) is not None]
         if not tasks:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _STOP_TIMEOUT
-        pending: set[asyncio.Task[None]] = set(tasks)
-        for task in pending:
-            task.cancel()
-        while pending:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            _, pending = await asyncio.wait(
-                pending, timeout=min(0.1, remaining) if insist else remaining
-            )
-            if insist:
-                for task in pending:
-                    task.cancel()
+        pending = await stop_tasks(tasks, within=_STOP_TIMEOUT, insist=insist)
         for task in pending:
             log.error(
                 "collector task %s did not stop within %.0f s", task.get_name(), _STOP_TIMEOUT
