@@ -1,10 +1,12 @@
 """Topics: what a client can ask for, spelled ``TYPE:CODE`` (docs/contract.md, "Topics").
 
 ``ticker:KRW-BTC``, ``candle.1m:BTC-ETH``, ``orderbook:KRW-BTC.5`` (depth 1, 5, 15 or 30; no suffix
-is Upbit's default, 30 units), ``myOrder:KRW-BTC``, ``myOrder:*`` (every market) and ``myAsset``
-(no code). :func:`parse_topic` accepts exactly these and refuses everything else with a message
-that says what would be right, because one bad code sent upstream makes Upbit close the socket
-and drop every stream (docs/upbit-protocol.md §7).
+is Upbit's default, 30 units), ``orderbook:KRW-BTC.15@10000`` / ``orderbook:KRW-BTC@10000`` (a
+KRW book with its prices grouped by 10,000 KRW: Upbit's ``level``, docs/upbit-protocol.md §2.2),
+``myOrder:KRW-BTC``, ``myOrder:*`` (every market) and ``myAsset`` (no code). :func:`parse_topic`
+accepts exactly these and refuses everything else with a message that says what would be right,
+because one bad code sent upstream makes Upbit close the socket and drop every stream
+(docs/upbit-protocol.md §7).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 
 from upbit_fanout.subscriptions.errors import InvalidTopicError
@@ -27,6 +30,7 @@ __all__ = [
     "ORDERBOOK_DEPTHS",
     "TOPIC_TYPES",
     "Topic",
+    "canonical_level",
     "could_be_topic",
     "parse_topic",
     "parse_topics",
@@ -41,8 +45,15 @@ ALL_MARKETS = "*"
 # QUOTE-BASE in upper case. Quotes on Upbit Korea are KRW, BTC and USDT; the sister venues use
 # SGD, IDR and THB, so any short upper-case quote is accepted. Bases may contain digits (1INCH).
 _CODE = re.compile(r"[A-Z]{2,6}-[A-Z0-9]{1,15}")
+# An orderbook level (price grouping step) as written in a topic: a positive decimal number in
+# its one canonical spelling (no sign, no exponent, no leading or trailing zeros), so that one
+# level has one topic and one channel. At most 12 digits before and 8 after the point.
+_LEVEL = re.compile(r"(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{0,7}[1-9])?")
+LEVEL_QUOTE = "KRW"
+"""Upbit groups orderbook prices (``level``) on KRW markets only (docs/upbit-protocol.md §9)."""
 _TYPES_BY_LOWER = {name.lower(): name for name in TOPIC_TYPES}
 _EXAMPLE = "e.g. ticker:KRW-BTC, orderbook:KRW-BTC.5, candle.1m:KRW-ETH, myOrder:*, myAsset"
+_LEVEL_EXAMPLE = "orderbook:KRW-BTC.15@10000"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -50,19 +61,23 @@ class Topic:
     """One validated topic. ``str(topic)`` is its canonical spelling, used in keys and channels.
 
     ``code`` is None for ``myAsset`` and ``"*"`` for ``myOrder:*``. ``depth`` is the orderbook
-    suffix as written (None when absent: Upbit's default of 30 units).
+    suffix as written (None when absent: Upbit's default of 30 units). ``level`` is the
+    orderbook's price grouping step in its canonical text (``"10000"``, ``"0.1"``; None: no
+    grouping, Upbit's level 0); only KRW orderbooks have one.
     """
 
     type: str
     code: str | None = None
     depth: int | None = None
+    level: str | None = None
 
     def __str__(self) -> str:
         if self.code is None:
             return self.type
-        if self.depth is None:
-            return f"{self.type}:{self.code}"
-        return f"{self.type}:{self.code}.{self.depth}"
+        text = self.code if self.depth is None else f"{self.code}.{self.depth}"
+        if self.level is not None:
+            text = f"{text}@{self.level}"
+        return f"{self.type}:{text}"
 
     @property
     def is_private(self) -> bool:
@@ -78,7 +93,7 @@ class Topic:
 _MAYBE = re.compile(
     "myAsset|myOrder:\\*|(?:"
     + "|".join(re.escape(name) for name in TOPIC_TYPES if name != "myAsset")
-    + f"):{_CODE.pattern}(?:\\.\\d+)?"
+    + f"):{_CODE.pattern}(?:\\.\\d+)?(?:@[0-9.]+)?"
 )
 
 
@@ -114,6 +129,10 @@ def parse_topic(text: str) -> Topic:
         return Topic("myOrder", ALL_MARKETS)
 
     depth: int | None = None
+    level: str | None = None
+    code_text, at, level_text = code_text.partition("@")
+    if at:
+        level = _check_level(text, type_name, code_text, level_text)
     code_part, dot, depth_text = code_text.partition(".")
     if dot:
         if type_name != "orderbook":
@@ -126,7 +145,13 @@ def parse_topic(text: str) -> Topic:
             )
         depth = int(depth_text)
     _check_code(text, code_part)
-    return Topic(type_name, code_part, depth)
+    if level is not None and not code_part.startswith(f"{LEVEL_QUOTE}-"):
+        raise InvalidTopicError(
+            text,
+            f"an orderbook level (price grouping) is for KRW markets only; Upbit sends nothing "
+            f"for one on {code_part}: drop '@{level}'",
+        )
+    return Topic(type_name, code_part, depth, level)
 
 
 def parse_topics(texts: Iterable[str]) -> list[Topic]:
@@ -144,6 +169,45 @@ def split_valid(texts: Iterable[str]) -> tuple[set[Topic], dict[str, str]]:
         except InvalidTopicError as exc:
             invalid[text] = exc.reason
     return valid, invalid
+
+
+def canonical_level(value: object) -> str | None:
+    """The canonical text of an orderbook level as Upbit writes it in a frame or a listing
+    (``10000``, ``10000.0``, ``"0.10"``, ``Decimal``...): ``"10000"``, ``"0.1"``; None for 0, a
+    missing level, or anything that is not a finite non-negative number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except ArithmeticError:
+        return None
+    if not number.is_finite() or number <= 0:
+        return None
+    return format(number.normalize(), "f")
+
+
+def _check_level(topic: str, type_name: str, code_text: str, level_text: str) -> str:
+    if type_name != "orderbook":
+        raise InvalidTopicError(
+            topic, f"only orderbook takes a level (price grouping): {_LEVEL_EXAMPLE}"
+        )
+    if _LEVEL.fullmatch(level_text):
+        if set(level_text) <= {"0", "."}:
+            raise InvalidTopicError(
+                topic,
+                f"level 0 means no grouping: write the topic without '@': orderbook:{code_text}",
+            )
+        return level_text
+    canonical = canonical_level(level_text) if re.fullmatch(r"[0-9.]+", level_text) else None
+    if canonical is not None and _LEVEL.fullmatch(canonical):
+        raise InvalidTopicError(
+            topic, f"write the level as {canonical}: orderbook:{code_text}@{canonical}"
+        )
+    raise InvalidTopicError(
+        topic,
+        f"an orderbook level is a positive number of the quote currency, e.g. "
+        f"{_LEVEL_EXAMPLE} (got {level_text!r})",
+    )
 
 
 def _check_type(topic: str, type_text: str) -> str:

@@ -5,7 +5,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from upbit_fanout.subscriptions import InvalidTopicError, Topic, parse_topic, split_valid
-from upbit_fanout.subscriptions.topics import ORDERBOOK_DEPTHS, TOPIC_TYPES
+from upbit_fanout.subscriptions.topics import (
+    ORDERBOOK_DEPTHS,
+    TOPIC_TYPES,
+    canonical_level,
+    could_be_topic,
+)
 
 VALID = [
     ("ticker:KRW-BTC", Topic("ticker", "KRW-BTC")),
@@ -18,6 +23,9 @@ VALID = [
     ("myOrder:KRW-BTC", Topic("myOrder", "KRW-BTC")),
     ("myOrder:*", Topic("myOrder", "*")),
     ("myAsset", Topic("myAsset")),
+    ("orderbook:KRW-BTC.15@10000", Topic("orderbook", "KRW-BTC", 15, "10000")),
+    ("orderbook:KRW-BTC@10000", Topic("orderbook", "KRW-BTC", None, "10000")),
+    ("orderbook:KRW-XRP.5@0.1", Topic("orderbook", "KRW-XRP", 5, "0.1")),
 ]
 
 
@@ -43,6 +51,15 @@ INVALID = [
     ("ticker:KRWBTC", "QUOTE-BASE"),
     ("ticker: KRW-BTC", "no spaces"),
     ("", "empty"),
+    ("orderbook:BTC-ETH@10", "for KRW markets only"),
+    ("orderbook:USDT-BTC.15@1", "for KRW markets only"),
+    ("orderbook:KRW-BTC@0", "level 0 means no grouping"),
+    ("orderbook:KRW-BTC@10000.0", "write the level as 10000: orderbook:KRW-BTC@10000"),
+    ("orderbook:KRW-BTC.15@010", "write the level as 10: orderbook:KRW-BTC.15@10"),
+    ("orderbook:KRW-BTC@1e4", "a positive number"),
+    ("orderbook:KRW-BTC@-5", "a positive number"),
+    ("orderbook:KRW-BTC@", "a positive number"),
+    ("ticker:KRW-BTC@10", "only orderbook takes a level"),
 ]
 
 
@@ -96,3 +113,16 @@ def test_arbitrary_text_parses_or_raises_invalid_topic(text: str) -> None:
     except InvalidTopicError:
         return
     assert str(topic) == text
+
+
+@given(
+    code=st.from_regex(r"KRW-[A-Z0-9]{1,6}", fullmatch=True),
+    depth=st.sampled_from(["", ".1", ".5", ".15", ".30"]),
+    level=st.decimals(min_value="0.00000001", max_value="999999999999", places=8),
+)
+def test_level_topics_round_trip_in_one_spelling(code: str, depth: str, level: object) -> None:
+    text = f"orderbook:{code}{depth}@{canonical_level(level)}"
+    topic = parse_topic(text)
+    assert str(topic) == text
+    assert could_be_topic(text)
+    assert topic.level == canonical_level(level)
