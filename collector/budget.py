@@ -18,6 +18,7 @@ is undone, so the sender slows down at once and recovers step by step.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -83,12 +84,20 @@ class RateBudget:
         return tuple((max(1, count >> level), seconds) for count, seconds in self._limits)
 
     # -- the window part -----------------------------------------------------------------------
-    def delay(self, now: float) -> float:
-        """Seconds to wait from ``now`` before the next event is allowed (0.0: allowed now)."""
+    def delay(self, now: float, *, reserve: int = 0) -> float:
+        """Seconds to wait from ``now`` before the next event is allowed (0.0: allowed now).
+
+        ``reserve``: the event must leave that many more events allowed in every window (an
+        optional message that must not take the place of a necessary one). ``math.inf`` when a
+        limit is too small to ever leave them (a halved limit of 1 with ``reserve=1``).
+        """
         self._forget(now)
         wait = 0.0
         times = self._times
-        for count, seconds in self.limits(now):
+        for limit, seconds in self.limits(now):
+            count = limit - reserve
+            if count < 1:
+                return math.inf
             if len(times) >= count:
                 # The count-th most recent event must have left the window.
                 opens_at = times[-count] + seconds + self.slack

@@ -59,6 +59,16 @@ _COUNTERS: Final = (
     ("redis_outages", "redis_outages", "Times Redis became unreachable and came back."),
     ("canaries_sent", "canaries_sent", "Canaries put into the publish path."),
     ("canaries_received", "canaries_received", "Canaries that came back through Redis."),
+    (
+        "subscription_checks",
+        "subscription_checks",
+        "LIST_SUBSCRIPTIONS requests sent to confirm what the upstream applied.",
+    ),
+    (
+        "subscription_mismatches",
+        "subscription_mismatches",
+        "LIST_SUBSCRIPTIONS answers that differed from what was sent (then re-sent).",
+    ),
 )
 _STATES: Final = tuple(state.value for state in State)
 

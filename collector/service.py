@@ -154,6 +154,10 @@ class Collector:
         reconcile_lookback: float = 3600.0,
         private_mark_interval: float = 2.0,
         private_start_wait: float = 5.0,
+        upstream_format: Literal["DEFAULT", "SIMPLE"] = "DEFAULT",
+        verify_subscriptions: bool = True,
+        verify_delay: float = 1.0,
+        warm_seconds: float = 60.0,
     ) -> None:
         for url in (upstream_url, private_url):
             if url is not None:
@@ -227,6 +231,10 @@ class Collector:
                 backoff_max=backoff_max,
                 backoff_fast_max=backoff_fast_max,
                 coalesce=coalesce,
+                upstream_format=upstream_format,
+                verify=verify_subscriptions,
+                verify_delay=verify_delay,
+                warm_seconds=warm_seconds,
                 rng=rng,
                 on_change=self._upstream_changed,
             )

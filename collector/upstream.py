@@ -16,8 +16,21 @@ Life of a connection
       budget allows (5/s and 100/min, sliding windows), ONE message carrying the LATEST desired
       state is sent; there is never more than one pending send, and nothing is sent when the
       desired state equals what the socket already carries;
-    - when the desired state becomes empty the socket is closed (Upbit has no unsubscribe) and the
-      connection goes ``idle`` until something is wanted again.
+    - each message asks for snapshots only for the streams new to the socket: codes it already
+      streams go in an ``is_only_realtime`` object
+      (:func:`subscriptions.reconcile.request_entries`); after a reconnect all is new again;
+    - after a send, once ``verify_delay`` passed with nothing else to send and the budget keeps a
+      message free for a real subscribe, a LIST_SUBSCRIPTIONS request (in the socket's own
+      format) checks what Upbit applied (docs/upbit-protocol.md §2.7). A difference is counted
+      (``subscription_mismatches``), published as a ``subscription_mismatch`` notice, logged
+      (rate-limited WARNING), and the subscription is re-sent, the missing streams with their
+      snapshot; repeated differences wait longer each time (``verify_delay`` doubled, at most
+      :data:`MAX_RESEND_WAIT`) so that a code Upbit keeps refusing cannot eat the budget;
+    - when the desired state becomes empty the socket is kept open ``warm_seconds`` (a warm
+      socket: the next subscribe costs no handshake), its subscription replaced by the
+      cheapest one (:func:`subscriptions.reconcile.parking_message`: one ticker snapshot, then
+      silence; Upbit has no unsubscribe, §3), then closed; the connection is ``idle``
+      meanwhile, and until something is wanted again.
 
 Failures
     A lost socket, a refused or failed handshake (HTTP 429/401/503, connection refused, timeout):
@@ -38,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -59,12 +73,21 @@ from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.errors import FrameError, UpstreamError
-from upbit_fanout.subscriptions.reconcile import Subscription, next_message
+from upbit_fanout.subscriptions.reconcile import (
+    StreamKey,
+    Subscription,
+    compare_listing,
+    list_message,
+    listed_streams,
+    parking_message,
+    streams_serving,
+)
 from upbit_fanout.subscriptions.redact import redacting_logger
 from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "MAX_RESEND_WAIT",
     "STABLE_AFTER",
     "ConnectFailure",
     "RetryClass",
@@ -81,6 +104,16 @@ MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 STABLE_AFTER: Final = 5.0
 """A connection that stayed up this long resets the backoff."""
+
+MAX_RESEND_WAIT: Final = 60.0
+"""The longest wait before re-sending a subscription that LIST_SUBSCRIPTIONS found applied in
+part, after several such answers in a row."""
+
+UPSTREAM_FORMATS: Final = ("DEFAULT", "SIMPLE")
+"""Formats the collector can ask Upbit for (docs/upbit-protocol.md §2.5); republished payloads
+carry DEFAULT names either way."""
+
+_SHOWN_STREAMS: Final = 10  # streams named in a mismatch notice
 
 ConnectFailure = Literal[
     "auth", "rate_limited", "unavailable", "unreachable", "timeout", "protocol"
@@ -181,6 +214,10 @@ class Upstream:
         coalesce: float = 0.05,
         close_timeout: float | None = None,
         open_timeout: float = 10.0,
+        upstream_format: str = "DEFAULT",
+        verify: bool = True,
+        verify_delay: float = 1.0,
+        warm_seconds: float = 0.0,
         rng: Callable[[], float] | None = None,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
@@ -202,6 +239,14 @@ class Upstream:
         # A peer that does not answer a ping in ping_timeout will not answer a close either.
         self._close_timeout = min(2.0, ping_timeout) if close_timeout is None else close_timeout
         self._open_timeout = open_timeout
+        if upstream_format not in UPSTREAM_FORMATS:
+            raise ValueError(f"upstream_format must be DEFAULT or SIMPLE, not {upstream_format!r}")
+        if verify_delay < 0 or warm_seconds < 0:
+            raise ValueError("verify_delay and warm_seconds must be >= 0")
+        self.upstream_format = upstream_format
+        self.verify = verify
+        self.verify_delay = verify_delay
+        self.warm_seconds = warm_seconds
         self._on_change = on_change
         self._clock = clock
         self._prefix = "" if name == "public" else f"{name}_"
@@ -222,6 +267,14 @@ class Upstream:
         self._auth_failing = False
         self._failing_since: float | None = None
         self._rate_limited = False  # a rate-limit error frame arrived on the current socket
+        self.applied: frozenset[StreamKey] = frozenset()
+        """Streams the CURRENT socket carries (no snapshot asked again for them)."""
+        self._verify_due: float | None = None  # when to check the last send (clock)
+        self._verifying: Subscription | None = None  # what the LIST request in flight checks
+        self._resend_at: float | None = None  # a check found a difference: re-send from then
+        self._mismatches = 0  # differences found in a row
+        self.warm = False
+        """True while the socket is kept open with nothing wanted (a warm socket)."""
 
     # -- called by the service ------------------------------------------------------------------
     def want(self, subscription: Subscription, topics: frozenset[Topic]) -> None:
@@ -293,7 +346,7 @@ class Upstream:
                     outcome = await self._serve(ws)
                 finally:
                     self.connected.clear()
-                    self.sent = None
+                    self._forget_socket()
                     await self._close(ws)
                 if outcome == "idle":
                     retries.clear()
@@ -417,9 +470,12 @@ class Upstream:
         fresh = True
         while not reader.done():
             if self.desired.is_empty:
-                self._idle()
-                return "idle"
-            if self.desired == self.sent:
+                if not await self._keep_warm(ws, reader):
+                    self._idle()
+                    return "idle"
+                continue
+            now = self._clock()
+            if self.desired == self.sent and self._resend_at is None:
                 if self.desired_topics != self.union:
                     # Same upstream request, other topics (orderbook:KRW-BTC.5 next to
                     # orderbook:KRW-BTC, myOrder:KRW-BTC next to myOrder:*): nothing to send,
@@ -428,7 +484,16 @@ class Upstream:
                     self.union = self.desired_topics
                     self._on_change()
                 self._changed.clear()
-                await self._wait(reader, None, change=True)
+                wait = self._verify_wait(now)
+                if wait == 0.0:
+                    if not await self._send_list(ws):
+                        return "lost"
+                    continue
+                await self._wait(reader, wait, change=True)
+                continue
+            if self._resend_at is not None and self.desired == self.sent and now < self._resend_at:
+                self._changed.clear()
+                await self._wait(reader, self._resend_at - now, change=True)
                 continue
             if not fresh and self.coalesce > 0:
                 # A burst of intent changes becomes one message: let it settle a moment.
@@ -439,46 +504,186 @@ class Upstream:
             if delay > 0:
                 await self._wait(reader, delay, change=False)
                 continue
-            subscription, topics = self.desired, self.desired_topics
-            message = next_message(subscription, self.sent, self.ticket)
-            if message is None:  # pragma: no cover - desired is non-empty and differs from sent
-                continue
-            self.router.set_topics(topics, fresh_connection=fresh)
-            try:
-                await ws.send(orjson.dumps(message).decode())
-            except ConnectionClosed:
+            if not await self._send_subscription(ws, fresh=fresh):
                 return "lost"
-            self.budget.record(self._clock())
-            self.sent = subscription
-            self.union = topics
-            self._status.count("sends_total")
-            self._status.notice("subscribed", connection=self.name, union_size=len(topics))
-            if fresh:
-                log.info("%s upstream: subscribed to %d topics", self.name, len(topics))
-            else:
-                log.debug("%s upstream: resubscribed, %d topics", self.name, len(topics))
-            if self._gap_pending:
-                self._gap_pending = False
-                self._status.notice(
-                    "gap",
-                    connection=self.name,
-                    reason="reconnected to Upbit: events between the disconnect and the new "
-                    "subscription are missing",
-                    since=self._gap_since,
-                )
             fresh = False
-            self._set_state(State.SUBSCRIBED)
-            self._on_change()  # the union changed even when the state did not
         return "lost"
 
-    def _idle(self) -> None:
-        log.info("%s upstream: nothing subscribed any more; closing the socket", self.name)
-        self.union = frozenset()
-        self.router.set_topics((), fresh_connection=False)
-        self._field(ticket="", connected_since="")
-        self._status.notice("disconnected", connection=self.name, reason="nothing subscribed")
+    async def _send_subscription(self, ws: ClientConnection, *, fresh: bool) -> bool:
+        """Send the desired subscription; False when the socket is gone."""
+        subscription, topics = self.desired, self.desired_topics
+        # Streams already flowing on this socket get no snapshot again, unless a topic they feed
+        # is new to the router (it wants its snapshot: consumers need a starting state).
+        new_topics = topics - self.union
+        applied = self.applied - streams_serving(subscription, new_topics)
+        message = subscription.request(self.ticket, self.upstream_format, applied)
+        self.router.set_topics(topics, fresh_connection=fresh)
+        try:
+            await ws.send(orjson.dumps(message).decode())
+        except ConnectionClosed:
+            return False
+        self.budget.record(self._clock())
+        resend = self._resend_at is not None
+        self.sent = subscription
+        self.applied = subscription.streams()
+        self.union = topics
+        self._resend_at = None
+        self._verifying = None
+        self._verify_due = self._clock() + self.verify_delay if self.verify else None
+        self._status.count("sends_total")
+        self._status.notice("subscribed", connection=self.name, union_size=len(topics))
+        if fresh:
+            log.info("%s upstream: subscribed to %d topics", self.name, len(topics))
+        elif resend:
+            log.info("%s upstream: re-sent the subscription (%d topics)", self.name, len(topics))
+        else:
+            log.debug("%s upstream: resubscribed, %d topics", self.name, len(topics))
+        if self._gap_pending:
+            self._gap_pending = False
+            self._status.notice(
+                "gap",
+                connection=self.name,
+                reason="reconnected to Upbit: events between the disconnect and the new "
+                "subscription are missing",
+                since=self._gap_since,
+            )
+        self._set_state(State.SUBSCRIBED)
+        self._on_change()  # the union changed even when the state did not
+        return True
+
+    # -- verification (LIST_SUBSCRIPTIONS) ---------------------------------------------------------
+    def _verify_wait(self, now: float) -> float | None:
+        """Seconds until a LIST_SUBSCRIPTIONS check may go (0.0: now; None: none is due).
+
+        It waits ``verify_delay`` after the last send (a burst of sends is checked once) and
+        for the budget to keep one message free after it: a check never takes the slot a real
+        subscribe would need (while rate limited, at 1 message per window, it waits for that)."""
+        if self._verify_due is None or self.sent is None:
+            return None
+        wait = max(self._verify_due - now, self.budget.delay(now, reserve=1))
+        if wait == math.inf:  # rate limited down to 1 message: look again once it recovers
+            return self.budget.recovery
+        return 0.0 if wait <= 0 else wait
+
+    async def _send_list(self, ws: ClientConnection) -> bool:
+        """Ask which streams the socket carries; False when the socket is gone."""
+        try:
+            await ws.send(orjson.dumps(list_message(self.ticket, self.upstream_format)).decode())
+        except ConnectionClosed:
+            return False
+        self.budget.record(self._clock())
+        self._verify_due = None
+        self._verifying = self.sent
+        self._status.count("subscription_checks")
+        return True
+
+    def _listed(self, obj: Mapping[str, object] | None) -> None:
+        """A LIST_SUBSCRIPTIONS answer arrived: compare it with what it was asked about."""
+        checked, self._verifying = self._verifying, None
+        if checked is None or checked != self.sent or obj is None:
+            return  # unasked, or about a subscription replaced since (its own check follows)
+        check = compare_listing(checked, listed_streams(obj.get("result")))
+        if check.ok:
+            self._mismatches = 0
+            self._field(subscription_verified_at=now_ms())
+            return
+        self._mismatches += 1
+        self._status.count("subscription_mismatches")
+        missing = sorted(_stream_text(key) for key in check.missing)
+        extra = sorted(_stream_text(key) for key in check.extra)
+        self._status.notice(
+            "subscription_mismatch",
+            connection=self.name,
+            missing=missing[:_SHOWN_STREAMS],
+            missing_count=len(missing),
+            extra=extra[:_SHOWN_STREAMS],
+            extra_count=len(extra),
+        )
+        self._log_limited(
+            "mismatch",
+            "%s upstream: Upbit applied the subscription in part (%d stream(s) missing, e.g. "
+            "%s; %d unexpected); re-sending it",
+            self.name,
+            len(missing),
+            ", ".join(missing[:3]) or "none",
+            len(extra),
+        )
+        self.applied = check.confirmed  # the missing streams get their snapshot when re-sent
+        wait = min(MAX_RESEND_WAIT, self.verify_delay * 2 ** (self._mismatches - 1))
+        self._resend_at = self._clock() + (wait if self._mismatches > 1 else 0.0)
+        self._changed.set()
+
+    # -- the warm socket --------------------------------------------------------------------------
+    async def _keep_warm(self, ws: ClientConnection, reader: asyncio.Task[None]) -> bool:
+        """Nothing is wanted: keep the socket open up to ``warm_seconds``, parked on the
+        cheapest subscription. True when something is wanted again (reuse the socket), False
+        to close it."""
+        if self.warm_seconds <= 0 or reader.done():
+            return False
+        deadline = self._clock() + self.warm_seconds
+        last = self.sent
+        self.warm = True
+        self._idle(warm=True)
+        park = None if last is None else parking_message(last, self.ticket, self.upstream_format)
+        try:
+            while not reader.done():
+                if not self.desired.is_empty:
+                    log.info("%s upstream: reusing the warm socket", self.name)
+                    return True
+                now = self._clock()
+                if now >= deadline:
+                    return False
+                self._changed.clear()
+                if park is not None:
+                    delay = self.budget.delay(now)
+                    if delay == 0:
+                        try:
+                            await ws.send(orjson.dumps(park).decode())
+                        except ConnectionClosed:
+                            return False
+                        self.budget.record(now)
+                        park = None
+                        continue
+                    await self._wait(reader, min(delay, deadline - now), change=True)
+                    continue
+                await self._wait(reader, deadline - now, change=True)
+            return False
+        finally:
+            self.warm = False
+            # Nothing flows now (or what still flows is no topic's): every stream asked from
+            # here on is new to this socket and gets its snapshot.
+            self.sent = Subscription()
+            self.applied = frozenset()
+            self._verify_due = self._verifying = self._resend_at = None
+
+    def _idle(self, *, warm: bool = False) -> None:
+        if warm:
+            log.info(
+                "%s upstream: nothing subscribed any more; keeping the socket warm for %g s",
+                self.name,
+                self.warm_seconds,
+            )
+        else:
+            log.info("%s upstream: nothing subscribed any more; closing the socket", self.name)
+        if self.union or not warm:
+            self.union = frozenset()
+            self.router.set_topics((), fresh_connection=False)
+        if warm:
+            self._status.notice(
+                "idle", connection=self.name, reason="nothing subscribed", warm=self.warm_seconds
+            )
+        else:
+            self._field(ticket="", connected_since="")
+            self._status.notice("disconnected", connection=self.name, reason="nothing subscribed")
         self._set_state(State.IDLE)
         self._on_change()
+
+    def _forget_socket(self) -> None:
+        """The socket is gone: what it carried and what was being checked go with it."""
+        self.sent = None
+        self.applied = frozenset()
+        self._verify_due = self._verifying = self._resend_at = None
+        self._mismatches = 0
 
     # -- reading ----------------------------------------------------------------------------------
     async def _read(self, ws: ClientConnection) -> None:
@@ -513,6 +718,8 @@ class Upstream:
                     )  # fmt: skip
             elif frame.kind == "error":
                 self._error_frame(frame.error or ("UNKNOWN", ""))
+            elif frame.kind == "list_subscriptions":  # never an event, never published
+                self._listed(frame.obj)
         if events:
             self._status.count("events_total", events)
             stamp = now_ms()
@@ -561,3 +768,10 @@ class Upstream:
                 msg += " (%d similar messages suppressed)"
                 args = (*args, held)
             log.warning(msg, *args)
+
+
+def _stream_text(key: StreamKey) -> str:
+    """A stream as a notice names it: ``ticker:KRW-BTC``, ``orderbook:KRW-BTC.15@10000``."""
+    type_name, code, level = key
+    text = type_name if code is None else f"{type_name}:{code}"
+    return text if level is None else f"{text}@{level}"

@@ -4,10 +4,10 @@ The admin paths let another process (a test runner, a shell) drive a running emu
 change its state take ``POST`` only (arguments in the query string, no body): ``drop``,
 ``stall?seconds=``, ``resume``, ``malformed[?data=]``, ``refuse?seconds=``,
 ``order?code=&side=&ord_type=&price=&volume=[&identifier=&time_in_force=]``, ``cancel?uuid=``,
-``inject?frame=<JSON>``. The read-only ``received[?since=N]`` and ``state`` take ``GET``. Each
-maps to the :class:`~emulator.server.Emulator` method of the same purpose (docs/emulator.md,
-"Fault injection"). Answers are JSON; bad arguments get 400, unknown actions 404, the wrong
-method 405 (with ``Allow``).
+``inject?frame=<JSON>``, ``drop_code[?code=]``. The read-only ``received[?since=N]`` and
+``state`` take ``GET``. Each maps to the :class:`~emulator.server.Emulator` method of the same
+purpose (docs/emulator.md, "Fault injection"). Answers are JSON; bad arguments get 400, unknown
+actions 404, the wrong method 405 (with ``Allow``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ JSON: Final = "application/json; charset=utf-8"
 READ_ONLY: Final = frozenset({"state", "received"})
 """Admin actions that only read: ``GET``."""
 STATE_CHANGING: Final = frozenset(
-    {"drop", "stall", "resume", "malformed", "refuse", "order", "cancel", "inject"}
+    {"drop", "stall", "resume", "malformed", "refuse", "order", "cancel", "inject", "drop_code"}
 )
 """Admin actions that change the emulator's state: ``POST`` only, so a crawler, a browser
 prefetch or a stray ``curl`` cannot drop connections by reading a URL."""
@@ -119,6 +119,10 @@ async def admin_response(
             if frame is None:
                 raise ValueError("inject needs ?frame=<JSON payload>")
             result = {"delivered": await emu.inject(frame)}
+        elif action == "drop_code":
+            code = arg("code")
+            emu.drop_code(code or None)
+            result = {"armed": True, "code": code}
         elif action == "received":
             since = int(arg("since") or 0)
             result = [

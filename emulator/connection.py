@@ -77,6 +77,8 @@ class EmulatorConnection:
         self.status_up = False
         """True once the client sent a text ``PING`` (it then gets ``{"status":"UP"}``)."""
         self.frames_sent = 0
+        self.snapshots_sent = 0
+        """SNAPSHOT frames sent in answer to subscribe requests (simulated mode)."""
         self.replay_lines = 0
         """Replay mode: lines of the file this connection has been through."""
         self.replay_frames = 0

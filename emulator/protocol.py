@@ -23,7 +23,7 @@ import enum
 import json
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -62,6 +62,7 @@ __all__ = [
     "split_depth",
     "to_default_keys",
     "to_simple_keys",
+    "without_code",
     "wrap_list",
 ]
 
@@ -316,6 +317,36 @@ def _parse_level(value: Any) -> Level | None:
     if number is None or not number.is_finite() or number < 0:
         raise RequestError("INVALID_PARAM", f"level {value} 은 지원하지 않는 값입니다.")
     return int(number) if number == number.to_integral_value() else number.normalize()
+
+
+def without_code(
+    request: SubscribeRequest, code: str | None = None
+) -> tuple[SubscribeRequest, str | None]:
+    """``request`` with one code taken out (a fault: a partly applied subscription), and the
+    code taken (as sent), or None when there was nothing to take.
+
+    ``code`` (without a depth suffix) names it: it is taken from the first type object holding
+    it. Without ``code``, the last code of the first type object with codes is taken. A type
+    object left without codes is dropped with it.
+    """
+    types = list(request.types)
+    for index, obj in enumerate(types):
+        if not obj.codes:
+            continue
+        if code is None:
+            taken = obj.codes[-1]
+        else:
+            matches = [sent for sent in obj.codes if sent.partition(".")[0] == code]
+            if not matches:
+                continue
+            taken = matches[0]
+        kept = tuple(sent for sent in obj.codes if sent != taken)
+        if kept:
+            types[index] = replace(obj, codes=kept)
+        else:
+            del types[index]
+        return replace(request, types=tuple(types)), taken
+    return request, None
 
 
 def split_depth(code: str) -> tuple[str, int]:

@@ -68,6 +68,7 @@ from upbit_fanout.emulator.protocol import (
     render_event,
     render_list_subscriptions,
     render_row,
+    without_code,
     wrap_list,
 )
 from upbit_fanout.emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
@@ -244,6 +245,7 @@ class Emulator:
         self._conn_event = asyncio.Event()
         self._resume_handle: asyncio.TimerHandle | None = None
         self._refuse_until = 0.0
+        self._drop_codes: deque[str | None] = deque()
         self._market_all: dict[bool, bytes] = {}
         self._seed = seed
         self.certificates: TestCertificates | None = make_certificates() if tls else None
@@ -419,6 +421,7 @@ class Emulator:
                     "subscription": list(c.subscription.listing) if c.subscription else None,
                     "status_up": c.status_up,
                     "frames_sent": c.frames_sent,
+                    "snapshots_sent": c.snapshots_sent,
                     "replay_lines": c.replay_lines,
                     "replay_done": c.replay_done.is_set(),
                 }
@@ -479,6 +482,13 @@ class Emulator:
     def refuse_connections(self, seconds: float) -> None:
         """Refuse new WebSocket handshakes with HTTP 503 for ``seconds`` (0 ends it)."""
         self._refuse_until = asyncio.get_running_loop().time() + max(0.0, seconds)
+
+    def drop_code(self, code: str | None = None) -> None:
+        """Apply the next subscribe request (of any connection) without one of its codes: not
+        served, not snapshotted, not in LIST_SUBSCRIPTIONS, as if Upbit had applied the request
+        in part. ``code`` names it (without a depth suffix); without one, the last code of the
+        request's first type object with codes. Each call arms one more request."""
+        self._drop_codes.append(code)
 
     def _refusing(self) -> bool:
         return self._refuse_until > asyncio.get_running_loop().time()
@@ -697,6 +707,11 @@ class Emulator:
             self._push(client, render_list_subscriptions(listing, request.ticket, client.format))
             self._flush()
         else:
+            if self._drop_codes:
+                request, taken = without_code(request, self._drop_codes.popleft())
+                if taken is not None:
+                    self.counters["codes_dropped"] += 1
+                    logger.debug("connection %d: dropped %s from a request", client.id, taken)
             self._subscribe(client, request)
         return True
 
@@ -751,7 +766,9 @@ class Emulator:
             if payload is None:
                 continue
             data = render_event(stream.type, payload, "SNAPSHOT", simple=client.format.simple)
-            self._push(client, wrap_list(data) if client.format.listed else data)
+            if self._push(client, wrap_list(data) if client.format.listed else data):
+                client.snapshots_sent += 1
+                self.counters["snapshots_sent"] += 1
         self._flush()
 
     def _rebuild_index(self) -> None:

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     leader_lease: float = Field(default=10.0, ge=0)  # 0: no leadership (no hot standby)
     collector_id: str | None = None
     redis_grace: float = Field(default=30.0, ge=0)  # intents kept after a Redis outage (s)
+    # Upstream protocol (docs/collector.md, "Upstream protocol").
+    upstream_format: Literal["DEFAULT", "SIMPLE"] = "DEFAULT"  # republished as DEFAULT anyway
+    verify_subscriptions: bool = True  # LIST_SUBSCRIPTIONS after sends, within the budget
+    verify_delay: float = Field(default=1.0, ge=0)
+    warm_seconds: float = Field(default=60.0, ge=0)  # an emptied union keeps its socket this long
     # Hostile-intent limits and the market list (see docs/collector.md, "Limits").
     max_topics_per_client: int = Field(default=1000, ge=1)
     max_union_topics: int = Field(default=5000, ge=1)

@@ -172,13 +172,26 @@ class Listener:
 
 
 def sent_messages(emu: Emulator) -> list[list[dict[str, Any]]]:
-    """Every subscribe message the emulator received (parsed JSON), oldest first."""
+    """Every subscribe message the emulator received (parsed JSON), oldest first (no PING, no
+    LIST_SUBSCRIPTIONS request: see :func:`list_requests`)."""
     out = []
     for record in emu.received:
         raw = record.raw.decode() if isinstance(record.raw, bytes) else record.raw
         if raw.strip() == "PING":
             continue
-        out.append(json.loads(raw))
+        message = json.loads(raw)
+        if not any("method" in item for item in message):
+            out.append(message)
+    return out
+
+
+def list_requests(emu: Emulator) -> list[list[dict[str, Any]]]:
+    """Every LIST_SUBSCRIPTIONS request the emulator received (parsed JSON), oldest first."""
+    out = []
+    for record in emu.received:
+        raw = record.raw.decode() if isinstance(record.raw, bytes) else record.raw
+        if '"LIST_SUBSCRIPTIONS"' in raw:
+            out.append(json.loads(raw))
     return out
 
 

@@ -37,7 +37,7 @@ def _subscribed_topics(emu: Emulator) -> list[tuple[float, set[str]]]:
     out = []
     for record in emu.received:
         raw = record.raw.decode() if isinstance(record.raw, bytes) else record.raw
-        if raw.strip() == "PING":
+        if raw.strip() == "PING" or '"LIST_SUBSCRIPTIONS"' in raw:
             continue
         topics = set()
         for item in json.loads(raw):

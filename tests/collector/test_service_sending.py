@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -106,8 +107,12 @@ async def test_a_new_topic_gets_its_snapshot_and_old_topics_get_no_second_one(
 
         second = sent_messages(emu)[-1]
         assert topics_of(second) == {"ticker:KRW-BTC", "ticker:KRW-ETH"}  # re-sent whole
-        assert snapshots(btc) == 1  # Upbit's repeated snapshot of KRW-BTC was not republished
-        assert c.public.router.dropped_snapshots >= 1
+        # KRW-BTC already streams: asked realtime only, so Upbit sends no second snapshot
+        assert {"type": "ticker", "codes": ["KRW-BTC"], "is_only_realtime": True} in second
+        assert {"type": "ticker", "codes": ["KRW-ETH"]} in second
+        assert snapshots(btc) == 1
+        assert emu.connections[0].snapshots_sent == 2  # one per code, none repeated
+        assert c.public.router.dropped_snapshots == 0  # the router's filter had nothing to do
         assert emu.counters["connections"] == 1
 
 
@@ -117,7 +122,7 @@ async def test_an_empty_union_closes_the_stream_and_a_new_intent_brings_it_back(
     btc = keys.channel("ticker:KRW-BTC")
     async with (
         Listener(real_redis_url, [btc, keys.notices]) as listener,
-        running_collector(real_redis_url, keys, emu.public_url) as c,
+        running_collector(real_redis_url, keys, emu.public_url, warm_seconds=0) as c,
     ):
         await r.sadd(keys.intents("a"), "ticker:KRW-BTC")
         await r.expire(keys.intents("a"), 30)
@@ -184,3 +189,65 @@ async def test_a_topic_served_by_the_same_request_is_routed_without_a_message(
         assert len(listener.events(five)[0]["orderbook_units"]) == 5
         assert len(sent_messages(emu)) == 1
         await union_becomes(r, keys, {"orderbook:KRW-BTC", "orderbook:KRW-BTC.5"})
+
+
+async def test_an_emptied_union_keeps_a_warm_socket_that_the_next_subscribe_reuses(
+    real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
+) -> None:
+    btc, eth = keys.channel("ticker:KRW-BTC"), keys.channel("ticker:KRW-ETH")
+    async with (
+        Listener(real_redis_url, [btc, eth, keys.notices]) as listener,
+        running_collector(real_redis_url, keys, emu.public_url, warm_seconds=30) as c,
+    ):
+        await r.sadd(keys.intents("a"), "ticker:KRW-BTC", "trade:KRW-BTC")
+        await r.expire(keys.intents("a"), 30)
+        await listener.wait(lambda: len(listener.messages[btc]) >= 2)
+
+        await r.delete(keys.intents("a"))
+        await listener.wait(lambda: "idle" in [n["event"] for n in listener.notices(keys.notices)])
+        await until(lambda: _status_is(r, keys, "idle"))
+        await union_becomes(r, keys, set())
+        # parked on the cheapest subscription: one ticker snapshot, then nothing flows
+        parked = await _wait_message(emu, lambda m: any("is_only_snapshot" in i for i in m))
+        assert parked[1:-1] == [{"type": "ticker", "codes": ["KRW-BTC"], "is_only_snapshot": True}]
+        sub = emu.connections[0].subscription
+        assert sub is not None
+        assert not sub.realtime
+        quiet = len(listener.messages[btc])
+        await asyncio.sleep(0.5)
+        assert len(listener.messages[btc]) == quiet  # the parking snapshot is nobody's event
+        assert len(emu.connections) == 1  # still open: pings keep it
+
+        await r.sadd(keys.intents("b"), "ticker:KRW-ETH", "ticker:KRW-BTC")
+        await r.expire(keys.intents("b"), 30)
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-ETH", "ticker:KRW-BTC"})
+        await listener.wait(lambda: listener.messages[eth] and len(listener.messages[btc]) > quiet)
+        assert emu.counters["connections"] == 1  # no new handshake
+        # nothing was flowing, so every code asks for its snapshot again
+        assert all("is_only_realtime" not in item for item in sent_messages(emu)[-1])
+        events = [n["event"] for n in listener.notices(keys.notices)]
+        assert "gap" not in events
+        assert "disconnected" not in events
+
+
+async def test_a_warm_socket_closes_after_its_time(
+    real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
+) -> None:
+    async with running_collector(real_redis_url, keys, emu.public_url, warm_seconds=0.5) as c:
+        await r.sadd(keys.intents("a"), "ticker:KRW-BTC")
+        await r.expire(keys.intents("a"), 30)
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
+        await r.delete(keys.intents("a"))
+        await emu.wait_connections(0, within=10)
+        assert c.public.state.value == "idle"
+
+
+async def _wait_message(
+    emu: Emulator, predicate: Callable[[list[dict[str, Any]]], bool], within: float = 5.0
+) -> list[dict[str, Any]]:
+    async with asyncio.timeout(within):
+        while True:
+            for message in sent_messages(emu):
+                if predicate(message):
+                    return message
+            await asyncio.sleep(0.02)

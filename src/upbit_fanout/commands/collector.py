@@ -104,6 +104,10 @@ def collector_options(settings: Settings) -> dict[str, Any]:
         "leader_lease": settings.leader_lease or None,
         "collector_id": settings.collector_id,
         "redis_grace": settings.redis_grace,
+        "upstream_format": settings.upstream_format,
+        "verify_subscriptions": settings.verify_subscriptions,
+        "verify_delay": settings.verify_delay,
+        "warm_seconds": settings.warm_seconds,
         "limits": Limits(
             max_topics_per_client=settings.max_topics_per_client,
             max_union_topics=settings.max_union_topics,
