@@ -7,7 +7,9 @@ message sent on that connection, and :meth:`Router.route` turns one event :class
 
 Which topics an event feeds
     ``TYPE:CODE`` when that topic is live (ticker, trade, candle.*); an orderbook frame feeds every
-    live depth topic of its code (``orderbook:KRW-BTC``, ``.1``, ``.5``, ``.15``, ``.30``): a topic
+    live depth topic of its code and level (``orderbook:KRW-BTC``, ``.1``, ``.5``, ``.15``,
+    ``.30``; a grouped book, whose frames carry a non-zero ``level``, feeds the topics of that
+    level, ``orderbook:KRW-BTC.15@10000``, and no others): a topic
     wanting fewer units than the frame carries gets the first N units and ``total_ask_size`` /
     ``total_bid_size`` recomputed as the exact ``Decimal`` sum of the units kept (the units' own
     number text is unchanged); a topic wanting as many or more gets the frame as it is. myOrder
@@ -44,13 +46,14 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any, Final, Literal
 
 import msgpack
+import orjson
 
 from upbit_fanout.collector.decode import Frame
 from upbit_fanout.collector.private_sync import identity
 from upbit_fanout.subscriptions.codec import EXT_DECIMAL, encode_event
 from upbit_fanout.subscriptions.errors import CodecError, FrameError
 from upbit_fanout.subscriptions.jsontext import RawNumber
-from upbit_fanout.subscriptions.topics import ALL_MARKETS, Topic
+from upbit_fanout.subscriptions.topics import ALL_MARKETS, Topic, canonical_level
 from upbit_fanout.subscriptions.upbit_fields import PRIVATE_TYPES
 
 __all__ = ["Outgoing", "Router"]
@@ -124,6 +127,9 @@ class Router:
         # routing tables, rebuilt by set_topics
         self._plain: dict[str, dict[str, str]] = {}  # type -> code -> topic (ticker/trade/candle)
         self._books: dict[str, tuple[tuple[str, int], ...]] = {}  # code -> ((topic, units), ...)
+        # (code, level) -> ((topic, units), ...) for grouped books; codes having any
+        self._level_books: dict[tuple[str, str], tuple[tuple[str, int], ...]] = {}
+        self._level_codes: frozenset[str] = frozenset()
         self._orders: dict[str, str] = {}  # code -> "myOrder:CODE"
         self._orders_all: str | None = None
         self._asset: str | None = None
@@ -176,13 +182,19 @@ class Router:
 
         plain: dict[str, dict[str, str]] = {}
         books: dict[str, list[tuple[str, int]]] = {}
+        level_books: dict[tuple[str, str], list[tuple[str, int]]] = {}
         orders: dict[str, str] = {}
         self._orders_all = None
         self._asset = None
         for topic in topic_list:
             text = str(topic)
             if topic.type == "orderbook" and topic.code is not None:
-                books.setdefault(topic.code, []).append((text, topic.units))
+                if topic.level is None:
+                    books.setdefault(topic.code, []).append((text, topic.units))
+                else:
+                    level_books.setdefault((topic.code, topic.level), []).append(
+                        (text, topic.units)
+                    )
             elif topic.type == "myOrder":
                 if topic.code == ALL_MARKETS or topic.code is None:
                     self._orders_all = text
@@ -194,6 +206,8 @@ class Router:
                 plain.setdefault(topic.type, {})[topic.code] = text
         self._plain = plain
         self._books = {code: tuple(sorted(entries)) for code, entries in books.items()}
+        self._level_books = {key: tuple(sorted(entries)) for key, entries in level_books.items()}
+        self._level_codes = frozenset(code for code, _ in level_books)
         self._orders = orders
 
     # -- routing --------------------------------------------------------------------------------
@@ -268,7 +282,14 @@ class Router:
         return payload
 
     def _route_orderbook(self, frame: Frame, code: str | None) -> list[Outgoing]:
-        entries = self._books.get(code) if code is not None else None
+        if code in self._level_codes:  # someone wants a grouped book of this code
+            level = _frame_level(frame)
+            if level is not None:
+                entries = self._level_books.get((code, level))
+            else:
+                entries = self._books.get(code)
+        else:
+            entries = self._books.get(code) if code is not None else None
         if not entries:
             self.unrouted += 1
             return []
@@ -346,6 +367,20 @@ class Router:
             out.append(item)
         self.outgoing += len(out)
         return out
+
+
+def _frame_level(frame: Frame) -> str | None:
+    """The canonical ``level`` of an orderbook frame (None: 0 or absent, an ungrouped book).
+
+    Read only for codes someone wants grouped: a fast parse of Upbit's bytes (a level is a
+    short number; its float is exact enough for its text) or the exact object."""
+    obj: Any = frame.obj
+    if obj is None and frame.raw is not None:
+        try:
+            obj = orjson.loads(frame.raw)
+        except orjson.JSONDecodeError:
+            return None
+    return canonical_level(obj.get("level")) if isinstance(obj, dict) else None
 
 
 def _identity(type_name: str, frame: Frame) -> str | None:
