@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -121,3 +123,16 @@ def test_never_more_than_n_sends_in_any_window(
         in_minute = [t for t in sent[i:] if t < start + 60.0 + slack]
         assert len(in_second) <= per_second
         assert len(in_minute) <= per_minute
+
+
+def test_an_optional_event_keeps_a_slot_free_for_a_necessary_one() -> None:
+    budget = RateBudget([(5, 1.0), (100, 60.0)])
+    for t in (0.0, 0.1, 0.2):
+        budget.record(t)
+    assert budget.delay(0.3, reserve=1) == 0.0  # 3 sent: a 4th leaves one free
+    budget.record(0.3)
+    assert budget.delay(0.4) == 0.0  # the 5th may still go
+    assert budget.delay(0.4, reserve=1) == pytest.approx(0.6)  # not an optional one
+    budget.penalize(0.5)  # halved twice would be 1: nothing optional fits at all
+    budget.penalize(0.5)
+    assert budget.delay(0.5, reserve=1) == math.inf

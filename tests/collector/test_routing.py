@@ -328,3 +328,31 @@ def test_msgpack_payload_is_exactly_what_the_codec_writes(data: bytes) -> None:
     assert item.payload == expected
     if passthrough:
         assert frame.obj is None  # packed straight from Upbit's bytes, no RawNumber object
+
+
+def test_grouped_books_feed_only_the_topics_of_their_level() -> None:
+    grouped_line = _with_stream_type(_line("orderbook.jsonl", 2), "REALTIME")
+    grouped = _frame(grouped_line)  # KRW-BTC at level 10000, 30 units
+    plain = _frame(_with_stream_type(BOOK_30, "REALTIME"))  # level 0
+    router = _router("orderbook:KRW-BTC.5", "orderbook:KRW-BTC@10000", "orderbook:KRW-BTC.5@10000")
+    assert sorted(item.topic for item in router.route(grouped)) == [
+        "orderbook:KRW-BTC.5@10000",
+        "orderbook:KRW-BTC@10000",
+    ]
+    sliced = next(i for i in router.route(grouped) if i.topic.endswith(".5@10000"))
+    assert len(json.loads(sliced.payload)["orderbook_units"]) == 5
+    assert [item.topic for item in router.route(plain)] == ["orderbook:KRW-BTC.5"]
+    # a level nobody asked for (a grouped book in flight after a resubscribe) goes nowhere
+    other = _frame(grouped_line.replace(b'"level":10000', b'"level":1000'))
+    assert router.route(other) == []
+    assert router.unrouted == 1
+    # a float level is the same level
+    floated = _frame(grouped_line.replace(b'"level":10000', b'"level":10000.0'))
+    assert len(router.route(floated)) == 2
+
+
+def test_codes_without_level_topics_never_look_at_the_level() -> None:
+    router = _router("orderbook:KRW-BTC")
+    grouped = _frame(_line("orderbook.jsonl", 2))
+    # nobody wants a grouped book of KRW-BTC: the frame goes to the plain topic as before
+    assert [item.topic for item in router.route(grouped)] == ["orderbook:KRW-BTC"]

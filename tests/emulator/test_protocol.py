@@ -32,6 +32,7 @@ from upbit_fanout.emulator.protocol import (
     split_depth,
     to_default_keys,
     to_simple_keys,
+    without_code,
     wrap_list,
 )
 from upbit_fanout.emulator.simulation import ROW_SPECS, MarketSimulator
@@ -442,3 +443,23 @@ def test_frame_binary_lengths() -> None:
         frame = frame_binary(b"x" * size)
         assert frame.startswith(header)
         assert frame.endswith(b"x" * size)
+
+
+def test_without_code_takes_one_code_out_of_a_request() -> None:
+    parsed = parse(
+        [
+            T,
+            {"type": "ticker", "codes": ["KRW-BTC", "KRW-ETH"]},
+            {"type": "orderbook", "codes": ["KRW-ETH.15"], "level": 1000},
+        ]
+    )
+    assert isinstance(parsed, SubscribeRequest)
+    named, taken = without_code(parsed, "KRW-ETH")
+    assert taken == "KRW-ETH"
+    assert [t.codes for t in named.types] == [("KRW-BTC",), ("KRW-ETH.15",)]
+    _, taken = without_code(parsed)
+    assert taken == "KRW-ETH"  # the last code of the first object with codes
+    book, taken = without_code(named, "KRW-ETH")  # suffix ignored; an emptied object goes
+    assert taken == "KRW-ETH.15"
+    assert [t.type for t in book.types] == ["ticker"]
+    assert without_code(parsed, "KRW-XRP") == (parsed, None)

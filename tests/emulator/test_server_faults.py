@@ -179,3 +179,41 @@ async def test_admin_paths_can_be_disabled() -> None:
     async with started(admin=False) as emu:
         status, _, _ = await http_get(emu.http_url + "/_emulator/state")
         assert status == 404
+
+
+async def test_drop_code_applies_the_next_request_in_part() -> None:
+    async with started() as emu, client(emu.public_url) as ws:
+        status, body, _ = await http_post(f"{emu.http_url}/_emulator/drop_code?code=KRW-ETH")
+        assert status == 200
+        assert json.loads(body) == {"armed": True, "code": "KRW-ETH"}
+        await ws.send(request({"type": "ticker", "codes": ["KRW-BTC", "KRW-ETH"]}))
+        first = await recv_json(ws)
+        assert first["code"] == "KRW-BTC"
+        await ws.send(json.dumps([{"ticket": "t"}, {"method": "LIST_SUBSCRIPTIONS"}]))
+        listing = await recv_until(ws, lambda f: "method" in f)
+        assert listing[-1]["result"] == [{"type": "ticker", "codes": ["KRW-BTC"]}]
+        assert emu.counters["codes_dropped"] == 1
+        assert emu.connections[0].snapshots_sent == 1  # none for the dropped code
+        state = emu.state()
+        assert state["connections"][0]["snapshots_sent"] == 1
+
+        # armed once: the next request is applied whole
+        await ws.send(request({"type": "ticker", "codes": ["KRW-BTC", "KRW-ETH"]}))
+        await ws.send(json.dumps([{"ticket": "t"}, {"method": "LIST_SUBSCRIPTIONS"}]))
+        listing = await recv_until(ws, lambda f: "method" in f)
+        assert listing[-1]["result"] == [{"type": "ticker", "codes": ["KRW-BTC", "KRW-ETH"]}]
+        assert emu.connections[0].snapshots_sent == 3
+
+
+async def test_realtime_only_objects_get_no_snapshot() -> None:
+    async with started() as emu, client(emu.public_url) as ws:
+        await ws.send(
+            request(
+                {"type": "ticker", "codes": ["KRW-BTC"], "is_only_realtime": True},
+                {"type": "ticker", "codes": ["KRW-ETH"]},
+            )
+        )
+        snapshot = await recv_until(ws, lambda f: f.get("stream_type") == "SNAPSHOT")
+        assert snapshot[-1]["code"] == "KRW-ETH"
+        await asyncio.sleep(0.2)
+        assert emu.connections[0].snapshots_sent == 1
