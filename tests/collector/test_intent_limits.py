@@ -188,14 +188,14 @@ def test_when_the_union_is_full_the_newest_clients_excess_is_refused() -> None:
 
 
 def test_the_request_size_limit_refuses_the_newest_clients_excess() -> None:
-    limits = Limits(max_request_bytes=400)
+    limits = Limits(max_request_bytes=500)
     old = [f"ticker:{code}" for code in KRW[:10]]
     new = [f"trade:{code}" for code in KRW[:40]]
     result = plan({"a": old, "b": new}, private_allowed=False, limits=limits, seen={"b": 5.0})
-    assert len(orjson.dumps(result.public.message(str(uuid.uuid4())))) <= 400
+    assert len(orjson.dumps(result.public.message(str(uuid.uuid4())))) <= 500
     assert "a" not in result.refused
     assert 0 < result.refused["b"].count < 40
-    assert "would exceed 400 bytes" in result.refused["b"].examples[0][1]
+    assert "would exceed 500 bytes" in result.refused["b"].examples[0][1]
 
 
 def test_a_long_member_is_refused_and_reported_short() -> None:
