@@ -48,6 +48,7 @@ async def test_private_intents_open_an_authenticated_connection_and_get_order_ev
             access_key=ACCESS,
             secret_key=SECRET,
             record_private=False,  # recording off: the private socket follows intents alone
+            warm_seconds=0,  # and closes as soon as nothing is wanted (no warm socket)
         ) as c,
     ):
         await r.sadd(keys.intents("watcher"), "ticker:KRW-BTC")

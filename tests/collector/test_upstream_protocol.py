@@ -154,6 +154,10 @@ async def test_level_topics_deliver_grouped_books_and_other_quotes_are_refused(
         reason = await r.hget(keys.invalid, "a orderbook:BTC-ETH@10")
         assert reason is not None
         assert b"KRW markets only" in reason
+        # LIST_SUBSCRIPTIONS lists the level object as sent: the check agrees
+        await until(lambda: _true(c.counters["subscription_checks"] >= 1), within=10)
+        await until(lambda: _true(c.public.applied), within=5)
+        assert c.counters["subscription_mismatches"] == 0
 
 
 async def test_simple_frames_upstream_are_republished_as_the_same_default_bytes(
@@ -195,6 +199,11 @@ async def test_simple_frames_upstream_are_republished_as_the_same_default_bytes(
                 )
 
             await listener.wait(lambda: common() >= 10, within=15)
+            # the check asks in SIMPLE too, and its SIMPLE answer (mthd, rslt, cds) agrees
+            await until(lambda: _true(simple.counters["subscription_checks"] >= 1), within=10)
+            assert list_requests(emu)[-1][-1] in ({"format": "SIMPLE"}, {"format": "DEFAULT"})
+            assert any(m[-1] == {"format": "SIMPLE"} for m in list_requests(emu))
+            assert simple.counters["subscription_mismatches"] == 0
         for topic in topics:
             a = set(listener.messages[keys.channel(topic)])
             b = set(listener.messages[simple_keys.channel(topic)])
