@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.client.support import client
-from upbit_fanout.client import Event, FanoutClient, Ticker
+from upbit_fanout.client import Event, FanoutClient, Orderbook, Ticker
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -232,3 +232,21 @@ async def test_a_client_and_the_collector_agree_on_names(
                     if len(seen) == 2:
                         break
         assert seen == {"orderbook:KRW-BTC.5": 5, "orderbook:KRW-BTC": 30}
+
+
+async def test_a_client_asks_for_a_grouped_book_and_is_refused_one_of_another_quote(
+    real_redis_url: str, keys: Keys, collector: Collector
+) -> None:
+    async with client(real_redis_url, keys) as c:
+        with pytest.raises(ValueError, match="KRW markets only"):
+            await c.subscribe("orderbook:BTC-ETH.5@0.001")  # refused locally, nothing written
+        await c.subscribe("orderbook:KRW-BTC.5@10000")
+        await collector.wait_subscribed(lambda union: "orderbook:KRW-BTC.5@10000" in union)
+        item = await asyncio.wait_for(anext(c.events()), 10)
+        assert isinstance(item, Event)
+        assert item.topic == "orderbook:KRW-BTC.5@10000"
+        book = item.typed
+        assert isinstance(book, Orderbook)
+        assert book.level == 10000
+        assert len(book.orderbook_units) == 5
+        assert all(unit.ask_price % 10000 == 0 for unit in book.orderbook_units)

@@ -177,12 +177,13 @@ async def test_simple_frames_upstream_are_republished_as_the_same_default_bytes(
         ):
             await _want(r, keys, "a", *topics)
             await _want(r, simple_keys, "a", *topics)
-            await plain.wait_subscribed(lambda u: len(u) == len(topics))
-            await simple.wait_subscribed(lambda u: len(u) == len(topics))
+            await plain.wait_subscribed(lambda u: len(u) == len(topics), timeout=15)
+            await simple.wait_subscribed(lambda u: len(u) == len(topics), timeout=15)
             await until(
                 lambda: _true(
                     sorted(conn.format.value for conn in emu.connections) == ["DEFAULT", "SIMPLE"]
-                )
+                ),
+                within=15,
             )
 
             def common() -> int:
@@ -198,9 +199,9 @@ async def test_simple_frames_upstream_are_republished_as_the_same_default_bytes(
                     if orjson.loads(p)["sequential_id"] in ids
                 )
 
-            await listener.wait(lambda: common() >= 10, within=15)
+            await listener.wait(lambda: common() >= 10, within=20)
             # the check asks in SIMPLE too, and its SIMPLE answer (mthd, rslt, cds) agrees
-            await until(lambda: _true(simple.counters["subscription_checks"] >= 1), within=10)
+            await until(lambda: _true(simple.counters["subscription_checks"] >= 1), within=15)
             assert list_requests(emu)[-1][-1] in ({"format": "SIMPLE"}, {"format": "DEFAULT"})
             assert any(m[-1] == {"format": "SIMPLE"} for m in list_requests(emu))
             assert simple.counters["subscription_mismatches"] == 0
