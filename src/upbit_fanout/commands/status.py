@@ -314,6 +314,7 @@ def render_text(report: dict[str, Any]) -> str:
                 "malformed_frames",
                 "upstream_errors",
                 "redis_outages",
+                "subscription_mismatches",
             )
             if name in collector
         ]
