@@ -83,6 +83,11 @@ async def test_private_intents_open_an_authenticated_connection_and_get_order_ev
         assert fields[b"topic"] == b"myOrder:KRW-BTC"
         assert fields[b"payload"] == listener.messages[keys.channel("myOrder:KRW-BTC")][0]
 
+        # Both connections confirmed their subscription with LIST_SUBSCRIPTIONS.
+        await wait_for(lambda: c.counters["subscription_checks"] >= 2, within=10)
+        await wait_for(lambda: c.private is not None and c.private.applied)
+        assert c.counters["subscription_mismatches"] == 0
+
         # When nobody wants private topics any more, the private socket is closed.
         await r.delete(keys.intents("trader"))
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})

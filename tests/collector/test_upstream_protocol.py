@@ -235,3 +235,25 @@ async def _status_when(r: aioredis.Redis, keys: Keys, field: str) -> dict[str, s
 
     await until(ready, within=5)
     return await status_of(r, keys)
+
+
+async def test_an_unasked_or_malformed_listing_is_neither_an_event_nor_a_mismatch(
+    real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
+) -> None:
+    async with running_collector(
+        real_redis_url, keys, emu.public_url, verify_subscriptions=False
+    ) as c:
+        await _want(r, keys, "a", "ticker:KRW-BTC")
+        await c.wait_subscribed(lambda u: u == {"ticker:KRW-BTC"})
+        for junk in (
+            {"method": "LIST_SUBSCRIPTIONS", "result": [], "ticket": "x"},  # nothing listed
+            {"method": "LIST_SUBSCRIPTIONS", "result": "junk"},
+            {"mthd": "LIST_SUBSCRIPTIONS", "rslt": [1, {"ty": 2}]},
+        ):
+            assert await emu.inject(junk) == 1
+        await asyncio.sleep(0.3)
+        assert c.counters["subscription_mismatches"] == 0
+        assert c.counters["malformed_frames"] == 0
+        assert set(c.status.received_by_type) == {"ticker"}  # no event of another kind
+        assert set(c.status.published_by_type) <= {"ticker", "canary"}
+        assert c.public.state.value == "subscribed"

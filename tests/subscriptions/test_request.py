@@ -209,3 +209,18 @@ def test_desired_state_keeps_levels_apart() -> None:
         "orderbook:KRW-BTC@10000",
         "orderbook:KRW-BTC.5@10000",
     }
+
+
+@given(unions)
+def test_a_listing_of_what_was_sent_agrees_with_or_without_depth_suffixes(texts: list[str]) -> None:
+    sent = _sub(*texts)
+    as_sent = [
+        {"type": e.type, "codes": list(e.codes or ()), "level": float(e.level or 0)}
+        for e in sent.entries
+    ]
+    assert compare_listing(sent, listed_streams(as_sent)).ok
+    bare = [{**item, "codes": [c.partition(".")[0] for c in item["codes"]]} for item in as_sent]
+    assert not compare_listing(sent, listed_streams(bare)).missing
+    if sent.streams():
+        fewer = [{**item, "codes": item["codes"][1:]} for item in as_sent]
+        assert compare_listing(sent, listed_streams(fewer)).missing
