@@ -24,7 +24,7 @@ Life of a connection
       format) checks what Upbit applied (docs/upbit-protocol.md §2.7). A difference is counted
       (``subscription_mismatches``), published as a ``subscription_mismatch`` notice, logged
       (rate-limited WARNING), and the subscription is re-sent, the missing streams with their
-      snapshot; repeated differences wait longer each time (``verify_delay`` doubled, at most
+      snapshot; repeated differences wait longer each time (1, 2, 4 ... s, at most
       :data:`MAX_RESEND_WAIT`) so that a code Upbit keeps refusing cannot eat the budget;
     - when the desired state becomes empty the socket is kept open ``warm_seconds`` (a warm
       socket: the next subscribe costs no handshake), its subscription replaced by the
@@ -105,9 +105,11 @@ MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 STABLE_AFTER: Final = 5.0
 """A connection that stayed up this long resets the backoff."""
 
+MIN_RESEND_WAIT: Final = 1.0
 MAX_RESEND_WAIT: Final = 60.0
-"""The longest wait before re-sending a subscription that LIST_SUBSCRIPTIONS found applied in
-part, after several such answers in a row."""
+"""The waits before re-sending a subscription that LIST_SUBSCRIPTIONS found applied in part
+again: the first difference is re-sent at once, the next ones after 1, 2, 4 ... s (or
+``verify_delay`` doubled, when longer), at most 60 s."""
 
 UPSTREAM_FORMATS: Final = ("DEFAULT", "SIMPLE")
 """Formats the collector can ask Upbit for (docs/upbit-protocol.md §2.5); republished payloads
@@ -609,8 +611,11 @@ class Upstream:
             len(extra),
         )
         self.applied = check.confirmed  # the missing streams get their snapshot when re-sent
-        wait = min(MAX_RESEND_WAIT, self.verify_delay * 2 ** (self._mismatches - 1))
-        self._resend_at = self._clock() + (wait if self._mismatches > 1 else 0.0)
+        # The first difference is re-sent at once; then 1, 2, 4 ... s (verify_delay when it is
+        # longer), at most MAX_RESEND_WAIT: a code Upbit keeps refusing costs little budget.
+        base = max(self.verify_delay, MIN_RESEND_WAIT)
+        wait = 0.0 if self._mismatches == 1 else base * 2 ** (self._mismatches - 2)
+        self._resend_at = self._clock() + min(MAX_RESEND_WAIT, wait)
         self._changed.set()
 
     # -- the warm socket --------------------------------------------------------------------------
