@@ -193,8 +193,10 @@ class Upstream:
 
     The service calls :meth:`want` with the desired subscription; :meth:`run` does the rest.
     Read-only attributes for the service: :attr:`state`, :attr:`union` (topics last sent, kept
-    across reconnects, emptied when the socket is closed for lack of topics), :attr:`ticket`,
-    :attr:`connected`.
+    across reconnects, emptied when the socket is closed or parked for lack of topics),
+    :attr:`ticket`, :attr:`connected`, :attr:`applied` (the streams the socket carries, as far as
+    the last send and LIST_SUBSCRIPTIONS check tell), :attr:`warm` (the socket is kept open with
+    nothing wanted).
     """
 
     def __init__(
