@@ -20,6 +20,7 @@ The bookkeeping (:class:`CanaryBook`) is pure and takes the time as an argument.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -34,6 +35,12 @@ from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.collector.status import LogLimiter, Status, now_ms
 from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.connection import (
+    channel_node,
+    cluster_of,
+    node_client,
+    refresh_slots,
+)
 from upbit_fanout.subscriptions.keys import CANARY_TOPIC, Keys
 
 __all__ = ["CANARY_INTERVAL", "Canary", "CanaryBook"]
@@ -137,19 +144,32 @@ class Canary:
     async def _listen_loop(self) -> None:
         delays = backoff(0.2, 5.0)
         channel = self._keys.canary
+        sharded = cluster_of(self._redis) is not None
         while True:
-            pubsub = self._redis.pubsub()
+            # In a Redis Cluster the canary is SPUBLISHed like every event: listen with
+            # SSUBSCRIBE on the node that owns its slot, as a consumer does.
+            node: Redis | None = None
+            if sharded:
+                node = node_client(self._redis, *channel_node(self._redis, channel))
+            pubsub = (node or self._redis).pubsub()
             try:
-                await pubsub.subscribe(channel)
+                if node is not None:
+                    await pubsub.ssubscribe(channel)
+                else:
+                    await pubsub.subscribe(channel)
                 while True:
                     message = await pubsub.get_message(timeout=self.interval * 2)
                     if message is None:
                         continue
-                    if message.get("type") == "subscribe":
+                    kind = message.get("type")
+                    if kind in ("subscribe", "ssubscribe"):
                         self._status.set(canary_error="")
                         delays = backoff(0.2, 5.0)
                         continue
-                    if message.get("type") != "message":
+                    if kind == "sunsubscribe":  # the slot moved to another node
+                        await refresh_slots(self._redis)
+                        break
+                    if kind not in ("message", "smessage"):
                         continue
                     data = message.get("data")
                     if isinstance(data, bytes | str):
@@ -161,10 +181,15 @@ class Canary:
                 allowed, held = self._logs.allow("listen")
                 if allowed:
                     log.warning("canary: %s (%d similar held back)", text, held)
+                if sharded:
+                    with contextlib.suppress(RedisError, OSError):
+                        await refresh_slots(self._redis)
             finally:
                 try:
                     async with asyncio.timeout(2.0):
                         await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+                        if node is not None:
+                            await node.aclose()
                 except (RedisError, OSError, TimeoutError):
                     pass
             await asyncio.sleep(next(delays))

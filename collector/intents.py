@@ -39,14 +39,22 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from upbit_fanout.collector.markets import MarketSet
 from upbit_fanout.collector.status import LogLimiter, RedisHealth
 from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.connection import (
+    cluster_of,
+    cluster_primaries,
+    node_client,
+    primaries,
+    refresh_slots,
+)
 from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.keys import Keys, invalid_field, is_client_id
 from upbit_fanout.subscriptions.reconcile import RequestSize, Subscription, subscription_for
@@ -649,6 +657,8 @@ class IntentTracker:
 
     @property
     def db(self) -> int:
+        if cluster_of(self._redis) is not None:
+            return 0  # a cluster has one database
         return int(self._redis.connection_pool.connection_kwargs.get("db", 0) or 0)
 
     # -- reading --------------------------------------------------------------------------------
@@ -751,10 +761,12 @@ class IntentTracker:
             return result
         limits = self.limits
         args = [limits.max_topics_per_client, limits.max_topic_length, limits.invalid_examples]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in intent_keys:
-                await self._script(keys=[key], args=args, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await self._read_replies(intent_keys, args)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # A cluster pipeline does not load scripts by itself (a plain one does): load it
+            # (on every primary) and read again.
+            await self._redis.script_load(_READ_SCRIPT)
+            replies = await self._read_replies(intent_keys, args)
         for key, reply in zip(intent_keys, replies, strict=True):
             if not key.startswith(self._prefix):
                 continue
@@ -771,6 +783,12 @@ class IntentTracker:
             result[raw_id] = _Read(kind, int(reply[1]), int(reply[2]), members)
         return result
 
+    async def _read_replies(self, intent_keys: list[bytes], args: list[int]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in intent_keys:
+                await self._script(keys=[key], args=args, client=pipe)
+            return list(await pipe.execute(raise_on_error=False))
+
     def _replace(self, intents: dict[str, frozenset[str]], refused: dict[str, KeyRefusal]) -> bool:
         now = self._clock()
         for client_id in intents.keys() | refused.keys():
@@ -786,16 +804,32 @@ class IntentTracker:
 
     # -- notifications --------------------------------------------------------------------------
     async def enable_notifications(self) -> bool:
-        """Merge the needed flags into ``notify-keyspace-events``; False when not allowed."""
+        """Merge the needed flags into ``notify-keyspace-events``; False when not allowed.
+
+        In a Redis Cluster every primary is asked (notifications are node-local)."""
+        nodes = await cluster_primaries(self._redis)
+        if nodes is None:
+            return await self._enable_on(self._redis)
+        enabled = True
+        for host, port in nodes:
+            node = node_client(self._redis, host, port)
+            try:
+                enabled = await self._enable_on(node) and enabled
+            finally:
+                await node.aclose()
+        self.notifications = enabled
+        return enabled
+
+    async def _enable_on(self, redis: Redis) -> bool:
         try:
-            reply = await self._redis.config_get("notify-keyspace-events")
+            reply = await redis.config_get("notify-keyspace-events")
             current = ""
             for name, value in dict(reply).items():
                 if name is not None and _text(name) == "notify-keyspace-events":
                     current = _text(value or "")
             merged = merge_notify_flags(current)
             if merged != current:
-                await self._redis.config_set("notify-keyspace-events", merged)
+                await redis.config_set("notify-keyspace-events", merged)
                 log.info("enabled keyspace notifications (notify-keyspace-events %r)", merged)
             self.notifications = True
             return True
@@ -813,7 +847,15 @@ class IntentTracker:
                 )
             return False
 
-    async def _subscribe(self) -> PubSub:
+    async def _subscribe(self) -> PubSub | NodesPubSub:
+        nodes = await cluster_primaries(self._redis)
+        if nodes is not None:
+            return await NodesPubSub.open(
+                self._redis,
+                nodes,
+                channel=self._keys.control,
+                pattern=self._keys.keyspace_pattern(self.db),
+            )
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(self._keys.control)
@@ -841,7 +883,7 @@ class IntentTracker:
     async def run(self) -> None:
         """Listen, refresh and sweep until cancelled; Redis failures are retried forever."""
         loop = asyncio.get_running_loop()
-        pubsub: PubSub | None = None
+        pubsub: PubSub | NodesPubSub | None = None
         delays = backoff(*self._retry)
         next_sweep = loop.time()
         try:
@@ -852,6 +894,15 @@ class IntentTracker:
                         pubsub = await self._subscribe()
                         next_sweep = loop.time()  # notifications were missed: sweep now
                     if loop.time() >= next_sweep:
+                        if isinstance(pubsub, NodesPubSub):
+                            # A cluster: follow failovers and reshardings. New primaries get
+                            # their own subscription (and the sweep covers them at once).
+                            await refresh_slots(self._redis)
+                            if pubsub.nodes != primaries(self._redis):
+                                log.info("the cluster's primaries changed; resubscribing")
+                                await _close_quietly(pubsub)
+                                pubsub = None
+                                continue
                         await self.sweep()
                         next_sweep = loop.time() + self.sweep_interval
                     self._health.succeeded("intent tracker")
@@ -869,7 +920,7 @@ class IntentTracker:
             if pubsub is not None:
                 await _close_quietly(pubsub)
 
-    async def _collect(self, pubsub: PubSub, within: float) -> set[str]:
+    async def _collect(self, pubsub: PubSub | NodesPubSub, within: float) -> set[str]:
         """Wait up to ``within`` s for a relevant message, then take every one already there."""
         dirty: set[str] = set()
         deadline = time.monotonic() + within
@@ -893,6 +944,96 @@ class IntentTracker:
         return dirty
 
 
-async def _close_quietly(pubsub: PubSub) -> None:
+async def _close_quietly(pubsub: PubSub | NodesPubSub) -> None:
     with contextlib.suppress(RedisError, OSError):
         await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+
+
+class NodesPubSub:
+    """Keyspace notifications from every primary of a Redis Cluster, and ``P:control``.
+
+    Keyspace notifications are node-local: each primary gets its own plain connection with the
+    pattern subscription. ``P:control`` is a classic channel, which a cluster delivers to
+    subscribers on every node, so it is subscribed on one node only (else every message would
+    come once per node). One reader task per node feeds one bounded queue (10,000 messages;
+    when it is full, messages are dropped: the periodic sweep still finds every change).
+    ``get_message`` raises what a reader met (a lost node), so the tracker resubscribes.
+    """
+
+    QUEUE_SIZE = 10_000
+
+    def __init__(self, nodes: list[tuple[str, int]]) -> None:
+        self.nodes = nodes
+        self._queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue(self.QUEUE_SIZE)
+        self._clients: list[Redis] = []
+        self._pubsubs: list[PubSub] = []
+        self._readers: list[asyncio.Task[None]] = []
+        self.dropped = 0
+
+    @classmethod
+    async def open(
+        cls, redis: Redis, nodes: list[tuple[str, int]], *, channel: str, pattern: str
+    ) -> NodesPubSub:
+        self = cls(nodes)
+        try:
+            for index, (host, port) in enumerate(nodes):
+                client = node_client(redis, host, port)
+                self._clients.append(client)
+                pubsub = client.pubsub()
+                self._pubsubs.append(pubsub)
+                if index == 0:
+                    await pubsub.subscribe(channel)
+                await pubsub.psubscribe(pattern)
+            for pubsub in self._pubsubs:
+                self._readers.append(asyncio.create_task(self._read(pubsub)))
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def _read(self, pubsub: PubSub) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    continue
+                try:
+                    self._queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    self.dropped += 1
+        except (RedisError, OSError) as exc:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(exc)
+
+    async def get_message(
+        self,
+        ignore_subscribe_messages: bool = True,
+        timeout: float = 0.0,  # noqa: ASYNC109 - PubSub.get_message's signature
+    ) -> dict[str, Any] | None:
+        try:
+            if timeout <= 0:
+                item = self._queue.get_nowait()
+            else:
+                async with asyncio.timeout(timeout):
+                    item = await self._queue.get()
+        except (asyncio.QueueEmpty, TimeoutError):
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def aclose(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        for task in self._readers:
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await task
+        for pubsub in self._pubsubs:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+        for client in self._clients:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+        self._readers.clear()
+        self._pubsubs.clear()
+        self._clients.clear()

@@ -41,6 +41,7 @@ dropping it can lose some. Either way consumers see a gap notice from the collec
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -48,12 +49,14 @@ from typing import Final, Literal
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.clock import now_ms
+from upbit_fanout.subscriptions.connection import cluster_of, refresh_slots
 from upbit_fanout.subscriptions.keys import Keys
-from upbit_fanout.subscriptions.lease import LeaseLost
+from upbit_fanout.subscriptions.lease import LeaseLost, parse_leader
 
 __all__ = ["PUBLISH_SCRIPT", "PublishMode", "Publisher"]
 
@@ -129,6 +132,31 @@ end
 return {n, added, dups}
 """
 _SCRIPT_SHA: Final = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
+
+CLUSTER_PUBLISH_SCRIPT: Final = (
+    "#!lua flags=allow-cross-slot-keys\n"
+    "-- The Redis Cluster variant: run on ONE node with the keys of that node only; KEYS[1] is\n"
+    "-- the node's fence copy (P:fence:{tag}), checked when ARGV[2] is not empty; SPUBLISH.\n"
+    + PUBLISH_SCRIPT.replace("if #KEYS > 0 then", "if ARGV[2] ~= '' then").replace(
+        "redis.call('PUBLISH',", "redis.call('SPUBLISH',"
+    )
+)
+"""The publish script for one cluster node (docs/contract.md, "Redis Cluster")."""
+_CLUSTER_SHA: Final = hashlib.sha1(CLUSTER_PUBLISH_SCRIPT.encode()).hexdigest()
+
+FENCE_SCRIPT: Final = """\
+-- KEYS[1] a node's fence copy; ARGV[1] the leader value "{token} {id}", ARGV[2] its token.
+-- Sets the copy unless it already holds a LATER token (a newer leader's): returns 1, else
+-- {0, what it holds}.
+local current = redis.call('GET', KEYS[1])
+if current then
+  local token = tonumber(string.match(current, '^(%d+) '))
+  if token and token > tonumber(ARGV[2]) then return {0, current} end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+"""Install the leader's fencing value on one cluster node, never over a newer leader's."""
 # use_bin_type=False: the cmsgpack bundled with Redis 7.0 predates msgpack's bin types; bytes
 # are then packed as the (binary-safe) raw type, which Lua reads as a string.
 _PACK: Final = msgpack.Packer(use_bin_type=False).pack
@@ -180,6 +208,10 @@ class Publisher:
         self.fenced_batches = 0
         self.fence: tuple[bytes, bytes] | None = None
         """``(P:leader key, expected value)``: write only while the lease holds that value."""
+        self._cluster = cluster_of(redis)
+        self._fence_tags: dict[str, str] = {}  # cluster node name -> tag of its fence copy
+        self._fenced_with: bytes | None = None  # the value installed on every node's copy
+        self.fence_installs = 0
 
     def counters(self) -> dict[str, int]:
         return {
@@ -218,7 +250,9 @@ class Publisher:
                 stream += [key, seen if ident else b"", ident or b"", 3]
                 stream += [b"payload", index, b"topic", item.topic, b"source", item.source]
         try:
-            if self.mode == "lua":
+            if self._cluster is not None:
+                added, dups = await self._run_cluster(batch)
+            elif self.mode == "lua":
                 added, dups = await self._run_script(publish, last, stream)
             else:
                 added, dups = await self._run_pipeline(publish, last, stream)
@@ -290,6 +324,133 @@ class Publisher:
         if reply and reply[0] in (b"fenced", "fenced"):  # nothing was written
             raise LeaseLost(reply[1] or None if len(reply) > 1 else None)
         return int(reply[1]), int(reply[2])
+
+    # -- Redis Cluster ----------------------------------------------------------------------------
+    async def _run_cluster(self, batch: Sequence[Outgoing]) -> tuple[int, int]:
+        """One script per node that owns part of the batch, all at once.
+
+        Every item's channel and last value share a slot (docs/contract.md, "Redis Cluster"), so
+        an item's publish goes to one node; a private item's stream entry goes to the node of
+        its stream (with the payload again when that is another node). Each node's script checks
+        that node's fence copy first. A batch whose slots moved under it fails (``RedisError``;
+        the slot map is refreshed first) and may be partly applied, like any failed batch.
+        """
+        cluster = self._cluster
+        assert cluster is not None
+        fence = self.fence
+        if fence is not None and self._fenced_with != fence[1]:
+            await self.install_fence()
+        groups: dict[str, _NodeBatch] = {}
+        nodes = cluster.nodes_manager
+        for item in batch:
+            if item.publish:
+                channel, last_key = self._names.get(item.topic) or self._name(item.topic)
+                node = nodes.get_node_from_slot(key_slot(channel)).name
+                group = groups.get(node) or groups.setdefault(node, _NodeBatch())
+                group.publish += (channel, item.payload)
+                group.last[last_key] = len(group.publish) // 2
+            if item.private and item.stream:
+                key, seen = self._stream_key(item.type)
+                node = nodes.get_node_from_slot(key_slot(key)).name
+                group = groups.get(node) or groups.setdefault(node, _NodeBatch())
+                group.publish += (b"", item.payload)
+                index = len(group.publish) // 2
+                ident = item.identity
+                group.stream += [key, seen if ident else b"", ident or b"", 3]
+                group.stream += [b"payload", index, b"topic", item.topic, b"source", item.source]
+        try:
+            results = await asyncio.gather(
+                *(self._run_node(name, group) for name, group in groups.items())
+            )
+        except ResponseError as exc:
+            text = str(exc)
+            if "non local key" in text or "MOVED" in text or "ASK" in text:
+                await refresh_slots(self._redis)
+                self._fence_tags.clear()
+            raise
+        return sum(r[0] for r in results), sum(r[1] for r in results)
+
+    async def _run_node(self, node: str, group: _NodeBatch) -> tuple[int, int]:
+        flat_last: list[bytes | int] = []
+        for key, index in group.last.items():
+            flat_last += (key, index)
+        blob = _PACK(
+            [
+                self.stream_maxlen,
+                group.publish,
+                flat_last,
+                group.stream,
+                self.seen_cap,
+                self.seen_ttl_ms,
+                self._clock(),
+            ]
+        )
+        redis = self._redis
+        for attempt in (1, 2):
+            fence = self.fence
+            fence_key = self._keys.fence(self._fence_tag(node))
+            expected = fence[1] if fence is not None else b""
+            try:
+                reply = await redis.evalsha(_CLUSTER_SHA, 1, fence_key, blob, expected)
+            except NoScriptError:  # not loaded on that node yet: EVAL loads it
+                reply = await redis.eval(CLUSTER_PUBLISH_SCRIPT, 1, fence_key, blob, expected)
+            if reply and reply[0] in (b"fenced", "fenced"):  # nothing was written
+                if fence is None or attempt == 2:
+                    break
+                # The copy is missing (the node restarted, or took over slots) or holds another
+                # value: install it again, which is refused unless P:leader still names this
+                # collector and no copy holds a newer leader's token.
+                self._fenced_with = None
+                await self.install_fence()
+                continue
+            return int(reply[1]), int(reply[2])
+        raise LeaseLost(None)
+
+    def _fence_tag(self, node: str) -> str:
+        """The smallest number whose hash slot the node owns: ``P:fence:{N}`` lives there."""
+        tag = self._fence_tags.get(node)
+        if tag is None:
+            assert self._cluster is not None
+            nodes = self._cluster.nodes_manager
+            for number in range(100_000):
+                if nodes.get_node_from_slot(key_slot(str(number).encode())).name == node:
+                    tag = self._fence_tags[node] = str(number)
+                    break
+            else:  # a node owning almost no slots: its fence is looked up by scanning
+                raise RedisError(f"no fence key found for cluster node {node}")
+        return tag
+
+    async def install_fence(self) -> None:
+        """Write the leader's value into every node's fence copy before anything is published
+        (docs/contract.md, "Redis Cluster"): the canonical copy of each primary and every copy
+        found by ``SCAN`` (a copy that moved with its slot keeps an old value). Refused
+        (``LeaseLost``) when ``P:leader`` no longer holds this collector's value, or a copy
+        already holds a newer leader's token."""
+        cluster, fence = self._cluster, self.fence
+        if cluster is None or fence is None:
+            return
+        leader_key, value = fence
+        holder = await self._redis.get(leader_key)
+        if holder != value:
+            raise LeaseLost(holder if isinstance(holder, bytes) else None)
+        token = parse_leader(value)[0]
+        if token is None:
+            raise LeaseLost(None)
+        found = {
+            key if isinstance(key, bytes) else str(key).encode()
+            async for key in self._redis.scan_iter(match=self._keys.fence_pattern, count=1000)
+        }
+        await refresh_slots(self._redis)
+        self._fence_tags.clear()
+        for node in cluster.get_primaries():
+            found.add(self._keys.fence(self._fence_tag(node.name)).encode())
+        for key in sorted(found):
+            reply = await self._redis.eval(FENCE_SCRIPT, 1, key, value, token)
+            if isinstance(reply, list):
+                raise LeaseLost(reply[1] if len(reply) > 1 else None)
+        self._fenced_with = value
+        self.fence_installs += 1
+        log.info("fencing value installed on %d cluster fence keys", len(found))
 
     async def _run_pipeline(
         self, publish: list[bytes], last: dict[bytes, int], stream: list[bytes | str | int]
@@ -366,6 +527,17 @@ class Publisher:
             log.warning(
                 "could not forget %d stream identities of a fenced batch (%s)", len(marked), exc
             )
+
+
+class _NodeBatch:
+    """The part of a batch for one cluster node (the script's publish / last / stream lists)."""
+
+    __slots__ = ("last", "publish", "stream")
+
+    def __init__(self) -> None:
+        self.publish: list[bytes] = []
+        self.last: dict[bytes, int] = {}
+        self.stream: list[bytes | str | int] = []
 
 
 def _entries(

@@ -73,7 +73,7 @@ from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
 from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
-from upbit_fanout.subscriptions.connection import follow_primary, is_sentinel_managed
+from upbit_fanout.subscriptions.connection import cluster_of, follow_primary, is_sentinel_managed
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import (
     REFRESH_SCRIPT,
@@ -169,6 +169,8 @@ class Collector:
         if redis_grace < 0:
             raise ValueError("redis_grace must be >= 0")
         self._redis = redis
+        if cluster_of(redis) is not None:
+            keys = keys.clustered()  # docs/contract.md, "Redis Cluster"
         self.keys = keys
         self.collector_id = collector_id or default_collector_id()
         self.status = Status(redis, keys, collector_id=self.collector_id, version=package_version())

@@ -35,11 +35,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import msgpack
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
 from upbit_fanout.subscriptions.clock import now_ms
+from upbit_fanout.subscriptions.connection import cluster_of
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import LeaseLost
 from upbit_fanout.subscriptions.redis_errors import describe_redis_error, is_auth_error
@@ -214,6 +216,32 @@ class RedisHealth:
             )
             self._status.recovered("Redis")
             self.on_up()
+
+
+_CLUSTER_FLUSH_SCRIPT = """\
+-- KEYS[1] {P}:status; ARGV[1] msgpack list of commands (all on keys of the {P} slot, or
+-- PUBLISH), ARGV[2] the fencing value to check ('' : none), ARGV[3] {P}:leader.
+if ARGV[2] ~= '' then
+  local holder = redis.call('GET', ARGV[3])
+  if holder ~= ARGV[2] then return {'fenced', holder or ''} end
+end
+for _, command in ipairs(cmsgpack.unpack(ARGV[1])) do
+  redis.call(unpack(command))
+end
+return {'ok'}
+"""
+
+
+def _chunks(command: str, key: str, values: list[str], size: int = 1000) -> list[list[bytes | str]]:
+    """``command key v1 v2 ...`` split into commands of at most ``size`` values (even)."""
+    return [[command, key, *values[i : i + size]] for i in range(0, len(values), size)]
+
+
+def _pairs(mapping: Mapping[str, str]) -> list[str]:
+    out: list[str] = []
+    for name, value in mapping.items():
+        out += (name, value)
+    return out
 
 
 class Status:
@@ -420,6 +448,11 @@ class Status:
             return
         fence = self.fence
         try:
+            if cluster_of(self._redis) is not None:
+                await self._flush_script(fields, union, invalid, notices)
+                self._standby_written = False
+                self.last_written_at = time.time()
+                return
             async with self._redis.pipeline(transaction=True) as pipe:
                 if fence is not None:
                     await pipe.watch(fence[0])
@@ -457,6 +490,40 @@ class Status:
             if fields is not None:
                 self._dirty = True
             raise
+
+    async def _flush_script(
+        self,
+        fields: dict[str, str] | None,
+        union: frozenset[str] | None,
+        invalid: dict[str, str] | None,
+        notices: list[bytes],
+    ) -> None:
+        """The same writes as the transaction, for a Redis Cluster: one script in the slot of the
+        collector's own keys (``{P}``), which checks the fence first. (redis-py's cluster
+        transactions refuse a ``PUBLISH``; a classic ``PUBLISH`` from a script reaches
+        subscribers on every node.)"""
+        keys = self._keys
+        commands: list[list[bytes | str]] = []
+        if self._standby_written:
+            commands.append(["DEL", keys.standby(self._fields["collector_id"])])
+        # Lua's unpack() takes a few thousand values at most: long writes go in chunks.
+        if fields:
+            commands += _chunks("HSET", keys.status, _pairs(fields))
+        if union is not None:
+            commands.append(["DEL", keys.union])
+            commands += _chunks("SADD", keys.union, sorted(union))
+        if invalid is not None:
+            commands.append(["DEL", keys.invalid])
+            commands += _chunks("HSET", keys.invalid, _pairs(invalid))
+        commands += [["PUBLISH", keys.notices, body] for body in notices]
+        fence = self.fence
+        blob = msgpack.packb(commands, use_bin_type=False)
+        reply = await self._redis.eval(
+            _CLUSTER_FLUSH_SCRIPT, 1, keys.status, blob, fence[1] if fence else b"", keys.leader
+        )
+        if isinstance(reply, list) and reply and reply[0] in (b"fenced", "fenced"):
+            holder = reply[1] if len(reply) > 1 and reply[1] else None
+            raise LeaseLost(holder if isinstance(holder, bytes) else None)
 
     async def run(self) -> None:
         """The writer: flush at once when something urgent happened, else once a second."""

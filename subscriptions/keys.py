@@ -22,6 +22,15 @@ P:invalid              HASH                         "client_id topic" -> why it 
 P:canary               channel                      the leader's delivery probe (collector only)
 P:standby:{id}         STRING with PX TTL           a standby collector saying it is there
 =====================  ===========================  =========================================
+
+In Redis Cluster mode (``Keys(prefix, cluster=True)``, docs/contract.md "Redis Cluster") the
+channels, intents, streams and ``P:control`` / ``P:notices`` keep their names; the collector's own
+keys share one hash slot (``{P}:leader``, ``{P}:leader:token``, ``{P}:status``, ``{P}:union``,
+``{P}:invalid``, ``{P}:private:mark``, ``{P}:standby:{id}``) so that its scripts and transactions
+stay in one slot; a topic's last value carries its channel as hash tag
+(``P:last:{P:ticker:KRW-BTC}``) and a stream's seen set its stream's name
+(``P:stream:{P:stream:myOrder}:seen``), so each lives on the node of what it belongs to; and
+``P:fence:{N}`` are the per-node copies of the leader's fencing value.
 """
 
 from __future__ import annotations
@@ -74,12 +83,27 @@ class Keys:
     """Key and channel names under one prefix."""
 
     prefix: str = "upbit"
+    cluster: bool = False
+    """Redis Cluster names (see the module docstring and docs/contract.md, "Redis Cluster")."""
     _intents_prefix: str = field(init=False, repr=False, compare=False)
+    _own: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.prefix or ":" in self.prefix or any(ch.isspace() for ch in self.prefix):
-            raise ValueError(f"key prefix {self.prefix!r} must be non-empty, without ':' or spaces")
+        if (
+            not self.prefix
+            or ":" in self.prefix
+            or any(ch.isspace() or ch in "{}" for ch in self.prefix)
+        ):
+            raise ValueError(
+                f"key prefix {self.prefix!r} must be non-empty, without ':', braces or spaces"
+            )
         object.__setattr__(self, "_intents_prefix", f"{self.prefix}:intents:")
+        # The collector's own keys: one hash slot in a cluster ({P}), the plain prefix otherwise.
+        object.__setattr__(self, "_own", f"{{{self.prefix}}}" if self.cluster else self.prefix)
+
+    def clustered(self) -> Keys:
+        """The same prefix with Redis Cluster names."""
+        return self if self.cluster else Keys(self.prefix, cluster=True)
 
     # -- written by clients -------------------------------------------------------------------
     def intents(self, client_id: str) -> str:
@@ -109,11 +133,11 @@ class Keys:
     # -- written by the collector -------------------------------------------------------------
     @property
     def union(self) -> str:
-        return f"{self.prefix}:union"
+        return f"{self._own}:union"
 
     @property
     def status(self) -> str:
-        return f"{self.prefix}:status"
+        return f"{self._own}:status"
 
     @property
     def notices(self) -> str:
@@ -121,16 +145,16 @@ class Keys:
 
     @property
     def leader(self) -> str:
-        return f"{self.prefix}:leader"
+        return f"{self._own}:leader"
 
     @property
     def leader_token(self) -> str:
         """The fencing-token counter (``INCR`` on every takeover; never expires)."""
-        return f"{self.prefix}:leader:token"
+        return f"{self._own}:leader:token"
 
     @property
     def invalid(self) -> str:
-        return f"{self.prefix}:invalid"
+        return f"{self._own}:invalid"
 
     @property
     def canary(self) -> str:
@@ -139,18 +163,21 @@ class Keys:
 
     def standby(self, collector_id: str) -> str:
         """Where a standby collector says it is alive (a STRING with a TTL)."""
-        return f"{self.prefix}:standby:{collector_id}"
+        return f"{self._own}:standby:{collector_id}"
 
     @property
     def standby_pattern(self) -> str:
-        return f"{self.prefix}:standby:*"
+        return f"{self._own}:standby:*"
 
     def channel(self, topic: Topic | str) -> str:
         """The pub/sub channel carrying a topic's events, e.g. ``upbit:ticker:KRW-BTC``."""
         return f"{self.prefix}:{topic}"
 
     def last(self, topic: Topic | str) -> str:
-        """The last-value key of a topic, e.g. ``upbit:last:ticker:KRW-BTC``."""
+        """The last-value key of a topic, e.g. ``upbit:last:ticker:KRW-BTC``; in a cluster
+        ``upbit:last:{upbit:ticker:KRW-BTC}``, in the slot of the topic's channel."""
+        if self.cluster:
+            return f"{self.prefix}:last:{{{self.prefix}:{topic}}}"
         return f"{self.prefix}:last:{topic}"
 
     def stream(self, type_name: str) -> str:
@@ -158,13 +185,25 @@ class Keys:
         return f"{self.prefix}:stream:{type_name}"
 
     def stream_seen(self, type_name: str) -> str:
-        """The recent-identity ZSET of a stream (member: identity, score: epoch ms), for dedupe."""
+        """The recent-identity ZSET of a stream (member: identity, score: epoch ms), for dedupe;
+        in a cluster ``P:stream:{P:stream:TYPE}:seen``, in the slot of its stream."""
+        if self.cluster:
+            return f"{self.prefix}:stream:{{{self.prefix}:stream:{type_name}}}:seen"
         return f"{self.prefix}:stream:{type_name}:seen"
+
+    def fence(self, tag: str) -> str:
+        """A cluster node's copy of the leader's fencing value, ``P:fence:{tag}`` (the tag is
+        chosen so that the key lives on that node; docs/contract.md, "Redis Cluster")."""
+        return f"{self.prefix}:fence:{{{tag}}}"
+
+    @property
+    def fence_pattern(self) -> str:
+        return f"{self.prefix}:fence:*"
 
     @property
     def private_mark(self) -> str:
         """Epoch ms until which the leader's private socket was known up and recording."""
-        return f"{self.prefix}:private:mark"
+        return f"{self._own}:private:mark"
 
     def keyspace_pattern(self, db: int) -> str:
         """PSUBSCRIBE pattern for keyspace notifications about intent keys in database ``db``."""

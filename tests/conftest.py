@@ -21,6 +21,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from tests.deployments import ClusterDeployment
 from tests.helpers import free_port
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -168,3 +169,16 @@ def real_redis_url(redis_url: str | None) -> str:
     if redis_url is None:
         pytest.skip("no Redis server reachable and no redis-server binary to start one")
     return redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDeployment]:
+    """A Redis Cluster of three primaries for this session (started on first use, about 3 s;
+    skipped, saying why, when redis-server or redis-cli is missing). Tests share it: each uses
+    its own key prefix, as on the single Redis."""
+    deployment = ClusterDeployment(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()

@@ -1,4 +1,5 @@
-"""Redis deployments a test starts for itself: a primary with a replica watched by three Sentinels.
+"""Redis deployments a test starts for itself: a primary with a replica watched by three Sentinels,
+and a Redis Cluster of three primaries.
 
 Every process is a real ``redis-server`` on a free loopback port, with its files in a temporary
 directory, stopped when the deployment is closed. Nothing is started when the binary is missing
@@ -8,6 +9,7 @@ directory, stopped when the deployment is closed. Nothing is started when the bi
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -170,6 +172,155 @@ class SentinelDeployment:
 
     def stop(self) -> None:
         for process in reversed(self._processes):
+            process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._processes.clear()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free as well."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+@dataclass
+class ClusterDeployment:
+    """A Redis Cluster of three primaries (no replicas) on loopback, slots split evenly.
+
+    Started in a second or two: ``cluster-node-timeout`` is short and ``redis-cli --cluster
+    create --cluster-yes`` assigns the slots; :meth:`start` returns once every node says
+    ``cluster_state:ok`` and knows the whole slot map.
+    """
+
+    workdir: Path
+    ports: list[int] = field(default_factory=list)
+    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The explicit form (``redis+cluster://``); a plain ``redis://`` URL of any node works too."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"redis+cluster://{hosts}/"
+
+    @property
+    def node_url(self) -> str:
+        """A plain URL of one node: the cluster is detected (``cluster_enabled:1``)."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self, primaries: int = 3) -> None:
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            pytest.skip("redis-server and redis-cli are needed to start a Redis Cluster")
+        self.ports = [_cluster_port() for _ in range(primaries)]
+        for port in self.ports:
+            self._processes.append(
+                subprocess.Popen(
+                    [
+                        server,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(self.workdir),
+                        "--dbfilename",
+                        f"dump-{port}.rdb",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        f"nodes-{port}.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--notify-keyspace-events",
+                        "Kgsx",
+                    ],  # fmt: skip
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in self.ports:
+            _wait_ping(port)
+        created = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],  # fmt: skip
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if created.returncode != 0:
+            self.stop()
+            raise AssertionError(f"redis-cli --cluster create failed: {created.stdout!r}")
+        self.wait_ready()
+
+    def wait_ready(self, within: float = 20.0) -> None:
+        """Until every node says ``cluster_state:ok`` and knows every node."""
+        deadline = time.monotonic() + within
+        while True:
+            if all(self._node_ready(port) for port in self.ports):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the Redis Cluster did not settle within {within} s")
+            time.sleep(0.05)
+
+    def _node_ready(self, port: int) -> bool:
+        client = redis.Redis(port=port, socket_timeout=2.0)
+        try:
+            info = client.cluster("INFO")
+            return bool(
+                info.get("cluster_state") == "ok"
+                and int(info.get("cluster_known_nodes", 0)) == len(self.ports)
+                and int(info.get("cluster_slots_ok", 0)) == 16384
+            )
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def node(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=2.0)
+
+    def owner(self, key: str) -> int:
+        """The port of the primary that owns ``key``'s slot."""
+        client = self.node(self.ports[0])
+        try:
+            slot = int(client.cluster("KEYSLOT", key))
+            for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    return int(primary[1])
+        finally:
+            client.close()
+        raise AssertionError(f"no node owns the slot of {key!r}")
+
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes]
+
+    def stop(self) -> None:
+        for process in self._processes:
             process.terminate()
         for process in self._processes:
             try:

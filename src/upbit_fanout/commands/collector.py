@@ -138,12 +138,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
     from upbit_fanout.collector import Collector  # noqa: PLC0415 - kept off --help's path
     from upbit_fanout.collector.metrics import MetricsServer  # noqa: PLC0415
-    from upbit_fanout.subscriptions.connection import redis_from_url  # noqa: PLC0415
+    from upbit_fanout.subscriptions.connection import open_redis  # noqa: PLC0415
 
     options = collector_options(settings)
     if args.collector_id:
         options["collector_id"] = args.collector_id
-    redis = redis_from_url(args.redis_url or settings.redis_url)
+    redis = await open_redis(args.redis_url or settings.redis_url)
     try:
         collector = Collector(
             redis=redis,

@@ -1,0 +1,300 @@
+"""The Redis contract on a Redis Cluster of three primaries (docs/contract.md, "Redis Cluster").
+
+Everything real: the session's cluster (``redis_cluster`` in tests/conftest.py: three
+``redis-server --cluster-enabled yes`` on free loopback ports, ``redis-cli --cluster create``),
+the emulator over loopback, a collector given a plain ``redis://`` URL of ONE node (the cluster is
+detected), intents written with cluster-aware plain commands (``SADD`` + ``EXPIRE``, routed to the
+node owning each key), and listeners that ``SSUBSCRIBE`` on the node owning each channel, as
+``redis-cli -c SSUBSCRIBE`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tests.collector.process_support import COMMAND, CollectorProcess, collector_processes
+from tests.collector.service_support import FAST
+from tests.deployments import ClusterDeployment
+from upbit_fanout.client import Event, FanoutClient
+from upbit_fanout.collector import Collector
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.connection import (
+    channel_node,
+    cluster_of,
+    node_client,
+    open_redis,
+    primaries,
+)
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import parse_leader
+
+TOPICS_A = ["ticker:KRW-BTC", "trade:KRW-BTC", "ticker:KRW-ETH"]
+TOPICS_B = ["ticker:KRW-XRP", "orderbook:KRW-ETH.5", "trade:KRW-XRP"]
+
+
+@dataclass
+class Sharded:
+    """SSUBSCRIBEs each channel on the node that owns its slot; keeps every message."""
+
+    redis: aioredis.Redis
+    channels: list[str]
+    messages: dict[str, list[tuple[float, bytes]]] = field(default_factory=dict)
+    _clients: list[aioredis.Redis] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __aenter__(self) -> Sharded:
+        by_node: dict[tuple[str, int], list[str]] = {}
+        for channel in self.channels:
+            by_node.setdefault(channel_node(self.redis, channel), []).append(channel)
+            self.messages[channel] = []
+        for (host, port), channels in by_node.items():
+            client = node_client(self.redis, host, port)
+            self._clients.append(client)
+            pubsub = client.pubsub()
+            for channel in channels:  # one SSUBSCRIBE per slot: several would be CROSSSLOT
+                await pubsub.ssubscribe(channel)
+            self._tasks.append(asyncio.create_task(self._run(pubsub)))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=0.1)
+        for client in self._clients:
+            await client.aclose()
+
+    async def _run(self, pubsub: aioredis.client.PubSub) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message["type"] == "smessage":
+                    channel = message["channel"].decode()
+                    self.messages[channel].append((time.monotonic(), message["data"]))
+                    self._arrived.set()
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+
+    def on(self, channel: str, since: float = 0.0) -> list[bytes]:
+        return [data for at, data in self.messages[channel] if at >= since]
+
+    async def wait_for(self, check: Callable[[], bool], within: float = 15.0) -> None:
+        async with asyncio.timeout(within):
+            while not check():
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - the state is in Redis, polled
+            await asyncio.sleep(0.1)
+
+
+async def _want(r: aioredis.Redis, keys: Keys, client_id: str, topics: Iterable[str]) -> None:
+    """What redis-cli -c does: SADD + EXPIRE, each routed to the node owning the key."""
+    await r.sadd(keys.intents(client_id), *topics)
+    await r.expire(keys.intents(client_id), 60)
+
+
+def _text(values: Iterable[bytes]) -> set[str]:
+    return {value.decode() for value in values}
+
+
+@asynccontextmanager
+async def _cluster_client(deployment: ClusterDeployment) -> AsyncIterator[aioredis.Redis]:
+    r = await open_redis(deployment.node_url)
+    try:
+        yield r
+    finally:
+        await r.aclose()
+
+
+async def test_the_contract_on_a_three_primary_cluster(
+    redis_cluster: ClusterDeployment, keys: Keys
+) -> None:
+    keys = keys.clustered()
+    async with _cluster_client(redis_cluster) as r, Emulator(port=0, rate=200, seed=21) as emu:
+        assert cluster_of(r) is not None, "a plain redis:// URL of a cluster node is detected"
+        nodes = {topic: channel_node(r, keys.channel(topic)) for topic in TOPICS_A + TOPICS_B}
+        assert len(set(nodes.values())) >= 2, f"the test's channels must span nodes: {nodes}"
+        channels = [keys.channel(topic) for topic in TOPICS_A + TOPICS_B]
+        collector_redis = await open_redis(redis_cluster.node_url)
+        async with (
+            Sharded(r, [*channels, keys.canary]) as sharded,
+            Collector(
+                redis=collector_redis,
+                keys=Keys(keys.prefix),  # cluster names are chosen by the collector itself
+                upstream_url=emu.public_url,
+                leader_lease=3.0,
+                **FAST,
+            ) as collector,
+        ):
+            assert collector.keys == keys
+            await _want(r, keys, "a", TOPICS_A)
+            await _want(r, keys, "b", TOPICS_B)
+            # Events on every sharded channel, whichever node owns it.
+            await sharded.wait_for(lambda: all(sharded.on(ch) for ch in channels), 20)
+            await _until(
+                lambda: _union_is(r, keys, set(TOPICS_A + TOPICS_B)), 10
+            )  # P:union, in the collector's own slot
+
+            # Exact payloads: Upbit's DEFAULT bytes are published as they are.
+            frame = (
+                b'{"type":"ticker","code":"KRW-BTC","opening_price":8450000.00000000,'
+                b'"trade_price":1.16539E8,"acc_trade_volume":12312.36058857123456789,'
+                b'"timestamp":1700000000000,"stream_type":"REALTIME"}'
+            )
+            since = time.monotonic()
+            assert await emu.inject(frame) == 1
+            channel = keys.channel("ticker:KRW-BTC")
+            await sharded.wait_for(lambda: frame in sharded.on(channel, since), 10)
+
+            # Last values live in the channel's slot and hold the channel's latest payload.
+            for topic in TOPICS_A + TOPICS_B:
+                last = await r.get(keys.last(topic))
+                assert last is not None, topic
+                assert last in sharded.on(keys.channel(topic)), topic
+                assert channel_node(r, keys.last(topic)) == nodes[topic]
+
+            # The status hash is readable (and written by the leader, in the {P} slot).
+            status = {k.decode(): v.decode() for k, v in (await r.hgetall(keys.status)).items()}
+            assert status["collector_id"] == collector.collector_id
+            assert status["state"] == "subscribed", status
+            assert int(status["union_size"]) == len(TOPICS_A + TOPICS_B)
+            # The canary is published and received through sharded pub/sub too.
+            await sharded.wait_for(lambda: bool(sharded.on(keys.canary)), 15)
+
+            # Fencing: every primary holds a copy of the leader's value.
+            leader = await r.get(keys.leader)
+            assert leader is not None and parse_leader(leader)[1] == collector.collector_id
+            for host, port in primaries(r):
+                node = node_client(r, host, port)
+                try:
+                    copies = [k async for k in node.scan_iter(match=keys.fence_pattern)]
+                    assert copies, f"no fence copy on {host}:{port}"
+                    assert {await node.get(k) for k in copies} == {leader}
+                finally:
+                    await node.aclose()
+
+            # Expiry shrinks the union: b's lease runs out on whichever node holds its key.
+            await r.pexpire(keys.intents("b"), 200)
+            await _until(lambda: _union_is(r, keys, set(TOPICS_A)), 10)
+            assert int((await r.hget(keys.status, "union_size")) or 0) == len(TOPICS_A)
+        await collector_redis.aclose()
+
+
+async def _union_is(r: aioredis.Redis, keys: Keys, topics: set[str]) -> bool:
+    return _text(await r.smembers(keys.union)) == topics
+
+
+async def test_the_client_library_ssubscribes_and_snapshots_from_last_values(
+    redis_cluster: ClusterDeployment, keys: Keys
+) -> None:
+    """The library, given the cluster URL, writes its intent, gets each topic's last value as
+    a snapshot and then live events over SSUBSCRIBE on the owning nodes."""
+    keys = keys.clustered()
+    async with Emulator(port=0, rate=200, seed=22) as emu:
+        collector_redis = await open_redis(redis_cluster.url)
+        async with Collector(redis=collector_redis, keys=keys, upstream_url=emu.public_url, **FAST):
+            async with FanoutClient(
+                redis=redis_cluster.url, key_prefix=keys.prefix, client_id="first"
+            ) as first:
+                await first.subscribe(*TOPICS_A)
+                seen: set[str] = set()
+                async with asyncio.timeout(20):
+                    async for item in first:
+                        if isinstance(item, Event) and not item.cached:
+                            seen.add(item.topic)
+                            if seen == set(TOPICS_A):
+                                break
+            # A second client joins later: its snapshot comes from the last values.
+            async with FanoutClient(
+                redis=redis_cluster.url, key_prefix=keys.prefix, client_id="second"
+            ) as second:
+                await second.subscribe("ticker:KRW-BTC")
+                async with asyncio.timeout(20):
+                    async for item in second:
+                        if isinstance(item, Event):
+                            assert item.cached, "the first event is the snapshot"
+                            assert item.topic == "ticker:KRW-BTC"
+                            break
+        await collector_redis.aclose()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not COMMAND.exists(), reason="run `make .venv/.installed-dev`")
+async def test_a_paused_leader_publishes_nothing_on_any_node_after_a_takeover(
+    redis_cluster: ClusterDeployment, keys: Keys, tmp_path: Path
+) -> None:
+    """Two collector processes on the cluster; the leader is stopped (SIGSTOP) and woken after
+    the standby took over: nothing it held is published on any node afterwards."""
+    keys = keys.clustered()
+    lease = 2.0
+    settings = {"leader_lease": str(lease), "backoff_initial": "0.05", "ping_interval": "2"}
+    trades = [topic for topic in TOPICS_A + TOPICS_B if topic.startswith("trade:")]
+    async with (
+        _cluster_client(redis_cluster) as r,
+        Emulator(port=0, seed=23, rate=300) as emu,
+        collector_processes() as procs,
+    ):
+        channels = [keys.channel(topic) for topic in trades]
+        assert len({channel_node(r, ch) for ch in channels}) == 2
+        async with Sharded(r, channels) as sharded:
+            await _want(r, keys, "bot", trades)
+            a = await CollectorProcess.start(
+                redis_cluster.url, keys, emu.public_url, "a", tmp_path, **settings
+            )
+            procs.append(a)
+            await sharded.wait_for(lambda: all(sharded.on(ch) for ch in channels), 20)
+            b = await CollectorProcess.start(
+                redis_cluster.node_url, keys, emu.public_url, "b", tmp_path, **settings
+            )
+            procs.append(b)
+            await b.wait_log("standing by")
+
+            stopped_wall = time.time_ns() // 1_000_000
+            a.signal(signal.SIGSTOP)  # a's socket keeps filling with frames
+            await _until(lambda: _leader_is(r, keys, "b"), lease * 3 + 10)
+            took = time.monotonic()
+            await sharded.wait_for(
+                lambda: all(sharded.on(ch, took) for ch in channels), 15
+            )  # b publishes on both nodes
+            await asyncio.sleep(1.0)
+            a.signal(signal.SIGCONT)
+            await a.wait_log("lost")
+            woke = time.monotonic()
+            await asyncio.sleep(1.5)  # a's pending batches had their chance
+            await sharded.wait_for(lambda: all(sharded.on(ch, woke) for ch in channels), 15)
+            for channel in channels:
+                received = [orjson.loads(data) for data in sharded.on(channel)]
+                ids = Counter(event["sequential_id"] for event in received)
+                assert [sid for sid, n in ids.items() if n > 1] == [], f"duplicates on {channel}"
+                stale = [
+                    event
+                    for data in sharded.on(channel, took)
+                    if int((event := orjson.loads(data))["trade_timestamp"]) < stopped_wall
+                ]
+                assert stale == [], f"{len(stale)} of a's events published on {channel}"
+            assert "standing by" in a.log or "lost" in a.log
+
+
+async def _leader_is(r: aioredis.Redis, keys: Keys, collector_id: str) -> bool:
+    try:
+        value = await r.get(keys.leader)
+    except RedisError:
+        return False
+    return value is not None and parse_leader(value)[1] == collector_id
