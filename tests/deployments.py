@@ -212,7 +212,7 @@ class ClusterDeployment:
 
     @property
     def url(self) -> str:
-        """The explicit form (``redis+cluster://``); a plain ``redis://`` URL of any node works too."""
+        """The explicit form (``redis+cluster://``); a plain URL of any node works too."""
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
         return f"redis+cluster://{hosts}/"
 
@@ -251,7 +251,7 @@ class ClusterDeployment:
                         "1000",
                         "--notify-keyspace-events",
                         "Kgsx",
-                    ],  # fmt: skip
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -267,7 +267,7 @@ class ClusterDeployment:
                 "--cluster-replicas",
                 "0",
                 "--cluster-yes",
-            ],  # fmt: skip
+            ],
             capture_output=True,
             timeout=60,
             check=False,

@@ -180,7 +180,8 @@ async def test_the_contract_on_a_three_primary_cluster(
 
             # Fencing: every primary holds a copy of the leader's value.
             leader = await r.get(keys.leader)
-            assert leader is not None and parse_leader(leader)[1] == collector.collector_id
+            assert leader is not None
+            assert parse_leader(leader)[1] == collector.collector_id
             for host, port in primaries(r):
                 node = node_client(r, host, port)
                 try:
