@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from types import TracebackType
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, cast
 
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
@@ -45,6 +45,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from upbit_fanout.client._buffer import Buffer, Overflow
+from upbit_fanout.client._cluster_link import ClusterLink
 from upbit_fanout.client._errors import (
     ClientError,
     RedisUnavailableError,
@@ -58,7 +59,12 @@ from upbit_fanout.client._snapshot import take_snapshots
 from upbit_fanout.client._streams import PrivateStream, StreamGroup
 from upbit_fanout.client._util import default_client_id, transient_id
 from upbit_fanout.subscriptions.backoff import backoff
-from upbit_fanout.subscriptions.connection import follow_primary, redis_from_url
+from upbit_fanout.subscriptions.connection import (
+    cluster_of,
+    follow_primary,
+    open_redis,
+    redis_from_url,
+)
 from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import heartbeat_commands, lease_ms, release_commands
@@ -133,6 +139,7 @@ class FanoutClient:
         self._keys = Keys(key_prefix)
         self.client_id = client_id if client_id is not None else default_client_id()
         self._keys.intents(self.client_id)  # validates the client id at once
+        self._redis_url = redis if isinstance(redis, str) else None
         if isinstance(redis, str):
             self._url = redact_url(redis)
             self._redis: Redis = redis_from_url(redis)
@@ -141,6 +148,9 @@ class FanoutClient:
             self._url = "the given Redis client"
             self._redis = redis
             self._owns_redis = False
+        self._cluster = cluster_of(self._redis) is not None
+        if self._cluster:
+            self._keys = self._keys.clustered()  # docs/contract.md, "Redis Cluster"
         self._lease = float(lease_seconds)
         self._notices_wanted = notices
         self._upstream_gaps = upstream_gaps
@@ -207,6 +217,7 @@ class FanoutClient:
         if self._state != "new":
             raise ClientError("a FanoutClient can be opened only once; make a new one")
         try:
+            await self._detect_cluster()
             await self._redis.ping()
             link = await self._open_link()
         except (RedisError, OSError) as exc:
@@ -257,10 +268,24 @@ class FanoutClient:
         await self._close_redis()
         self._state = "closed"
 
+    async def _detect_cluster(self) -> None:
+        """A plain URL of a Redis Cluster node: switch to a cluster client (and cluster names)."""
+        if self._cluster or not self._owns_redis:
+            return
+        url = self._redis_url
+        if url is None:
+            return
+        redis = await open_redis(url)
+        if cluster_of(redis) is None:
+            await redis.aclose()
+            return
+        await self._redis.aclose()
+        self._redis, self._cluster, self._keys = redis, True, self._keys.clustered()
+
     async def _release(self) -> None:
         try:
             async with asyncio.timeout(_RELEASE_TIMEOUT):
-                async with self._redis.pipeline(transaction=True) as pipe:
+                async with self._redis.pipeline(transaction=not self._cluster) as pipe:
                     for command in release_commands(self._keys, self.client_id):
                         pipe.execute_command(*command)
                     await pipe.execute()
@@ -367,9 +392,11 @@ class FanoutClient:
             pipe.execute_command("EXISTS", key)
             for command in commands:
                 pipe.execute_command(*command)
-            if control:
+            if control and not self._cluster:
                 pipe.execute_command("PUBLISH", self._keys.control, self.client_id)
             results = await pipe.execute()
+        if control and self._cluster:  # a cluster transaction stays in the key's slot
+            await self._redis.publish(self._keys.control, self.client_id)
         expected = self._asserted
         self._asserted = bool(names)
         self._ever_wrote = True
@@ -412,7 +439,11 @@ class FanoutClient:
 
     # -- reader -------------------------------------------------------------------------------
     async def _open_link(self) -> PubSubLink:
-        link = PubSubLink(self._redis)
+        link = (
+            cast(PubSubLink, ClusterLink(self._redis, [self._notices_channel]))
+            if self._cluster
+            else PubSubLink(self._redis)
+        )
         channels = [self._notices_channel, *(self._keys.channel(name) for name in self._topics)]
         try:
             await link.open(channels)
@@ -681,9 +712,17 @@ class FanoutClient:
         if not names:
             return
         topics = [(name, self._topics[name]) for name in names]
-        values = await self._redis.execute_command(  # type: ignore[no-untyped-call]
-            "MGET", *(self._keys.last(name) for name, _ in topics), **{NEVER_DECODE: True}
-        )
+        if self._cluster:  # the last values live in their channels' slots: one GET each
+            values = [
+                await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                    "GET", self._keys.last(name), **{NEVER_DECODE: True}
+                )
+                for name, _ in topics
+            ]
+        else:
+            values = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "MGET", *(self._keys.last(name) for name, _ in topics), **{NEVER_DECODE: True}
+            )
         for (name, topic), value in zip(topics, values, strict=True):
             if value is not None and name in self._topics:
                 await self._deliver(Event(name, topic, bytes(value), cached=True))

@@ -19,15 +19,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, cast
 
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import RedisError
 
+from upbit_fanout.client._cluster_link import ClusterLink
 from upbit_fanout.client._errors import SnapshotTimeoutError
 from upbit_fanout.client._items import Event
 from upbit_fanout.client._link import PubSubLink
+from upbit_fanout.subscriptions.connection import cluster_of
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.keys import Keys, invalid_field
 from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS, heartbeat_commands, release_commands
@@ -38,7 +40,7 @@ __all__ = ["take_snapshots"]
 log = logging.getLogger(__name__)
 
 _LEASE_MARGIN: Final = 2.0
-_SUBSCRIBE: Final = b"subscribe"
+_SUBSCRIBED: Final = (b"subscribe", b"ssubscribe")
 _MESSAGE: Final = b"message"
 
 
@@ -66,11 +68,20 @@ async def take_snapshots(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     names = list(topics)
+    cluster = cluster_of(redis) is not None
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:  # SISMEMBER each rather than SMISMEMBER: works before Redis 6.2
             pipe.execute_command("SISMEMBER", keys.union, name)
-        pipe.execute_command("MGET", *(keys.last(name) for name in names), **{NEVER_DECODE: True})
-        *live_flags, values = await pipe.execute()
+        if cluster:  # last values live in their channels' slots: a GET each (one round trip)
+            for name in names:
+                pipe.execute_command("GET", keys.last(name), **{NEVER_DECODE: True})
+            replies = await pipe.execute()
+            live_flags, values = replies[: len(names)], replies[len(names) :]
+        else:
+            pipe.execute_command(
+                "MGET", *(keys.last(name) for name in names), **{NEVER_DECODE: True}
+            )
+            *live_flags, values = await pipe.execute()
 
     result: dict[str, Event] = {}
     now = time.time()
@@ -84,7 +95,7 @@ async def take_snapshots(
         return result
 
     by_channel = {keys.channel(name).encode(): name for name in pending}
-    link = PubSubLink(redis)
+    link = cast(PubSubLink, ClusterLink(redis, ())) if cluster else PubSubLink(redis)
     wrote = False
     try:
         await link.open(keys.channel(name) for name in pending)
@@ -107,7 +118,7 @@ async def take_snapshots(
             if not isinstance(msg, list) or len(msg) != 3:
                 continue
             kind = msg[0]
-            if kind == _SUBSCRIBE:
+            if kind in _SUBSCRIBED:
                 confirmed += 1
             elif kind == _MESSAGE:
                 hit = by_channel.get(msg[1])
@@ -128,17 +139,21 @@ async def take_snapshots(
 async def _write_transient(
     redis: Redis, keys: Keys, client_id: str, topics: Mapping[str, Topic], lease: float
 ) -> None:
+    cluster = cluster_of(redis) is not None
     async with redis.pipeline(transaction=True) as pipe:
         for command in heartbeat_commands(keys, client_id, topics, lease):
             pipe.execute_command(*command)
-        pipe.execute_command("PUBLISH", keys.control, client_id)
+        if not cluster:
+            pipe.execute_command("PUBLISH", keys.control, client_id)
         await pipe.execute()
+    if cluster:  # a cluster transaction stays in the intent key's slot
+        await redis.publish(keys.control, client_id)
 
 
 async def _release_transient(redis: Redis, keys: Keys, client_id: str) -> None:
     try:
         async with asyncio.timeout(2.0):
-            async with redis.pipeline(transaction=True) as pipe:
+            async with redis.pipeline(transaction=cluster_of(redis) is None) as pipe:
                 for command in release_commands(keys, client_id):
                     pipe.execute_command(*command)
                 await pipe.execute()

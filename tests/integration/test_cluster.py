@@ -210,6 +210,7 @@ async def test_the_client_library_ssubscribes_and_snapshots_from_last_values(
     keys = keys.clustered()
     async with Emulator(port=0, rate=200, seed=22) as emu:
         collector_redis = await open_redis(redis_cluster.url)
+        first_redis = await open_redis(redis_cluster.url)
         async with Collector(redis=collector_redis, keys=keys, upstream_url=emu.public_url, **FAST):
             async with FanoutClient(
                 redis=redis_cluster.url, key_prefix=keys.prefix, client_id="first"
@@ -222,18 +223,22 @@ async def test_the_client_library_ssubscribes_and_snapshots_from_last_values(
                             seen.add(item.topic)
                             if seen == set(TOPICS_A):
                                 break
-            # A second client joins later: its snapshot comes from the last values.
+                # Snapshots come from the last values, in their channels' slots.
+                snaps = await first.snapshots(TOPICS_A, timeout=5)
+                for topic in TOPICS_A:
+                    assert snaps[topic].cached, topic
+                    assert await first_redis.exists(keys.last(topic)), topic
+                    body = orjson.loads(snaps[topic].payload)
+                    assert (body["type"], body["code"]) == tuple(topic.split(":"))
+            # A topic nobody wants yet: the snapshot writes a transient intent and SSUBSCRIBEs.
             async with FanoutClient(
-                redis=redis_cluster.url, key_prefix=keys.prefix, client_id="second"
+                redis=redis_cluster.node_url, key_prefix=keys.prefix, client_id="second"
             ) as second:
-                await second.subscribe("ticker:KRW-BTC")
-                async with asyncio.timeout(20):
-                    async for item in second:
-                        if isinstance(item, Event):
-                            assert item.cached, "the first event is the snapshot"
-                            assert item.topic == "ticker:KRW-BTC"
-                            break
+                fresh = await second.snapshot("trade:KRW-XRP", timeout=15)
+                assert not fresh.cached
+                assert fresh.topic == "trade:KRW-XRP"
         await collector_redis.aclose()
+        await first_redis.aclose()
 
 
 @pytest.mark.slow
