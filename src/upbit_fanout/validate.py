@@ -37,12 +37,18 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix")
 def redis_url(text: str) -> str:
     """A URL redis-py can connect to: ``redis://[[user]:password@]host[:port][/db]``,
     ``rediss://...`` (TLS) or ``unix:///path/to/socket``; or a Sentinel URL,
-    ``redis+sentinel://host:port[,host:port]/service_name[/db]`` (docs/operations.md)."""
+    ``redis+sentinel://host:port[,host:port]/service_name[/db]``; or a Redis Cluster URL,
+    ``redis+cluster://host:port[,host:port]/`` (docs/operations.md)."""
     expected = (
         "a Redis URL such as redis://localhost:6379/0 (or rediss://, unix:///path, "
-        "redis+sentinel://host:26379/service)"
+        "redis+sentinel://host:26379/service, redis+cluster://host:7000,host:7001/)"
     )
     scheme = text.strip().partition("://")[0].lower()
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from upbit_fanout.subscriptions.connection import parse_cluster_url  # noqa: PLC0415
+
+        parse_cluster_url(text.strip())  # its ValueError says what would be right
+        return text.strip()
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         # Imported here: only a Sentinel URL pays for redis-py's import.
         from upbit_fanout.subscriptions.connection import parse_sentinel_url  # noqa: PLC0415

@@ -29,6 +29,8 @@ from tests.collector.service_support import FAST
 from tests.deployments import ClusterDeployment
 from upbit_fanout.client import Event, FanoutClient
 from upbit_fanout.collector import Collector
+from upbit_fanout.collector.publisher import Publisher
+from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.connection import (
     channel_node,
@@ -38,10 +40,11 @@ from upbit_fanout.subscriptions.connection import (
     primaries,
 )
 from upbit_fanout.subscriptions.keys import Keys
-from upbit_fanout.subscriptions.lease import parse_leader
+from upbit_fanout.subscriptions.lease import TAKE_SCRIPT, LeaseLost, parse_leader
 
 TOPICS_A = ["ticker:KRW-BTC", "trade:KRW-BTC", "ticker:KRW-ETH"]
 TOPICS_B = ["ticker:KRW-XRP", "orderbook:KRW-ETH.5", "trade:KRW-XRP"]
+CODES = ["KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA", "KRW-TRX"]
 
 
 @dataclass
@@ -251,14 +254,13 @@ async def test_a_paused_leader_publishes_nothing_on_any_node_after_a_takeover(
     keys = keys.clustered()
     lease = 2.0
     settings = {"leader_lease": str(lease), "backoff_initial": "0.05", "ping_interval": "2"}
-    trades = [topic for topic in TOPICS_A + TOPICS_B if topic.startswith("trade:")]
     async with (
         _cluster_client(redis_cluster) as r,
         Emulator(port=0, seed=23, rate=300) as emu,
         collector_processes() as procs,
     ):
+        trades = _spread(r, keys, [f"trade:{code}" for code in CODES])
         channels = [keys.channel(topic) for topic in trades]
-        assert len({channel_node(r, ch) for ch in channels}) == 2
         async with Sharded(r, channels) as sharded:
             await _want(r, keys, "bot", trades)
             a = await CollectorProcess.start(
@@ -298,9 +300,88 @@ async def test_a_paused_leader_publishes_nothing_on_any_node_after_a_takeover(
             assert "standing by" in a.log or "lost" in a.log
 
 
+def _spread(r: aioredis.Redis, keys: Keys, topics: list[str]) -> list[str]:
+    """One topic per node (the first whose channel that node owns), at least two nodes."""
+    picked: dict[tuple[str, int], str] = {}
+    for topic in topics:
+        picked.setdefault(channel_node(r, keys.channel(topic)), topic)
+    assert len(picked) >= 2, "the topics' channels must span nodes"
+    return sorted(picked.values())
+
+
 async def _leader_is(r: aioredis.Redis, keys: Keys, collector_id: str) -> bool:
     try:
         value = await r.get(keys.leader)
     except RedisError:
         return False
     return value is not None and parse_leader(value)[1] == collector_id
+
+
+async def _take(r: aioredis.Redis, keys: Keys, collector_id: str, lease_ms: int) -> bytes:
+    """What a collector does to take the lease (TAKE_SCRIPT, in the collector's own slot)."""
+    reply = await r.eval(
+        TAKE_SCRIPT, 2, keys.leader, keys.leader_token, collector_id, lease_ms, "0"
+    )
+    assert reply[0] == 1, reply
+    return bytes(reply[1])
+
+
+async def test_fencing_holds_on_every_node_after_a_takeover(
+    redis_cluster: ClusterDeployment, keys: Keys
+) -> None:
+    """The property fencing must keep on a cluster, checked directly: once a new leader has
+    taken P:leader and installed its value on every node, a former leader's batch (spanning
+    every node, private stream included) writes NOTHING anywhere: no SPUBLISH, no last value, no
+    stream entry. A node that lost its fence copy refuses the former leader too, and the new
+    leader puts the copy back and publishes."""
+    keys = keys.clustered()
+    async with _cluster_client(redis_cluster) as r:
+        topics = _spread(r, keys, [f"ticker:{code}" for code in CODES])
+        items = [
+            Outgoing(topic=topic, payload=f'{{"n":"{topic}"}}'.encode(), private=False, type="x")
+            for topic in topics
+        ]
+        private = Outgoing(
+            topic="myAsset", payload=b'{"a":1}', private=True, type="myAsset", identity="i-1"
+        )
+        old = Publisher(r, keys)
+        old.fence = (keys.leader.encode(), await _take(r, keys, "old", 1000))
+        channels = [keys.channel(topic) for topic in topics]
+        async with Sharded(r, channels) as sharded:
+            await old.publish([*items, private])
+            await sharded.wait_for(lambda: all(sharded.on(ch) for ch in channels), 10)
+            assert old.fence_installs == 1
+            await r.delete(keys.leader)  # the old leader's lease lapsed (it was paused)
+            new = Publisher(r, keys)
+            new.fence = (keys.leader.encode(), await _take(r, keys, "new", 30_000))
+            await new.install_fence()
+            before = {ch: len(sharded.on(ch)) for ch in channels}
+            stream_before = await r.xlen(keys.stream("myAsset"))
+
+            stale = [Outgoing(t, b'{"stale":1}', False, "x") for t in topics]
+            with pytest.raises(LeaseLost):
+                await old.publish([*stale, private])
+            # A node whose copy is gone (a restart, a slot moved): refused too, not re-installed.
+            first_copy = keys.fence(new._fence_tag(_owner_name(r, channels[0])))
+            assert await r.delete(first_copy) == 1
+            with pytest.raises(LeaseLost):
+                await old.publish(stale[:1])
+            assert await r.exists(first_copy) == 0, "the former leader re-installed a fence"
+
+            # The new leader puts the copy back by itself and publishes on every node.
+            fresh = [Outgoing(t, b'{"fresh":1}', False, "x") for t in topics]
+            await new.publish(fresh)
+            await sharded.wait_for(
+                lambda: all(b'{"fresh":1}' in sharded.on(ch) for ch in channels), 10
+            )
+            for channel, topic in zip(channels, topics, strict=True):
+                assert b'{"stale":1}' not in sharded.on(channel)
+                assert len(sharded.on(channel)) == before[channel] + 1
+                assert await r.get(keys.last(topic)) == b'{"fresh":1}'
+            assert await r.xlen(keys.stream("myAsset")) == stream_before == 1
+            assert old.fenced_batches == 2
+
+
+def _owner_name(r: aioredis.Redis, channel: str) -> str:
+    host, port = channel_node(r, channel)
+    return f"{host}:{port}"
