@@ -31,6 +31,7 @@ from upbit_fanout.client import Event, FanoutClient
 from upbit_fanout.collector import Collector
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing
+from upbit_fanout.commands.status import gather
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.connection import (
     channel_node,
@@ -178,8 +179,17 @@ async def test_the_contract_on_a_three_primary_cluster(
             assert status["collector_id"] == collector.collector_id
             assert status["state"] == "subscribed", status
             assert int(status["union_size"]) == len(TOPICS_A + TOPICS_B)
+            # The operator's view (upbit-fanout status / check) reads it all from the cluster.
+            report = await gather(redis_cluster.node_url, Keys(keys.prefix))
+            assert report["collector"]["state"] == "subscribed"
+            assert report["collector_listening"] is True
+            assert sorted(c["client_id"] for c in report["clients"]) == ["a", "b"]
+            assert report["union"] == sorted(TOPICS_A + TOPICS_B)
+            assert report["leader"]["collector_id"] == collector.collector_id
             # The canary is published and received through sharded pub/sub too.
             await sharded.wait_for(lambda: bool(sharded.on(keys.canary)), 15)
+            # ... and the collector's own canary listener (SSUBSCRIBEd on its node) got it back.
+            await _until(lambda: _field(r, keys, "canary_ok_at"), 15)
 
             # Fencing: every primary holds a copy of the leader's value.
             leader = await r.get(keys.leader)
@@ -199,6 +209,10 @@ async def test_the_contract_on_a_three_primary_cluster(
             await _until(lambda: _union_is(r, keys, set(TOPICS_A)), 10)
             assert int((await r.hget(keys.status, "union_size")) or 0) == len(TOPICS_A)
         await collector_redis.aclose()
+
+
+async def _field(r: aioredis.Redis, keys: Keys, name: str) -> bool:
+    return bool(await r.hget(keys.status, name))
 
 
 async def _union_is(r: aioredis.Redis, keys: Keys, topics: set[str]) -> bool:

@@ -95,9 +95,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def gather(url: str, keys: Keys, *, now: float | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as the ``--json`` object."""
-    from upbit_fanout.subscriptions.connection import redis_from_url  # noqa: PLC0415 - kept off --help's path
+    from upbit_fanout.subscriptions.connection import cluster_of, open_redis  # noqa: PLC0415
 
-    redis = redis_from_url(url, socket_connect_timeout=3.0, socket_timeout=5.0)
+    redis = await open_redis(url, socket_connect_timeout=3.0, socket_timeout=5.0)
+    if cluster_of(redis) is not None:
+        keys = keys.clustered()  # docs/contract.md, "Redis Cluster"
     try:
         return await _gather(redis, url, keys, time.time() if now is None else now)
     finally:
@@ -108,18 +110,40 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
     from redis.exceptions import ResponseError  # noqa: PLC0415 - kept off --help's path
 
     from upbit_fanout.collector.intents import clip  # noqa: PLC0415
+    from upbit_fanout.subscriptions.connection import cluster_primaries, node_client  # noqa: PLC0415
     from upbit_fanout.subscriptions.keys import split_invalid_field  # noqa: PLC0415
     from upbit_fanout.subscriptions.lease import parse_leader  # noqa: PLC0415
     from upbit_fanout.subscriptions.redact import redact_url  # noqa: PLC0415
 
+    nodes = await cluster_primaries(redis)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.status)
         pipe.smembers(keys.union)
         pipe.hgetall(keys.invalid)
         pipe.get(keys.leader)
         pipe.pttl(keys.leader)
-        pipe.pubsub_numsub(keys.control)
-        status_raw, union_raw, invalid_raw, leader_raw, leader_ttl, numsub = await pipe.execute()
+        if nodes is None:
+            pipe.pubsub_numsub(keys.control)
+            (
+                status_raw,
+                union_raw,
+                invalid_raw,
+                leader_raw,
+                leader_ttl,
+                numsub,
+            ) = await pipe.execute()
+        else:
+            status_raw, union_raw, invalid_raw, leader_raw, leader_ttl = await pipe.execute()
+    if nodes is not None:
+        # A cluster counts classic subscribers per node: the collector listens on one of them.
+        numsub = [(keys.control, 0)]
+        for host, port in nodes:
+            node = node_client(redis, host, port)
+            try:
+                counted = await node.pubsub_numsub(keys.control)
+                numsub = [(keys.control, int(numsub[0][1]) + int(counted[0][1]))]
+            finally:
+                await node.aclose()
 
     clients, bad_keys = await _read_clients(redis, keys)
     standbys: list[dict[str, Any]] = []
