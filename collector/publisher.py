@@ -211,6 +211,7 @@ class Publisher:
         self._cluster = cluster_of(redis)
         self._fence_tags: dict[str, str] = {}  # cluster node name -> tag of its fence copy
         self._fenced_with: bytes | None = None  # the value installed on every node's copy
+        self._owner: dict[bytes, str] = {}  # channel or stream key -> its node, as last seen
         self.fence_installs = 0
 
     def counters(self) -> dict[str, int]:
@@ -342,10 +343,15 @@ class Publisher:
             await self.install_fence()
         groups: dict[str, _NodeBatch] = {}
         nodes = cluster.nodes_manager
+        owner = self._owner  # channel / stream key -> node name; cleared when the map changes
+        if len(owner) >= 100_000:  # bounded, like the name cache
+            owner.clear()
         for item in batch:
             if item.publish:
                 channel, last_key = self._names.get(item.topic) or self._name(item.topic)
-                node = nodes.get_node_from_slot(key_slot(channel)).name
+                node = owner.get(channel)
+                if node is None:
+                    node = owner[channel] = nodes.get_node_from_slot(key_slot(channel)).name
                 group = groups.get(node) or groups.setdefault(node, _NodeBatch())
                 group.publish += (channel, item.payload)
                 group.last[last_key] = len(group.publish) // 2
@@ -367,6 +373,7 @@ class Publisher:
             if "non local key" in text or "MOVED" in text or "ASK" in text:
                 await refresh_slots(self._redis)
                 self._fence_tags.clear()
+                self._owner.clear()
             raise
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
@@ -442,6 +449,7 @@ class Publisher:
         }
         await refresh_slots(self._redis)
         self._fence_tags.clear()
+        self._owner.clear()
         for node in cluster.get_primaries():
             found.add(self._keys.fence(self._fence_tag(node.name)).encode())
         for key in sorted(found):

@@ -1,0 +1,419 @@
+"""Fan-out capacity: a single Redis versus a three-primary Redis Cluster, in one run.
+
+    .venv/bin/python bench/fanout_capacity.py                  # N = 4 and 8, 6 s each, writes
+                                                               # bench/results/fanout_capacity.json
+    .venv/bin/python bench/fanout_capacity.py --subscribers 2 --seconds 3 --no-write
+
+What runs, per deployment and per N:
+
+- Redis: a ``redis-server`` the bench starts on a free loopback port (``--save ""``), and a
+  Cluster of three ``redis-server --cluster-enabled yes`` joined with ``redis-cli --cluster
+  create`` (no replicas). Both are stopped at the end. Nothing touches the shared server.
+- publisher: this process, the collector's own :class:`collector.publisher.Publisher` (fenced,
+  as a leader publishes: one Lua script per batch on a single Redis; one script per node, with
+  ``SPUBLISH``, on the Cluster), sending batches of ``--batch`` events round-robin over
+  ``--topics`` ticker topics (about a third of the channels on each Cluster node), as fast as
+  it can. A 200-byte payload.
+- N subscriber processes (``--role subscriber``), each subscribed to EVERY topic (a consumer of
+  the whole feed: the fan-out worst case), reading with a bare socket and hiredis's reply parser
+  (no client library: the bench measures Redis, not Python): ``SUBSCRIBE`` on the single Redis,
+  ``SSUBSCRIBE`` of each channel on the node owning its slot on the Cluster (one socket per
+  node). Each counts the messages it receives inside the measuring window (SIGUSR1 opens it,
+  SIGUSR2 closes it; one second of warm-up before).
+
+Reported per run: ``deliveries_per_second`` (messages received by all subscribers in the window
+/ window), ``published_per_second``, the CPU of each Redis process over the window (from
+``/proc/PID/stat``, utime + stime, in percent of one core), ``redis_cpu_us_per_delivery`` (all
+Redis CPU / deliveries) and ``extrapolated_ceiling_per_second``: the delivery rate at which the
+busiest Redis process would use a whole core at the measured cost per delivery. That last one
+is an extrapolation (Redis's cost per message is close to linear until its core is full), given
+because on a small machine the publisher and the subscribers, not Redis, run out of CPU first.
+
+Caveat printed with the figures: the machine this was written on has 2 cores, shared with other
+work; the publisher and the subscribers run on the same 2 cores as every Redis process, so the
+figures show where CPU goes (how the Cluster spreads the fan-out over three processes), not what
+three machines would do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hiredis
+import redis
+
+from upbit_fanout.collector.publisher import Publisher
+from upbit_fanout.collector.routing import Outgoing
+from upbit_fanout.subscriptions.connection import channel_node, open_redis
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.lease import TAKE_SCRIPT
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fanout_capacity.json"
+CODES = [f"KRW-C{i:03d}" for i in range(1000)]
+TICKS = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+# -- deployments ------------------------------------------------------------------------------
+def _free_port() -> int:
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port > 55535:  # a cluster node's bus port is port + 10000
+            continue
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def _wait_ping(port: int) -> None:
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+class Deployment:
+    def __init__(self, kind: str, workdir: Path) -> None:
+        self.kind = kind
+        self.workdir = workdir
+        self.ports: list[int] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        if self.kind == "single":
+            return f"redis://127.0.0.1:{self.ports[0]}/0"
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/"
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise SystemExit("redis-server is not installed")
+        count = 1 if self.kind == "single" else 3
+        self.ports = [_free_port() for _ in range(count)]
+        for port in self.ports:
+            args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--dir", str(self.workdir),
+                    "--dbfilename", f"dump-{port}.rdb",
+                    "--client-output-buffer-limit", "pubsub 256mb 256mb 0"]  # fmt: skip
+            if self.kind == "cluster":
+                args += ["--cluster-enabled", "yes", "--cluster-config-file",
+                         f"nodes-{port}.conf", "--cluster-node-timeout", "2000"]  # fmt: skip
+            self.processes.append(
+                subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        for port in self.ports:
+            _wait_ping(port)
+        if self.kind == "cluster":
+            cli = shutil.which("redis-cli")
+            if cli is None:
+                raise SystemExit("redis-cli is not installed")
+            subprocess.run(
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{p}" for p in self.ports),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            deadline = time.monotonic() + 30
+            while not all(self._ok(port) for port in self.ports):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not settle")
+                time.sleep(0.1)
+
+    @staticmethod
+    def _ok(port: int) -> bool:
+        client = redis.Redis(port=port)
+        try:
+            info = client.cluster("INFO")
+            return bool(
+                info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == 3
+            )
+        finally:
+            client.close()
+
+    def cpu_seconds(self) -> list[float]:
+        """utime + stime of each Redis process, in seconds."""
+        out = []
+        for process in self.processes:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) * TICKS)
+        return out
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+# -- subscriber process -----------------------------------------------------------------------
+def _pack(*args: str) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def subscriber(spec: dict[str, Any]) -> None:
+    """Subscribe to every channel, count messages in the window, print the count at SIGTERM."""
+    counts = {"total": 0, "opened": 0, "closed": 0}
+    state = {"open": False, "done": False}
+
+    def opened(*_: object) -> None:
+        counts["opened"] = counts["total"]
+        state["open"] = True
+
+    def closed(*_: object) -> None:
+        counts["closed"] = counts["total"]
+
+    def done(*_: object) -> None:
+        state["done"] = True
+
+    signal.signal(signal.SIGUSR1, opened)
+    signal.signal(signal.SIGUSR2, closed)
+    signal.signal(signal.SIGTERM, done)
+    selector = selectors.DefaultSelector()
+    expected = 0
+    for (host, port), channels in spec["by_node"]:
+        sock = socket.create_connection((host, port))
+        command = "SSUBSCRIBE" if spec["sharded"] else "SUBSCRIBE"
+        sock.sendall(b"".join(_pack(command, channel) for channel in channels))
+        expected += len(channels)
+        selector.register(sock, selectors.EVENT_READ, hiredis.Reader())
+    confirmed = 0
+    announced = False
+    while not state["done"]:
+        for key, _ in selector.select(timeout=0.2):
+            try:
+                data = key.fileobj.recv(1 << 20)  # type: ignore[union-attr]
+            except InterruptedError:
+                continue
+            if not data:
+                state["done"] = True
+                break
+            reader = key.data
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                kind = reply[0]
+                if kind in (b"message", b"smessage"):
+                    counts["total"] += 1
+                elif kind in (b"subscribe", b"ssubscribe"):
+                    confirmed += 1
+        if not announced and confirmed >= expected:
+            print("ready", flush=True)
+            announced = True
+    print(json.dumps({"window": counts["closed"] - counts["opened"]}), flush=True)
+
+
+# -- the run ----------------------------------------------------------------------------------
+async def run_one(
+    deployment: Deployment, n: int, topics: int, batch: int, seconds: float
+) -> dict[str, Any]:
+    keys = Keys(f"cap{os.getpid()}n{n}")
+    r = await open_redis(deployment.url)
+    if deployment.kind == "cluster":
+        keys = keys.clustered()
+    names = [f"ticker:{code}" for code in CODES[:topics]]
+    channels = [keys.channel(name) for name in names]
+    by_node: dict[tuple[str, int], list[str]] = {}
+    for channel in channels:
+        node = (
+            channel_node(r, channel)
+            if deployment.kind == "cluster"
+            else ("127.0.0.1", deployment.ports[0])
+        )
+        by_node.setdefault(node, []).append(channel)
+    spec = json.dumps({"by_node": list(by_node.items()), "sharded": deployment.kind == "cluster"})
+    subs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--role",
+            "subscriber",
+            "--spec",
+            spec,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(n)
+    ]
+    try:
+        for sub in subs:
+            assert sub.stdout is not None
+            line = await asyncio.wait_for(sub.stdout.readline(), 30)
+            assert line.strip() == b"ready", line
+        publisher = Publisher(r, keys)
+        reply = await r.eval(TAKE_SCRIPT, 2, keys.leader, keys.leader_token, "bench", 600_000, "0")
+        publisher.fence = (keys.leader.encode(), bytes(reply[1]))
+        payload = (
+            b'{"type":"ticker","code":"KRW-C000","trade_price":"1.0","pad":"' + b"x" * 140 + b'"}'
+        )
+        items = [
+            Outgoing(topic=name, payload=payload, private=False, type="ticker") for name in names
+        ]
+        stop = asyncio.Event()
+        sent = {"n": 0}
+
+        async def pump() -> None:
+            i = 0
+            while not stop.is_set():
+                chunk = [items[(i + k) % len(items)] for k in range(batch)]
+                i += batch
+                await publisher.publish(chunk)
+                sent["n"] += batch
+
+        task = asyncio.create_task(pump())
+        await asyncio.sleep(1.0)  # warm-up
+        for sub in subs:
+            sub.send_signal(signal.SIGUSR1)
+        sent0, cpu0, t0 = sent["n"], deployment.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(seconds)
+        for sub in subs:
+            sub.send_signal(signal.SIGUSR2)
+        sent1, cpu1, t1 = sent["n"], deployment.cpu_seconds(), time.monotonic()
+        stop.set()
+        await task
+        window = t1 - t0
+        delivered = 0
+        for sub in subs:
+            sub.send_signal(signal.SIGTERM)
+            assert sub.stdout is not None
+            out = await asyncio.wait_for(sub.stdout.readline(), 30)
+            delivered += int(json.loads(out)["window"])
+            await sub.wait()
+        cpu = [(b - a) / window for a, b in zip(cpu0, cpu1, strict=True)]
+        per_second = delivered / window
+        return {
+            "deployment": deployment.kind,
+            "subscribers": n,
+            "topics": topics,
+            "batch": batch,
+            "window_seconds": round(window, 2),
+            "published_per_second": round((sent1 - sent0) / window),
+            "deliveries_per_second": round(delivered / window),
+            "redis_cpu_percent": [
+                round(100 * (b - a) / window, 1) for a, b in zip(cpu0, cpu1, strict=True)
+            ],
+            "channels_per_node": sorted(len(v) for v in by_node.values()),
+            "redis_cpu_us_per_delivery": round(1e6 * sum(cpu) / max(delivered / window, 1), 3),
+            # An extrapolation, not a measurement: the deliveries per second at which the
+            # busiest Redis process would reach one full core at this run's cost per delivery.
+            "extrapolated_ceiling_per_second": round(per_second / max(*cpu, 1e-9)),
+        }
+    finally:
+        for sub in subs:
+            with contextlib.suppress(ProcessLookupError):
+                sub.kill()
+        await r.aclose()
+
+
+async def main(args: argparse.Namespace) -> None:
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="fanout-capacity-") as workdir:
+        for kind in ("single", "cluster"):
+            path = Path(workdir) / kind
+            path.mkdir()
+            deployment = Deployment(kind, path)
+            deployment.start()
+            try:
+                for n in args.subscribers:
+                    result = await run_one(deployment, n, args.topics, args.batch, args.seconds)
+                    results.append(result)
+                    print(
+                        f"{kind:8} N={n:2}: {result['deliveries_per_second']:>9,} deliveries/s, "
+                        f"{result['published_per_second']:>8,} published/s, Redis CPU "
+                        f"{result['redis_cpu_percent']} % of a core, "
+                        f"{result['redis_cpu_us_per_delivery']} us Redis CPU/delivery, ceiling "
+                        f"~{result['extrapolated_ceiling_per_second']:,}/s (extrapolated)",
+                        flush=True,
+                    )
+            finally:
+                deployment.stop()
+    note = (
+        f"{os.cpu_count()} cores shared with other work at the time; publisher, subscribers "
+        "and every Redis process compete for them"
+    )
+    print(f"machine: {note}")
+    if not args.no_write:
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(
+            json.dumps(
+                {
+                    "command": "python bench/fanout_capacity.py " + " ".join(sys.argv[1:]),
+                    "machine": {
+                        "cores": os.cpu_count(),
+                        "python": platform.python_version(),
+                        "note": note,
+                    },
+                    "redis_version": args.redis_version,
+                    "results": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        print(f"wrote {RESULTS}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--role", choices=["main", "subscriber"], default="main")
+    parser.add_argument("--spec", default="")
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--topics", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if args.role == "subscriber":
+        spec = json.loads(args.spec)
+        spec["by_node"] = [(tuple(node), channels) for node, channels in spec["by_node"]]
+        subscriber(spec)
+        return
+    args.redis_version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    cli()
