@@ -368,9 +368,10 @@ async def main(args: argparse.Namespace) -> None:
                     )
             finally:
                 deployment.stop()
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     note = (
-        f"{os.cpu_count()} cores shared with other work at the time; publisher, subscribers "
-        "and every Redis process compete for them"
+        f"{os.cpu_count()} cores shared with other work at the time (load average {load} at "
+        "the end); publisher, subscribers and every Redis process compete for them"
     )
     print(f"machine: {note}")
     if not args.no_write:

@@ -16,8 +16,9 @@ Two ways to send a batch, both one round trip:
     and XADD calls inside Redis. redis-py's command packing and reply parsing are pure Python
     per command and per argument, so this keeps the collector's cost per event at a few hundred
     nanoseconds. The script is loaded on first use and again after ``NOSCRIPT`` (a Redis
-    restart). It names keys inside its argument, so it is not Redis Cluster safe (the cluster
-    design uses sharded pub/sub anyway, docs/contract.md "Where it grows").
+    restart). It names keys inside its argument; on a Redis Cluster the batch is split by node
+    and each node runs :data:`CLUSTER_PUBLISH_SCRIPT` (``SPUBLISH``, only that node's keys,
+    checking that node's fence copy ``P:fence:{N}``: docs/contract.md, "Redis Cluster").
 ``pipeline``
     A non-transactional pipeline: N ``PUBLISH`` + one ``MSET`` + one ``XADD`` per private item.
     Kept for comparison (``bench/collector_throughput.py`` measures both) and for servers where
