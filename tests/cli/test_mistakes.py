@@ -28,6 +28,7 @@ ENV_CASES: list[tuple[dict[str, str], str, str]] = [
     ({"REDIS_URL": "redis://localhost:6379/zero"}, "UPBIT_FANOUT_REDIS_URL", "number"),
     ({"REDIS_URL": "redis+sentinel://h1:26379,h2:26379"}, "UPBIT_FANOUT_REDIS_URL", "service"),
     ({"REDIS_URL": f"redis+sentinel://:{PASSWORD}@h:1/svc/x"}, "UPBIT_FANOUT_REDIS_URL", "number"),
+    ({"REDIS_URL": f"redis+cluster://:{PASSWORD}@h:1/3"}, "UPBIT_FANOUT_REDIS_URL", "database 0"),
     ({"KEY_PREFIX": "up:bit"}, "UPBIT_FANOUT_KEY_PREFIX", "':'"),
     ({"KEY_PREFIX": ""}, "UPBIT_FANOUT_KEY_PREFIX", "non-empty"),
     ({"UPBIT_WS_URL": "https://api.upbit.com/websocket/v1"}, "UPBIT_FANOUT_UPBIT_WS_URL", "wss://"),
@@ -213,3 +214,6 @@ def test_good_settings_pass_and_empty_keys_mean_none(monkeypatch: pytest.MonkeyP
     sentinel = "redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/fanout/0"
     monkeypatch.setenv("UPBIT_FANOUT_REDIS_URL", sentinel)
     assert Settings().redis_url == sentinel
+    cluster = "redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001/"
+    monkeypatch.setenv("UPBIT_FANOUT_REDIS_URL", cluster)
+    assert Settings().redis_url == cluster

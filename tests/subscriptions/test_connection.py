@@ -6,8 +6,12 @@ import pytest
 from redis.asyncio import Redis
 
 from upbit_fanout.subscriptions.connection import (
+    ClusterURL,
     SentinelURL,
+    cluster_of,
+    is_cluster_url,
     is_sentinel_url,
+    parse_cluster_url,
     parse_sentinel_url,
     redis_from_url,
 )
@@ -107,8 +111,54 @@ async def test_a_sentinel_client_asks_for_the_named_service_and_closes_its_senti
             "redis+sentinel://h1,h2/mymaster?sentinel_password=s3cret",
             "redis+sentinel://h1,h2/mymaster?sentinel_password=***",
         ),
+        (
+            "redis+cluster://u:s3cret@h1:7000,h2:7001/",
+            "redis+cluster://u:***@h1:7000,h2:7001/",
+        ),
     ],
 )
 def test_redact_url_hides_every_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert "s3cret" not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis+cluster://h1:7000,h2:7001/", ClusterURL((("h1", 7000), ("h2", 7001)))),
+        ("redis+cluster://h1", ClusterURL((("h1", 6379),))),
+        ("redis+cluster://h1:7000/0", ClusterURL((("h1", 7000),))),
+        (
+            "rediss+cluster://u:p%40ss@[::1]:7000/",
+            ClusterURL((("::1", 7000),), username="u", password="p@ss", ssl=True),
+        ),
+    ],
+)
+def test_cluster_urls_parse(url: str, expected: ClusterURL) -> None:
+    assert parse_cluster_url(url) == expected
+    assert is_cluster_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+cluster:///", "names at least one node"),
+        ("redis+cluster://h1:7000/1", "only database 0"),
+        ("redis+cluster://h1:99999/", "port is a number from 1 to 65535"),
+        ("redis+cluster://h1:7000/?db=1", "takes no parameters"),
+        ("redis://h1:7000/", r"starts with redis\+cluster://"),
+    ],
+)
+def test_bad_cluster_urls_say_what_would_be_right(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_cluster_url(url)
+
+
+def test_a_cluster_url_makes_a_cluster_client_and_no_password_shows() -> None:
+    client = redis_from_url("redis+cluster://user:s3cret@127.0.0.1:7000,127.0.0.1:7001/")
+    assert cluster_of(client) is not None
+    assert "s3cret" not in repr(parse_cluster_url("redis+cluster://u:s3cret@h:1/"))
+    with pytest.raises(ValueError, match="database 0") as caught:
+        parse_cluster_url("redis+cluster://u:s3cret@h:1/5")
+    assert "s3cret" not in str(caught.value)
+    assert cluster_of(redis_from_url("redis://127.0.0.1:7000/0")) is None
