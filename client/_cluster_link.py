@@ -83,6 +83,7 @@ class ClusterLink:
         self._nodes: dict[tuple[str, int], _Node] = {}
         self._home: tuple[str, int] | None = None
         self._queue: asyncio.Queue[list[Any] | BaseException] = asyncio.Queue(_QUEUE_SIZE)
+        self._lock = asyncio.Lock()  # one (un)subscription at a time: a node connects once
         self.channels: frozenset[str] = frozenset()
         self.replaced = False  # connections are our own; a break raises instead
 
@@ -91,15 +92,21 @@ class ClusterLink:
         if not names:
             raise ValueError("a pub/sub link needs at least one channel")
         await refresh_slots(self._redis)
-        await self._subscribe(names)
+        async with self._lock:
+            await self._subscribe(names)
         self.channels = frozenset(names)
 
     async def _node(self, address: tuple[str, int]) -> _Node:
         node = self._nodes.get(address)
         if node is None:
-            node = self._nodes[address] = _Node(self._redis, address)
-            await node.connect()
+            node = _Node(self._redis, address)
+            try:
+                await node.connect()
+            except BaseException:
+                await node.close()
+                raise
             node.task = asyncio.create_task(self._read(node))
+            self._nodes[address] = node
         return node
 
     async def _subscribe(self, names: list[str], *, undo: bool = False) -> None:
@@ -116,19 +123,21 @@ class ClusterLink:
     async def send(self, *args: str | bytes | int) -> None:
         """SUBSCRIBE / UNSUBSCRIBE (of any channels) or PING (every node)."""
         command = str(args[0]).upper()
-        if command == "PING":
-            for node in list(self._nodes.values()):
-                await node.send("PING")
-            return
         names = [a.decode() if isinstance(a, bytes) else str(a) for a in args[1:]]
-        if command == "SUBSCRIBE":
-            await self._subscribe(names)
-            self.channels |= frozenset(names)
-        elif command == "UNSUBSCRIBE":
-            self.channels -= frozenset(names)  # first: the confirmation is no slot move
-            await self._subscribe(names, undo=True)
-        else:
-            raise ValueError(f"a cluster link sends SUBSCRIBE, UNSUBSCRIBE or PING, not {command}")
+        async with self._lock:
+            if command == "PING":
+                for node in list(self._nodes.values()):
+                    await node.send("PING")
+            elif command == "SUBSCRIBE":
+                await self._subscribe(names)
+                self.channels |= frozenset(names)
+            elif command == "UNSUBSCRIBE":
+                self.channels -= frozenset(names)  # first: the confirmation is no slot move
+                await self._subscribe(names, undo=True)
+            else:
+                raise ValueError(
+                    f"a cluster link sends SUBSCRIBE, UNSUBSCRIBE or PING, not {command}"
+                )
 
     async def _read(self, node: _Node) -> None:
         conn = node.conn

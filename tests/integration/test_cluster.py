@@ -204,11 +204,43 @@ async def test_the_contract_on_a_three_primary_cluster(
                 finally:
                     await node.aclose()
 
+            # redis-cli users: -c follows the MOVED to the node owning the channel's slot, from
+            # any node; and `upbit-fanout tail` (the client library) given one node's URL.
+            other = next(p for p in redis_cluster.ports if p != nodes["ticker:KRW-ETH"][1])
+            cli = await _lines_of(
+                "redis-cli", "-c", "-p", str(other), "SSUBSCRIBE", keys.channel("ticker:KRW-ETH")
+            )
+            tail = await _lines_of(
+                str(COMMAND), "tail", "--redis-url", redis_cluster.node_url,
+                "--key-prefix", keys.prefix, "--count", "2", "ticker:KRW-XRP",
+            )  # fmt: skip
+            assert any(b'"code":"KRW-ETH"' in line for line in cli), cli
+            assert len(tail) == 2
+            assert all(orjson.loads(line)["topic"] == "ticker:KRW-XRP" for line in tail), tail
+
             # Expiry shrinks the union: b's lease runs out on whichever node holds its key.
             await r.pexpire(keys.intents("b"), 200)
             await _until(lambda: _union_is(r, keys, set(TOPICS_A)), 10)
             assert int((await r.hget(keys.status, "union_size")) or 0) == len(TOPICS_A)
         await collector_redis.aclose()
+
+
+async def _lines_of(*command: str, within: float = 10.0) -> list[bytes]:
+    """Run a command until it printed a JSON line (or exited); its stdout lines."""
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    lines: list[bytes] = []
+    try:
+        async with asyncio.timeout(within):
+            while line := await process.stdout.readline():
+                lines.append(line.strip())
+                if command[0] == "redis-cli" and line.startswith(b"{"):
+                    break
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+    return [line for line in lines if line.startswith(b"{")]
 
 
 async def _field(r: aioredis.Redis, keys: Keys, name: str) -> bool:
