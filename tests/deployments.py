@@ -316,6 +316,31 @@ class ClusterDeployment:
             client.close()
         raise AssertionError(f"no node owns the slot of {key!r}")
 
+    def move_slot(self, key: str, to_port: int) -> int:
+        """Reshard: move the slot of ``key`` (with its keys) to the primary on ``to_port``, the
+        way ``redis-cli --cluster reshard`` does (IMPORTING / MIGRATING, MIGRATE, SETSLOT NODE on
+        every node). Returns the port it came from."""
+        from_port = self.owner(key)
+        source, target = self.node(from_port), self.node(to_port)
+        try:
+            slot = int(source.cluster("KEYSLOT", key))
+            source_id = source.execute_command("CLUSTER", "MYID").decode()
+            target_id = target.execute_command("CLUSTER", "MYID").decode()
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+            for port in self.ports:
+                node = self.node(port)
+                try:
+                    node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+                finally:
+                    node.close()
+        finally:
+            source.close()
+            target.close()
+        return from_port
+
     def pids(self) -> list[int]:
         return [process.pid for process in self._processes]
 

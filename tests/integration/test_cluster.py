@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from tests.collector.process_support import COMMAND, CollectorProcess, collector_processes
 from tests.collector.service_support import FAST
 from tests.deployments import ClusterDeployment
-from upbit_fanout.client import Event, FanoutClient
+from upbit_fanout.client import Event, FanoutClient, Gap
 from upbit_fanout.collector import Collector
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing
@@ -288,6 +288,69 @@ async def test_the_client_library_ssubscribes_and_snapshots_from_last_values(
                 assert fresh.topic == "trade:KRW-XRP"
         await collector_redis.aclose()
         await first_redis.aclose()
+
+
+@pytest.mark.slow
+async def test_a_resharding_under_a_running_collector_and_client(
+    redis_cluster: ClusterDeployment, keys: Keys
+) -> None:
+    """A topic's slot moves to another primary (MOVED from then on): the client gets a Gap and
+    live events again from the new owner; the collector publishes there (its batch that met
+    the moved slot failed, with a gap notice); the last value moved with the slot."""
+    keys = keys.clustered()
+    topic = "ticker:KRW-BTC"
+    channel = keys.channel(topic)
+    async with Emulator(port=0, rate=200, seed=24) as emu:
+        collector_redis = await open_redis(redis_cluster.url)
+        async with (
+            Collector(
+                redis=collector_redis,
+                keys=keys,
+                upstream_url=emu.public_url,
+                leader_lease=3.0,
+                **FAST,
+            ),
+            FanoutClient(
+                redis=redis_cluster.url,
+                key_prefix=keys.prefix,
+                client_id="mover",
+                health_check_interval=0.5,
+            ) as client,
+        ):
+            await client.subscribe(topic)
+            await _next_live(client, topic)
+            before = redis_cluster.owner(channel)
+            target = next(port for port in redis_cluster.ports if port != before)
+            assert redis_cluster.move_slot(channel, target) == before
+            assert redis_cluster.owner(keys.last(topic)) == target
+            gap_seen = False
+            async with asyncio.timeout(20):
+                async for item in client:
+                    if isinstance(item, Gap):
+                        gap_seen = True
+                    elif gap_seen and isinstance(item, Event) and not item.cached:
+                        break
+            # The collector publishes on the new owner now (a bare SSUBSCRIBE there sees it).
+            node = node_client(collector_redis, "127.0.0.1", target)
+            try:
+                pubsub = node.pubsub()
+                await pubsub.ssubscribe(channel)
+                async with asyncio.timeout(10):
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None and message["type"] == "smessage":
+                            break
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+            finally:
+                await node.aclose()
+        await collector_redis.aclose()
+
+
+async def _next_live(client: FanoutClient, topic: str) -> None:
+    async with asyncio.timeout(20):
+        async for item in client:
+            if isinstance(item, Event) and item.topic == topic and not item.cached:
+                return
 
 
 @pytest.mark.slow
