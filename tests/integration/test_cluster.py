@@ -358,8 +358,13 @@ async def _next_live(client: FanoutClient, topic: str) -> None:
 async def test_a_paused_leader_publishes_nothing_on_any_node_after_a_takeover(
     redis_cluster: ClusterDeployment, keys: Keys, tmp_path: Path
 ) -> None:
-    """Two collector processes on the cluster; the leader is stopped (SIGSTOP) and woken after
-    the standby took over: nothing it held is published on any node afterwards."""
+    """Two collector processes on the cluster (one given the cluster URL, one a plain URL of a
+    node); the leader is stopped (SIGSTOP) and woken after the standby took over: the standby
+    publishes on every node, and nothing of the former leader's shows up afterwards.
+
+    End to end only: a woken leader usually notices the lost lease before it publishes again,
+    so this test alone would not catch a missing fence check; the fence itself is checked
+    directly by ``test_fencing_holds_on_every_node_after_a_takeover``."""
     keys = keys.clustered()
     lease = 2.0
     settings = {"leader_lease": str(lease), "backoff_initial": "0.05", "ping_interval": "2"}
