@@ -208,7 +208,9 @@ class ClusterDeployment:
 
     workdir: Path
     ports: list[int] = field(default_factory=list)
+    replica_ports: list[int] = field(default_factory=list)
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    _binaries: tuple[str, str] = ("redis-server", "redis-cli")
 
     @property
     def url(self) -> str:
@@ -221,67 +223,97 @@ class ClusterDeployment:
         """A plain URL of one node: the cluster is detected (``cluster_enabled:1``)."""
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
-    def start(self, primaries: int = 3) -> None:
+    def start(self, primaries: int = 3, *, replica_of_first: bool = False) -> None:
+        """Start the primaries; with ``replica_of_first`` one more node replicates the first
+        primary (so that ``failover`` can promote it)."""
         server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if server is None or cli is None:
             pytest.skip("redis-server and redis-cli are needed to start a Redis Cluster")
+        self._binaries = (server, cli)
         self.ports = [_cluster_port() for _ in range(primaries)]
         for port in self.ports:
-            self._processes.append(
-                subprocess.Popen(
-                    [
-                        server,
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(self.workdir),
-                        "--dbfilename",
-                        f"dump-{port}.rdb",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        f"nodes-{port}.conf",
-                        "--cluster-node-timeout",
-                        "1000",
-                        "--notify-keyspace-events",
-                        "Kgsx",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            self._spawn(port)
         for port in self.ports:
             _wait_ping(port)
-        created = subprocess.run(
-            [
-                cli,
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{port}" for port in self.ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        if created.returncode != 0:
-            self.stop()
-            raise AssertionError(f"redis-cli --cluster create failed: {created.stdout!r}")
+        self._cli(
+            "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
+            "--cluster-replicas", "0", "--cluster-yes",
+        )  # fmt: skip
         self.wait_ready()
+        if replica_of_first:
+            port = _cluster_port()
+            self.replica_ports.append(port)
+            self._spawn(port)
+            _wait_ping(port)
+            first = self.node(self.ports[0])
+            try:
+                first_id = first.execute_command("CLUSTER", "MYID").decode()
+            finally:
+                first.close()
+            self._cli(
+                "--cluster", "add-node", f"127.0.0.1:{port}", f"127.0.0.1:{self.ports[0]}",
+                "--cluster-slave", "--cluster-master-id", first_id,
+            )  # fmt: skip
+            self.wait_ready(replica=port)
 
-    def wait_ready(self, within: float = 20.0) -> None:
-        """Until every node says ``cluster_state:ok`` and knows every node."""
+    def _spawn(self, port: int) -> None:
+        server, _ = self._binaries
+        args = [
+            server,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.workdir),
+            "--dbfilename", f"dump-{port}.rdb",
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", f"nodes-{port}.conf",
+            "--cluster-node-timeout", "1000",
+            "--notify-keyspace-events", "Kgsx",
+        ]  # fmt: skip
+        self._processes.append(
+            subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+
+    def _cli(self, *args: str) -> None:
+        _, cli = self._binaries
+        done = subprocess.run([cli, *args], capture_output=True, timeout=60, check=False)
+        if done.returncode != 0:
+            self.stop()
+            raise AssertionError(f"redis-cli {args[:2]} failed: {done.stdout!r}")
+
+    def failover(self, within: float = 20.0) -> int:
+        """``CLUSTER FAILOVER`` on the replica: it becomes the primary of the first primary's
+        slots. Returns its port once every node agrees."""
+        (replica,) = self.replica_ports
+        node = self.node(replica)
+        try:
+            node.execute_command("CLUSTER", "FAILOVER")
+        finally:
+            node.close()
         deadline = time.monotonic() + within
         while True:
-            if all(self._node_ready(port) for port in self.ports):
+            node = self.node(replica)
+            try:
+                if node.info("replication")["role"] == "master":
+                    break
+            finally:
+                node.close()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no failover within {within} s")
+            time.sleep(0.05)
+        self.wait_ready()
+        return replica
+
+    def wait_ready(self, within: float = 20.0, replica: int | None = None) -> None:
+        """Until every node says ``cluster_state:ok`` and knows every node (and ``replica`` is
+        in sync with its primary)."""
+        deadline = time.monotonic() + within
+        while True:
+            nodes = self.ports + self.replica_ports
+            if all(self._node_ready(port) for port in nodes) and (
+                replica is None or self._synced(replica)
+            ):
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"the Redis Cluster did not settle within {within} s")
@@ -293,9 +325,19 @@ class ClusterDeployment:
             info = client.cluster("INFO")
             return bool(
                 info.get("cluster_state") == "ok"
-                and int(info.get("cluster_known_nodes", 0)) == len(self.ports)
+                and int(info.get("cluster_known_nodes", 0))
+                == len(self.ports) + len(self.replica_ports)
                 and int(info.get("cluster_slots_ok", 0)) == 16384
             )
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def _synced(self, port: int) -> bool:
+        client = redis.Redis(port=port, socket_timeout=2.0)
+        try:
+            return client.info("replication").get("master_link_status") == "up"
         except redis.RedisError:
             return False
         finally:

@@ -14,7 +14,7 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -499,3 +499,72 @@ async def test_fencing_holds_on_every_node_after_a_takeover(
 def _owner_name(r: aioredis.Redis, channel: str) -> str:
     host, port = channel_node(r, channel)
     return f"{host}:{port}"
+
+
+@pytest.fixture
+def cluster_with_replica(tmp_path: Path) -> Iterator[ClusterDeployment]:
+    deployment = ClusterDeployment(tmp_path)
+    try:
+        deployment.start(replica_of_first=True)
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+@pytest.mark.slow
+async def test_a_primary_failover_under_a_running_collector_and_client(
+    cluster_with_replica: ClusterDeployment, keys: Keys
+) -> None:
+    """``CLUSTER FAILOVER``: the replica of the primary owning a client's channel takes over.
+    The client gets a Gap and live events from the promoted node; the collector (never
+    restarted) publishes there, its fence copy came along by replication, and its intent
+    tracker follows the new set of primaries."""
+    deployment = cluster_with_replica
+    keys = keys.clustered()
+    async with (
+        _cluster_client(deployment) as r,
+        Emulator(port=0, rate=200, seed=25) as emu,
+    ):
+        first = deployment.ports[0]
+        topic = next(
+            f"ticker:{code}"
+            for code in CODES
+            if channel_node(r, keys.channel(f"ticker:{code}"))[1] == first
+        )
+        collector_redis = await open_redis(deployment.url)
+        async with (
+            Collector(
+                redis=collector_redis,
+                keys=keys,
+                upstream_url=emu.public_url,
+                leader_lease=3.0,
+                **FAST,
+            ) as collector,
+            FanoutClient(
+                redis=deployment.url,
+                key_prefix=keys.prefix,
+                client_id="survivor",
+                health_check_interval=0.5,
+            ) as client,
+        ):
+            await client.subscribe(topic)
+            await _next_live(client, topic)
+            promoted = deployment.failover()
+            assert deployment.owner(keys.channel(topic)) == promoted
+            gap_seen = False
+            async with asyncio.timeout(20):
+                async for item in client:
+                    if isinstance(item, Gap):
+                        gap_seen = True
+                    elif gap_seen and isinstance(item, Event) and not item.cached:
+                        break
+            # A new client's intent, written after the failover, is served: the tracker
+            # sweeps and listens on the promoted node too.
+            await _want(r, keys, "late", ["trade:KRW-BTC"])
+            await _until(lambda: _in_union(r, keys, "trade:KRW-BTC"), 15)
+            assert collector.is_leader
+        await collector_redis.aclose()
+
+
+async def _in_union(r: aioredis.Redis, keys: Keys, topic: str) -> bool:
+    return bool(await r.sismember(keys.union, topic))
