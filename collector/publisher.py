@@ -228,9 +228,29 @@ class Publisher:
         }
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
-        """Publish a batch in one round trip; ``RedisError`` if it failed (maybe partly applied)."""
+        """Publish a batch in one round trip (one per node on a Redis Cluster); ``RedisError``
+        if it failed (maybe partly applied)."""
         if not batch:
             return
+        try:
+            if self._cluster is not None:
+                added, dups, last_values = await self._run_cluster(batch)
+            else:
+                added, dups, last_values = await self._run_single(batch)
+        except LeaseLost:
+            self.fenced_batches += 1
+            raise
+        except Exception:  # RedisError, mostly; cancellation is not a failed batch
+            self.failed_batches += 1
+            raise
+        self.batches += 1
+        self.last_batch_size = len(batch)
+        self.events_published += len(batch)
+        self.last_values += last_values
+        self.stream_entries += added
+        self.stream_duplicates += dups
+
+    async def _run_single(self, batch: Sequence[Outgoing]) -> tuple[int, int, int]:
         publish: list[bytes] = []
         last: dict[bytes, int] = {}  # last-value key -> 1-based index of its payload in batch
         stream: list[bytes | str | int] = []  # entries, see PUBLISH_SCRIPT
@@ -251,25 +271,11 @@ class Publisher:
                 ident = item.identity
                 stream += [key, seen if ident else b"", ident or b"", 3]
                 stream += [b"payload", index, b"topic", item.topic, b"source", item.source]
-        try:
-            if self._cluster is not None:
-                added, dups = await self._run_cluster(batch)
-            elif self.mode == "lua":
-                added, dups = await self._run_script(publish, last, stream)
-            else:
-                added, dups = await self._run_pipeline(publish, last, stream)
-        except LeaseLost:
-            self.fenced_batches += 1
-            raise
-        except Exception:  # RedisError, mostly; cancellation is not a failed batch
-            self.failed_batches += 1
-            raise
-        self.batches += 1
-        self.last_batch_size = len(batch)
-        self.events_published += len(batch)
-        self.last_values += len(last)
-        self.stream_entries += added
-        self.stream_duplicates += dups
+        if self.mode == "lua":
+            added, dups = await self._run_script(publish, last, stream)
+        else:
+            added, dups = await self._run_pipeline(publish, last, stream)
+        return added, dups, len(last)
 
     def _name(self, topic: str) -> tuple[bytes, bytes]:
         found = (self._keys.channel(topic).encode(), self._keys.last(topic).encode())
@@ -328,7 +334,7 @@ class Publisher:
         return int(reply[1]), int(reply[2])
 
     # -- Redis Cluster ----------------------------------------------------------------------------
-    async def _run_cluster(self, batch: Sequence[Outgoing]) -> tuple[int, int]:
+    async def _run_cluster(self, batch: Sequence[Outgoing]) -> tuple[int, int, int]:
         """One script per node that owns part of the batch, all at once.
 
         Every item's channel and last value share a slot (docs/contract.md, "Redis Cluster"), so
@@ -376,7 +382,8 @@ class Publisher:
                 self._fence_tags.clear()
                 self._owner.clear()
             raise
-        return sum(r[0] for r in results), sum(r[1] for r in results)
+        last_values = sum(len(group.last) for group in groups.values())
+        return sum(r[0] for r in results), sum(r[1] for r in results), last_values
 
     async def _run_node(self, node: str, group: _NodeBatch) -> tuple[int, int]:
         flat_last: list[bytes | int] = []
