@@ -62,6 +62,7 @@ from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.connection import (
     cluster_of,
     follow_primary,
+    is_sentinel_url,
     open_redis,
     redis_from_url,
 )
@@ -273,7 +274,7 @@ class FanoutClient:
         if self._cluster or not self._owns_redis:
             return
         url = self._redis_url
-        if url is None:
+        if url is None or is_sentinel_url(url) or url.startswith("unix:"):
             return
         redis = await open_redis(url)
         if cluster_of(redis) is None:
