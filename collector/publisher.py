@@ -463,7 +463,17 @@ class Publisher:
         for key in sorted(found):
             reply = await self._redis.eval(FENCE_SCRIPT, 1, key, value, token)
             if isinstance(reply, list):
-                raise LeaseLost(reply[1] if len(reply) > 1 else None)
+                holder = await self._redis.get(leader_key)
+                if holder != value:  # a newer leader installed its copy: this one lost
+                    raise LeaseLost(holder if isinstance(holder, bytes) else None)
+                # The lease is still this collector's, yet a copy holds a later token: written
+                # by hand or by a foreign process. Refused (not a lost lease, which would be
+                # retried at once): the batch is dropped and reported, the next one tries again.
+                raise RedisError(
+                    f"fence copy {key.decode(errors='replace')} holds a later token than this "
+                    "collector's lease; it is written only by collectors (DEL it if nothing "
+                    "else leads)"
+                )
         self._fenced_with = value
         self.fence_installs += 1
         log.info("fencing value installed on %d cluster fence keys", len(found))

@@ -495,6 +495,14 @@ async def test_fencing_holds_on_every_node_after_a_takeover(
             assert await r.xlen(keys.stream("myAsset")) == stream_before == 1
             assert old.fenced_batches == 2
 
+            # A copy written by hand with a later token: refused and said (no endless retry as
+            # for a lost lease), and served again once the key is gone.
+            await r.set(first_copy, b"99999999999999 intruder")
+            with pytest.raises(RedisError, match="later token"):
+                await new.publish(fresh[:1])
+            await r.delete(first_copy)
+            await new.publish(fresh[:1])
+
 
 def _owner_name(r: aioredis.Redis, channel: str) -> str:
     host, port = channel_node(r, channel)
