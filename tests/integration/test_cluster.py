@@ -127,6 +127,8 @@ async def _cluster_client(deployment: ClusterDeployment) -> AsyncIterator[aiored
         await r.aclose()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not COMMAND.exists(), reason="run `make .venv/.installed-dev`")
 async def test_the_contract_on_a_three_primary_cluster(
     redis_cluster: ClusterDeployment, keys: Keys
 ) -> None:
@@ -190,6 +192,13 @@ async def test_the_contract_on_a_three_primary_cluster(
             await sharded.wait_for(lambda: bool(sharded.on(keys.canary)), 15)
             # ... and the collector's own canary listener (SSUBSCRIBEd on its node) got it back.
             await _until(lambda: _field(r, keys, "canary_ok_at"), 15)
+            check = await asyncio.create_subprocess_exec(
+                str(COMMAND), "check", "--redis-url", redis_cluster.url,
+                "--key-prefix", keys.prefix, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            verdict, _ = await asyncio.wait_for(check.communicate(), 30)
+            assert check.returncode == 0, verdict
+            assert verdict.startswith(b"ok: "), verdict
 
             # Fencing: every primary holds a copy of the leader's value.
             leader = await r.get(keys.leader)
