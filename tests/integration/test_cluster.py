@@ -585,3 +585,66 @@ async def test_a_primary_failover_under_a_running_collector_and_client(
 
 async def _in_union(r: aioredis.Redis, keys: Keys, topic: str) -> bool:
     return bool(await r.sismember(keys.union, topic))
+
+
+ACCESS = "AkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAk"
+SECRET = "Sx9kTr4WqPz2LmN8vBc6Hd3Jf7Gy5Ue1Oi0Pa2Sd"
+
+
+async def test_private_events_reach_their_stream_and_channel_on_the_cluster(
+    redis_cluster: ClusterDeployment, keys: Keys
+) -> None:
+    """With API keys the leader records every myOrder event in ``P:stream:myOrder`` (on the
+    node of its slot, deduplicated through its seen set in the same slot) and SPUBLISHes the
+    wanted private topic on its channel's node: every fill once, in order, in both."""
+    keys = keys.clustered()
+    topic = "myOrder:KRW-BTC"
+    async with (
+        _cluster_client(redis_cluster) as r,
+        Emulator(port=0, seed=26, rate=50, access_key=ACCESS, secret_key=SECRET) as emu,
+    ):
+        collector_redis = await open_redis(redis_cluster.url)
+        async with (
+            Sharded(r, [keys.channel(topic)]) as sharded,
+            Collector(
+                redis=collector_redis,
+                keys=keys,
+                upstream_url=emu.public_url,
+                private_url=emu.private_url,
+                access_key=ACCESS,
+                secret_key=SECRET,
+                leader_lease=3.0,
+                **FAST,
+            ),
+        ):
+            await _want(r, keys, "books", [topic])
+            await _until(lambda: _field_starts(r, keys, "private_last_reconcile", "ok"), 30)
+            placed = [
+                emu.place_order(code="KRW-BTC", side="bid", ord_type="price", price="6000")
+                for _ in range(20)
+            ]
+            await _until(lambda: _stream_at_least(r, keys, 40), 30)
+            await sharded.wait_for(lambda: len(sharded.on(keys.channel(topic))) >= 40, 15)
+            await asyncio.sleep(0.5)  # nothing more may come
+            entries = await r.xrange(keys.stream("myOrder"))
+            published = [orjson.loads(data) for data in sharded.on(keys.channel(topic))]
+        await collector_redis.aclose()
+    states: dict[str, list[str]] = {}
+    for _, fields in entries:
+        if fields[b"source"] == b"ws":
+            event = orjson.loads(fields[b"payload"])
+            states.setdefault(event["uuid"], []).append(event["state"])
+    assert set(placed) <= set(states)
+    assert all(states[uuid] == ["trade", "done"] for uuid in placed), states
+    assert sorted(e["uuid"] for e in published if e["uuid"] in placed) == sorted(placed * 2)
+    assert channel_node(r, keys.stream_seen("myOrder")) == channel_node(r, keys.stream("myOrder"))
+
+
+async def _field_starts(r: aioredis.Redis, keys: Keys, name: str, prefix: str) -> bool:
+    value = await r.hget(keys.status, name)
+    return value is not None and value.decode().startswith(prefix)
+
+
+async def _stream_at_least(r: aioredis.Redis, keys: Keys, count: int) -> bool:
+    entries = await r.xrange(keys.stream("myOrder"))
+    return sum(1 for _, fields in entries if fields[b"source"] == b"ws") >= count
