@@ -713,13 +713,11 @@ class FanoutClient:
         if not names:
             return
         topics = [(name, self._topics[name]) for name in names]
-        if self._cluster:  # the last values live in their channels' slots: one GET each
-            values = [
-                await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                    "GET", self._keys.last(name), **{NEVER_DECODE: True}
-                )
-                for name, _ in topics
-            ]
+        if self._cluster:  # last values live in their channels' slots: a GET each, one trip
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name, _ in topics:
+                    pipe.execute_command("GET", self._keys.last(name), **{NEVER_DECODE: True})
+                values = await pipe.execute()
         else:
             values = await self._redis.execute_command(  # type: ignore[no-untyped-call]
                 "MGET", *(self._keys.last(name) for name, _ in topics), **{NEVER_DECODE: True}
