@@ -175,7 +175,9 @@ async def test_status_text_and_json(
         "redis_url", "key_prefix", "collector_listening", "collector", "status_age_seconds",
         "last_event_age_seconds", "union", "clients", "bad_keys", "invalid", "leader",
         "standbys", "private_down_seconds", "private_last_event_age_seconds",
+        "redis_cluster_primaries",
     }  # fmt: skip
+    assert report["redis_cluster_primaries"] is None
     assert report["key_prefix"] == keys.prefix
     assert report["collector"]["state"] == "subscribed"
     assert report["collector"]["events_total"] == 1234

@@ -185,6 +185,7 @@ async def test_the_contract_on_a_three_primary_cluster(
             report = await gather(redis_cluster.node_url, Keys(keys.prefix))
             assert report["collector"]["state"] == "subscribed"
             assert report["collector_listening"] is True
+            assert len(report["redis_cluster_primaries"]) == 3
             assert sorted(c["client_id"] for c in report["clients"]) == ["a", "b"]
             assert report["union"] == sorted(TOPICS_A + TOPICS_B)
             assert report["leader"]["collector_id"] == collector.collector_id

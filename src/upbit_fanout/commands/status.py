@@ -176,6 +176,10 @@ async def _gather(redis: Redis, url: str, keys: Keys, now: float) -> dict[str, A
     listening = int(numsub[0][1]) if numsub else 0
     return {
         "redis_url": redact_url(url),
+        # A Redis Cluster's primaries (host:port), None for a single Redis (or Sentinel).
+        "redis_cluster_primaries": None
+        if nodes is None
+        else [f"{host}:{port}" for host, port in nodes],
         "key_prefix": keys.prefix,
         "collector_listening": listening > 0,
         "collector": collector,
@@ -299,6 +303,9 @@ def _private_lines(report: dict[str, Any], collector: dict[str, Any]) -> list[st
 def render_text(report: dict[str, Any]) -> str:
     """The readable form of a :func:`gather` report."""
     lines = [f"Redis      {report['redis_url']}  (key prefix {report['key_prefix']!r})"]
+    cluster = report.get("redis_cluster_primaries")
+    if cluster is not None:
+        lines.append(f"  {'cluster':<13} {len(cluster)} primaries: {', '.join(cluster)}")
     collector = report["collector"]
     if collector is None:
         lines.append("Collector  none: no status in Redis (is a collector running on this prefix?)")
