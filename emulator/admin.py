@@ -4,10 +4,11 @@ The admin paths let another process (a test runner, a shell) drive a running emu
 change its state take ``POST`` only (arguments in the query string, no body): ``drop``,
 ``stall?seconds=``, ``resume``, ``malformed[?data=]``, ``refuse?seconds=``,
 ``order?code=&side=&ord_type=&price=&volume=[&identifier=&time_in_force=]``, ``cancel?uuid=``,
-``inject?frame=<JSON>``, ``drop_code[?code=]``. The read-only ``received[?since=N]`` and
-``state`` take ``GET``. Each maps to the :class:`~emulator.server.Emulator` method of the same
-purpose (docs/emulator.md, "Fault injection"). Answers are JSON; bad arguments get 400, unknown
-actions 404, the wrong method 405 (with ``Allow``).
+``inject?frame=<JSON>``, ``drop_code[?code=]``. The read-only ``received[?since=N]``,
+``state`` and ``trades?code=`` (the emulator's own record of a market's trades) take ``GET``.
+Each maps to the :class:`~emulator.server.Emulator` method of the same purpose
+(docs/emulator.md, "Fault injection"). Answers are JSON; bad arguments get 400, unknown actions
+404, the wrong method 405 (with ``Allow``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["READ_ONLY", "STATE_CHANGING", "admin_response", "json_response"]
 
 JSON: Final = "application/json; charset=utf-8"
 
-READ_ONLY: Final = frozenset({"state", "received"})
+READ_ONLY: Final = frozenset({"state", "received", "trades"})
 """Admin actions that only read: ``GET``."""
 STATE_CHANGING: Final = frozenset(
     {"drop", "stall", "resume", "malformed", "refuse", "order", "cancel", "inject", "drop_code"}
@@ -123,6 +124,11 @@ async def admin_response(
             code = arg("code")
             emu.drop_code(code or None)
             result = {"armed": True, "code": code}
+        elif action == "trades":
+            code = arg("code")
+            if not code:
+                raise ValueError("trades needs ?code=<market>")
+            result = emu.trade_record(code)
         elif action == "received":
             since = int(arg("since") or 0)
             result = [

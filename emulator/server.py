@@ -71,6 +71,7 @@ from upbit_fanout.emulator.protocol import (
     without_code,
     wrap_list,
 )
+from upbit_fanout.emulator.quotation import QUOTATION_PER_SECOND, QuotationApi, quotation_group
 from upbit_fanout.emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
 from upbit_fanout.emulator.rest import REST_PATHS, RestApi
 from upbit_fanout.emulator.simulation import (
@@ -180,6 +181,8 @@ class Emulator:
         nonce_memory: int = 100_000,
         tls: bool = False,
         rest_per_second: int = 30,
+        quotation_per_second: int = QUOTATION_PER_SECOND,
+        trading: Sequence[str] = (),
     ) -> None:
         if rate < 0:
             raise ValueError("rate must be >= 0 (0 means as fast as possible)")
@@ -206,6 +209,10 @@ class Emulator:
         self._nonces = NonceMemory(nonce_memory)
         self.rest_per_second = rest_per_second
         self._rest: RestApi | None = None
+        self._quotation = QuotationApi(lambda: self.simulator, per_second=quotation_per_second)
+        self._trading: frozenset[str] = frozenset(trading)
+        """Markets that trade whether or not anyone watches (as Upbit's do); their trades are
+        remembered for ``GET /v1/trades/ticks``."""
         self._connect_limiter = ConnectLimiter(connect_limit_per_s)
 
         self.markets: tuple[Market, ...] = tuple(markets) if markets else default_markets()
@@ -215,6 +222,9 @@ class Emulator:
             self._replay_frames = load_replay(replay)
             known |= replay_codes(self._replay_frames)
         self._known: frozenset[str] = frozenset(known)
+        unknown = sorted(self._trading - {market.code for market in self.markets})
+        if unknown:
+            raise ValueError(f"trading names markets the emulator does not list: {unknown}")
 
         self.received: deque[Received] = deque(maxlen=received_limit)
         """Every client message (the last ``received_limit`` of them), oldest first."""
@@ -290,6 +300,8 @@ class Emulator:
             ssl=self.certificates.server_context if self.certificates else None,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        if self._trading:
+            self._rebuild_index()  # those markets trade from the start
         self._spawn(self._status_loop(), "status")
         self._spawn(self._idle_loop(), "idle")
         if self._replay_frames is None:
@@ -589,6 +601,8 @@ class Emulator:
             return json_response(http.HTTPStatus.OK, body)
         if path in REST_PATHS and self._rest is not None:
             return self._rest_response(path, query, request.headers.get("Authorization"))
+        if quotation_group(path) is not None:
+            return self._quotation_response(ws, path, query)
         if path not in (PUBLIC_PATH, PRIVATE_PATH):
             return json_response(http.HTTPStatus.NOT_FOUND, error_frame("NOT_FOUND", "Not Found"))
 
@@ -636,6 +650,32 @@ class Emulator:
         if answer.remaining_req is not None:
             response.headers["Remaining-Req"] = answer.remaining_req
         return response
+
+    def _quotation_response(self, ws: ServerConnection, path: str, query: str) -> Response:
+        """The quotation REST API (emulator/quotation.py), counted and with ``Remaining-Req``."""
+        remote = ws.remote_address
+        answer = self._quotation.handle(
+            path,
+            query,
+            address=str(remote[0]) if remote else "?",
+            now=asyncio.get_running_loop().time(),
+            now_ms=now_ms(),
+        )
+        self.counters["quotation_requests"] += 1
+        if answer.status != http.HTTPStatus.OK:
+            self.counters[f"quotation_refused:{answer.status.value}"] += 1
+        response = json_response(answer.status, answer.body)
+        if answer.remaining_req is not None:
+            response.headers["Remaining-Req"] = answer.remaining_req
+        return response
+
+    def trade_record(self, code: str) -> list[dict[str, Any]]:
+        """The emulator's own record of ``code``'s trades, oldest first (the simulator keeps the
+        latest 10,000 per market): ``sequential_id``, ``timestamp``, price and volume text."""
+        return [
+            {"sequential_id": row[11], "timestamp": row[4], "price": row[5], "volume": row[6]}
+            for row in self.simulator.trades(code)
+        ]
 
     def _process_response(
         self, ws: ServerConnection, request: Request, response: Response
@@ -785,9 +825,9 @@ class Emulator:
                 targets.extend((client, stream) for stream in streams)
         self._index = index
         self._private = private
-        codes = frozenset(code for _, code in index) | frozenset(self._order_codes)
+        codes = frozenset(code for _, code in index) | frozenset(self._order_codes) | self._trading
         types = frozenset(type_ for type_, _ in index)
-        if self._order_codes:
+        if self._order_codes or self._trading:
             types |= {"trade"}  # resting orders fill on trades (Account.on_trade)
         if codes != self._generated_codes or types != self._generated_types:
             self._generated_codes = codes

@@ -40,6 +40,7 @@ import math
 import random
 import time
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from decimal import Context, Decimal
 from typing import Any, Final
@@ -52,6 +53,7 @@ from upbit_fanout.subscriptions.upbit_fields import CANDLE_TYPES
 
 __all__ = [
     "CANDLE_UNIT_MS",
+    "DEFAULT_TAPE",
     "ORDERBOOK_ROW",
     "ROW_SPECS",
     "TICKER_ROW",
@@ -69,6 +71,9 @@ SimEvent = tuple[str, str, dict[str, Any]]
 """``(type, code, payload)``, e.g. ``("trade", "KRW-BTC", {...})``."""
 RowEvent = tuple[str, str, dict[str, Any] | tuple[Any, ...]]
 """``(type, code, payload or row)``: what :meth:`MarketSimulator.next_rows` returns."""
+
+DEFAULT_TAPE: Final = 10_000
+"""Trades remembered per market for ``GET /v1/trades/ticks`` (:meth:`MarketSimulator.trades`)."""
 
 _SCALE: Final = 100_000_000  # internal units per 1 (prices and sizes: 1e-8)
 _DAY_MS: Final = 86_400_000
@@ -489,6 +494,7 @@ class _Mkt:
         "seed",
         "spread",
         "ta",
+        "tape",
         "tb",
         "trade_u",
         "units",
@@ -552,6 +558,7 @@ class _Mkt:
     l52_date: str
     last_px: int
     last_trade: tuple[Any, ...]  # a TRADE_ROW row
+    tape: deque[tuple[Any, ...]]  # the latest trades (TRADE_ROW rows), oldest first
     candles: list[_Candle]
     csec: int
     # the fold: trades held back in second ``csec`` (see _apply_fold)
@@ -614,9 +621,17 @@ class MarketSimulator:
     """
 
     def __init__(
-        self, markets: Sequence[Market] | Sequence[str], *, seed: int = 0, now_ms: int
+        self,
+        markets: Sequence[Market] | Sequence[str],
+        *,
+        seed: int = 0,
+        now_ms: int,
+        tape: int = DEFAULT_TAPE,
     ) -> None:
+        if tape < 1:
+            raise ValueError("tape must keep at least 1 trade per market")
         known = {m.code: m for m in default_markets()}
+        self._tape_len = tape
         self._seed = seed
         self._rng = random.Random(seed)
         self._rnd = self._rng.random
@@ -704,6 +719,15 @@ class MarketSimulator:
             return self._grouped_book(m, depth, level, level_units)
         return self._book(m, depth)
 
+    def trades(self, code: str) -> list[tuple[Any, ...]]:
+        """The market's remembered trades, oldest first, as :data:`TRADE_ROW` rows.
+
+        Every trade the market made is remembered (the last ``tape`` of them per market),
+        whether or not anyone received it: the same trades, with the same ``sequential_id``, as
+        the streams carried. The list is a copy: the caller may keep it.
+        """
+        return list(self._m[code].tape)
+
     def next_events(
         self,
         codes: Collection[str],
@@ -771,6 +795,7 @@ class MarketSimulator:
         m.seed = rng.getrandbits(32)
         m.pxc = {}
         m.pxt = {}
+        m.tape = deque(maxlen=self._tape_len)
         m.chg = {}
         m.chgt = {}
         real = market.base in KNOWN_BASES
@@ -911,6 +936,7 @@ class MarketSimulator:
             b0.pt,
             b0.st,
         )
+        m.tape.append(m.last_trade)
         m.candles = [_Candle(ts0 - ts0 % ms, px, vol, ts0) for _, ms in _UNITS]
         m.csec = ts0 // 1000
         m.f_on = False
@@ -1412,6 +1438,7 @@ class MarketSimulator:
                 b0.st,
             )
             m.last_trade = trade
+            m.tape.append(trade)
             if want_trade:
                 out.append(("trade", code, trade))
             if want_ticker:

@@ -85,6 +85,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-admin", action="store_true", help="disable the /_emulator/ paths")
     parser.add_argument(
+        "--trading",
+        metavar="CODES",
+        default="",
+        help="comma-separated markets that trade whether or not anyone watches (as on Upbit), "
+        "so GET /v1/trades/ticks has trades from before a client connected",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="serve wss:// and https:// with a certificate made at start for 127.0.0.1, ::1 and "
@@ -149,7 +156,11 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             compression=None if args.no_compression else "deflate",
             admin=not args.no_admin,
             tls=args.tls,
+            trading=[code.strip() for code in args.trading.split(",") if code.strip()],
         )
+    except ValueError as exc:
+        print(f"upbit-fanout emulator: --trading: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ReplayError) as exc:
         print(f"upbit-fanout emulator: cannot load the replay file: {exc}", file=sys.stderr)
         return 2
