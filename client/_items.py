@@ -36,7 +36,12 @@ class Event:
         The payload decoded: Upbit's DEFAULT field names, numbers as exact ``Decimal`` (``int``
         for integers). Decoded on first access; raises ``CodecError`` for a malformed payload.
     ``stream_type``
-        ``"SNAPSHOT"``, ``"REALTIME"`` or None (from ``data``).
+        ``"SNAPSHOT"``, ``"REALTIME"`` or None (from ``data``); ``"REST"`` for a snapshot the
+        collector answered from Upbit's REST API, ``"BACKFILL"`` for a trade it back-filled
+        after an upstream gap (docs/contract.md, "Cold snapshots", "Back-fill after a gap").
+    ``backfilled``
+        True for a back-filled trade (``stream_type`` ``"BACKFILL"``): it happened during an
+        upstream gap and arrives after live trades that followed it.
     ``typed``
         The typed event (:class:`client.Ticker`, :class:`client.Orderbook`, ...), built on first
         access; raises ``EventParseError`` when the payload is not a valid event of its type.
@@ -86,6 +91,10 @@ class Event:
     def stream_type(self) -> str | None:
         value = self.data.get("stream_type")
         return value if isinstance(value, str) else None
+
+    @property
+    def backfilled(self) -> bool:
+        return self.stream_type == "BACKFILL"
 
     @property
     def timestamp(self) -> int | None:

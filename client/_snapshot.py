@@ -3,11 +3,19 @@
 1. One round trip: ``SISMEMBER P:union`` per topic (is it live?) and ``MGET P:last:...``.
    A live topic with a last value (fresh enough when ``max_age`` is given) is answered at once,
    with no intent written.
-2. The rest: a pub/sub connection of its own subscribes to their channels (and waits for the
-   confirmations, so the first event cannot slip past), then ONE transaction writes a transient
-   intent key for all of them and tells the collector on ``P:control``. The first event of each
-   channel answers its topic. The intent is deleted as soon as every topic answered or the
-   timeout passed; its lease (``timeout`` + 2 s) covers a process that dies meanwhile.
+2. The rest: a pub/sub connection of its own subscribes to their channels and to ``P:notices``
+   (and waits for the confirmations, so the first event cannot slip past). The first event of
+   each channel answers its topic.
+3. Cold topics (not live) are asked of the leader's REST side first: one ``PUBLISH
+   P:snapshot`` of ``{"id", "client", "topics"}`` (at most 100 topics each; docs/contract.md,
+   "Cold snapshots"). The leader publishes each answer on the topic's channel (``stream_type``
+   ``REST``), costing no WebSocket message. When nobody listens (``PUBLISH`` counts 0
+   receivers: no collector, or one too old to answer), when the collector's ``snapshot`` notice
+   says a topic failed, or after ``rest_wait`` seconds, the topics still missing go the old way:
+4. ONE transaction writes a transient intent key for them and tells the collector on
+   ``P:control`` (live topics without a last value go this way at once). The intent is deleted
+   as soon as every topic answered or the timeout passed; its lease (``timeout`` + 2 s) covers a
+   process that dies meanwhile.
 
 The snapshot never uses the client's main connection or buffers, so it works while the consumer
 is behind, and its events never show up in the client's stream.
@@ -16,6 +24,7 @@ is behind, and its events never show up in the client's stream.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -41,6 +50,9 @@ log = logging.getLogger(__name__)
 
 _LEASE_MARGIN: Final = 2.0
 _SUBSCRIBED: Final = (b"subscribe", b"ssubscribe")
+_REST_BATCH: Final = 100  # topics per P:snapshot request (the collector's limit)
+REST_WAIT: Final = 2.0
+"""Seconds a cold snapshot waits for the REST answer before it falls back to an intent."""
 _MESSAGE: Final = b"message"
 
 
@@ -63,6 +75,7 @@ async def take_snapshots(
     *,
     timeout: float,  # noqa: ASYNC109 - the snapshot's deadline
     max_age: float | None,
+    rest_wait: float = REST_WAIT,
 ) -> dict[str, Event]:
     """``{topic: event}`` for every topic; raises SnapshotTimeoutError with what is missing."""
     loop = asyncio.get_running_loop()
@@ -84,8 +97,11 @@ async def take_snapshots(
             *live_flags, values = await pipe.execute()
 
     result: dict[str, Event] = {}
+    cold: set[str] = set()
     now = time.time()
     for name, live, value in zip(names, live_flags, values, strict=True):
+        if not live and not topics[name].is_private:
+            cold.add(name)
         if live and value is not None:
             event = Event(name, topics[name], bytes(value), cached=True)
             if is_fresh(event, max_age, now):
@@ -95,31 +111,56 @@ async def take_snapshots(
         return result
 
     by_channel = {keys.channel(name).encode(): name for name in pending}
-    link = cast(PubSubLink, ClusterLink(redis, ())) if cluster else PubSubLink(redis)
+    notices = keys.notices.encode()
+    link = cast(PubSubLink, ClusterLink(redis, (keys.notices,))) if cluster else PubSubLink(redis)
+    lease = max(MIN_LEASE_SECONDS, timeout + _LEASE_MARGIN)
     wrote = False
+    asked = False  # the REST request was sent
+    rest_ids: set[str] = set()
+    intent: set[str] = set()  # topics written into the transient intent
+    fallback: set[str] = set()  # topics to write into it next
+    rest_until = 0.0
     try:
-        await link.open(keys.channel(name) for name in pending)
+        await link.open([*(keys.channel(name) for name in pending), keys.notices])
         confirmed = 0
         while len(result) < len(topics):
-            remaining = deadline - loop.time()
+            now_loop = loop.time()
+            remaining = deadline - now_loop
             if remaining <= 0:
                 break
-            if confirmed == len(pending) and not wrote:
-                await _write_transient(
-                    redis,
-                    keys,
-                    transient_client_id,
-                    pending,
-                    max(MIN_LEASE_SECONDS, timeout + _LEASE_MARGIN),
-                )
+            if confirmed == len(pending) + 1 and not asked:
+                asked = True
+                rest = sorted(name for name in pending if name in cold) if rest_wait > 0 else []
+                fallback |= set(pending) - set(rest)
+                for start in range(0, len(rest), _REST_BATCH):
+                    chunk = rest[start : start + _REST_BATCH]
+                    request_id = f"{transient_client_id}.{start // _REST_BATCH}"
+                    body = {"id": request_id, "client": transient_client_id, "topics": chunk}
+                    receivers = await redis.publish(keys.snapshot_requests, json.dumps(body))
+                    if receivers:
+                        rest_ids.add(request_id)
+                    else:  # no collector listens: the intent way for these, at once
+                        fallback |= set(chunk)
+                rest_until = now_loop + rest_wait
+            if asked and rest_ids and now_loop >= rest_until:
+                rest_ids.clear()  # no answer in time: whatever is missing takes the intent way
+                fallback |= set(pending)
+            fallback = {name for name in fallback if name not in result and name not in intent}
+            if fallback:
+                await _write_transient(redis, keys, transient_client_id, fallback, lease)
                 wrote = True
+                intent |= fallback
+                fallback = set()
                 continue
-            msg = await link.read(wait=remaining)
+            wait = remaining if not rest_ids else max(0.0, min(remaining, rest_until - now_loop))
+            msg = await link.read(wait=wait)
             if not isinstance(msg, list) or len(msg) != 3:
                 continue
             kind = msg[0]
             if kind in _SUBSCRIBED:
                 confirmed += 1
+            elif kind == _MESSAGE and msg[1] == notices:
+                fallback |= _failed_topics(msg[2], rest_ids)
             elif kind == _MESSAGE:
                 hit = by_channel.get(msg[1])
                 if hit is not None and hit not in result:
@@ -136,8 +177,24 @@ async def take_snapshots(
     return result
 
 
+def _failed_topics(payload: bytes, request_ids: set[str]) -> set[str]:
+    """The topics a collector's ``snapshot`` notice says it could not answer from REST."""
+    if b'"snapshot"' not in payload:
+        return set()
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return set()
+    if not isinstance(body, dict) or body.get("event") != "snapshot":
+        return set()
+    if body.get("id") not in request_ids:
+        return set()
+    failed = body.get("failed")
+    return {str(name) for name in failed} if isinstance(failed, dict) else set()
+
+
 async def _write_transient(
-    redis: Redis, keys: Keys, client_id: str, topics: Mapping[str, Topic], lease: float
+    redis: Redis, keys: Keys, client_id: str, topics: set[str], lease: float
 ) -> None:
     cluster = cluster_of(redis) is not None
     async with redis.pipeline(transaction=True) as pipe:

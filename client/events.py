@@ -160,14 +160,16 @@ class Ticker:
     trade_date: str
     trade_time: str
     trade_timestamp: int
-    ask_bid: str
-    acc_ask_volume: Decimal
-    acc_bid_volume: Decimal
+    ask_bid: str | None = None
+    """None in a snapshot answered from REST (``stream_type`` ``REST``): Upbit's REST ticker
+    has no ``ask_bid``, ``acc_ask_volume``, ``acc_bid_volume`` or ``market_state``."""
+    acc_ask_volume: Decimal | None = None
+    acc_bid_volume: Decimal | None = None
     highest_52_week_price: Decimal
     highest_52_week_date: str
     lowest_52_week_price: Decimal
     lowest_52_week_date: str
-    market_state: str
+    market_state: str | None = None
     is_trading_suspended: bool | None = None
     """Deprecated by Upbit: None once Upbit stops sending it."""
     delisting_date: str | None = None
@@ -572,14 +574,14 @@ def _ticker(d: Mapping[str, Any], type_name: str) -> Ticker:
         trade_date=_str(d, "trade_date"),
         trade_time=_str(d, "trade_time"),
         trade_timestamp=_int(d, "trade_timestamp"),
-        ask_bid=_str(d, "ask_bid"),
-        acc_ask_volume=_dec(d, "acc_ask_volume"),
-        acc_bid_volume=_dec(d, "acc_bid_volume"),
+        ask_bid=_str_opt(d, "ask_bid"),
+        acc_ask_volume=_dec_opt(d, "acc_ask_volume"),
+        acc_bid_volume=_dec_opt(d, "acc_bid_volume"),
         highest_52_week_price=_dec(d, "highest_52_week_price"),
         highest_52_week_date=_str(d, "highest_52_week_date"),
         lowest_52_week_price=_dec(d, "lowest_52_week_price"),
         lowest_52_week_date=_str(d, "lowest_52_week_date"),
-        market_state=_str(d, "market_state"),
+        market_state=_str_opt(d, "market_state"),
         is_trading_suspended=_bool_opt(d, "is_trading_suspended"),
         delisting_date=_str_opt(d, "delisting_date"),
         market_warning=_str_opt(d, "market_warning"),

@@ -22,7 +22,7 @@ from upbit_fanout.collector.auth import Credentials, authorization_header
 from upbit_fanout.collector.private_sync import parse_remaining_req, rest_query
 from upbit_fanout.subscriptions.errors import UpbitErrorFrame
 
-__all__ = ["ExchangeClient", "ExchangeError"]
+__all__ = ["ExchangeClient", "ExchangeError", "error_of"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class ExchangeClient:
                 await self._sleep(1.0 + attempt)
                 continue
             if response.status_code != 200:
-                raise _error(response)
+                raise error_of(response)
             try:
                 return orjson.loads(response.content) if response.content else None
             except orjson.JSONDecodeError:
@@ -97,7 +97,9 @@ class ExchangeClient:
         raise ExchangeError(429, "too_many_requests", "still limited after retries")
 
 
-def _error(response: httpx.Response) -> ExchangeError:
+def error_of(response: httpx.Response) -> ExchangeError:
+    """The error of a refused REST answer: Upbit's ``{"error": {"name", "message"}}`` (a name
+    may be a number, as the quotation API's 404), else the HTTP reason."""
     name, message = "http_error", response.reason_phrase
     try:
         body = orjson.loads(response.content)

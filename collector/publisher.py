@@ -5,7 +5,8 @@ For every item, in order: ``PUBLISH P:{topic} payload``; the last-value key
 private items also ``XADD P:stream:{type} MAXLEN ~ N * payload <bytes> topic <topic> source
 <ws|rest|gap>`` (docs/contract.md, "Keys and channels"), but only when the item's identity is new to
 ``P:stream:{type}:seen`` (checked in the same script: docs/contract.md, "Private streams").
-Items with ``publish=False`` go to the stream only (no PUBLISH, no last value). Key names come
+Items with ``publish=False`` go to the stream only (no PUBLISH, no last value); items with
+``last=False`` are published but leave the last value alone (back-filled trades). Key names come
 from :class:`subscriptions.keys.Keys`.
 
 Two ways to send a batch, both one round trip:
@@ -262,7 +263,8 @@ class Publisher:
                 if found is None:
                     found = self._name(item.topic)
                 append(found[0])
-                last[found[1]] = index
+                if item.last:
+                    last[found[1]] = index
             else:
                 append(b"")
             append(item.payload)

@@ -83,6 +83,9 @@ class Outgoing:
     """The event's dedupe identity (collector.private_sync.identity) for the stream entry."""
     source: str = "ws"
     """The stream entry's ``source``: ``ws``, ``rest`` (reconciled) or ``gap``."""
+    last: bool = True
+    """False: published on the channel but not written to the last-value key (a back-filled
+    trade is older than the topic's last value)."""
 
 
 class _Dedupe:
@@ -137,6 +140,9 @@ class Router:
         self._delivered: set[str] = set()
         self._suppress: set[str] = set()
         self._dedupe: dict[str, _Dedupe] = {}
+        self.trade_anchors: dict[str, int] = {}
+        """Per code, the ``sequential_id`` of the last trade routed before the latest fresh
+        connection: where a back-fill after an upstream gap starts (collector/backfill.py)."""
         # counters
         self.events = 0
         self.outgoing = 0
@@ -175,6 +181,9 @@ class Router:
         live = frozenset(str(topic) for topic in topic_list)
         if fresh_connection:
             self._delivered = set()
+            self.trade_anchors = {
+                code: dedupe.order[-1] for code, dedupe in self._dedupe.items() if dedupe.order
+            }
         else:
             self._delivered &= live  # a topic dropped and wanted again counts as new
         self._suppress = set(self._delivered)
@@ -252,6 +261,18 @@ class Router:
         self._delivered.add(topic)
         self.outgoing += 1
         return [Outgoing(topic, payload, False, type_name)]
+
+    def claim_trade(self, code: str, sequential_id: int) -> bool:
+        """Mark a trade as published unless it already was (the duplicate-trade filter, for
+        trades that did not come from the socket: back-fill). True: publish it."""
+        dedupe = self._dedupe.get(code)
+        if dedupe is None:
+            dedupe = self._dedupe[code] = _Dedupe(self.dedupe_window)
+        elif sequential_id in dedupe.seen:
+            self.duplicate_trades += 1
+            return False
+        dedupe.add(sequential_id)
+        return True
 
     def _snapshot_passes(self, topic: str) -> bool:
         """At most one snapshot per topic and subscribe message; none for continuing topics."""

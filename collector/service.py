@@ -16,6 +16,9 @@ task           job
 ``canary``     the delivery probe on ``P:canary`` (:mod:`collector.canary`), while leader
 ``recorder``   private gaps and REST reconciliation (collector/private.py; with keys and
                ``record_private``), started and stopped with the upstreams
+``snapshots``  cold snapshots answered from REST (collector/snapshots.py), while leader
+``backfill``   trades missed in an upstream gap, from REST (collector/backfill.py), while
+               leader
 =============  =====================================================================
 
 Leadership is fenced (docs/collector.md, "Leadership"): ``P:leader`` holds ``"{token} {id}"``
@@ -53,6 +56,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.uri import parse_uri
 
 from upbit_fanout.collector.auth import Credentials, authorization_header
+from upbit_fanout.collector.backfill import Backfiller
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.canary import CANARY_INTERVAL, Canary
 from upbit_fanout.collector.exchange import ExchangeClient
@@ -69,7 +73,9 @@ from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.private import PrivateRecorder
 from upbit_fanout.collector.private_sync import rest_base_url
 from upbit_fanout.collector.publisher import Publisher
+from upbit_fanout.collector.quotation import QuotationClient
 from upbit_fanout.collector.routing import Outgoing, Router
+from upbit_fanout.collector.snapshots import SnapshotServer
 from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
 from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
@@ -83,6 +89,7 @@ from upbit_fanout.subscriptions.lease import (
     parse_leader,
 )
 from upbit_fanout.subscriptions.tasks import stop_tasks
+from upbit_fanout.subscriptions.topics import Topic
 from upbit_fanout.subscriptions.version import package_version
 
 __all__ = ["Collector"]
@@ -158,6 +165,9 @@ class Collector:
         verify_subscriptions: bool = True,
         verify_delay: float = 1.0,
         warm_seconds: float = 60.0,
+        rest_snapshots: bool = True,
+        backfill_max_trades: int = 2_000,
+        snapshot_requests_per_client: int = 5,
     ) -> None:
         for url in (upstream_url, private_url):
             if url is not None:
@@ -212,7 +222,10 @@ class Collector:
         connect_budget = RateBudget([(connect_per_second, 1.0)], slack=SLACK)
 
         def upstream(
-            name: str, url: str, headers: Callable[[], Mapping[str, str]] | None
+            name: str,
+            url: str,
+            headers: Callable[[], Mapping[str, str]] | None,
+            on_gap: Callable[[int, frozenset[Topic]], None] | None = None,
         ) -> Upstream:
             return Upstream(
                 name=name,
@@ -239,9 +252,39 @@ class Collector:
                 warm_seconds=warm_seconds,
                 rng=rng,
                 on_change=self._upstream_changed,
+                on_gap=on_gap,
             )
 
-        self.public = upstream("public", upstream_url, None)
+        self.public = upstream("public", upstream_url, None, self._public_gap)
+        # Upbit's quotation REST API: cold snapshots and trade back-fill (docs/collector.md,
+        # "REST: cold snapshots and back-fill"); both run only while leader.
+        self.quotation: QuotationClient | None = None
+        self.snapshots: SnapshotServer | None = None
+        self.backfiller: Backfiller | None = None
+        if rest_snapshots or backfill_max_trades > 0:
+            self.quotation = QuotationClient(rest_url or rest_base_url(upstream_url))
+        if rest_snapshots and self.quotation is not None:
+            self.snapshots = SnapshotServer(
+                redis=redis,
+                keys=keys,
+                client=self.quotation,
+                outbox=self.outbox,
+                status=self.status,
+                codec=codec,
+                live=lambda: self._union,
+                markets=lambda: self.markets.current if self.markets is not None else None,
+                per_client=snapshot_requests_per_client,
+            )
+        if backfill_max_trades > 0 and self.quotation is not None:
+            self.backfiller = Backfiller(
+                client=self.quotation,
+                router=self.public.router,
+                outbox=self.outbox,
+                status=self.status,
+                codec=codec,
+                published=lambda: self.publisher.events_published,
+                max_trades=backfill_max_trades,
+            )
         self.private: Upstream | None = None
         self.recorder: PrivateRecorder | None = None
         self._exchange: ExchangeClient | None = None
@@ -410,6 +453,8 @@ class Collector:
         await self._cancel(["status"], insist=True)
         if self._exchange is not None:
             await self._exchange.aclose()
+        if self.quotation is not None:
+            await self.quotation.aclose()
         self.status.set_state(State.STOPPED)
         self.status.set(upstream_state=State.STOPPED.value)
         self.status.notice("disconnected", connection="all", reason="collector stopped")
@@ -854,12 +899,21 @@ class Collector:
         if self.private is not None:
             self._upstream_tasks["private"] = self._spawn("private", self.private.run)
         self._spawn("canary", self.canary.run)
+        if self.snapshots is not None:
+            self._spawn("snapshots", self.snapshots.run)
+        if self.backfiller is not None:
+            self._spawn("backfill", self.backfiller.run)
         self._reconcile()
+
+    def _public_gap(self, since: int, topics: frozenset[Topic]) -> None:
+        """The public socket is back after a gap: back-fill its trade topics (if enabled)."""
+        if self.backfiller is not None and self.is_leader:
+            self.backfiller.gap(since, topics)
 
     async def _stop_upstreams(self) -> None:
         names = list(self._upstream_tasks)
         self._upstream_tasks.clear()
-        await self._cancel(["canary"], insist=True)
+        await self._cancel(["canary", "snapshots", "backfill"], insist=True)
         await self._cancel(names)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:

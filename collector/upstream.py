@@ -224,6 +224,7 @@ class Upstream:
         warm_seconds: float = 0.0,
         rng: Callable[[], float] | None = None,
         on_change: Callable[[], None] = lambda: None,
+        on_gap: Callable[[int, frozenset[Topic]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -252,6 +253,8 @@ class Upstream:
         self.verify_delay = verify_delay
         self.warm_seconds = warm_seconds
         self._on_change = on_change
+        self._on_gap = on_gap
+        """Called after a ``gap`` notice: (since, the topics live before and after the gap)."""
         self._clock = clock
         self._prefix = "" if name == "public" else f"{name}_"
         self._logs = LogLimiter(10.0)
@@ -530,7 +533,7 @@ class Upstream:
         resend = self._resend_at is not None
         self.sent = subscription
         self.applied = subscription.streams()
-        self.union = topics
+        before, self.union = self.union, topics
         self._resend_at = None
         self._verifying = None
         self._verify_due = self._clock() + self.verify_delay if self.verify else None
@@ -551,6 +554,8 @@ class Upstream:
                 "subscription are missing",
                 since=self._gap_since,
             )
+            if self._on_gap is not None:
+                self._on_gap(self._gap_since, before & topics)
         self._set_state(State.SUBSCRIBED)
         self._on_change()  # the union changed even when the state did not
         return True

@@ -20,6 +20,7 @@ P:leader               STRING with PX TTL           "{token} {collector_id}" of 
 P:leader:token         STRING (counter)             fencing token, incremented on every takeover
 P:invalid              HASH                         "client_id topic" -> why it was refused
 P:canary               channel                      the leader's delivery probe (collector only)
+P:snapshot             channel (JSON)               a client asks for cold snapshots from REST
 P:standby:{id}         STRING with PX TTL           a standby collector saying it is there
 =====================  ===========================  =========================================
 
@@ -129,6 +130,11 @@ class Keys:
     @property
     def control(self) -> str:
         return f"{self.prefix}:control"
+
+    @property
+    def snapshot_requests(self) -> str:
+        """Channel of cold-snapshot requests (JSON; docs/contract.md, "Cold snapshots")."""
+        return f"{self.prefix}:snapshot"
 
     # -- written by the collector -------------------------------------------------------------
     @property

@@ -1,0 +1,230 @@
+"""Trade back-fill after an upstream gap: the trades the socket missed, from REST, in order.
+
+When the public socket comes back after a loss, :class:`collector.upstream.Upstream` announces a
+``gap`` and calls :meth:`Backfiller.gap` with the topics that were live before and after it. For
+each trade topic among them the back-filler pages Upbit's ``GET /v1/trades/ticks`` backwards
+(newest first, ``cursor`` = the oldest ``sequential_id`` of the previous page;
+docs/upbit-protocol.md §13.2, §13.5) until it reaches the **anchor**, the last trade the router
+published before the socket was replaced (:attr:`collector.routing.Router.trade_anchors`). The
+trades newer than the anchor are published on the topic's channel oldest first, as ordinary trade
+events with ``stream_type`` ``BACKFILL`` (collector/quotation.py maps REST's fields), through the
+same outbox and fenced publisher as live events, without touching the last value (``last=False``:
+they are older than it). The router's duplicate-trade filter (:meth:`Router.claim_trade`) is shared
+with the live stream, so a trade the new socket already delivered is not repeated, and a
+back-filled trade the socket delivers later is dropped there. Then a ``backfill`` notice on
+``P:notices`` says, per topic, how many trades were filled and whether the hole is closed
+(docs/contract.md, "Back-fill after a gap").
+
+Bounds: at most ``max_trades`` trades per topic and gap (pages of up to 500); a hole that is
+longer (the anchor not reached), a topic with no anchor (no trade before the gap; the pages then
+stop at the gap's start), or a REST failure are said in the notice (``complete: false`` and a
+``reason``). Requests are paced per Upbit's rate-limit group (:class:`QuotationClient`). Gaps that
+arrive while a back-fill runs are merged: per topic the oldest anchor wins. Only the leader runs
+this task.
+
+:func:`missing_trades` is the pure decision: which trades of a page are missing, and whether the
+page reached the anchor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from upbit_fanout.collector.exchange import ExchangeError
+from upbit_fanout.collector.outbox import Outbox
+from upbit_fanout.collector.quotation import (
+    BACKFILL,
+    MAX_TRADES_PER_PAGE,
+    QuotationClient,
+    RestCall,
+    stream_trade,
+)
+from upbit_fanout.collector.routing import Outgoing, Router
+from upbit_fanout.collector.status import Status
+from upbit_fanout.subscriptions.codec import encode_event
+from upbit_fanout.subscriptions.errors import CodecError
+from upbit_fanout.subscriptions.topics import Topic
+
+__all__ = ["Backfiller", "Hole", "missing_trades"]
+
+log = logging.getLogger(__name__)
+
+_PUBLISH_WAIT: Final = 5.0
+"""Seconds the notice waits for the back-filled trades to be published first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """One trade topic to fill: ``anchor`` (last sequential_id before the gap, or None) and
+    ``since`` (epoch ms when the socket was found lost)."""
+
+    topic: str
+    code: str
+    anchor: int | None
+    since: int
+
+
+def missing_trades(
+    page: Sequence[Mapping[str, Any]], anchor: int | None, since: int
+) -> tuple[list[Mapping[str, Any]], bool]:
+    """The trades of one newest-first page that are newer than the anchor, and whether the page
+    reached it (then no older page is needed).
+
+    With no anchor, trades from ``since`` on are missing and a trade older than ``since`` ends
+    the search. A malformed trade (no integer ``sequential_id``) is skipped.
+    """
+    found: list[Mapping[str, Any]] = []
+    for trade in page:
+        sid = trade.get("sequential_id")
+        if not isinstance(sid, int) or isinstance(sid, bool):
+            continue
+        if anchor is not None and sid == anchor:
+            return found, True
+        if anchor is None:
+            stamp = trade.get("timestamp")
+            if isinstance(stamp, int) and stamp < since:
+                return found, True
+        found.append(trade)
+    return found, False
+
+
+class Backfiller:
+    """Fills each trade topic's hole after an upstream gap (see the module docstring).
+
+    Counters: ``gaps`` (gaps handled), ``trades`` (trades back-filled), ``incomplete`` (topics
+    whose hole could not be closed).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: QuotationClient,
+        router: Router,
+        outbox: Outbox[Outgoing],
+        status: Status,
+        codec: Literal["json", "msgpack"],
+        published: Callable[[], int],
+        max_trades: int = 2_000,
+    ) -> None:
+        if max_trades < 1:
+            raise ValueError("max_trades must be at least 1")
+        self._client = client
+        self._router = router
+        self._outbox = outbox
+        self._status = status
+        self._codec: Literal["json", "msgpack"] = codec
+        self._published = published
+        self.max_trades = max_trades
+        self._pending: dict[str, Hole] = {}
+        self._wake = asyncio.Event()
+        self.gaps = 0
+        self.trades = 0
+        self.incomplete = 0
+
+    def gap(self, since: int, topics: Iterable[Topic]) -> None:
+        """An upstream gap ended: queue every trade topic of ``topics`` (live across it)."""
+        anchors = self._router.trade_anchors
+        added = False
+        for topic in topics:
+            if topic.type != "trade" or topic.code is None:
+                continue
+            text = str(topic)
+            hole = Hole(text, topic.code, anchors.get(topic.code), since)
+            earlier = self._pending.get(text)
+            if earlier is not None:  # merged: the older anchor covers both holes
+                hole = Hole(text, topic.code, earlier.anchor, min(earlier.since, since))
+            self._pending[text] = hole
+            added = True
+        if added:
+            self.gaps += 1
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Fill the queued holes, one topic at a time, forever."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                topic = next(iter(self._pending))
+                hole = self._pending.pop(topic)
+                await self._fill(hole)
+
+    async def _fill(self, hole: Hole) -> None:
+        trades: list[Mapping[str, Any]] = []
+        reached = False
+        reason = ""
+        cursor: int | None = None
+        try:
+            while len(trades) < self.max_trades:
+                count = min(MAX_TRADES_PER_PAGE, self.max_trades - len(trades))
+                params = [("market", hole.code), ("count", str(count))]
+                if cursor is not None:
+                    params.append(("cursor", str(cursor)))
+                page = await self._client.get(RestCall("/v1/trades/ticks", tuple(params), "trade"))
+                if not isinstance(page, list):
+                    reason = "trades/ticks answered something that is not a list"
+                    break
+                found, reached = missing_trades(page, hole.anchor, hole.since)
+                trades += found[: self.max_trades - len(trades)]
+                if reached:
+                    break
+                if len(page) < count:
+                    reason = "Upbit has no older trades, and the last trade before the gap was "
+                    reason += "not among them"
+                    break
+                last = page[-1].get("sequential_id") if isinstance(page[-1], Mapping) else None
+                if not isinstance(last, int) or last == cursor:
+                    reason = "trades/ticks gave no usable cursor"
+                    break
+                cursor = last
+            else:
+                reason = f"more than {self.max_trades} trades were missed (max_backfill_trades)"
+        except ExchangeError as exc:
+            reason = f"Upbit's REST API failed: {exc}"
+        if not reached and hole.anchor is None and not reason:
+            reason = "no trade was seen before the gap"
+        published = await self._publish(hole, trades)
+        complete = reached and not reason
+        if not complete:
+            self.incomplete += 1
+            log.warning("back-fill of %s incomplete: %s", hole.topic, reason)
+        details: dict[str, Any] = {
+            "connection": "public",
+            "topic": hole.topic,
+            "count": published,
+            "complete": complete,
+            "since": hole.since,
+        }
+        if not complete:
+            details["reason"] = reason
+        self._status.notice("backfill", **details)
+
+    async def _publish(self, hole: Hole, trades: list[Mapping[str, Any]]) -> int:
+        """Queue the missing trades oldest first; wait (bounded) until they are published."""
+        if hole.topic not in self._router.topics:
+            return 0  # nobody wants the topic any more
+        items: list[Outgoing] = []
+        for trade in reversed(trades):
+            try:
+                payload = stream_trade(trade, stream_type=BACKFILL)
+                if not self._router.claim_trade(hole.code, payload["sequential_id"]):
+                    continue
+                data = encode_event(payload, self._codec)
+            except (KeyError, TypeError, ValueError, ArithmeticError, CodecError):
+                continue
+            items.append(Outgoing(hole.topic, data, False, "trade", last=False))
+        if not items:
+            return 0
+        target = self._published() + len(self._outbox) + len(items)
+        self._outbox.put_many(items)
+        self.trades += len(items)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _PUBLISH_WAIT
+        # The publisher counts what it wrote but signals nothing per batch: a short bounded poll.
+        while self._published() < target and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        return len(items)
