@@ -9,7 +9,7 @@ published before the socket was replaced (:attr:`collector.routing.Router.trade_
 trades newer than the anchor are published on the topic's channel oldest first, as ordinary trade
 events with ``stream_type`` ``BACKFILL`` (collector/quotation.py maps REST's fields), through the
 same outbox and fenced publisher as live events, without touching the last value (``last=False``:
-they are older than it). The router's duplicate-trade filter (:meth:`Router.claim_trade`) is shared
+they are older than it). The router's duplicate-trade filter (:meth:`Router.claim_trades`) is shared
 with the live stream, so a trade the new socket already delivered is not repeated, and a
 back-filled trade the socket delivers later is dropped there. Then a ``backfill`` notice on
 ``P:notices`` says, per topic, how many trades were filled and whether the hole is closed
@@ -109,6 +109,7 @@ class Backfiller:
         codec: Literal["json", "msgpack"],
         published: Callable[[], int],
         max_trades: int = 2_000,
+        publish_wait: float = _PUBLISH_WAIT,
     ) -> None:
         if max_trades < 1:
             raise ValueError("max_trades must be at least 1")
@@ -119,6 +120,7 @@ class Backfiller:
         self._codec: Literal["json", "msgpack"] = codec
         self._published = published
         self.max_trades = max_trades
+        self._publish_wait = publish_wait
         self._pending: dict[str, Hole] = {}
         self._wake = asyncio.Event()
         self.gaps = 0
@@ -207,23 +209,26 @@ class Backfiller:
         """Queue the missing trades oldest first; wait (bounded) until they are published."""
         if hole.topic not in self._router.topics:
             return 0  # nobody wants the topic any more
-        items: list[Outgoing] = []
+        encoded: list[tuple[int, bytes]] = []
         for trade in reversed(trades):
             try:
                 payload = stream_trade(trade, stream_type=BACKFILL)
-                if not self._router.claim_trade(hole.code, payload["sequential_id"]):
-                    continue
-                data = encode_event(payload, self._codec)
+                encoded.append((payload["sequential_id"], encode_event(payload, self._codec)))
             except (KeyError, TypeError, ValueError, ArithmeticError, CodecError):
                 continue
-            items.append(Outgoing(hole.topic, data, False, "trade", last=False))
+        fresh = self._router.claim_trades(hole.code, [sid for sid, _ in encoded])
+        items = [
+            Outgoing(hole.topic, data, False, "trade", last=False)
+            for (_, data), new in zip(encoded, fresh, strict=True)
+            if new
+        ]
         if not items:
             return 0
         target = self._published() + len(self._outbox) + len(items)
         self._outbox.put_many(items)
         self.trades += len(items)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + _PUBLISH_WAIT
+        deadline = loop.time() + self._publish_wait
         # The publisher counts what it wrote but signals nothing per batch: a short bounded poll.
         while self._published() < target and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)

@@ -144,7 +144,7 @@ def plan_calls(topics: Iterable[Topic]) -> list[RestCall]:
     tickers: dict[str, list[Topic]] = {}
     books: dict[str, list[Topic]] = {}
     singles: list[RestCall] = []
-    for topic in sorted(set(topics)):
+    for topic in sorted(set(topics), key=str):
         code = topic.code
         if topic.is_private or code is None:
             continue

@@ -262,17 +262,26 @@ class Router:
         self.outgoing += 1
         return [Outgoing(topic, payload, False, type_name)]
 
-    def claim_trade(self, code: str, sequential_id: int) -> bool:
-        """Mark a trade as published unless it already was (the duplicate-trade filter, for
-        trades that did not come from the socket: back-fill). True: publish it."""
+    def claim_trades(self, code: str, sequential_ids: list[int]) -> list[bool]:
+        """Mark trades as published unless they already were (the duplicate-trade filter, for
+        trades that did not come from the socket: back-fill); True: publish it. Every id is
+        checked before any is added, so a long batch cannot push the ids it is checked against
+        out of the window."""
         dedupe = self._dedupe.get(code)
         if dedupe is None:
             dedupe = self._dedupe[code] = _Dedupe(self.dedupe_window)
-        elif sequential_id in dedupe.seen:
-            self.duplicate_trades += 1
-            return False
-        dedupe.add(sequential_id)
-        return True
+        seen = dedupe.seen
+        batch: set[int] = set()
+        fresh: list[bool] = []
+        for sid in sequential_ids:
+            fresh.append(sid not in seen and sid not in batch)
+            batch.add(sid)
+        for sid, new in zip(sequential_ids, fresh, strict=True):
+            if new:
+                dedupe.add(sid)
+            else:
+                self.duplicate_trades += 1
+        return fresh
 
     def _snapshot_passes(self, topic: str) -> bool:
         """At most one snapshot per topic and subscribe message; none for continuing topics."""

@@ -230,7 +230,8 @@ class Collector:
             return Upstream(
                 name=name,
                 url=url,
-                router=Router(codec=codec),
+                # the duplicate-trade filter remembers at least a whole back-fill's trades
+                router=Router(codec=codec, dedupe_window=max(1_000, backfill_max_trades + 1_000)),
                 outbox=self.outbox,
                 status=self.status,
                 budget=RateBudget(

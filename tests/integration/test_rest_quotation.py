@@ -96,31 +96,33 @@ async def test_a_consumers_trade_tape_has_no_hole_across_an_upstream_drop(
     backfilled: list[int] = []
     notices: list[Notice] = []
     gaps: list[Gap] = []
-    async with running_collector(real_redis_url, keys, emu.public_url) as collector:
-        async with client(real_redis_url, keys, notices=True) as c:
-            await c.subscribe(topic)
-            await collector.wait_subscribed(lambda union: topic in union, timeout=15)
-            loop = asyncio.get_running_loop()
-            dropped = False
-            done_at: float | None = None
-            async with asyncio.timeout(30):
-                async for item in c.events():
-                    if isinstance(item, Event) and item.topic == topic and not item.cached:
-                        sid = item.data["sequential_id"]
-                        seen.append(sid)
-                        if item.backfilled:
-                            backfilled.append(sid)
-                        if len(seen) == 200 and not dropped:
-                            dropped = True
-                            emu.refuse_connections(1.0)  # a longer hole: ~400 trades
-                            assert await emu.drop_all() >= 1
-                    elif isinstance(item, Gap):
-                        gaps.append(item)
-                    elif isinstance(item, Notice) and item.event == "backfill":
-                        notices.append(item)
-                        done_at = loop.time()
-                    if done_at is not None and loop.time() - done_at > 1.0 and len(seen) > 400:
-                        break
+    async with (
+        running_collector(real_redis_url, keys, emu.public_url) as collector,
+        client(real_redis_url, keys, notices=True) as c,
+    ):
+        await c.subscribe(topic)
+        await collector.wait_subscribed(lambda union: topic in union, timeout=15)
+        loop = asyncio.get_running_loop()
+        dropped = False
+        done_at: float | None = None
+        async with asyncio.timeout(30):
+            async for item in c.events():
+                if isinstance(item, Event) and item.topic == topic and not item.cached:
+                    sid = item.data["sequential_id"]
+                    seen.append(sid)
+                    if item.backfilled:
+                        backfilled.append(sid)
+                    if len(seen) == 200 and not dropped:
+                        dropped = True
+                        emu.refuse_connections(1.0)  # a longer hole: ~400 trades
+                        assert await emu.drop_all() >= 1
+                elif isinstance(item, Gap):
+                    gaps.append(item)
+                elif isinstance(item, Notice) and item.event == "backfill":
+                    notices.append(item)
+                    done_at = loop.time()
+                if done_at is not None and loop.time() - done_at > 1.0 and len(seen) > 400:
+                    break
     assert gaps, "the drop was announced"
     assert len(notices) == 1
     body = notices[0].data

@@ -1,0 +1,176 @@
+"""collector/backfill.py: which trades of a page are missing, and the bounded fill itself.
+
+The fill runs against httpx's mock transport playing ``trades/ticks`` (pages newest first,
+``cursor`` paging), with a real Router (its duplicate-trade filter) and a real Outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import fakeredis
+import httpx
+import orjson
+import pytest
+
+from upbit_fanout.collector.backfill import Backfiller, missing_trades
+from upbit_fanout.collector.outbox import Outbox
+from upbit_fanout.collector.quotation import QuotationClient
+from upbit_fanout.collector.routing import Outgoing, Router
+from upbit_fanout.collector.status import Status
+from upbit_fanout.subscriptions.codec import decode_event
+from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.topics import parse_topic
+
+TOPIC = parse_topic("trade:KRW-BTC")
+
+
+def trade(sid: int, ts: int | None = None) -> dict[str, Any]:
+    return {
+        "market": "KRW-BTC",
+        "trade_date_utc": "2026-12-01",
+        "trade_time_utc": "00:00:01",
+        "timestamp": ts if ts is not None else sid,
+        "trade_price": 100,
+        "trade_volume": "0.5",
+        "prev_closing_price": 90,
+        "change_price": 10,
+        "ask_bid": "BID",
+        "sequential_id": sid,
+    }
+
+
+@pytest.mark.parametrize(
+    ("page", "anchor", "since", "missing", "reached"),
+    [
+        ([5, 4, 3, 2], 3, 0, [5, 4], True),
+        ([5, 4], 3, 0, [5, 4], False),
+        ([3, 2], 3, 0, [], True),
+        ([5, 4, 3, 2], None, 4, [5, 4], True),  # no anchor: back to the gap's start
+        ([9, 7, 8], 7, 0, [9], True),  # ids need not be ordered: the position counts
+    ],
+)
+def test_missing_trades(
+    page: list[int], anchor: int | None, since: int, missing: list[int], reached: bool
+) -> None:
+    found, done = missing_trades([trade(s) for s in page], anchor, since)
+    assert [t["sequential_id"] for t in found] == missing
+    assert done is reached
+
+
+class Tape:
+    """``trades/ticks`` over sequential ids 1..n (newest first), recording the cursors asked."""
+
+    def __init__(self, n: int) -> None:
+        self.sids = list(range(n, 0, -1))
+        self.cursors: list[str | None] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        query = parse_qs(urlsplit(str(request.url)).query)
+        cursor = query.get("cursor", [None])[0]
+        self.cursors.append(cursor)
+        count = int(query["count"][0])
+        sids = [s for s in self.sids if cursor is None or s < int(cursor)][:count]
+        return httpx.Response(200, content=orjson.dumps([trade(s) for s in sids]))
+
+
+@pytest.fixture
+def status() -> Iterator[Status]:
+    return Status(fakeredis.FakeAsyncRedis(), Keys("t"), collector_id="c", version="0")
+
+
+async def fill(
+    tape: Tape, status: Status, *, anchor: int | None, live: list[int], max_trades: int = 2000
+) -> tuple[list[Outgoing], dict[str, Any], Router]:
+    router = Router(codec="json")
+    router.set_topics([TOPIC], fresh_connection=True)
+    router.claim_trades("KRW-BTC", ([anchor] if anchor else []) + live)
+    router.trade_anchors = {"KRW-BTC": anchor} if anchor else {}
+    outbox: Outbox[Outgoing] = Outbox(100_000)
+    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(tape))
+    backfiller = Backfiller(
+        client=client,
+        router=router,
+        outbox=outbox,
+        status=status,
+        codec="json",
+        published=lambda: 0,
+        publish_wait=0.0,
+        max_trades=max_trades,
+    )
+    try:
+        backfiller.gap(0, [TOPIC, parse_topic("ticker:KRW-BTC")])
+        hole = backfiller._pending.pop(str(TOPIC))
+        assert not backfiller._pending  # only trade topics are filled
+        await backfiller._fill(hole)
+    finally:
+        await client.aclose()
+    notice = orjson.loads(status._notices[-1])
+    return await outbox.get_batch(), notice, router
+
+
+async def test_a_hole_is_filled_in_order_without_what_the_socket_already_sent(
+    status: Status,
+) -> None:
+    tape = Tape(1200)  # the anchor is 100: 1,100 missed trades, 3 pages of 500
+    items, notice, router = await fill(tape, status, anchor=100, live=[1199, 1200])
+    sids = [decode_event(item.payload)["sequential_id"] for item in items]
+    assert sids == list(range(101, 1199))
+    assert all(item.last is False and item.topic == "trade:KRW-BTC" for item in items)
+    assert decode_event(items[0].payload)["stream_type"] == "BACKFILL"
+    assert tape.cursors == [None, "701", "201"]
+    assert notice["event"] == "backfill"
+    assert notice["complete"] is True
+    assert notice["count"] == 1098
+    assert router.claim_trades("KRW-BTC", [1100, 5000, 5000]) == [False, True, False]
+
+
+async def test_a_hole_longer_than_the_cap_says_so(status: Status) -> None:
+    items, notice, _ = await fill(Tape(5000), status, anchor=10, live=[], max_trades=600)
+    assert len(items) == 600
+    assert notice["complete"] is False
+    assert "max_backfill_trades" in notice["reason"]
+
+
+async def test_no_anchor_fills_back_to_the_gaps_start(status: Status) -> None:
+    tape = Tape(50)
+    router = Router(codec="json")
+    router.set_topics([TOPIC], fresh_connection=True)
+    outbox: Outbox[Outgoing] = Outbox(1000)
+    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(tape))
+    backfiller = Backfiller(
+        client=client, router=router, outbox=outbox, status=status, codec="json",
+        published=lambda: 0, publish_wait=0.0,
+    )  # fmt: skip
+    try:
+        backfiller.gap(40, [TOPIC])  # since = 40 ms; trade timestamps here equal their ids
+        await backfiller._fill(backfiller._pending.pop(str(TOPIC)))
+    finally:
+        await client.aclose()
+    sids = [decode_event(item.payload)["sequential_id"] for item in await outbox.get_batch()]
+    assert sids == list(range(40, 51))
+    assert orjson.loads(status._notices[-1])["complete"] is True
+
+
+async def test_a_rest_failure_is_announced(status: Status) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, content=b'{"error":{"name":"server_error","message":"x"}}')
+
+    router = Router(codec="json")
+    router.set_topics([TOPIC], fresh_connection=True)
+    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(refuse))
+    backfiller = Backfiller(
+        client=client, router=router, outbox=Outbox(10), status=status, codec="json",
+        published=lambda: 0, publish_wait=0.0,
+    )  # fmt: skip
+    try:
+        backfiller.gap(0, [TOPIC])
+        await backfiller._fill(backfiller._pending.pop(str(TOPIC)))
+    finally:
+        await client.aclose()
+    notice = orjson.loads(status._notices[-1])
+    assert notice["complete"] is False
+    assert "server_error" in notice["reason"]
+    assert notice["count"] == 0
