@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     record_private: bool = True  # with keys: myOrder (all markets) + myAsset always recorded
     upbit_rest_url: str | None = None  # default: next to the private WebSocket URL
     reconcile_lookback: float = Field(default=3600.0, ge=0)
+    # Upbit's REST quotation API (docs/collector.md, "REST: cold snapshots and back-fill").
+    rest_snapshots: bool = True  # answer cold snapshots from REST (no WebSocket message)
+    backfill_max_trades: int = Field(default=2000, ge=0)  # per trade topic and gap; 0: off
+    snapshot_requests_per_client: int = Field(default=5, ge=1)  # per second
     private_down_threshold: float = Field(default=60.0, gt=0)  # check: private socket down
     connect_per_second: int = Field(default=5, ge=1)
     backoff_initial: float = Field(default=0.5, gt=0)

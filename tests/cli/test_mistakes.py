@@ -83,6 +83,17 @@ ENV_CASES: list[tuple[dict[str, str], str, str]] = [
     ({"VERIFY_SUBSCRIPTIONS": "perhaps"}, "UPBIT_FANOUT_VERIFY_SUBSCRIPTIONS", "bool"),
     ({"VERIFY_DELAY": "-1"}, "UPBIT_FANOUT_VERIFY_DELAY", "greater than or equal to 0"),
     ({"WARM_SECONDS": "soon"}, "UPBIT_FANOUT_WARM_SECONDS", "number"),
+    ({"REST_SNAPSHOTS": "perhaps"}, "UPBIT_FANOUT_REST_SNAPSHOTS", "bool"),
+    (
+        {"BACKFILL_MAX_TRADES": "-1"},
+        "UPBIT_FANOUT_BACKFILL_MAX_TRADES",
+        "greater than or equal to 0",
+    ),
+    (
+        {"SNAPSHOT_REQUESTS_PER_CLIENT": "0"},
+        "UPBIT_FANOUT_SNAPSHOT_REQUESTS_PER_CLIENT",
+        "greater than or equal to 1",
+    ),
     ({"UPBIT_REST_URL": "wss://api.upbit.com"}, "UPBIT_FANOUT_UPBIT_REST_URL", "https://"),
     ({"RECONCILE_LOOKBACK": "-1"}, "UPBIT_FANOUT_RECONCILE_LOOKBACK", "greater than or equal to 0"),
     ({"PRIVATE_DOWN_THRESHOLD": "0"}, "UPBIT_FANOUT_PRIVATE_DOWN_THRESHOLD", "greater than 0"),

@@ -54,7 +54,7 @@ def market_data_acl(p: str) -> list[str]:
         "on", ">md-password", "resetkeys", "resetchannels", "+@all", "-@dangerous",
         f"~{p}:intents:*", f"%R~{p}:union", f"%R~{p}:status",
         *(f"%R~{p}:last:{t}{'' if t.endswith('.') else ':'}*" for t in public),
-        f"&{p}:control", f"&{p}:notices",
+        f"&{p}:control", f"&{p}:notices", f"&{p}:snapshot",
         *(f"&{p}:{t}{'' if t.endswith('.') else ':'}*" for t in public),
     ]  # fmt: skip
 
