@@ -114,6 +114,7 @@ async def take_snapshots(
     notices = keys.notices.encode()
     link = cast(PubSubLink, ClusterLink(redis, (keys.notices,))) if cluster else PubSubLink(redis)
     lease = max(MIN_LEASE_SECONDS, timeout + _LEASE_MARGIN)
+    owner = transient_client_id.rpartition(".snap")[0] or transient_client_id  # paced per client
     wrote = False
     asked = False  # the REST request was sent
     rest_ids: set[str] = set()
@@ -135,7 +136,7 @@ async def take_snapshots(
                 for start in range(0, len(rest), _REST_BATCH):
                     chunk = rest[start : start + _REST_BATCH]
                     request_id = f"{transient_client_id}.{start // _REST_BATCH}"
-                    body = {"id": request_id, "client": transient_client_id, "topics": chunk}
+                    body = {"id": request_id, "client": owner, "topics": chunk}
                     try:
                         receivers = await redis.publish(keys.snapshot_requests, json.dumps(body))
                     except ResponseError as exc:  # NOPERM: an ACL without P:snapshot
@@ -145,7 +146,8 @@ async def take_snapshots(
                         rest_ids.add(request_id)
                     else:  # no collector listens: the intent way for these, at once
                         fallback |= set(chunk)
-                rest_until = now_loop + rest_wait
+                # leave the intent way at least half the time that is left
+                rest_until = now_loop + min(rest_wait, remaining / 2)
             if asked and rest_ids and now_loop >= rest_until:
                 rest_ids.clear()  # no answer in time: whatever is missing takes the intent way
                 fallback |= set(pending)

@@ -153,7 +153,20 @@ class Backfiller:
             while self._pending:
                 topic = next(iter(self._pending))
                 hole = self._pending.pop(topic)
-                await self._fill(hole)
+                try:
+                    await self._fill(hole)
+                except Exception as exc:  # never a silent hole: say it, then go on
+                    log.exception("back-fill of %s failed", hole.topic)
+                    self.incomplete += 1
+                    self._status.notice(
+                        "backfill",
+                        connection="public",
+                        topic=hole.topic,
+                        count=0,
+                        complete=False,
+                        since=hole.since,
+                        reason=f"internal error: {type(exc).__name__}",
+                    )
 
     async def _fill(self, hole: Hole) -> None:
         trades: list[Mapping[str, Any]] = []

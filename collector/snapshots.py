@@ -21,8 +21,10 @@ Bounds (hostile input is normal input): a request over ``max_request_bytes`` or 
 ``max_topics`` topics is refused whole; each client id gets ``per_client`` requests per second;
 at most ``max_pending`` requests wait (beyond that a request is refused with a notice), and
 requests waiting together are answered together (their topics merged, so a burst of clients
-asking for the same market costs one REST call). Refusal notices are themselves limited to
-``notices_per_second``. REST pacing is :class:`collector.quotation.QuotationClient`'s.
+asking for the same market costs one REST call), with at most ``max_calls`` REST calls per such
+batch (the topics beyond fail with "busy" and their clients fall back at once). Refusal notices
+are themselves limited to ``notices_per_second``. REST pacing is
+:class:`collector.quotation.QuotationClient`'s.
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ class SnapshotServer:
         markets: Callable[[], Container[str] | None],
         per_client: int = 5,
         max_pending: int = 100,
+        max_calls: int = 50,
         notices_per_second: int = 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -158,6 +161,7 @@ class SnapshotServer:
         self._markets = markets
         self._per_client = per_client
         self._max_pending = max_pending
+        self._max_calls = max_calls
         self._clock = clock
         self._paces: dict[str, RateBudget] = {}
         self._notices = RateBudget([(notices_per_second, 1.0)])
@@ -171,17 +175,11 @@ class SnapshotServer:
         self.rest_calls = 0
 
     async def run(self) -> None:
-        """Listen and answer until cancelled."""
-        worker = asyncio.create_task(self._work(), name="collector-snapshots-worker")
-        try:
-            await self._listen()
-        finally:
-            worker.cancel()
-            try:
-                async with asyncio.timeout(2.0):
-                    await asyncio.gather(worker, return_exceptions=True)
-            except TimeoutError:  # pragma: no cover - the worker stops at its next await
-                log.error("snapshot worker did not stop")
+        """Listen and answer until cancelled; a crash of either half ends both (and reaches the
+        service's supervisor, which logs it and restarts the task)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._listen(), name="collector-snapshots-listener")
+            group.create_task(self._work(), name="collector-snapshots-worker")
 
     # -- requests in ----------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -262,7 +260,11 @@ class SnapshotServer:
         wanted = {t for request in batch for t in request.topics if str(t) not in live}
         done: dict[Topic, bytes] = {}
         errors: dict[Topic, str] = {}
-        for call in plan_calls(wanted):
+        calls = plan_calls(wanted)
+        for call in calls[self._max_calls :]:  # bounded work per batch: the rest fall back
+            for topic in call.topics:
+                errors[topic] = "busy: too many REST calls at once"
+        for call in calls[: self._max_calls]:
             self.rest_calls += 1
             try:
                 body = await self._client.get(call)
