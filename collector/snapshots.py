@@ -145,7 +145,7 @@ class SnapshotServer:
         codec: Literal["json", "msgpack"],
         live: Callable[[], frozenset[str]],
         markets: Callable[[], Container[str] | None],
-        per_client: int = 5,
+        per_client: int = 20,
         max_pending: int = 100,
         max_calls: int = 50,
         notices_per_second: int = 20,

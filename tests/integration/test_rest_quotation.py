@@ -137,3 +137,38 @@ async def test_a_consumers_trade_tape_has_no_hole_across_an_upstream_drop(
     assert missing == [], f"{len(missing)} of {len(window)} trades missing"
     # back-filled trades come in order among themselves
     assert backfilled == sorted(backfilled)
+
+
+async def test_twelve_cold_snapshots_spend_nothing_of_the_live_connections_budget(
+    real_redis_url: str, keys: Keys, emu: Emulator
+) -> None:
+    """The issue's case: a live subscription, then 12 sequential cold snapshots. Before, each
+    cost a subscribe and a resubscribe out of the 100-per-minute budget; now none does."""
+    codes = ["KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA", "KRW-USDT"]
+    async with running_collector(real_redis_url, keys, emu.public_url) as collector:
+        async with client(real_redis_url, keys) as c:
+            await c.subscribe("trade:KRW-BTC")
+            await collector.wait_subscribed(lambda union: "trade:KRW-BTC" in union, timeout=15)
+            await emu.wait_received(1, within=15)  # the live subscription reached the emulator
+            before = emu.received_total
+            for name in [f"ticker:{code}" for code in codes] + [
+                f"orderbook:{code}.5" for code in codes
+            ]:
+                event = await c.snapshot(name, timeout=10)
+                assert event.stream_type == "REST", name
+            assert emu.received_total == before  # not one WebSocket message
+            await c.subscribe("ticker:KRW-BTC")  # the next live change is sent at once
+            await collector.wait_subscribed(lambda union: "ticker:KRW-BTC" in union, timeout=15)
+        assert collector.union >= {"trade:KRW-BTC", "ticker:KRW-BTC"}
+
+
+async def test_without_rest_snapshots_the_intent_way_still_answers(
+    real_redis_url: str, keys: Keys, emu: Emulator
+) -> None:
+    async with (
+        running_collector(real_redis_url, keys, emu.public_url, rest_snapshots=False),
+        client(real_redis_url, keys) as c,
+    ):
+        event = await c.snapshot("ticker:KRW-ETH", timeout=10)
+    assert event.stream_type == "SNAPSHOT"  # from the WebSocket, through a transient intent
+    assert emu.received_total >= 1
