@@ -158,6 +158,7 @@ class Backfiller:
                 except Exception as exc:  # never a silent hole: say it, then go on
                     log.exception("back-fill of %s failed", hole.topic)
                     self.incomplete += 1
+                    self._status.count("incomplete_backfills")
                     self._status.notice(
                         "backfill",
                         connection="public",
@@ -206,6 +207,7 @@ class Backfiller:
         complete = reached and not reason
         if not complete:
             self.incomplete += 1
+            self._status.count("incomplete_backfills")
             log.warning("back-fill of %s incomplete: %s", hole.topic, reason)
         details: dict[str, Any] = {
             "connection": "public",
@@ -240,6 +242,7 @@ class Backfiller:
         target = self._published() + len(self._outbox) + len(items)
         self._outbox.put_many(items)
         self.trades += len(items)
+        self._status.count("backfilled_trades", len(items))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._publish_wait
         # The publisher counts what it wrote but signals nothing per batch: a short bounded poll.

@@ -69,6 +69,9 @@ _COUNTERS: Final = (
         "subscription_mismatches",
         "LIST_SUBSCRIPTIONS answers that differed from what was sent (then re-sent).",
     ),
+    ("rest_snapshots", "rest_snapshots", "Cold snapshots answered from Upbit's REST API."),
+    ("backfilled_trades", "backfilled_trades", "Trades back-filled from REST after a gap."),
+    ("incomplete_backfills", "incomplete_backfills", "Trade topics whose gap stayed open."),
 )
 _STATES: Final = tuple(state.value for state in State)
 

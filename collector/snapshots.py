@@ -285,6 +285,8 @@ class SnapshotServer:
         ]
         self._outbox.put_many(items)
         self.answered += len(items)
+        if items:
+            self._status.count("rest_snapshots", len(items))
         for request in batch:
             failed = dict(request.refused)
             for topic in request.topics:

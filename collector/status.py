@@ -77,6 +77,9 @@ COUNTERS = (
     "gaps",
     "subscription_checks",
     "subscription_mismatches",
+    "rest_snapshots",
+    "backfilled_trades",
+    "incomplete_backfills",
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds (seconds) of the latency histograms (publish batches, canaries)."""

@@ -1,5 +1,5 @@
 """Upbit's REST side, end to end: cold snapshots cost no WebSocket message, and a consumer's trade
-tape has no hole across an upstream drop (issue 13).
+tape has no hole across an upstream drop.
 
 Real parts: Redis, the Collector, the emulator over loopback (its WebSocket and its REST
 quotation API, both from one simulation), the client library.
@@ -142,7 +142,7 @@ async def test_a_consumers_trade_tape_has_no_hole_across_an_upstream_drop(
 async def test_twelve_cold_snapshots_spend_nothing_of_the_live_connections_budget(
     real_redis_url: str, keys: Keys, emu: Emulator
 ) -> None:
-    """The issue's case: a live subscription, then 12 sequential cold snapshots. Before, each
+    """A live subscription, then 12 sequential cold snapshots. Through transient intents each
     cost a subscribe and a resubscribe out of the 100-per-minute budget; now none does."""
     codes = ["KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE", "KRW-ADA", "KRW-USDT"]
     async with running_collector(real_redis_url, keys, emu.public_url) as collector:
