@@ -167,7 +167,7 @@ class Collector:
         warm_seconds: float = 60.0,
         rest_snapshots: bool = True,
         backfill_max_trades: int = 2_000,
-        snapshot_requests_per_client: int = 20,
+        snapshot_requests_per_client: int = 10,
     ) -> None:
         for url in (upstream_url, private_url):
             if url is not None:

@@ -6,25 +6,24 @@ subscribes to their channels, then PUBLISHes a request on ``P:snapshot``::
     {"id": "<request id>", "client": "<client id>", "topics": ["ticker:KRW-ETH", ...]}
 
 The leader (only it listens) validates the request (:func:`parse_request`: size, count, the
-contract's topic rules, public topics only, known markets), paces it per client
-(:class:`collector.budget.RateBudget`), and answers every topic that is **not live** with one
-REST call per group of topics (:func:`collector.quotation.plan_calls`): the answer, in the
-stream's shape with ``stream_type`` ``REST``, is published on the topic's channel and written to
-``P:last:{topic}`` through the outbox and the fenced publisher, like any event. What it cannot
-answer (a refused topic, a live one, a REST failure, a request over the client's pace) is said
-in a ``snapshot`` notice on ``P:notices`` (``{"event":"snapshot","id":...,"client":...,
-"failed":{topic: reason}}``), so the client falls back to its transient intent at once rather
-than at its timeout. Live topics are left to the stream: the client reads them from the
-last-value cache.
+contract's topic rules, public topics only, known markets), bounds what each client may have
+waiting, and answers every topic that is **not live** with one REST call per group of topics
+(:func:`collector.quotation.plan_calls`): the answer, in the stream's shape with ``stream_type``
+``REST``, is published on the topic's channel and written to ``P:last:{topic}`` through the outbox
+and the fenced publisher, like any event. What it cannot answer (a refused topic, a live one, a
+REST failure, a client with too many requests waiting) is said in a ``snapshot`` notice on
+``P:notices`` (``{"event":"snapshot","id":...,"client":..., "failed":{topic: reason}}``), so the
+client falls back to its transient intent at once rather than at its timeout. Live topics are left
+to the stream: the client reads them from the last-value cache.
 
 Bounds (hostile input is normal input): a request over ``max_request_bytes`` or naming more than
-``max_topics`` topics is refused whole; each client id gets ``per_client`` requests per second;
-at most ``max_pending`` requests wait (beyond that a request is refused with a notice), and
-requests waiting together are answered together (their topics merged, so a burst of clients
-asking for the same market costs one REST call), with at most ``max_calls`` REST calls per such
-batch (the topics beyond fail with "busy" and their clients fall back at once). Refusal notices
-are themselves limited to ``notices_per_second``. REST pacing is
-:class:`collector.quotation.QuotationClient`'s.
+``max_topics`` topics is refused whole; each client id may have ``per_client`` requests waiting (a
+client that asks one after the other never has more than one; a flood from one id is refused beyond
+it); at most ``max_pending`` requests wait (beyond that a request is refused with a notice), and
+requests waiting together are answered together (their topics merged, so a burst of clients asking
+for the same market costs one REST call), with at most ``max_calls`` REST calls per such batch (the
+topics beyond fail with "busy" and their clients fall back at once). Refusal notices are themselves
+limited to ``notices_per_second``. REST pacing is :class:`collector.quotation.QuotationClient`'s.
 """
 
 from __future__ import annotations
@@ -130,7 +129,7 @@ def parse_request(
 class SnapshotServer:
     """Listens on ``P:snapshot`` while leader and answers cold topics from REST.
 
-    Counters: ``requests``, ``refused`` (requests refused whole or paced), ``answered`` (topics
+    Counters: ``requests``, ``refused`` (requests refused whole or not queued), ``answered`` (topics
     answered from REST), ``failed`` (topics not answered), ``rest_calls``.
     """
 
@@ -145,7 +144,7 @@ class SnapshotServer:
         codec: Literal["json", "msgpack"],
         live: Callable[[], frozenset[str]],
         markets: Callable[[], Container[str] | None],
-        per_client: int = 20,
+        per_client: int = 10,
         max_pending: int = 100,
         max_calls: int = 50,
         notices_per_second: int = 20,
@@ -163,7 +162,7 @@ class SnapshotServer:
         self._max_pending = max_pending
         self._max_calls = max_calls
         self._clock = clock
-        self._paces: dict[str, RateBudget] = {}
+        self._waiting: dict[str, int] = {}  # client id -> its requests waiting (bounded)
         self._notices = RateBudget([(notices_per_second, 1.0)])
         self._pending: list[SnapshotRequest] = []
         self._wake = asyncio.Event()
@@ -217,7 +216,7 @@ class SnapshotServer:
             await asyncio.sleep(next(delays))
 
     def receive(self, data: bytes) -> None:
-        """One request from the channel: validate, pace, queue (never raises)."""
+        """One request from the channel: validate, bound, queue (never raises)."""
         self.requests += 1
         request = parse_request(data, markets=self._markets())
         if isinstance(request, str):
@@ -228,21 +227,16 @@ class SnapshotServer:
                     "snapshots: refused a request (%s; %d similar held back)", request, held
                 )
             return
-        now = self._clock()
-        pace = self._paces.get(request.client)
-        if pace is None:
-            if len(self._paces) >= 10_000:  # bounded: forget clients that went quiet
-                self._paces = {c: p for c, p in self._paces.items() if not p.allowed(now)}
-            pace = self._paces[request.client] = RateBudget([(self._per_client, 1.0)])
-        if not pace.allowed(now):
+        waiting = self._waiting.get(request.client, 0)
+        if waiting >= self._per_client:
             self.refused += 1
-            self._answer_failed(request, "too many snapshot requests from this client")
+            self._answer_failed(request, "too many snapshot requests waiting from this client")
             return
-        pace.record(now)
         if len(self._pending) >= self._max_pending:
             self.refused += 1
             self._answer_failed(request, "too many snapshot requests waiting")
             return
+        self._waiting[request.client] = waiting + 1
         self._pending.append(request)
         self._wake.set()
 
@@ -253,7 +247,13 @@ class SnapshotServer:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                await self._answer(batch)
+                try:
+                    await self._answer(batch)
+                finally:
+                    for request in batch:
+                        left = self._waiting.pop(request.client, 1) - 1
+                        if left > 0:
+                            self._waiting[request.client] = left
 
     async def _answer(self, batch: list[SnapshotRequest]) -> None:
         live = self._live()

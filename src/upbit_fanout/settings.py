@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # Upbit's REST quotation API (docs/collector.md, "REST: cold snapshots and back-fill").
     rest_snapshots: bool = True  # answer cold snapshots from REST (no WebSocket message)
     backfill_max_trades: int = Field(default=2000, ge=0)  # per trade topic and gap; 0: off
-    snapshot_requests_per_client: int = Field(default=20, ge=1)  # per second
+    snapshot_requests_per_client: int = Field(default=10, ge=1)  # waiting at once
     private_down_threshold: float = Field(default=60.0, gt=0)  # check: private socket down
     connect_per_second: int = Field(default=5, ge=1)
     backoff_initial: float = Field(default=0.5, gt=0)

@@ -90,7 +90,7 @@ async def test_a_flood_is_bounded_per_client_and_overall() -> None:
         clock=lambda: now[0],
     )
     try:
-        for _ in range(10):  # one client: 2 per second pass, the rest are refused with a notice
+        for _ in range(10):  # one client: 2 may wait, the rest are refused with a notice
             server.receive(request(["ticker:KRW-BTC"]))
         assert len(server._pending) == 2
         assert server.refused == 8
@@ -101,9 +101,37 @@ async def test_a_flood_is_bounded_per_client_and_overall() -> None:
         assert len(status._notices) == 3
         notice = orjson.loads(status._notices[0])
         assert notice["event"] == "snapshot"
-        assert notice["failed"] == {"ticker:KRW-BTC": "too many snapshot requests from this client"}
-        now[0] = 1.5
-        server.receive(request(["ticker:KRW-BTC"]))  # the client's pace has reopened
-        assert server.refused == 8 + 17 + 1  # ... but the queue is full
+        assert notice["failed"] == {
+            "ticker:KRW-BTC": "too many snapshot requests waiting from this client"
+        }
+        assert server._waiting == {"bot-1.snap1": 2, "c0": 1, "c1": 1, "c2": 1}
+    finally:
+        await client.aclose()
+
+
+async def test_a_client_asking_one_after_the_other_is_never_refused() -> None:
+    """Answered requests stop counting as waiting (here every REST call fails: no server)."""
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("no Upbit here")
+
+    status = Status(fakeredis.FakeAsyncRedis(), Keys("t"), collector_id="c", version="0")
+    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(down))
+    server = SnapshotServer(
+        redis=fakeredis.FakeAsyncRedis(), keys=Keys("t"), client=client,
+        outbox=Outbox[Outgoing](100), status=status, codec="json", live=frozenset,
+        markets=lambda: None, per_client=1,
+    )  # fmt: skip
+    try:
+        for _ in range(3):
+            server.receive(request(["ticker:KRW-BTC"]))
+            batch, server._pending = server._pending, []
+            await server._answer(batch)
+            for item in batch:  # what the worker does after answering
+                server._waiting.pop(item.client, None)
+        assert server.refused == 0
+        assert server.rest_calls == 3
+        notice = orjson.loads(status._notices[-1])
+        assert notice["failed"]["ticker:KRW-BTC"].startswith("REST: unreachable")
     finally:
         await client.aclose()
