@@ -154,7 +154,7 @@ class QuotationApi:
         try:
             if group is None:
                 raise _Refused(http.HTTPStatus.NOT_FOUND, "not_found", f"no endpoint {path}")
-            window = self._window(group, address)
+            window = self._window(group, address, now)
             allowed = window.try_acquire(now)
             left = window.remaining(now, 1.0)
             remaining = f"group={group}; min={self._per_second * 60}; sec={left}"
@@ -172,12 +172,12 @@ class QuotationApi:
             return RestAnswer(refused.status, _error(refused.name, refused.message), remaining)
         return RestAnswer(http.HTTPStatus.OK, dumps_exact(body), remaining)
 
-    def _window(self, group: str, address: str) -> SlidingWindow:
+    def _window(self, group: str, address: str, now: float) -> SlidingWindow:
         key = (group, address)
         window = self._windows.get(key)
         if window is None:
             if len(self._windows) > 10_000:  # bounded: forget idle clients
-                self._windows = {k: w for k, w in self._windows.items() if not w.idle(0.0)}
+                self._windows = {k: w for k, w in self._windows.items() if not w.idle(now)}
             window = self._windows[key] = SlidingWindow([(self._per_second, 1.0)])
         return window
 
