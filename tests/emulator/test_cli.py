@@ -6,6 +6,8 @@ import json
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +84,32 @@ def test_cli_private_endpoint_and_the_secret_is_never_printed(
     assert process.returncode == 0
     assert SECRET not in stdout + stderr
     assert "refused a private connection" in stderr  # logged, without the token
+
+
+@pytest.mark.parametrize("emulator_process", [["--trading", "KRW-BTC"]], indirect=True)
+def test_cli_trading_markets_trade_unwatched_and_show_over_rest(
+    emulator_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    """``--trading``: nobody is connected, yet the market trades and REST shows its trades."""
+    _, url = emulator_process
+    base = url.replace("ws://", "http://")
+    deadline = time.monotonic() + 15
+    trades: list[object] = []
+    while time.monotonic() < deadline and len(trades) < 5:
+        with urllib.request.urlopen(f"{base}/v1/trades/ticks?market=KRW-BTC&count=10") as answer:
+            assert answer.headers["Remaining-Req"].startswith("group=trade;")
+            trades = json.loads(answer.read())
+        time.sleep(0.2)
+    assert len(trades) >= 5
+
+
+def test_cli_refuses_an_unknown_trading_market() -> None:
+    result = subprocess.run(
+        [*command(), "emulator", "--port", "0", "--trading", "KRW-NOPE"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "KRW-NOPE" in result.stderr
