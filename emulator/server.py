@@ -183,6 +183,7 @@ class Emulator:
         rest_per_second: int = 30,
         quotation_per_second: int = QUOTATION_PER_SECOND,
         trading: Sequence[str] = (),
+        trading_tape: int = 10_000,
     ) -> None:
         if rate < 0:
             raise ValueError("rate must be >= 0 (0 means as fast as possible)")
@@ -211,8 +212,10 @@ class Emulator:
         self._rest: RestApi | None = None
         self._quotation = QuotationApi(lambda: self.simulator, per_second=quotation_per_second)
         self._trading: frozenset[str] = frozenset(trading)
-        """Markets that trade whether or not anyone watches (as Upbit's do); their trades are
-        remembered for ``GET /v1/trades/ticks``."""
+        """Markets that trade whether or not anyone watches (as Upbit's do); their last
+        ``trading_tape`` trades are remembered for ``GET /v1/trades/ticks`` (other markets:
+        the last 200)."""
+        self._trading_tape = trading_tape
         self._connect_limiter = ConnectLimiter(connect_limit_per_s)
 
         self.markets: tuple[Market, ...] = tuple(markets) if markets else default_markets()
@@ -275,6 +278,8 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("the emulator is already started")
         self._sim = MarketSimulator(self.markets, seed=self._seed, now_ms=now_ms())
+        for code in self._trading:
+            self._sim.keep_trades(code, self._trading_tape)
         self._account = Account(seed=self._seed)
         self._rest = RestApi(
             self._account,
@@ -670,8 +675,9 @@ class Emulator:
         return response
 
     def trade_record(self, code: str) -> list[dict[str, Any]]:
-        """The emulator's own record of ``code``'s trades, oldest first (the simulator keeps the
-        latest 10,000 per market): ``sequential_id``, ``timestamp``, price and volume text."""
+        """The emulator's own record of ``code``'s trades, oldest first (the latest 10,000 of a
+        ``trading`` market, 200 of any other): ``sequential_id``, ``timestamp``, price and
+        volume text."""
         return [
             {"sequential_id": row[11], "timestamp": row[4], "price": row[5], "volume": row[6]}
             for row in self.simulator.trades(code)
