@@ -11,9 +11,9 @@ number text.
 
 What the emulator cannot answer as Upbit would, and does instead (docs/emulator.md, "REST"):
 
-- trades: the simulator remembers the last 200 trades of a market (10,000 of a ``trading``
-  one), so paging back further returns an empty page; ``days_ago`` (1-7) asks for earlier
-  days, which it does not keep: an empty list;
+- trades: the simulator remembers the last 10,000 trades of a ``trading`` market and only the
+  last trade of any other, so paging back further returns an empty page; ``days_ago`` (1-7)
+  asks for earlier days, which it does not keep: an empty list;
 - candles: it keeps only the open candle of each unit, so any ``count`` gets at most one candle
   (the current one), and ``to`` before it gets an empty list.
 

@@ -214,7 +214,7 @@ class Emulator:
         self._trading: frozenset[str] = frozenset(trading)
         """Markets that trade whether or not anyone watches (as Upbit's do); their last
         ``trading_tape`` trades are remembered for ``GET /v1/trades/ticks`` (other markets:
-        the last 200)."""
+        only the last one)."""
         self._trading_tape = trading_tape
         self._connect_limiter = ConnectLimiter(connect_limit_per_s)
 
@@ -676,8 +676,8 @@ class Emulator:
 
     def trade_record(self, code: str) -> list[dict[str, Any]]:
         """The emulator's own record of ``code``'s trades, oldest first (the latest 10,000 of a
-        ``trading`` market, 200 of any other): ``sequential_id``, ``timestamp``, price and
-        volume text."""
+        ``trading`` market, the last one of any other): ``sequential_id``, ``timestamp``, price
+        and volume text."""
         return [
             {"sequential_id": row[11], "timestamp": row[4], "price": row[5], "volume": row[6]}
             for row in self.simulator.trades(code)

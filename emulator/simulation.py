@@ -72,11 +72,11 @@ SimEvent = tuple[str, str, dict[str, Any]]
 RowEvent = tuple[str, str, dict[str, Any] | tuple[Any, ...]]
 """``(type, code, payload or row)``: what :meth:`MarketSimulator.next_rows` returns."""
 
-DEFAULT_TAPE: Final = 200
-"""Trades remembered per market for ``GET /v1/trades/ticks`` (:meth:`MarketSimulator.trades`);
-:meth:`MarketSimulator.keep_trades` gives a market a longer memory. Kept short by default:
-every remembered trade is memory the hot path must not touch again (a 10,000-trade memory on
-every market cost the firehose about 15% more CPU per frame and 900 MB for 289 markets)."""
+DEFAULT_TAPE: Final = 0
+"""Trades remembered per market for ``GET /v1/trades/ticks`` (:meth:`MarketSimulator.trades`)
+beyond the last one; :meth:`MarketSimulator.keep_trades` gives one market a memory. None by
+default: remembering costs the trade loop about 8% (200 trades per market; 10,000 on each of
+289 firehose markets would also hold some 900 MB)."""
 
 _SCALE: Final = 100_000_000  # internal units per 1 (prices and sizes: 1e-8)
 _DAY_MS: Final = 86_400_000
@@ -561,7 +561,7 @@ class _Mkt:
     l52_date: str
     last_px: int
     last_trade: tuple[Any, ...]  # a TRADE_ROW row
-    tape: deque[tuple[Any, ...]]  # the latest trades (TRADE_ROW rows), oldest first
+    tape: deque[tuple[Any, ...]] | None  # the latest trades (TRADE_ROW rows), oldest first
     candles: list[_Candle]
     csec: int
     # the fold: trades held back in second ``csec`` (see _apply_fold)
@@ -631,8 +631,8 @@ class MarketSimulator:
         now_ms: int,
         tape: int = DEFAULT_TAPE,
     ) -> None:
-        if tape < 1:
-            raise ValueError("tape must keep at least 1 trade per market")
+        if tape < 0:
+            raise ValueError("tape must be 0 (only the last trade) or more trades per market")
         known = {m.code: m for m in default_markets()}
         self._tape_len = tape
         self._seed = seed
@@ -726,17 +726,19 @@ class MarketSimulator:
         """The market's remembered trades, oldest first, as :data:`TRADE_ROW` rows.
 
         Every trade the market made is remembered (the last ``tape`` of them, or as many as
-        :meth:`keep_trades` said), whether or not anyone received it: the same trades, with the
-        same ``sequential_id``, as the streams carried. The list is a copy.
+        :meth:`keep_trades` said; without either, only the last trade), whether or not anyone
+        received it: the same trades, with the same ``sequential_id``, as the streams carried.
+        The list is a copy.
         """
-        return list(self._m[code].tape)
+        m = self._m[code]
+        return list(m.tape) if m.tape is not None else [m.last_trade]
 
     def keep_trades(self, code: str, count: int) -> None:
         """Remember the last ``count`` trades of ``code`` (at least 1) from now on."""
         if count < 1:
             raise ValueError("keep at least 1 trade")
         m = self._m[code]
-        m.tape = deque(m.tape, maxlen=count)
+        m.tape = deque(m.tape if m.tape is not None else [m.last_trade], maxlen=count)
 
     def next_events(
         self,
@@ -805,7 +807,7 @@ class MarketSimulator:
         m.seed = rng.getrandbits(32)
         m.pxc = {}
         m.pxt = {}
-        m.tape = deque(maxlen=self._tape_len)
+        m.tape = deque(maxlen=self._tape_len) if self._tape_len else None
         m.chg = {}
         m.chgt = {}
         real = market.base in KNOWN_BASES
@@ -946,7 +948,8 @@ class MarketSimulator:
             b0.pt,
             b0.st,
         )
-        m.tape.append(m.last_trade)
+        if m.tape is not None:
+            m.tape.append(m.last_trade)
         m.candles = [_Candle(ts0 - ts0 % ms, px, vol, ts0) for _, ms in _UNITS]
         m.csec = ts0 // 1000
         m.f_on = False
@@ -1448,7 +1451,8 @@ class MarketSimulator:
                 b0.st,
             )
             m.last_trade = trade
-            m.tape.append(trade)
+            if m.tape is not None:
+                m.tape.append(trade)
             if want_trade:
                 out.append(("trade", code, trade))
             if want_ticker:

@@ -22,6 +22,7 @@ NOW = 1_780_000_000_000
 @pytest.fixture
 def sim() -> MarketSimulator:
     simulator = MarketSimulator(["KRW-BTC", "KRW-ETH"], seed=3, now_ms=NOW)
+    simulator.keep_trades("KRW-BTC", 1000)
     for step in range(20):
         simulator.next_events(["KRW-BTC"], now_ms=NOW + step * 10, max_events=60)
     return simulator
@@ -107,6 +108,13 @@ def test_errors_and_the_rate_limit_per_group(sim: MarketSimulator) -> None:
     assert ok.status == 200
     later = api.handle("/v1/trades/ticks", "market=KRW-BTC", address="a", now=11.1, now_ms=NOW)
     assert later.status == 200
+
+
+def test_a_market_without_a_memory_answers_its_last_trade(sim: MarketSimulator) -> None:
+    api = QuotationApi(lambda: sim)
+    _, trades = get(api, "/v1/trades/ticks", "market=KRW-ETH&count=10")
+    assert isinstance(trades, list)
+    assert [t["sequential_id"] for t in trades] == [sim.trades("KRW-ETH")[-1][11]]
 
 
 def test_candles_answer_the_open_candle(sim: MarketSimulator) -> None:
