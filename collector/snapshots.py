@@ -48,7 +48,7 @@ from upbit_fanout.collector.status import LogLimiter, Status
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.codec import encode_event
 from upbit_fanout.subscriptions.errors import CodecError, InvalidTopicError
-from upbit_fanout.subscriptions.keys import Keys
+from upbit_fanout.subscriptions.keys import MAX_CLIENT_ID, Keys, is_client_id
 from upbit_fanout.subscriptions.topics import Topic, parse_topic
 
 __all__ = ["SnapshotRequest", "SnapshotServer", "parse_request"]
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES: Final = 8192
 MAX_TOPICS: Final = 100
-_ID_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +70,10 @@ class SnapshotRequest:
 
 
 def _word(value: Any, limit: int) -> str | None:
-    if not isinstance(value, str) or not 1 <= len(value) <= limit:
+    """``value`` when it is a client id (the contract's alphabet) of at most ``limit``."""
+    if not isinstance(value, str) or len(value) > limit or not is_client_id(value):
         return None
-    return value if set(value) <= _ID_CHARS else None
+    return value
 
 
 def parse_request(
@@ -98,7 +98,7 @@ def parse_request(
     if not isinstance(body, dict):
         return "not a JSON object"
     request_id = _word(body.get("id"), 64)
-    client = _word(body.get("client"), 128)
+    client = _word(body.get("client"), MAX_CLIENT_ID)
     if request_id is None or client is None:
         return "id (1-64) and client (1-128) must be of A-Z a-z 0-9 _ . - @"
     texts = body.get("topics")
