@@ -22,6 +22,11 @@ stop at the gap's start), or a REST failure are said in the notice (``complete: 
 arrive while a back-fill runs are merged: per topic the oldest anchor wins. Only the leader runs
 this task.
 
+After a takeover (:meth:`Backfiller.takeover`, a failover gap) the new leader has seen no trade
+yet: once its socket is subscribed, each trade topic's anchor is the previous leader's last
+trade, read from ``P:last:{topic}`` (if it is older than the takeover; otherwise the pages stop
+at the gap's start).
+
 :func:`missing_trades` is the pure decision: which trades of a page are missing, and whether the
 page reached the anchor.
 """
@@ -34,6 +39,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from upbit_fanout.collector.exchange import ExchangeError
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.quotation import (
@@ -45,8 +53,9 @@ from upbit_fanout.collector.quotation import (
 )
 from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import Status
-from upbit_fanout.subscriptions.codec import encode_event
+from upbit_fanout.subscriptions.codec import decode_event, encode_event
 from upbit_fanout.subscriptions.errors import CodecError
+from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["Backfiller", "Hole", "missing_trades"]
@@ -60,12 +69,15 @@ _PUBLISH_WAIT: Final = 5.0
 @dataclass(frozen=True, slots=True)
 class Hole:
     """One trade topic to fill: ``anchor`` (last sequential_id before the gap, or None) and
-    ``since`` (epoch ms when the socket was found lost)."""
+    ``since`` (epoch ms when the socket was found lost). ``before`` (epoch ms, after a
+    takeover): the anchor is read from ``P:last:{topic}``, the previous leader's last trade,
+    if that trade is older than ``before``."""
 
     topic: str
     code: str
     anchor: int | None
     since: int
+    before: int | None = None
 
 
 def missing_trades(
@@ -110,6 +122,8 @@ class Backfiller:
         published: Callable[[], int],
         max_trades: int = 2_000,
         publish_wait: float = _PUBLISH_WAIT,
+        redis: Redis | None = None,
+        keys: Keys | None = None,
     ) -> None:
         if max_trades < 1:
             raise ValueError("max_trades must be at least 1")
@@ -122,6 +136,9 @@ class Backfiller:
         self.max_trades = max_trades
         self._publish_wait = publish_wait
         self._pending: dict[str, Hole] = {}
+        self._redis = redis
+        self._keys = keys
+        self._takeover: tuple[int, int] | None = None
         self._wake = asyncio.Event()
         self.gaps = 0
         self.trades = 0
@@ -144,6 +161,46 @@ class Backfiller:
         if added:
             self.gaps += 1
             self._wake.set()
+
+    def takeover(self, since: int, at: int) -> None:
+        """This collector took the lease at ``at`` (ms) after a hole from ``since``: once its
+        socket is subscribed (:meth:`subscribed`), its trade topics are filled from the previous
+        leader's last trades (``P:last``)."""
+        self._takeover = (since, at)
+
+    def subscribed(self, topics: Iterable[Topic]) -> None:
+        """The public socket is subscribed: after a takeover, queue its trade topics."""
+        if self._takeover is None or self._redis is None:
+            return
+        since, at = self._takeover
+        self._takeover = None
+        added = False
+        for topic in topics:
+            if topic.type == "trade" and topic.code is not None:
+                text = str(topic)
+                self._pending[text] = Hole(text, topic.code, None, since, before=at)
+                added = True
+        if added:
+            self.gaps += 1
+            self._wake.set()
+
+    async def _anchor_from_last(self, hole: Hole) -> int | None:
+        """The previous leader's last trade of the topic, if it is older than the takeover."""
+        if self._redis is None or self._keys is None or hole.before is None:
+            return None
+        try:
+            payload = await self._redis.get(self._keys.last(hole.topic))
+            raw = payload.encode() if isinstance(payload, str) else payload
+            event = decode_event(raw) if raw else None
+        except (RedisError, OSError, CodecError) as exc:
+            log.warning("back-fill of %s: no anchor from its last value (%s)", hole.topic, exc)
+            return None
+        if not isinstance(event, dict):
+            return None
+        sid, stamp = event.get("sequential_id"), event.get("trade_timestamp")
+        if isinstance(sid, int) and isinstance(stamp, int) and stamp < hole.before:
+            return sid
+        return None  # written by this leader already (or not a trade): fill from ``since``
 
     async def run(self) -> None:
         """Fill the queued holes, one topic at a time, forever."""
@@ -170,6 +227,8 @@ class Backfiller:
                     )
 
     async def _fill(self, hole: Hole) -> None:
+        if hole.before is not None and hole.anchor is None:
+            hole = Hole(hole.topic, hole.code, await self._anchor_from_last(hole), hole.since)
         trades: list[Mapping[str, Any]] = []
         reached = False
         reason = ""

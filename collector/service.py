@@ -285,6 +285,8 @@ class Collector:
                 codec=codec,
                 published=lambda: self.publisher.events_published,
                 max_trades=backfill_max_trades,
+                redis=redis,
+                keys=keys,
             )
         self.private: Upstream | None = None
         self.recorder: PrivateRecorder | None = None
@@ -528,6 +530,8 @@ class Collector:
             self._note_upstream(self.private)
         if self.recorder is not None and self.private is not None:
             self.recorder.observe(self.private.state == State.SUBSCRIBED)
+        if self.backfiller is not None and self.public.state == State.SUBSCRIBED:
+            self.backfiller.subscribed(self.public.union)  # after a takeover: fill its gap
         self.status.set_state(self._overall_state())
         progress, self._progress = self._progress, asyncio.Event()
         progress.set()
@@ -803,6 +807,8 @@ class Collector:
                 until=now,
             )
         self.status.notice("leader", collector_id=self.collector_id, token=token)
+        if self.backfiller is not None and (previous is not None or not seeded):
+            self.backfiller.takeover(since if since is not None else now - lease_ms, now)
         self._start_upstreams()
         self._upstream_changed()
 

@@ -174,3 +174,37 @@ async def test_a_rest_failure_is_announced(status: Status) -> None:
     assert notice["complete"] is False
     assert "server_error" in notice["reason"]
     assert notice["count"] == 0
+
+
+async def test_after_a_takeover_the_anchor_is_the_previous_leaders_last_trade(
+    status: Status,
+) -> None:
+    redis = fakeredis.FakeAsyncRedis()
+    keys = Keys("t")
+    router = Router(codec="json")
+    router.set_topics([TOPIC], fresh_connection=True)
+    outbox: Outbox[Outgoing] = Outbox(1000)
+    tape = Tape(300)
+    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(tape))
+    backfiller = Backfiller(
+        client=client, router=router, outbox=outbox, status=status, codec="json",
+        published=lambda: 0, publish_wait=0.0, redis=redis, keys=keys,
+    )  # fmt: skip
+    try:
+        # the previous leader's last trade: id 250, traded before the takeover at 1000 ms
+        await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 250,
+                                                        "trade_timestamp": 900}))  # fmt: skip
+        backfiller.takeover(since=500, at=1000)
+        backfiller.subscribed([TOPIC])
+        await backfiller._fill(backfiller._pending.pop(str(TOPIC)))
+        sids = [decode_event(item.payload)["sequential_id"] for item in await outbox.get_batch()]
+        assert sids == list(range(251, 301))
+        # a last value this leader wrote itself (after the takeover) is no anchor
+        await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 299,
+                                                        "trade_timestamp": 1001}))  # fmt: skip
+        backfiller.takeover(since=280, at=1000)  # trade timestamps here equal their ids
+        backfiller.subscribed([TOPIC])
+        hole = backfiller._pending.pop(str(TOPIC))
+        assert await backfiller._anchor_from_last(hole) is None
+    finally:
+        await client.aclose()

@@ -8,6 +8,7 @@ quotation API, both from one simulation), the client library.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -98,7 +99,7 @@ async def test_a_consumers_trade_tape_has_no_hole_across_an_upstream_drop(
     gaps: list[Gap] = []
     async with (
         running_collector(real_redis_url, keys, emu.public_url) as collector,
-        client(real_redis_url, keys, notices=True) as c,
+        client(real_redis_url, keys, notices=True, lease_seconds=30) as c,
     ):
         await c.subscribe(topic)
         await collector.wait_subscribed(lambda union: topic in union, timeout=15)
@@ -172,3 +173,53 @@ async def test_without_rest_snapshots_the_intent_way_still_answers(
         event = await c.snapshot("ticker:KRW-ETH", timeout=10)
     assert event.stream_type == "SNAPSHOT"  # from the WebSocket, through a transient intent
     assert emu.received_total >= 1
+
+
+@pytest.mark.slow
+async def test_a_trade_tape_has_no_hole_across_a_failover(
+    real_redis_url: str, keys: Keys, emu: Emulator
+) -> None:
+    """The new leader fills the hole from the previous leader's last trade (``P:last``)."""
+    code = "KRW-BTC"
+    topic = f"trade:{code}"
+    seen: list[int] = []
+    notices: list[Notice] = []
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(
+            running_collector(
+                real_redis_url, keys, emu.public_url, leader_lease=1.0, collector_id="one"
+            )
+        )
+        c = await stack.enter_async_context(
+            client(real_redis_url, keys, notices=True, lease_seconds=30)
+        )
+        await c.subscribe(topic)
+        await first.wait_subscribed(lambda union: topic in union, timeout=15)
+        second = await stack.enter_async_context(
+            running_collector(
+                real_redis_url, keys, emu.public_url, leader_lease=1.0, collector_id="two"
+            )
+        )
+        loop = asyncio.get_running_loop()
+        done_at: float | None = None
+        async with asyncio.timeout(30):
+            async for item in c.events():
+                if isinstance(item, Event) and item.topic == topic and not item.cached:
+                    seen.append(item.data["sequential_id"])
+                    if len(seen) == 200:
+                        emu.refuse_connections(0.5)  # the new leader's socket comes late
+                        await first.aclose()  # the standby takes over
+                elif isinstance(item, Notice) and item.event == "backfill":
+                    notices.append(item)
+                    done_at = loop.time()
+                if done_at is not None and loop.time() - done_at > 1.0:
+                    break
+        assert second.is_leader
+    assert len(notices) == 1
+    assert notices[0].data["complete"] is True
+    assert notices[0].data["count"] > 0
+    assert len(seen) == len(set(seen)), "no trade twice"
+    record = [t["sequential_id"] for t in emu.trade_record(code)]
+    window = [sid for sid in record if seen[0] <= sid <= max(seen)]
+    missing = sorted(set(window) - set(seen))
+    assert missing == [], f"{len(missing)} of {len(window)} trades missing"
