@@ -40,7 +40,7 @@ from upbit_fanout.client._items import Event
 from upbit_fanout.client._link import PubSubLink
 from upbit_fanout.subscriptions.connection import cluster_of
 from upbit_fanout.subscriptions.errors import CodecError
-from upbit_fanout.subscriptions.keys import Keys, invalid_field
+from upbit_fanout.subscriptions.keys import MAX_CLIENT_ID, Keys, invalid_field
 from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS, heartbeat_commands, release_commands
 from upbit_fanout.subscriptions.topics import Topic
 
@@ -135,7 +135,8 @@ async def take_snapshots(
                 fallback |= set(pending) - set(rest)
                 for start in range(0, len(rest), _REST_BATCH):
                     chunk = rest[start : start + _REST_BATCH]
-                    request_id = f"{transient_client_id}.{start // _REST_BATCH}"
+                    suffix = f".r{start // _REST_BATCH}"
+                    request_id = transient_client_id[: MAX_CLIENT_ID - len(suffix)] + suffix
                     body = {"id": request_id, "client": owner, "topics": chunk}
                     try:
                         receivers = await redis.publish(keys.snapshot_requests, json.dumps(body))

@@ -97,10 +97,10 @@ def parse_request(
         return "not JSON"
     if not isinstance(body, dict):
         return "not a JSON object"
-    request_id = _word(body.get("id"), 64)
+    request_id = _word(body.get("id"), MAX_CLIENT_ID)
     client = _word(body.get("client"), MAX_CLIENT_ID)
     if request_id is None or client is None:
-        return "id (1-64) and client (1-128) must be of A-Z a-z 0-9 _ . - @"
+        return "id and client must be 1-128 of A-Z a-z 0-9 _ . - @"
     texts = body.get("topics")
     if not isinstance(texts, list) or not texts:
         return "topics must be a non-empty list"

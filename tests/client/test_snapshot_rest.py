@@ -83,7 +83,7 @@ async def test_cold_topics_are_asked_of_rest_and_write_no_intent(
 ) -> None:
     async with (
         FakeLeader(r, keys, {"ticker:KRW-ETH", "ticker:KRW-XRP"}) as leader,
-        client(real_redis_url, keys, client_id="bot") as c,
+        client(real_redis_url, keys, client_id="b" * 128) as c,
     ):
         events = await c.snapshots(["ticker:KRW-ETH", "ticker:KRW-XRP"], timeout=5)
     assert {name: e.stream_type for name, e in events.items()} == {
@@ -92,7 +92,10 @@ async def test_cold_topics_are_asked_of_rest_and_write_no_intent(
     }
     assert fake.intents == {}  # the collector never heard of an intent
     (request,) = leader.requests
-    assert request["client"] == "bot"
+    # the longest id: the transient key's prefix (cut to fit ".snap1"), and a request id that fits
+    assert request["client"] == "b" * (128 - len(".snap1"))
+    assert isinstance(request["id"], str)
+    assert len(request["id"]) == 128
     assert request["topics"] == ["ticker:KRW-ETH", "ticker:KRW-XRP"]
 
 
