@@ -894,9 +894,12 @@ class FanoutClient:
 
         Answered at once from the topic's last-value key when the collector has the topic live
         (it is in ``P:union``) and, with ``max_age``, the event's ``timestamp`` is at most that
-        many seconds old. Otherwise the client holds a short-lived intent for the topic (its own
-        key, ``{client_id}.snapN``, so it never disturbs this client's own intents), waits for
-        the first event and lets the intent go. Raises :class:`SnapshotTimeoutError` after
+        many seconds old. A topic the collector does not have live is asked of its REST side
+        (``P:snapshot``): the answer comes back on the topic's channel with ``stream_type``
+        ``"REST"`` and costs no WebSocket message. Otherwise (a live topic without a value, no
+        REST answer) the client holds a short-lived intent for the topic (its own key,
+        ``{client_id}.snapN``, so it never disturbs this client's own intents), waits for the
+        first event and lets the intent go. Raises :class:`SnapshotTimeoutError` after
         ``timeout`` seconds (no collector running, or a topic the collector refuses).
         """
         name = str(topic) if isinstance(topic, Topic) else str(parse_topic(topic))
