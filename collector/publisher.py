@@ -363,7 +363,8 @@ class Publisher:
                     node = owner[channel] = nodes.get_node_from_slot(key_slot(channel)).name
                 group = groups.get(node) or groups.setdefault(node, _NodeBatch())
                 group.publish += (channel, item.payload)
-                group.last[last_key] = len(group.publish) // 2
+                if item.last:
+                    group.last[last_key] = len(group.publish) // 2
             if item.private and item.stream:
                 key, seen = self._stream_key(item.type)
                 node = nodes.get_node_from_slot(key_slot(key)).name
