@@ -289,13 +289,15 @@ async def test_the_client_library_ssubscribes_and_snapshots_from_last_values(
                     assert await first_redis.exists(keys.last(topic)), topic
                     body = orjson.loads(snaps[topic].payload)
                     assert (body["type"], body["code"]) == tuple(topic.split(":"))
-            # A topic nobody wants yet: the snapshot writes a transient intent and SSUBSCRIBEs.
+            # A topic nobody wants yet: the client SSUBSCRIBEs and asks the leader on the classic
+            # P:snapshot channel; the answer comes from REST over the sharded channel.
             async with FanoutClient(
                 redis=redis_cluster.node_url, key_prefix=keys.prefix, client_id="second"
             ) as second:
                 fresh = await second.snapshot("trade:KRW-XRP", timeout=15)
                 assert not fresh.cached
                 assert fresh.topic == "trade:KRW-XRP"
+                assert fresh.stream_type == "REST"
         await collector_redis.aclose()
         await first_redis.aclose()
 
