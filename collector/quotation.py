@@ -137,12 +137,13 @@ def plan_calls(topics: Iterable[Topic]) -> list[RestCall]:
     """The REST calls answering ``topics`` (public quotation topics only; others are ignored).
 
     Tickers and orderbooks of up to :data:`MAX_MARKETS_PER_CALL` markets share one call (every
-    depth of a market's book comes from one 30-unit answer); a trade topic is one
+    depth of a market's book comes from one 30-unit answer; a grouped book, ``@level``, from a
+    call with that ``level``); a trade topic is one
     ``trades/ticks?count=1`` call, a candle topic one candle call (count 1). Calls come in a
     fixed order (type, then code), so the same topics always give the same calls.
     """
     tickers: dict[str, list[Topic]] = {}
-    books: dict[str, list[Topic]] = {}
+    books: dict[str | None, dict[str, list[Topic]]] = {}  # level -> code -> topics
     singles: list[RestCall] = []
     for topic in sorted(set(topics), key=str):
         code = topic.code
@@ -151,7 +152,7 @@ def plan_calls(topics: Iterable[Topic]) -> list[RestCall]:
         if topic.type == "ticker":
             tickers.setdefault(code, []).append(topic)
         elif topic.type == "orderbook":
-            books.setdefault(code, []).append(topic)
+            books.setdefault(topic.level, {}).setdefault(code, []).append(topic)
         elif topic.type == "trade":
             singles.append(
                 RestCall("/v1/trades/ticks", (("market", code), ("count", "1")), "trade", (topic,))
@@ -163,17 +164,20 @@ def plan_calls(topics: Iterable[Topic]) -> list[RestCall]:
                 )
             )
     calls: list[RestCall] = []
-    for path, group, by_code in (
-        ("/v1/ticker", "ticker", tickers),
-        ("/v1/orderbook", "orderbook", books),
-    ):
+    batches: list[tuple[str, str, dict[str, list[Topic]], tuple[tuple[str, str], ...]]] = [
+        ("/v1/ticker", "ticker", tickers, ())
+    ]
+    for level in sorted(books, key=lambda value: value or ""):  # level None first: no grouping
+        extra: tuple[tuple[str, str], ...] = (("level", level),) if level is not None else ()
+        batches.append(("/v1/orderbook", "orderbook", books[level], extra))
+    for path, group, by_code, extra in batches:
         codes = sorted(by_code)
         for start in range(0, len(codes), MAX_MARKETS_PER_CALL):
             chunk = codes[start : start + MAX_MARKETS_PER_CALL]
             calls.append(
                 RestCall(
                     path,
-                    (("markets", ",".join(chunk)),),
+                    (("markets", ",".join(chunk)), *extra),
                     group,
                     tuple(t for code in chunk for t in by_code[code]),
                 )

@@ -34,6 +34,7 @@ import datetime as dt
 import http
 import re
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -190,8 +191,10 @@ class QuotationApi:
         if path == "/v1/orderbook":
             level = _one(params, "level")
             try:
-                level_value = RawNumber(str(int(level))) if level else None
-            except ValueError:
+                level_value = Decimal(level) if level else None
+                if level_value is not None and (not level_value.is_finite() or level_value < 0):
+                    raise ValueError(level)
+            except (ValueError, ArithmeticError):
                 raise _bad(f"level {level!r} is not a number") from None
             return [
                 self._orderbook(sim, code, now_ms, level_value)
@@ -233,9 +236,9 @@ class QuotationApi:
 
     @staticmethod
     def _orderbook(
-        sim: MarketSimulator, code: str, now_ms: int, level: RawNumber | None
+        sim: MarketSimulator, code: str, now_ms: int, level: Decimal | None
     ) -> dict[str, Any]:
-        book = sim.orderbook(code, now_ms=now_ms, depth=30, level=int(level) if level else 0)
+        book = sim.orderbook(code, now_ms=now_ms, depth=30, level=level or 0)
         return {
             "market": code,
             "timestamp": book["timestamp"],

@@ -87,6 +87,13 @@ def test_plan_calls_groups_markets_and_ignores_private_topics() -> None:
         ("/v1/trades/ticks", (("market", "KRW-XRP"), ("count", "1")), "trade"),
     ]
     assert len(calls[1].topics) == 2  # both depths from one answer
+    grouped = plan_calls(
+        [parse_topic("orderbook:KRW-BTC.5@10000"), parse_topic("orderbook:KRW-BTC")]
+    )
+    assert [(c.params, [str(t) for t in c.topics]) for c in grouped] == [
+        ((("markets", "KRW-BTC"),), ["orderbook:KRW-BTC"]),
+        ((("markets", "KRW-BTC"), ("level", "10000")), ["orderbook:KRW-BTC.5@10000"]),
+    ]
     many = plan_calls(parse_topic(f"ticker:KRW-C{i:03d}") for i in range(250))
     assert [len(c.topics) for c in many] == [100, 100, 50]
 

@@ -32,7 +32,13 @@ async def emu() -> AsyncIterator[Emulator]:
 async def test_cold_snapshots_come_from_rest_without_a_websocket_message(
     real_redis_url: str, keys: Keys, emu: Emulator
 ) -> None:
-    topics = ["ticker:KRW-ETH", "orderbook:KRW-ETH.5", "trade:KRW-XRP", "candle.1m:KRW-ETH"]
+    topics = [
+        "ticker:KRW-ETH",
+        "orderbook:KRW-ETH.5",
+        "orderbook:KRW-ETH.5@10000",
+        "trade:KRW-XRP",
+        "candle.1m:KRW-ETH",
+    ]
     async with running_collector(real_redis_url, keys, emu.public_url) as collector:
         await asyncio.sleep(0.3)  # the leader's snapshot listener subscribes
         async with client(real_redis_url, keys) as c:
@@ -59,6 +65,14 @@ async def test_cold_snapshots_come_from_rest_without_a_websocket_message(
     assert [u.ask_price for u in book.orderbook_units] == [
         u["ask_price"] for u in expected["orderbook_units"]
     ]
+
+    grouped = events["orderbook:KRW-ETH.5@10000"].typed
+    assert isinstance(grouped, Orderbook)
+    expected = emu.simulator.orderbook("KRW-ETH", now_ms=0, depth=5, level=Decimal(10000))
+    assert [u.bid_price for u in grouped.orderbook_units] == [
+        u["bid_price"] for u in expected["orderbook_units"]
+    ]
+    assert grouped.level == Decimal(10000)
 
     trade = events["trade:KRW-XRP"].typed
     assert isinstance(trade, Trade)
