@@ -21,7 +21,9 @@ Rate limit: Upbit's quotation groups (``ticker``, ``orderbook``, ``trade``, ``ca
 market list's ``market`` group is served by the server itself), ``per_second`` requests in any
 second per group and client address (a sliding window). Every answer carries ``Remaining-Req:
 group=<group>; min=<...>; sec=<left>``; a request over the limit gets HTTP 429 with
-``{"error":{"name":"too_many_requests","message":...}}``. An unknown market is 404
+``{"error":{"name":"too_many_requests","message":...}}``, and ``block_after`` (10) of those in a
+row block the group for that address: HTTP 418 for ``block_seconds`` (5 s), doubled at every
+repeat. An unknown market is 404
 ``{"error":{"name":404,"message":"Code not found"}}``; bad parameters 400 ``validation_error``.
 
 :class:`QuotationApi` is pure: the caller passes the clock (``now`` monotonic seconds for the
@@ -140,10 +142,16 @@ class QuotationApi:
         simulator: Callable[[], MarketSimulator],
         *,
         per_second: int = QUOTATION_PER_SECOND,
+        block_after: int = 10,
+        block_seconds: float = 5.0,
     ) -> None:
         self._simulator = simulator
         self._per_second = per_second
+        self._block_after = block_after
+        self._block_seconds = block_seconds
         self._windows: dict[tuple[str, str], SlidingWindow] = {}
+        # (group, address) -> [requests refused in a row, blocks so far, blocked until]
+        self._strikes: dict[tuple[str, str], list[float]] = {}
         self.requests = 0
         self.refused: dict[str, int] = {}
 
@@ -156,15 +164,25 @@ class QuotationApi:
             if group is None:
                 raise _Refused(http.HTTPStatus.NOT_FOUND, "not_found", f"no endpoint {path}")
             window = self._window(group, address, now)
+            strikes = self._strikes.get((group, address))
+            if strikes is not None and strikes[2] > now:
+                raise _Refused(
+                    http.HTTPStatus.IM_A_TEAPOT,
+                    "too_many_requests",
+                    f"blocked for {strikes[2] - now:.0f} s more: requests went on after 429",
+                )
             allowed = window.try_acquire(now)
             left = window.remaining(now, 1.0)
             remaining = f"group={group}; min={self._per_second * 60}; sec={left}"
             if not allowed:
+                self._strike(group, address, now)
                 raise _Refused(
                     http.HTTPStatus.TOO_MANY_REQUESTS,
                     "too_many_requests",
                     f"too many requests in the {group} group ({self._per_second} per second)",
                 )
+            if strikes is not None:
+                strikes[0] = 0  # a request within the limit ends the streak
             params = parse_qs(query, keep_blank_values=True)
             body = self._answer(path, params, now_ms)
         except _Refused as refused:
@@ -172,6 +190,18 @@ class QuotationApi:
             self.refused[key] = self.refused.get(key, 0) + 1
             return RestAnswer(refused.status, _error(refused.name, refused.message), remaining)
         return RestAnswer(http.HTTPStatus.OK, dumps_exact(body), remaining)
+
+    def _strike(self, group: str, address: str, now: float) -> None:
+        """One more request over the limit; ``block_after`` in a row earn a block that doubles
+        with every repeat (Upbit: 418, a block time that grows, docs/upbit-protocol.md §13.4)."""
+        if len(self._strikes) > 10_000:  # bounded: forget addresses no longer blocked
+            self._strikes = {k: v for k, v in self._strikes.items() if v[2] > now}
+        strikes = self._strikes.setdefault((group, address), [0, 0, 0.0])
+        strikes[0] += 1
+        if self._block_after and strikes[0] >= self._block_after:
+            strikes[2] = now + self._block_seconds * 2 ** min(int(strikes[1]), 10)
+            strikes[1] += 1
+            strikes[0] = 0
 
     def _window(self, group: str, address: str, now: float) -> SlidingWindow:
         key = (group, address)

@@ -129,3 +129,19 @@ def test_candles_answer_the_open_candle(sim: MarketSimulator) -> None:
     assert candles[0]["unit"] == 1
     status, _ = get(api, "/v1/candles/minutes/7", "market=KRW-BTC")
     assert status == 404
+
+
+def test_going_on_after_429_earns_a_growing_418_block(sim: MarketSimulator) -> None:
+    api = QuotationApi(lambda: sim, per_second=2, block_after=3, block_seconds=5.0)
+
+    def status(now: float) -> int:
+        answer = api.handle("/v1/ticker", "markets=KRW-BTC", address="a", now=now, now_ms=NOW)
+        return int(answer.status)
+
+    assert [status(1.0) for _ in range(5)] == [200, 200, 429, 429, 429]
+    assert status(2.5) == 418  # blocked for 5 s, whatever the window says
+    assert status(6.1) == 200
+    assert [status(6.2), status(6.3), status(6.4)] == [200, 429, 429]
+    assert status(6.5) == 429  # the third in a row: blocked again, now for 10 s
+    assert status(15.0) == 418
+    assert status(16.6) == 200
