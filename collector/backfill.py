@@ -53,6 +53,7 @@ from upbit_fanout.collector.quotation import (
 )
 from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import Status
+from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.codec import decode_event, encode_event
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.keys import Keys
@@ -64,6 +65,9 @@ log = logging.getLogger(__name__)
 
 _PUBLISH_WAIT: Final = 5.0
 """Seconds the notice waits for the back-filled trades to be published first."""
+_TAKEOVER_WINDOW_MS: Final = 30_000
+"""A takeover's hole is filled only if the socket is subscribed within this time: topics
+wanted later were not live across it (nobody was waiting for their trades)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +172,14 @@ class Backfiller:
         leader's last trades (``P:last``)."""
         self._takeover = (since, at)
 
-    def subscribed(self, topics: Iterable[Topic]) -> None:
+    def subscribed(self, topics: Iterable[Topic], *, now: int | None = None) -> None:
         """The public socket is subscribed: after a takeover, queue its trade topics."""
         if self._takeover is None or self._redis is None:
             return
         since, at = self._takeover
         self._takeover = None
+        if (now if now is not None else now_ms()) - at > _TAKEOVER_WINDOW_MS:
+            return
         added = False
         for topic in topics:
             if topic.type == "trade" and topic.code is not None:

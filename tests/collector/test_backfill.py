@@ -195,7 +195,7 @@ async def test_after_a_takeover_the_anchor_is_the_previous_leaders_last_trade(
         await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 250,
                                                         "trade_timestamp": 900}))  # fmt: skip
         backfiller.takeover(since=500, at=1000)
-        backfiller.subscribed([TOPIC])
+        backfiller.subscribed([TOPIC], now=1500)
         await backfiller._fill(backfiller._pending.pop(str(TOPIC)))
         sids = [decode_event(item.payload)["sequential_id"] for item in await outbox.get_batch()]
         assert sids == list(range(251, 301))
@@ -203,8 +203,12 @@ async def test_after_a_takeover_the_anchor_is_the_previous_leaders_last_trade(
         await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 299,
                                                         "trade_timestamp": 1001}))  # fmt: skip
         backfiller.takeover(since=280, at=1000)  # trade timestamps here equal their ids
-        backfiller.subscribed([TOPIC])
+        backfiller.subscribed([TOPIC], now=1500)
         hole = backfiller._pending.pop(str(TOPIC))
         assert await backfiller._anchor_from_last(hole) is None
+        # subscribed long after the takeover: those topics were not live across it
+        backfiller.takeover(since=280, at=1000)
+        backfiller.subscribed([TOPIC], now=1000 + 60_000)
+        assert backfiller._pending == {}
     finally:
         await client.aclose()
