@@ -9,12 +9,13 @@ The leader (only it listens) validates the request (:func:`parse_request`: size,
 contract's topic rules, public topics only, known markets), bounds what each client may have
 waiting, and answers every topic that is **not live** with one REST call per group of topics
 (:func:`collector.quotation.plan_calls`): the answer, in the stream's shape with ``stream_type``
-``REST``, is published on the topic's channel and written to ``P:last:{topic}`` through the outbox
-and the fenced publisher, like any event. What it cannot answer (a refused topic, a live one, a
-REST failure, a client with too many requests waiting) is said in a ``snapshot`` notice on
-``P:notices`` (``{"event":"snapshot","id":...,"client":..., "failed":{topic: reason}}``), so the
-client falls back to its transient intent at once rather than at its timeout. Live topics are left
-to the stream: the client reads them from the last-value cache.
+``REST``, is published on the topic's channel through the outbox and the fenced publisher, like any
+event, but not written to ``P:last:{topic}``: the requester is subscribed to the channel, and a
+request must not create keys (grouped-book topics alone are countless). What it cannot answer (a
+refused topic, a live one, a REST failure, a client with too many requests waiting) is said in a
+``snapshot`` notice on ``P:notices`` (``{"event":"snapshot","id":...,"client":..., "failed":{topic:
+reason}}``), so the client falls back to its transient intent at once rather than at its timeout.
+Live topics are left to the stream: the client reads them from the last-value cache.
 
 Bounds (hostile input is normal input): a request over ``max_request_bytes`` or naming more than
 ``max_topics`` topics is refused whole; each client id may have ``per_client`` requests waiting (a
@@ -279,7 +280,9 @@ class SnapshotServer:
                     errors[topic] = "REST answer not encodable"
         live = self._live()  # a topic that went live meanwhile is left to the stream
         items = [
-            Outgoing(str(topic), payload, False, topic.type)
+            # published only: the requester is subscribed, and a request must not create keys
+            # (grouped-book topics are countless: P:last would grow without bound)
+            Outgoing(str(topic), payload, False, topic.type, last=False)
             for topic, payload in done.items()
             if str(topic) not in live
         ]

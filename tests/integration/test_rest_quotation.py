@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
+import redis.asyncio as aioredis
 
 from tests.client.support import client
 from tests.collector.service_support import running_collector
@@ -45,6 +46,11 @@ async def test_cold_snapshots_come_from_rest_without_a_websocket_message(
             events = await c.snapshots(topics, timeout=10)
         assert collector.snapshots is not None
         assert collector.snapshots.answered == len(topics)
+        r = aioredis.Redis.from_url(real_redis_url)
+        try:  # published, never stored: a request creates no key
+            assert await r.exists(*(keys.last(name) for name in topics)) == 0
+        finally:
+            await r.aclose()
     # not one WebSocket message: the collector never even opened a socket
     assert emu.received_total == 0
     assert emu.counters["quotation_requests"] >= 3
