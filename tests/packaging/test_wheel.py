@@ -205,7 +205,7 @@ def test_a_distribution_with_a_top_level_client_installs_beside_ours(
     )
     both = venv.run(venv.python, "-c", probe, cwd=tmp_path)
     assert both.returncode == 0, both.stderr
-    assert both.stdout.split() == ["dummy-client", "upbit_fanout.client._client", "True"]
+    assert both.stdout.split() == ["dummy-client", "upbit_fanout.client", "True"]
 
     # A bot whose folder holds its own client.py: that one wins `import client`, ours still works.
     bot = tmp_path / "bot"
