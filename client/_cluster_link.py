@@ -32,10 +32,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from upbit_fanout.subscriptions.connection import channel_node, node_client, refresh_slots
+from upbit_fanout.subscriptions.tasks import stop_tasks
 
 __all__ = ["ClusterLink"]
 
 _QUEUE_SIZE = 1000
+_STOP_WITHIN = 5.0  # seconds a closing node reader is given
 _SMESSAGE = b"smessage"
 _MESSAGE = b"message"
 _SUNSUBSCRIBE = b"sunsubscribe"
@@ -64,9 +66,9 @@ class _Node:
 
     async def close(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await self.task
+            await stop_tasks([self.task], within=_STOP_WITHIN)
+            if self.task.done() and not self.task.cancelled():
+                self.task.exception()  # a reader that died of a Redis error: already reported
         with contextlib.suppress(RedisError, OSError):
             await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
         with contextlib.suppress(RedisError, OSError):

@@ -58,6 +58,7 @@ from upbit_fanout.subscriptions.connection import (
 from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.keys import Keys, invalid_field, is_client_id
 from upbit_fanout.subscriptions.reconcile import RequestSize, Subscription, subscription_for
+from upbit_fanout.subscriptions.tasks import stop_tasks
 from upbit_fanout.subscriptions.topics import Topic, could_be_topic, parse_topic
 
 __all__ = [
@@ -89,6 +90,7 @@ log = logging.getLogger(__name__)
 NEEDED_FLAGS = "Kgsx"
 """K: keyspace channels; g: DEL/RENAME...; s: SADD/SREM...; x: expired."""
 
+_STOP_WITHIN = 5.0  # seconds a closing reader task is given
 _A_CLASS = set("g$lshzxetd")  # what Redis's alias "A" stands for (Redis 7)
 
 IGNORED_EVENTS = frozenset({"expire", "pexpire", "persist"})
@@ -1023,11 +1025,10 @@ class NodesPubSub:
         return item
 
     async def aclose(self) -> None:
-        for task in self._readers:
-            task.cancel()
-        for task in self._readers:
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await task
+        await stop_tasks(self._readers, within=_STOP_WITHIN)
+        for task in self._readers:  # a reader that died of a Redis error: nothing more to say
+            if task.done() and not task.cancelled():
+                task.exception()
         for pubsub in self._pubsubs:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]

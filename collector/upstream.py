@@ -83,6 +83,7 @@ from upbit_fanout.subscriptions.reconcile import (
     streams_serving,
 )
 from upbit_fanout.subscriptions.redact import redacting_logger
+from upbit_fanout.subscriptions.tasks import stop_tasks
 from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = [
@@ -116,6 +117,7 @@ UPSTREAM_FORMATS: Final = ("DEFAULT", "SIMPLE")
 carry DEFAULT names either way."""
 
 _SHOWN_STREAMS: Final = 10  # streams named in a mismatch notice
+_READER_STOP: Final = 5.0  # seconds a stopping reader (or waiter) task is given
 
 ConnectFailure = Literal[
     "auth", "rate_limited", "unavailable", "unreachable", "timeout", "protocol"
@@ -450,9 +452,12 @@ class Upstream:
         try:
             return await self._send_loop(ws, reader)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            # stop_tasks, not ``cancel(); with suppress(CancelledError): await reader``: that
+            # pattern also swallows a cancellation of THIS task arriving during the await.
+            await stop_tasks([reader], within=_READER_STOP)
+            crash = reader.exception() if reader.done() and not reader.cancelled() else None
+            if crash is not None:  # the reader crashed (a bug): as loud as awaiting it was
+                raise crash
 
     async def _wait(
         self, reader: asyncio.Task[None], within: float | None, *, change: bool
@@ -467,9 +472,7 @@ class Upstream:
             await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if changed is not None:
-                changed.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await changed
+                await stop_tasks([changed], within=_READER_STOP)
 
     async def _send_loop(
         self, ws: ClientConnection, reader: asyncio.Task[None]

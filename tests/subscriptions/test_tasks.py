@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +155,18 @@ async def test_a_cancelled_task_is_not_a_crash() -> None:
     assert await owner.close(within=1.0)
     await asyncio.sleep(0)
     assert crashes == []
+
+
+def test_no_package_stops_a_task_by_suppressing_cancelled_error() -> None:
+    """``task.cancel(); with suppress(CancelledError): await task`` eats the caller's own
+    cancellation when it lands during the await (the stopping task then keeps running); every
+    package stops its tasks with :func:`stop_tasks` instead."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("collector", "client", "emulator", "subscriptions", "src")
+        for path in sorted((root / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"^\s*with\s+(contextlib\.)?suppress\([^)]*CancelledError", line)
+    ]
+    assert offenders == []
