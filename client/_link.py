@@ -1,8 +1,29 @@
-"""One pub/sub connection, driven by hand.
+"""The pub/sub link: what the client's reader needs of a subscribed connection.
 
-The connection comes from ``redis.pubsub()`` of the client's own ``Redis`` (so TLS, ACL users
-and Sentinel-managed pools work as configured), but commands are sent and replies read on the
-connection directly, for three reasons:
+:class:`Link` is the interface (a Protocol): :class:`client._fast_link.HiredisLink` (the default:
+a BufferedProtocol and hiredis' Reader on the socket redis-py connected) and :class:`PubSubLink`
+below (redis-py's own reader, the fallback) implement it, and so can a link of another topology.
+The client's reader uses a link like this::
+
+    link = SomeLink(redis)
+    await link.open(channels)          # connect, authenticate, SUBSCRIBE (at least one channel)
+    await link.send("SUBSCRIBE", ...)  # any time while open; the reply arrives among the messages
+    await link.run(accept)             # hands every reply to accept(replies) until the connection
+                                       # breaks, then raises redis.ConnectionError
+    link.pause(); link.resume()        # from inside accept too: stop / restart reading the socket
+    await link.close()                 # never waits on a dead peer
+
+``accept(replies)`` is called synchronously with a non-empty list of the replies parsed from one
+read of the socket, in order, as lists of bytes: ``[b"message", channel, payload]`` (RESP2 and
+RESP3 alike; ``[b"smessage", ...]`` from a sharded link), subscribe confirmations, PONGs, and error
+replies as exception instances. It must not block: when it cannot take more, it calls
+:meth:`Link.pause` and keeps the rest itself. An exception raised by ``accept`` is a bug: ``run``
+raises it (not a ConnectionError), so the client fails loudly instead of reconnecting in a loop.
+
+:class:`PubSubLink` is one pub/sub connection driven by hand. The connection comes from
+``redis.pubsub()`` of the client's own ``Redis`` (so TLS, ACL users and Sentinel-managed pools
+work as configured), but commands are sent and replies read on the connection directly, for
+three reasons:
 
 - speed: ``PubSub.get_message(timeout=...)`` costs a timer and several layers per message;
   a blocking ``read_response`` keeps up with far more than 50,000 messages/s;
@@ -16,16 +37,54 @@ connection directly, for three reasons:
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeAlias, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
-__all__ = ["PubSubLink"]
+__all__ = ["Accept", "Link", "PubSubLink"]
+
+Accept: TypeAlias = Callable[[list[Any]], None]
+"""Takes the replies of one read, synchronously (see the module docstring)."""
+
+
+class Link(Protocol):
+    """A pub/sub connection as the client's reader uses it (see the module docstring)."""
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels subscribed by :meth:`open`."""
+        ...
+
+    @property
+    def replaced(self) -> bool:
+        """True once the connection was re-established underneath (subscriptions lost)."""
+        ...
+
+    async def open(self, channels: Iterable[str]) -> None: ...
+
+    async def send(self, *args: str | bytes | int) -> None:
+        """Send a command (SUBSCRIBE, UNSUBSCRIBE, PING) without waiting for its reply; raises
+        redis.ConnectionError when the connection is down."""
+        ...
+
+    async def run(self, accept: Accept) -> None:
+        """Hand every reply to ``accept`` until the connection breaks; then raise."""
+        ...
+
+    def pause(self) -> None:
+        """Stop reading the socket (backpressure) until :meth:`resume`."""
+        ...
+
+    def resume(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 async def _passthrough(response: Any) -> Any:
@@ -41,6 +100,8 @@ class PubSubLink:
         self._pubsub: PubSub = redis.pubsub(push_handler_func=_passthrough)
         self._conn: AbstractConnection | None = None
         self._connects = 0
+        self._running = asyncio.Event()
+        self._running.set()
         self.channels: frozenset[str] = frozenset()
         """The channels subscribed by :meth:`open`."""
 
@@ -88,6 +149,28 @@ class PubSubLink:
             disconnect_on_error=False,
             push_request=True,
         )
+
+    async def run(self, accept: Accept) -> None:
+        """Read one reply at a time and hand it to ``accept`` (see :class:`Link`)."""
+        read = self.reader
+        running = self._running
+        inf = math.inf
+        while True:
+            if not running.is_set():
+                await running.wait()
+            try:
+                reply = await read(
+                    disable_decoding=True, timeout=inf, disconnect_on_error=False, push_request=True
+                )
+            except ResponseError as exc:  # an error reply (a refused SUBSCRIBE): a reply too
+                reply = exc
+            accept([reply])
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
 
     @property
     def reader(self) -> Any:
