@@ -125,6 +125,17 @@ class Buffer(Generic[T]):
             if self._getter is getter:
                 self._getter = None
 
+    def waiter(self) -> asyncio.Future[None]:
+        """A future done when an item is available or the buffer is closed (the consumer's hot
+        path: one coroutine frame less than :meth:`wait`). Call only when :meth:`pop` returned
+        None; cancelling it is fine (``offer`` skips a done getter)."""
+        getter = asyncio.get_running_loop().create_future()
+        if self._closed:
+            getter.set_result(None)
+        else:
+            self._getter = getter
+        return getter
+
     def close(self) -> None:
         """Wake every waiter; later ``put`` calls return at once without adding."""
         self._closed = True

@@ -873,22 +873,6 @@ class FanoutClient:
         self._update_feed()
         return _Batches(self, max_items)
 
-    async def _next(self) -> Item:
-        buffer = self._stream
-        topics = self._topics
-        while True:
-            if self._state != "open":
-                raise StopAsyncIteration  # closed: what is still buffered is discarded
-            item = buffer.pop()
-            if item is None:
-                if self._failure is not None:
-                    raise self._failure  # after the items received before the failure
-                await buffer.wait()
-                continue
-            if type(item) is Event and item.topic not in topics:
-                continue  # unsubscribed since it was received
-            return item
-
     async def _next_batch(self, limit: int, wait: float | None) -> list[Item] | None:
         """Up to ``limit`` items, waiting at most ``wait`` s for the first (BlockingClient).
 
@@ -909,6 +893,9 @@ class FanoutClient:
                 return batch
             if self._failure is not None:
                 raise self._failure
+            if wait is None:
+                await buffer.waiter()
+                continue
             try:
                 async with asyncio.timeout(wait):
                     await buffer.wait()
@@ -1141,15 +1128,22 @@ class _Events:
         return self
 
     async def __anext__(self) -> Item:
+        # FanoutClient._next inlined: this runs once per event, every coroutine frame counts.
         client = self._client
-        item = client._stream.pop()  # the common case first: something is buffered
-        if (
-            item is not None
-            and client._state == "open"
-            and (type(item) is not Event or item.topic in client._topics)
-        ):
+        buffer = client._stream
+        topics = client._topics
+        while True:
+            if client._state != "open":
+                raise StopAsyncIteration  # closed: what is still buffered is discarded
+            item = buffer.pop()
+            if item is None:
+                if client._failure is not None:
+                    raise client._failure  # after the items received before the failure
+                await buffer.waiter()
+                continue
+            if type(item) is Event and item.topic not in topics:
+                continue  # unsubscribed since it was received
             return item
-        return await client._next()
 
 
 class _Batches:

@@ -55,6 +55,14 @@ log = logging.getLogger(__name__)
 BUFFER_SIZE: Final = 256 * 1024
 """Bytes read from the socket at most per read (larger messages take several reads)."""
 
+_TRANSPORT_METHODS: Final = (
+    "set_protocol",
+    "pause_reading",
+    "resume_reading",
+    "write",
+    "abort",
+    "is_closing",
+)
 _NOT_ENOUGH: Final = object()  # hiredis' "no complete reply yet" (False is a RESP3 value)
 
 
@@ -202,8 +210,9 @@ def _take_over(conn: AbstractConnection, buffer_size: int) -> _Reader:
         raise RedisConnectionError("pub/sub connection is not open")
     transport = writer.transport
     protocol = transport.get_protocol()
-    if not isinstance(protocol, asyncio.StreamReaderProtocol) or not isinstance(
-        transport, asyncio.Transport
+    # uvloop's transports are not asyncio.Transport subclasses: ask for what is used instead.
+    if not isinstance(protocol, asyncio.StreamReaderProtocol) or not all(
+        hasattr(transport, name) for name in _TRANSPORT_METHODS
     ):
         raise ClientError(
             f"the hiredis pub/sub reader cannot read a {type(conn).__name__} connection "
@@ -213,7 +222,7 @@ def _take_over(conn: AbstractConnection, buffer_size: int) -> _Reader:
     if stream.at_eof():
         raise RedisConnectionError("Redis closed the pub/sub connection")
     leftover = bytes(getattr(stream, "_buffer", b""))
-    reader = _Reader(transport, protocol, buffer_size)
+    reader = _Reader(cast(asyncio.Transport, transport), protocol, buffer_size)
     transport.set_protocol(reader)
     reader.feed(leftover)
     return reader

@@ -13,6 +13,12 @@ An event payload is one Upbit object with Upbit's DEFAULT field names.
     (``1.16539E8``, ``0.00077720``), type 2 for an integer wider than 64 bits. No number ever
     passes through a float, so the 28-digit myAsset balance survives.
 
+JSON is decoded by msgspec with ``float_hook=Decimal`` (the number's own text goes to ``Decimal``,
+never through a float): the same value as ``json.loads(payload, parse_float=Decimal)`` at about
+a third of the cost (``bench/consumer_cost.py``, ``decode`` section). A payload msgspec refuses
+is decoded again by the standard library's ``json``, so what is accepted and how errors read
+stay exactly the standard library's (msgspec is stricter about lone surrogates, for one).
+
 A payload's codec is told by its first byte: JSON objects and arrays start with ``{`` or ``[``
 (a msgpack fixint there can never be a whole event), msgpack maps with 0x80-0x8f, 0xde or 0xdf.
 :func:`decode_event` gives the same Python value for both codecs: numbers with a fraction or an
@@ -28,6 +34,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 import msgpack
+import msgspec
 
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.jsontext import RawNumber, dumps_exact
@@ -132,11 +139,20 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise CodecError(f"unknown msgpack extension type {code}")
 
 
+_JSON_FAST: Final = msgspec.json.Decoder(float_hook=Decimal).decode
+_OPEN_BRACE: Final = 0x7B
+
+
 def decode_event(payload: bytes | bytearray | memoryview) -> Any:
     """Decode a payload of either codec; decimals as ``Decimal``, integers as ``int``.
 
     Raises :class:`CodecError` for anything that is not a well-formed payload.
     """
+    if payload and payload[0] == _OPEN_BRACE:  # the common case: a JSON object
+        try:
+            return _JSON_FAST(payload)
+        except msgspec.DecodeError:
+            pass  # the standard library decides, and words the error
     codec = detect_codec(payload)
     try:
         if codec == "json":

@@ -38,7 +38,7 @@ ALLOWED_OURS = {
 }
 
 ALLOWED_THIRD_PARTY = {
-    "subscriptions": {"msgpack", "orjson", "redis"},
+    "subscriptions": {"msgpack", "msgspec", "orjson", "redis"},
     "collector": {"msgpack", "orjson", "redis", "websockets", "jwt", "httpx", "prometheus_client"},
     "client": {"msgpack", "orjson", "redis", "hiredis"},
     "emulator": {"msgpack", "orjson", "websockets", "jwt", "trustme"},

@@ -118,3 +118,36 @@ def test_codecs_round_trip_anything_with_the_same_number_text(obj: dict[str, Any
     for codec in ("json", "msgpack"):
         decoded = decode_event(encode_event(obj, codec))  # type: ignore[arg-type]
         assert _texts(decoded) == _texts(obj)
+
+
+_TRICKY_JSON = [
+    b'{"a":1.16539E8,"b":0.00077720,"c":123456789012345678901234567890,"d":-0.0,"e":1e400}',
+    b'{"a":1,"a":2}',  # a duplicate key: the last one wins, as in json
+    b'{"x":"\\ud800"}',  # a lone surrogate: msgspec refuses it, json takes it
+    b'{"x":NaN,"y":-Infinity}',  # json's extensions
+    b'{"k\\u00e9y":"\xed\x95\x9c\xea\xb8\x80","n":null,"t":true,"f":false,"l":[1,2.50,{"z":[]}]}',
+    b'{"big":-18446744073709551616,"small":-9223372036854775808,"e":1E-7}',
+]
+
+
+@pytest.mark.parametrize("payload", _TRICKY_JSON)
+def test_json_decoding_is_exactly_the_standard_librarys(payload: bytes) -> None:
+    """decode_event's fast JSON path (msgspec) gives what json.loads(parse_float=Decimal) gives:
+    the same values of the same types (a Decimal keeps its exponent and trailing zeros)."""
+    expected = json.loads(payload, parse_float=Decimal)
+    got = decode_event(payload)
+    assert repr(got) == repr(expected)
+
+
+@given(st.dictionaries(st.text(max_size=8), values, max_size=8))
+def test_json_decoding_matches_the_standard_library_on_anything(obj: dict[str, Any]) -> None:
+    payload = encode_event(obj, "json")
+    assert repr(decode_event(payload)) == repr(json.loads(payload, parse_float=Decimal))
+
+
+@pytest.mark.parametrize(
+    ("where", "line"), [(where, line) for where, line in SAMPLE_LINES if line.startswith("{")]
+)
+def test_samples_decode_as_the_standard_library_does(where: str, line: str) -> None:
+    payload = line.encode()
+    assert repr(decode_event(payload)) == repr(json.loads(payload, parse_float=Decimal))
