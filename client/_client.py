@@ -579,9 +579,12 @@ class FanoutClient:
         children = [run, watch, drain]
         try:
             done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
-            for task in children:
-                if task in done:
-                    task.result()
+            # Several can end together (a failover drops the connection as the watch notices
+            # it): every exception is retrieved, the first child's is raised.
+            errors = [task.exception() for task in children if task in done]
+            for error in errors:
+                if error is not None:
+                    raise error
             raise RedisConnectionError("the pub/sub reader stopped")  # pragma: no cover
         except (RedisError, OSError):
             await _stop_tasks(children, self._close_timeout)
@@ -589,6 +592,9 @@ class FanoutClient:
             raise
         finally:
             await _stop_tasks(children, self._close_timeout)
+            for task in children:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: one that ended while being stopped
             self._reader_blocked = False
 
     async def _watch(self, link: Link) -> None:
