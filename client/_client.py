@@ -1165,10 +1165,21 @@ class _Batches:
         return self
 
     async def __anext__(self) -> list[Item]:
-        batch = await self._client._next_batch(self._limit, None)
-        if batch is None:
-            raise StopAsyncIteration
-        return batch
+        client = self._client
+        buffer = client._stream
+        topics = client._topics
+        while True:
+            if client._state != "open":
+                raise StopAsyncIteration  # closed: what is still buffered is discarded
+            items = buffer.pop_many(self._limit)
+            if items:
+                batch = [i for i in items if type(i) is not Event or i.topic in topics]
+                if batch:
+                    return batch
+                continue  # all of them unsubscribed since
+            if client._failure is not None:
+                raise client._failure  # after the items received before the failure
+            await buffer.waiter()
 
 
 async def _stop_tasks(tasks: list[asyncio.Task[None]], limit: float) -> None:
