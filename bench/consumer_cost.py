@@ -3,6 +3,7 @@
     .venv/bin/python bench/consumer_cost.py             # ~4 min; writes bench/results/
                                                         # consumer_cost.json and consumer_cost.png
     .venv/bin/python bench/consumer_cost.py --quick     # smoke run, prints only
+    .venv/bin/python bench/consumer_cost.py --plot-only # the plot again, from the JSON
 
 What is measured: the consumer process's own CPU (``time.process_time``: user + system, every
 thread) from its first event to its last, divided by the events it received. Nothing else runs in
@@ -334,6 +335,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         "fanout-redis-py": ("C1", "-", "v"),
         "redis-py": ("C3", "-", "x"),
         "redis-py-uvloop": ("C3", "--", "x"),
+        "floor": ("0.55", ":", "."),
     }
     for variant in report["variants"]:
         if variant not in styles:
@@ -434,6 +436,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", type=lambda t: t.split(","), default=VARIANTS)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw the plot from the JSON of the last run"
+    )
     parser.add_argument("--profile", metavar="FILE", help="cProfile each consumer into FILE")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -447,6 +452,11 @@ def main() -> int:
         opts.seconds = min(opts.seconds, 2.0)
     if opts.role == "consumer":
         consumer_main(opts)
+        return 0
+    if opts.plot_only:
+        plot(
+            json.loads((RESULTS / "consumer_cost.json").read_text()), RESULTS / "consumer_cost.png"
+        )
         return 0
     return orchestrate(opts)
 

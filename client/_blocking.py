@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 
 from upbit_fanout.client._buffer import Overflow
-from upbit_fanout.client._client import FanoutClient
+from upbit_fanout.client._client import FanoutClient, PubSubReader
 from upbit_fanout.client._errors import ClientError
 from upbit_fanout.client._items import Event, Gap, Item, Notice
 from upbit_fanout.client._streams import PrivateStream, StreamGroup, StreamItem
@@ -73,6 +73,7 @@ class BlockingClient:
         max_reconnect_delay: float = 5.0,
         max_outage: float | None = None,
         close_timeout: float = 5.0,
+        pubsub_reader: PubSubReader = "auto",
         call_timeout: float = 30.0,
     ) -> None:
         self._redis_arg = redis
@@ -88,6 +89,7 @@ class BlockingClient:
             "max_reconnect_delay": max_reconnect_delay,
             "max_outage": max_outage,
             "close_timeout": close_timeout,
+            "pubsub_reader": pubsub_reader,
         }
         Keys(key_prefix).intents(self._options["client_id"])  # a bad id or prefix fails here
         self._call_timeout = call_timeout

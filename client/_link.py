@@ -20,6 +20,10 @@ replies as exception instances. It must not block: when it cannot take more, it 
 :meth:`Link.pause` and keeps the rest itself. An exception raised by ``accept`` is a bug: ``run``
 raises it (not a ConnectionError), so the client fails loudly instead of reconnecting in a loop.
 
+A link that reads one reply per await through redis-py's ``read_response`` (:class:`PubSubLink`,
+or a link of sharded subscriptions on several nodes) gets ``run``, ``pause`` and ``resume`` from
+:class:`ReadLoop` by exposing that call as its ``reader`` property.
+
 :class:`PubSubLink` is one pub/sub connection driven by hand. The connection comes from
 ``redis.pubsub()`` of the client's own ``Redis`` (so TLS, ACL users and Sentinel-managed pools
 work as configured), but commands are sent and replies read on the connection directly, for
@@ -48,7 +52,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-__all__ = ["Accept", "Link", "PubSubLink"]
+__all__ = ["Accept", "Link", "PubSubLink", "ReadLoop"]
 
 Accept: TypeAlias = Callable[[list[Any]], None]
 """Takes the replies of one read, synchronously (see the module docstring)."""
@@ -91,7 +95,44 @@ async def _passthrough(response: Any) -> Any:
     return response
 
 
-class PubSubLink:
+class ReadLoop:
+    """:meth:`Link.run`, :meth:`Link.pause` and :meth:`Link.resume` for a link that reads one
+    reply per await through its ``reader`` property (redis-py's ``read_response`` signature):
+    :class:`PubSubLink`, and any link built the same way."""
+
+    _gate: asyncio.Event | None = None  # set while reading may go on; None: never paused
+
+    @property
+    def reader(self) -> Any:
+        raise NotImplementedError
+
+    async def run(self, accept: Accept) -> None:
+        """Read one reply at a time and hand it to ``accept`` (see :class:`Link`)."""
+        read = self.reader
+        inf = math.inf
+        while True:
+            gate = self._gate
+            if gate is not None and not gate.is_set():
+                await gate.wait()
+            try:
+                reply = await read(
+                    disable_decoding=True, timeout=inf, disconnect_on_error=False, push_request=True
+                )
+            except ResponseError as exc:  # an error reply (a refused SUBSCRIBE): a reply too
+                reply = exc
+            accept([reply])
+
+    def pause(self) -> None:
+        if self._gate is None:
+            self._gate = asyncio.Event()
+        self._gate.clear()
+
+    def resume(self) -> None:
+        if self._gate is not None:
+            self._gate.set()
+
+
+class PubSubLink(ReadLoop):
     """A subscribed connection: :meth:`open`, :meth:`send`, :meth:`read`, :meth:`close`."""
 
     def __init__(self, redis: Redis) -> None:
@@ -100,8 +141,6 @@ class PubSubLink:
         self._pubsub: PubSub = redis.pubsub(push_handler_func=_passthrough)
         self._conn: AbstractConnection | None = None
         self._connects = 0
-        self._running = asyncio.Event()
-        self._running.set()
         self.channels: frozenset[str] = frozenset()
         """The channels subscribed by :meth:`open`."""
 
@@ -149,28 +188,6 @@ class PubSubLink:
             disconnect_on_error=False,
             push_request=True,
         )
-
-    async def run(self, accept: Accept) -> None:
-        """Read one reply at a time and hand it to ``accept`` (see :class:`Link`)."""
-        read = self.reader
-        running = self._running
-        inf = math.inf
-        while True:
-            if not running.is_set():
-                await running.wait()
-            try:
-                reply = await read(
-                    disable_decoding=True, timeout=inf, disconnect_on_error=False, push_request=True
-                )
-            except ResponseError as exc:  # an error reply (a refused SUBSCRIBE): a reply too
-                reply = exc
-            accept([reply])
-
-    def pause(self) -> None:
-        self._running.clear()
-
-    def resume(self) -> None:
-        self._running.set()
 
     @property
     def reader(self) -> Any:
