@@ -5,7 +5,7 @@
     .venv/bin/python bench/latency_fanout.py --quick    # smoke run (~1 min), prints only
     .venv/bin/python bench/latency_fanout.py --consumers 10 --modes payload --rate 2000
     .venv/bin/python bench/latency_fanout.py --consumers 10,50 --readers hiredis,redis-py \
-        --firehose-consumers '' --direct-rate 0 --max-seconds 0   # issue #12's matrix
+        --firehose-consumers '' --direct-rate 0 --max-seconds 0   # readers compared
 
 Processes, one session per (kind, consumers, consumer mode):
 

@@ -3,7 +3,7 @@
 Why: redis-py hands each pub/sub message up a chain of awaits (its parser, ``read_response``, a
 push handler), builds an error-message string per call and wakes a task per message. At a few
 thousand messages per second spread over time every message pays that on its own wake-up, and it
-was most of a consumer's CPU (issue #12's measurements; ``bench/consumer_cost.py``).
+was most of a consumer's CPU (``bench/consumer_cost.py``, the ``fanout-redis-py`` rows).
 
 How: redis-py still makes the connection, so everything its connection classes do stays true
 (TCP, ``rediss://`` TLS, ``unix://``, AUTH with an ACL user or a credential provider, RESP2/RESP3
