@@ -34,6 +34,10 @@ kept:
   at least for the loop's wake-up and the socket read;
 - ``*-uvloop``: the same on uvloop's event loop (``uvloop.run``), when uvloop is installed.
 
+Before the runs, ``client_hot_path_in_process`` times the client's own Python alone (the link's
+``accept`` and the iterator, fed in process: no socket, no event-loop turn), so what is the
+client's and what is the event loop's can be told apart.
+
 The machine is small (2 cores) and usually shared: absolute microseconds move between runs, the
 ratios against ``redis-py`` in the same run much less. The JSON records the load average.
 """
@@ -218,6 +222,35 @@ def consumer_main(opts: argparse.Namespace) -> None:
     print(json.dumps(result), flush=True)
 
 
+# -- the client's own share, in process ---------------------------------------------------------
+
+
+async def hot_path(redis_url: str, events: int = 200_000) -> dict[str, float]:
+    """CPU per event of the client's own Python, without sockets or event-loop turns: the link's
+    ``accept`` call with ``batch`` messages, then the iterator taking them (``async for``)."""
+    from upbit_fanout import FanoutClient  # noqa: PLC0415
+
+    prefix = f"bench-cc-{secrets.token_hex(4)}"
+    result: dict[str, float] = {}
+    async with FanoutClient(redis_url, key_prefix=prefix, queue_size=100_000) as client:
+        await client.subscribe(TOPIC)
+        channel = Keys(prefix).channel(TOPIC).encode()
+        message = [b"message", channel, payload()]
+        stream = client.events()
+        for batch in (1, 50):
+            replies = [message] * batch
+            rounds = events // batch
+            start = time.process_time()
+            for _ in range(rounds):
+                client._accept(replies)
+                for _ in range(batch):
+                    await anext(stream)
+            result[f"accept_and_iterate_us_batch_{batch}"] = round(
+                (time.process_time() - start) / (rounds * batch) * 1e6, 3
+            )
+    return result
+
+
 # -- publisher (a thread of this process) ---------------------------------------------------------
 
 
@@ -362,6 +395,8 @@ def orchestrate(opts: argparse.Namespace) -> int:
     scenarios = SCENARIOS[:1] if opts.quick else SCENARIOS
     load_before = os.getloadavg()
     started = time.time()
+    own = asyncio.run(hot_path(opts.redis_url))
+    print(f"the client's own Python per event (in process, no socket): {own}")
     runs: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
     for round_ in range(opts.rounds):
         for rate, per_write in scenarios:
@@ -405,6 +440,7 @@ def orchestrate(opts: argparse.Namespace) -> int:
         "seconds_per_measurement": opts.seconds,
         "rounds": opts.rounds,
         "wall_s": round(time.time() - started, 1),
+        "client_hot_path_in_process": own,
         "variants": variants,
         "scenarios": report_scenarios,
     }
