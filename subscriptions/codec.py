@@ -15,7 +15,7 @@ An event payload is one Upbit object with Upbit's DEFAULT field names.
 
 JSON is decoded by msgspec with ``float_hook=Decimal`` (the number's own text goes to ``Decimal``,
 never through a float): the same value as ``json.loads(payload, parse_float=Decimal)`` at about
-a third of the cost (``bench/consumer_cost.py``, ``decode`` section). A payload msgspec refuses
+a quarter to a half of the cost (``bench/decode_cost.py``). A payload msgspec refuses
 is decoded again by the standard library's ``json``, so what is accepted and how errors read
 stay exactly the standard library's (msgspec is stricter about lone surrogates, for one).
 

@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tests.client.support import client, payload, sample_line, until, wait_subscribed
 from tests.conftest import RedisServer
 from tests.helpers import free_port
-from upbit_fanout.client import Event, FanoutClient, Gap, parse_event
+from upbit_fanout.client import BlockingClient, Event, FanoutClient, Gap, parse_event
 from upbit_fanout.client._fast_link import HiredisLink, _Reader
 from upbit_fanout.client._link import PubSubLink
 from upbit_fanout.subscriptions.codec import decode_event
@@ -587,3 +587,21 @@ def test_a_lazy_event_equals_the_eagerly_decoded_one(type_name: str, codec: Any)
     assert event.typed is event.typed  # built once
     assert event.data is event.data
     assert event.code == eager["code"]
+
+
+@pytest.mark.parametrize("reader", ["hiredis", "redis-py"])
+def test_blocking_client_takes_the_reader_too(real_redis_url: str, keys: Keys, reader: Any) -> None:
+    admin = redis.Redis.from_url(real_redis_url)
+    try:
+        with BlockingClient(real_redis_url, key_prefix=keys.prefix, pubsub_reader=reader) as c:
+            c.subscribe(TOPIC)
+            deadline = time.monotonic() + 5
+            while admin.pubsub_numsub(keys.channel(TOPIC))[0][1] < 1:
+                assert time.monotonic() < deadline, "not subscribed"
+                time.sleep(0.02)
+            admin.publish(keys.channel(TOPIC), TICKER)
+            item = next(iter(c.events(timeout=5)))
+            assert isinstance(item, Event)
+            assert item.payload == TICKER
+    finally:
+        admin.close()
