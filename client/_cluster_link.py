@@ -1,8 +1,8 @@
 """The client's pub/sub link on a Redis Cluster: SSUBSCRIBE on the node owning each channel.
 
-Same small interface as :class:`client._link.PubSubLink` (``open``, ``send``, ``reader``,
-``replaced``, ``channels``, ``close``), so :class:`client.FanoutClient` does not care which it
-holds. Underneath:
+The same interface as every link (:class:`client._link.Link`: ``open``, ``send``, ``replaced``,
+``channels``, ``close``; ``run``, ``pause`` and ``resume`` come from :class:`client._link.ReadLoop`
+over its ``reader``), so :class:`client.FanoutClient` does not care which it holds. Underneath:
 
 - event channels are sharded channels (the collector ``SPUBLISH``\\ es them,
   docs/contract.md "Redis Cluster"): each is ``SSUBSCRIBE``\\ d, one command per channel (one
@@ -12,7 +12,7 @@ holds. Underneath:
   ``SUBSCRIBE``\\ d on the first node's connection;
 - one reader task per node feeds one bounded queue (1,000 messages; a full queue blocks the
   readers, so back pressure reaches the sockets as on a single connection); ``smessage``
-  becomes ``message``, so the client's pump reads the same shapes;
+  becomes ``message``, so the client's reader sees the same shapes;
 - a broken node connection, or a ``sunsubscribe`` the server sends by itself (the slot moved to
   another node: a resharding or a failover), raises ``ConnectionError`` from the reader, and the
   client reconnects, re-reads the slot map and reports a Gap, as after any Redis outage.
@@ -31,6 +31,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from upbit_fanout.client._link import ReadLoop
 from upbit_fanout.subscriptions.connection import channel_node, node_client, refresh_slots
 from upbit_fanout.subscriptions.tasks import stop_tasks
 
@@ -75,7 +76,7 @@ class _Node:
             await self.client.aclose()
 
 
-class ClusterLink:
+class ClusterLink(ReadLoop):
     """Subscribed connections to the primaries that own the client's channels."""
 
     def __init__(self, redis: Redis, classic: Iterable[str]) -> None:
