@@ -32,6 +32,8 @@ kept:
 - ``floor``: no client at all, a bare asyncio BufferedProtocol with hiredis' Reader counting
   messages in its callback (no task, no iterator, no Event): what any asyncio consumer pays
   at least for the loop's wake-up and the socket read;
+- ``floor-task``: the same protocol handing its messages to a deque and waking one task per
+  read (a bare future, no client): the floor of any consumer that reads in a task of its own;
 - ``*-uvloop``: the same on uvloop's event loop (``uvloop.run``), when uvloop is installed.
 
 Before the runs, ``client_hot_path_in_process`` times the client's own Python alone (the link's
@@ -58,6 +60,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +84,7 @@ VARIANTS = [
     "fanout-batches-uvloop",
     "redis-py-uvloop",
     "floor",
+    "floor-task",
     "floor-uvloop",
 ]
 
@@ -114,10 +118,13 @@ async def consume(opts: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    if variant == "floor":
+    if variant in ("floor", "floor-task"):
         import hiredis  # noqa: PLC0415 - each consumer process imports only its own variant
 
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        queue: deque[Any] = deque()
+        waiter: list[asyncio.Future[None]] = []
 
         class Floor(asyncio.BufferedProtocol):
             def __init__(self) -> None:
@@ -131,9 +138,27 @@ async def consume(opts: argparse.Namespace) -> dict[str, Any]:
                 self.reader.feed(self.buf, 0, nbytes)
                 msg = self.reader.gets()
                 while msg is not False:
-                    if msg[0] == b"message" and tick() and not done.done():
+                    if variant == "floor-task":
+                        queue.append(msg)
+                        if waiter:
+                            waiter.pop().set_result(None)
+                    elif msg[0] == b"message" and tick() and not done.done():
                         done.set_result(None)
                     msg = self.reader.gets()
+
+        async def task_consumer() -> None:  # the floor plus one task woken per read
+            while True:
+                while queue:
+                    msg = queue.popleft()
+                    if msg[0] == b"message" and tick():
+                        done.set_result(None)
+                        return
+                future = loop.create_future()
+                waiter.append(future)
+                await future
+
+        if variant == "floor-task":
+            consumer_task = asyncio.create_task(task_consumer())
 
         host_port = opts.redis_url.split("//", 1)[1].split("/", 1)[0]
         host, _, port = host_port.rpartition(":")
@@ -144,6 +169,8 @@ async def consume(opts: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done, opts.timeout)
         transport.close()
+        if variant == "floor-task":
+            consumer_task.cancel()
     elif variant.startswith("redis-py"):
         from redis.asyncio import Redis  # noqa: PLC0415
 
@@ -369,6 +396,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         "redis-py": ("C3", "-", "x"),
         "redis-py-uvloop": ("C3", "--", "x"),
         "floor": ("0.55", ":", "."),
+        "floor-task": ("0.3", ":", "."),
     }
     for variant in report["variants"]:
         if variant not in styles:
