@@ -788,31 +788,32 @@ class IntentTracker:
         delete expired ones, sending their notifications), read only the keys the view does not
         know yet and the ones still without a lease, and drop the clients whose key is gone.
         Changes to known keys come from notifications; :meth:`sweep` re-reads everything every
-        ``full_sweep_every`` passes as the safety net. Raises RedisError."""
-        present: set[bytes] = set()
+        ``full_sweep_every`` passes as the safety net. Each SCAN reply is dealt with as it
+        arrives, so no step holds the event loop for long. Raises RedisError."""
+        names: set[str] = set()
+        changed = False
+        prefix = len(self._prefix)
         self._refreshed = set()
         try:
             async for chunk in self.key_chunks():
-                present.update(key[len(self._prefix) :] for key in chunk)
+                intents, refused, unleased = self.intents, self.refused_keys, self._unleased
+                wanted: list[bytes] = []
+                for key in chunk:
+                    raw_id = key[prefix:]
+                    name = _text(raw_id)
+                    names.add(name)
+                    if name in intents and name not in unleased:
+                        continue
+                    if name in unleased or name not in refused:
+                        wanted.append(key)  # new to the view, unleased, or an invalid id
+                    if valid_client_id(raw_id, self.limits) is None:
+                        names.add(escape(raw_id))
+                changed |= await self._read_and_apply(wanted, set(), notify=True)
         finally:
             refreshed, self._refreshed = self._refreshed, None
-        intents, refused = self.intents, self.refused_keys
-        names: set[str] = set()
-        wanted: list[bytes] = []
-        for raw_id in present:
-            name = _text(raw_id)
-            names.add(name)
-            if name in intents or name in self._unleased:
-                if name in self._unleased:
-                    wanted.append(self._prefix + raw_id)
-                continue
-            if name not in refused:
-                wanted.append(self._prefix + raw_id)  # new to the view (or an invalid id)
-            if valid_client_id(raw_id, self.limits) is None:
-                names.add(escape(raw_id))
-        changed = await self._read_and_apply(wanted, set(), notify=True)
+        gone = (self.intents.keys() | self.refused_keys.keys()) - names - (refreshed or set())
         removed = False
-        for name in (intents.keys() | refused.keys()) - names - (refreshed or set()):
+        for name in gone:
             removed |= self._apply(name, None, None)
         if removed:
             self._on_change()
@@ -926,6 +927,15 @@ class IntentTracker:
             return None
         limits = self.limits
         client_id = valid_client_id(raw_id, limits)
+        if (
+            client_id is not None
+            and read.kind == "set"
+            and 0 <= read.ttl_ms <= limits.max_lease * 1000
+            and read.size <= limits.max_topics_per_client
+        ):  # the common case, with no words to build: a leased SET of a valid size
+            if self._unleased:
+                self._unleased.pop(client_id, None)
+            return client_id, read.members, None
         key = escape(self._prefix + raw_id, 200)
         sample = tuple(sorted(read.members))[: limits.invalid_examples]
         if client_id is None:
