@@ -17,7 +17,9 @@ The worker measures, in order:
     ``--seconds`` with nothing changing: the worker's CPU share (process CPU time / wall time),
     then another ``--seconds`` for the event loop's longest stall (a task sleeping 5 ms at a
     time; its lateness; not running while CPU is measured, since it costs CPU itself). Events
-    keep arriving at ``--rate``; with nothing else going on, the stalls are the sweeps';
+    keep arriving at ``--rate``. A stall during which a sampling thread saw intent-tracking code
+    on the loop thread's stack is the tracker's (``intent_stall_max_ms``); the others are the
+    shared machine's, the event path's or the garbage collector's;
 ``heartbeats``
     the same with every client heartbeating as the client library does (SADD + PEXPIRE every
     third of a 30 s lease, spread evenly: clients/10 per second);
@@ -41,6 +43,7 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -50,6 +53,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -147,26 +151,70 @@ def heartbeats(port: int, clients: int, topics: int) -> None:
 # -- the worker ----------------------------------------------------------------------------------
 
 
+INTENT_CODE = ("collector/intents.py", "collector/union.py")
+
+
 class StallMonitor:
-    """A task that sleeps ``tick`` at a time and records how late it wakes (the loop's stalls)."""
+    """A task that sleeps ``tick`` at a time and records how late it wakes (the loop's stalls),
+    and a thread that attributes them: while the task is 10 ms overdue it samples the loop
+    thread's stack every 2 ms, and a stall during which intent-tracking code (collector/
+    intents.py, collector/union.py, Collector._reconcile) was seen running counts as the
+    tracker's (``intent_stall_max_ms``). The rest are the machine's, the event path's or the
+    garbage collector's (``gc_pause_max_ms``, from ``gc.callbacks``)."""
 
     def __init__(self, tick: float = 0.005) -> None:
         self.tick = tick
         self.late: list[float] = []
+        self.intent_late: list[float] = []
         self._task: asyncio.Task[None] | None = None
+        self.last_tick = 0.0
+        self._flagged: set[float] = set()
+        self.gc_pauses: list[float] = []
+        self._gc_started = 0.0
+        gc.callbacks.append(self._gc)
+        self._main = threading.get_ident()
+        threading.Thread(target=self._watch, daemon=True, name="stall-sampler").start()
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.append(time.perf_counter() - self._gc_started)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.002)
+            since = self.last_tick
+            if not since or since in self._flagged or time.monotonic() - since < 0.010:
+                continue
+            frame = sys._current_frames().get(self._main)
+            while frame is not None:
+                code = frame.f_code
+                if code.co_filename.endswith(INTENT_CODE) or code.co_name == "_reconcile":
+                    self._flagged.add(since)
+                    break
+                frame = frame.f_back
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        self.last_tick = time.monotonic()
         while True:
             before = loop.time()
             await asyncio.sleep(self.tick)
-            self.late.append(loop.time() - before - self.tick)
+            late = loop.time() - before - self.tick
+            self.late.append(late)
+            if self.last_tick in self._flagged:
+                self._flagged.discard(self.last_tick)
+                self.intent_late.append(late)
+            self.last_tick = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     def reset(self) -> None:
         self.late = []
+        self.intent_late = []
+        self.gc_pauses = []
 
     def figures(self) -> dict[str, float]:
         late = sorted(self.late) or [0.0]
@@ -174,6 +222,9 @@ class StallMonitor:
             "stall_max_ms": round(late[-1] * 1000, 1),
             "stall_p99_ms": round(late[int(0.99 * (len(late) - 1))] * 1000, 2),
             "stalls_over_20ms": sum(1 for value in late if value > 0.020),
+            "intent_stall_max_ms": round(max(self.intent_late, default=0.0) * 1000, 1),
+            "intent_stalls_over_20ms": sum(1 for value in self.intent_late if value > 0.020),
+            "gc_pause_max_ms": round(max(self.gc_pauses, default=0.0) * 1000, 1),
         }
 
     async def stop(self) -> None:
@@ -182,6 +233,7 @@ class StallMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self.last_tick = 0.0
 
 
 async def window(seconds: float, monitor: StallMonitor, published: Any) -> dict[str, Any]:
@@ -229,6 +281,7 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("the collector did not subscribe within 120 s")
             await asyncio.sleep(0.05)
         result["startup_s"] = round(time.monotonic() - started, 2)
+        _, spare = universe()
         result["union_topics"] = len(collector.union)
         monitor.start()
         await asyncio.sleep(3)  # settle: the first sweeps, the snapshots
@@ -252,7 +305,6 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
         driver.stdout.readline()
         await asyncio.sleep(1)
         result["heartbeats"] = await window(opts.seconds, monitor, published)
-        _, spare = universe()
         to_plan: list[float] = []
         to_union: list[float] = []
         monitor.reset()
@@ -383,7 +435,9 @@ def _line(r: dict[str, Any]) -> str:
     idle, beat, lat = r["idle"], r["heartbeats"], r["latency"]
     return (
         f"{r['code']:>14}  idle cpu {idle['cpu_share']:.1%} stall max {idle['stall_max_ms']} ms"
+        f" (intents {idle['intent_stall_max_ms']} ms)"
         f" | heartbeats cpu {beat['cpu_share']:.1%} stall max {beat['stall_max_ms']} ms"
+        f" (intents {beat['intent_stall_max_ms']} ms)"
         f" | intent->plan median {lat['intent_to_plan_median_ms']} ms"
         f" p99 {lat['intent_to_plan_p99_ms']} ms, ->union median "
         f"{lat['intent_to_union_median_ms']} ms p99 {lat['intent_to_union_p99_ms']} ms"
