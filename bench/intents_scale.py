@@ -1,7 +1,7 @@
 """Intent tracking at many clients: idle CPU, event-loop stalls, new intent -> union latency.
 
     .venv/bin/python bench/intents_scale.py [--clients 10000] [--topics 5] [--seconds 10]
-        [--samples 30] [--rate 20] [--baseline main]
+        [--samples 30] [--rate 20] [--baseline main] [--rounds 1] [--control]
 
 Processes (on a 2-core machine): a redis-server of the bench's own (loopback, no persistence,
 so nothing touches the shared Redis), the emulator (paced at ``--rate`` events/s, so events keep
@@ -28,6 +28,10 @@ The worker measures, in order:
     PEXPIRE + PUBLISH P:control in one MULTI, as the client library writes it): the time until
     the collector's plan holds it (``intent_to_plan``) and until it was sent upstream
     (``intent_to_union``, which includes the upstream's 50 ms coalescing), median and p99.
+
+``--control`` adds a run of the current code with one client per topic of the same universe:
+the same union and events, few clients. Its idle CPU is the event path's share; the difference
+to the 10,000-client run is the intent tracking's.
 
 ``--baseline REF`` runs the same worker a second time with another git revision's code (laid
 out from ``git archive`` and put first on ``PYTHONPATH``, as bench/collector_throughput.py
@@ -91,16 +95,24 @@ def universe() -> tuple[list[str], list[str]]:
     return used, spare
 
 
+def members_for(clients: int, topics: int) -> list[list[str]]:
+    """Each client's topics; ``topics=0``: the control, one client per topic of the universe
+    (the same union, hence the same events, with few clients)."""
+    used, _ = universe()
+    if topics == 0:
+        return [[topic] for topic in used]
+    rng = random.Random(1)
+    return [rng.sample(used, topics) for _ in range(clients)]
+
+
 def populate(port: int, clients: int, topics: int) -> None:
     keys = Keys(PREFIX)
-    used, _ = universe()
-    rng = random.Random(1)
     client = sync_redis.Redis(port=port)
     try:
         pipe = client.pipeline(transaction=False)
-        for index in range(clients):
+        for index, members in enumerate(members_for(clients, topics)):
             key = keys.intents(f"c{index}")
-            pipe.sadd(key, *rng.sample(used, topics))
+            pipe.sadd(key, *members)
             pipe.pexpire(key, LEASE_MS)
             if index % 1000 == 999:
                 pipe.execute()
@@ -125,9 +137,8 @@ def heartbeats(port: int, clients: int, topics: int) -> None:
     """SADD + PEXPIRE for every client every 10 s, spread evenly, until killed."""
     pin(other_cpus())
     keys = Keys(PREFIX)
-    used, _ = universe()
-    rng = random.Random(1)
-    members = [rng.sample(used, topics) for _ in range(clients)]
+    members = members_for(clients, topics)
+    clients = len(members)
     client = sync_redis.Redis(port=port)
     period = HEARTBEAT_LEASE_MS / 3 / 1000
     step = max(1, clients // 100)  # 100 pipelines per period
@@ -160,12 +171,16 @@ class StallMonitor:
     thread's stack every 2 ms, and a stall during which intent-tracking code (collector/
     intents.py, collector/union.py, Collector._reconcile) was seen running counts as the
     tracker's (``intent_stall_max_ms``). The rest are the machine's, the event path's or the
-    garbage collector's (``gc_pause_max_ms``, from ``gc.callbacks``)."""
+    garbage collector's (``gc_pause_max_ms``, from ``gc.callbacks``). On a shared machine a
+    stall can also be the loop thread waiting for a CPU: the CPU time it actually ran during
+    each stall (``busy``, ``intent_busy_max_ms``) tells a stall it caused from one it suffered."""
 
     def __init__(self, tick: float = 0.005) -> None:
         self.tick = tick
         self.late: list[float] = []
         self.intent_late: list[float] = []
+        self.busy: list[float] = []
+        self.intent_busy: list[float] = []
         self._task: asyncio.Task[None] | None = None
         self.last_tick = 0.0
         self._flagged: set[float] = set()
@@ -199,13 +214,16 @@ class StallMonitor:
         loop = asyncio.get_running_loop()
         self.last_tick = time.monotonic()
         while True:
-            before = loop.time()
+            before, cpu = loop.time(), time.thread_time()
             await asyncio.sleep(self.tick)
             late = loop.time() - before - self.tick
+            busy = time.thread_time() - cpu  # what the loop thread itself ran meanwhile
             self.late.append(late)
+            self.busy.append(busy)
             if self.last_tick in self._flagged:
                 self._flagged.discard(self.last_tick)
                 self.intent_late.append(late)
+                self.intent_busy.append(busy)
             self.last_tick = time.monotonic()
 
     def start(self) -> None:
@@ -214,6 +232,8 @@ class StallMonitor:
     def reset(self) -> None:
         self.late = []
         self.intent_late = []
+        self.busy = []
+        self.intent_busy = []
         self.gc_pauses = []
 
     def figures(self) -> dict[str, float]:
@@ -222,8 +242,11 @@ class StallMonitor:
             "stall_max_ms": round(late[-1] * 1000, 1),
             "stall_p99_ms": round(late[int(0.99 * (len(late) - 1))] * 1000, 2),
             "stalls_over_20ms": sum(1 for value in late if value > 0.020),
+            "busy_max_ms": round(max(self.busy, default=0.0) * 1000, 1),
             "intent_stall_max_ms": round(max(self.intent_late, default=0.0) * 1000, 1),
+            "intent_busy_max_ms": round(max(self.intent_busy, default=0.0) * 1000, 1),
             "intent_stalls_over_20ms": sum(1 for value in self.intent_late if value > 0.020),
+            "intent_busy_over_20ms": sum(1 for value in self.intent_busy if value > 0.020),
             "gc_pause_max_ms": round(max(self.gc_pauses, default=0.0) * 1000, 1),
         }
 
@@ -361,16 +384,24 @@ def _texts(plan: Any) -> set[str]:
 # -- the orchestrator ----------------------------------------------------------------------------
 
 
-def run_one(opts: argparse.Namespace, redis_port: int, port: int, path: Path | None) -> Any:
+def run_one(
+    opts: argparse.Namespace,
+    redis_port: int,
+    port: int,
+    path: Path | None,
+    *,
+    clients: int,
+    topics: int,
+) -> Any:
     env = dict(os.environ)
     if path is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(path), *filter(None, [env.get("PYTHONPATH")])])
     cleanup(redis_port)
-    populate(redis_port, opts.clients, opts.topics)
+    populate(redis_port, clients, topics)
     args = [
         sys.executable, __file__, "--worker", "--redis-port", str(redis_port),
-        "--upstream-port", str(port), "--clients", str(opts.clients),
-        "--topics", str(opts.topics), "--seconds", str(opts.seconds),
+        "--upstream-port", str(port), "--clients", str(clients),
+        "--topics", str(topics), "--seconds", str(opts.seconds),
         "--samples", str(opts.samples),
     ]  # fmt: skip
     if opts.profile_out:
@@ -405,14 +436,16 @@ def orchestrate(opts: argparse.Namespace) -> None:
     source = start_source("emulator", port, [], opts.rate)
     try:
         with tempfile.TemporaryDirectory(prefix="intents-baseline-") as tmp:
-            variants: list[tuple[str, Path | None]] = [("current", None)]
+            many = (opts.clients, opts.topics)
+            variants: list[tuple[str, Path | None, tuple[int, int]]] = [("current", None, many)]
             if opts.baseline:
-                variants.insert(
-                    0, (f"baseline {opts.baseline}", baseline_path(opts.baseline, Path(tmp)))
-                )
+                base = baseline_path(opts.baseline, Path(tmp))
+                variants.insert(0, (f"baseline {opts.baseline}", base, many))
+            if opts.control:
+                variants.append(("control", None, (len(universe()[0]), 0)))
             for _ in range(opts.rounds):
-                for code, path in variants:
-                    result = run_one(opts, redis_port, port, path)
+                for code, path, (clients, topics) in variants:
+                    result = run_one(opts, redis_port, port, path, clients=clients, topics=topics)
                     result["code"] = code
                     report["runs"].append(result)
                     print(_line(result), flush=True)
@@ -435,9 +468,9 @@ def _line(r: dict[str, Any]) -> str:
     idle, beat, lat = r["idle"], r["heartbeats"], r["latency"]
     return (
         f"{r['code']:>14}  idle cpu {idle['cpu_share']:.1%} stall max {idle['stall_max_ms']} ms"
-        f" (intents {idle['intent_stall_max_ms']} ms)"
+        f" (intents {idle['intent_stall_max_ms']} ms, busy {idle['intent_busy_max_ms']} ms)"
         f" | heartbeats cpu {beat['cpu_share']:.1%} stall max {beat['stall_max_ms']} ms"
-        f" (intents {beat['intent_stall_max_ms']} ms)"
+        f" (intents {beat['intent_stall_max_ms']} ms, busy {beat['intent_busy_max_ms']} ms)"
         f" | intent->plan median {lat['intent_to_plan_median_ms']} ms"
         f" p99 {lat['intent_to_plan_p99_ms']} ms, ->union median "
         f"{lat['intent_to_union_median_ms']} ms p99 {lat['intent_to_union_p99_ms']} ms"
@@ -453,6 +486,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="emulator events/s")
     parser.add_argument("--baseline", metavar="REF", help="also measure this git revision")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also run the current code with one client per topic (same union, same events)",
+    )
     parser.add_argument("--profile-out", help="cProfile the worker's idle window into this file")
     parser.add_argument("--results", type=Path, default=RESULTS)
     # internal

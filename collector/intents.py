@@ -7,9 +7,14 @@
    value, never removing anyone else's; when CONFIG is not allowed it says so ONCE and relies on
    the sweep. ``expire``/``pexpire``/``persist`` events are ignored: every heartbeat causes one
    and none of them changes a set's members;
-3. a periodic sweep (``SCAN MATCH P:intents:*``, every ``sweep_interval`` s) that re-reads
-   everything, so correctness never depends on notifications (Redis sends them fire-and-forget,
-   and an expiry only when it actually deletes the key; SCAN makes it do so).
+3. a periodic sweep (``SCAN MATCH P:intents:*``, every ``sweep_interval`` s), so correctness
+   never depends on notifications (Redis sends them fire-and-forget, and an expiry only when it
+   actually deletes the key; SCAN makes it do so). While notifications work most passes are
+   light (:meth:`IntentTracker.light_sweep`: read only unknown and unleased keys, drop the gone
+   ones) and every ``full_sweep_every``-th re-reads everything (:meth:`IntentTracker.sweep`);
+   both go one SCAN reply and one chunk of keys at a time, so the event loop runs between
+   chunks, and apply changes in place, per client (:meth:`IntentTracker.take_changes` tells
+   which: the service's :class:`collector.union.UnionIndex` works from that, never O(clients)).
 
 Every key is read with one bounded Lua call (``_READ_SCRIPT``), whatever a client wrote into it.
 Hostile input is normal input: keys of the wrong type, client ids outside the contract, keys
