@@ -30,10 +30,13 @@ async def test_frames_of_one_read_come_as_one_batch_in_order_with_fragments_in_b
 
     got: list[bytes] = []
     batches: list[int] = []
+    complete = asyncio.Event()
 
     def on_frames(batch: list[bytes]) -> None:
         batches.append(len(batch))
         got.extend(batch)
+        if len(got) >= len(sent):
+            complete.set()
 
     async with (
         serve(handler, "127.0.0.1", 0) as server,
@@ -50,12 +53,13 @@ async def test_frames_of_one_read_come_as_one_batch_in_order_with_fragments_in_b
                 async for data in ws:
                     ws.message_taken()
                     got.append(data if isinstance(data, bytes) else data.encode())
+                    if len(got) >= len(sent):
+                        complete.set()
 
         task = asyncio.create_task(reader())
         go.set()
         async with asyncio.timeout(10):
-            while len(got) < len(sent):
-                await asyncio.sleep(0.01)
+            await complete.wait()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
