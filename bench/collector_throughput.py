@@ -26,6 +26,8 @@ the source, is the bottleneck. ``auto`` runs the emulator when it starts, and al
 
 ``--rate N`` paces the emulator at N events/s in all (0: firehose): the figure that matters there
 is the worker's CPU per event at a realistic rate, where per-wake-up costs dominate.
+``--no-msgspec`` adds a run of the current code with :mod:`msgspec` hidden (an ``ImportError`` put
+first on ``PYTHONPATH``): the collector as a machine without the ``[fast]`` extra runs it.
 ``--baseline REF`` runs every worker a second time with another git revision's code (``main``, a
 commit), laid out from ``git archive`` and put first on ``PYTHONPATH`` (as
 bench/emulator_firehose.py does), against the same source and Redis, alternating the two
@@ -552,10 +554,17 @@ def baseline_path(ref: str, into: Path) -> Path:
 def orchestrate(opts: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="collector-baseline-") as tmp:
         base = baseline_path(opts.baseline, Path(tmp)) if opts.baseline else None
-        _orchestrate(opts, base)
+        no_msgspec = None
+        if opts.no_msgspec:  # the current code as a machine without the [fast] extra runs it
+            no_msgspec = Path(tmp) / "no-msgspec"
+            (no_msgspec / "msgspec").mkdir(parents=True)
+            (no_msgspec / "msgspec" / "__init__.py").write_text(
+                "raise ImportError('hidden by bench/collector_throughput.py --no-msgspec')\n"
+            )
+        _orchestrate(opts, base, no_msgspec)
 
 
-def _orchestrate(opts: argparse.Namespace, base: Path | None) -> None:
+def _orchestrate(opts: argparse.Namespace, base: Path | None, no_msgspec: Path | None) -> None:
     codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
     sources = ["replay"] if opts.source == "replay" else ["emulator", "replay"]
     if opts.source == "emulator":
@@ -607,9 +616,11 @@ def _orchestrate(opts: argparse.Namespace, base: Path | None) -> None:
                                 continue
                             if mode == "service" and compression is None and source != "replay":
                                 continue  # CC's upstream offers deflate (websockets default)
-                            variants = [("current", None)]
+                            variants: list[tuple[str, Path | None]] = [("current", None)]
                             if base is not None:
                                 variants.insert(0, (f"baseline {opts.baseline}", base))
+                            if no_msgspec is not None:
+                                variants.insert(-1, ("no msgspec", no_msgspec))
                             for _ in range(opts.rounds):
                                 for code, path in variants:
                                     result = run_mode(
@@ -737,6 +748,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="emulator events/s (0: firehose)")
     parser.add_argument("--baseline", metavar="REF", help="also measure this git revision")
     parser.add_argument("--rounds", type=int, default=1, help="alternations with --baseline")
+    parser.add_argument(
+        "--no-msgspec",
+        action="store_true",
+        help="also run the current code with msgspec hidden (the collector's typed fast path off)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     # internal
     parser.add_argument("--worker", help=argparse.SUPPRESS)
