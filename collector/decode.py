@@ -55,7 +55,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from itertools import chain
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 
@@ -303,7 +303,11 @@ def _typed_decoder() -> Any:
         return None
     unset: Any = msgspec.UNSET
     unset_type: Any = msgspec.UnsetType
-    kinds: dict[str, Any] = {"number": float | int, "integer": int, "string": str}
+    # orjson, which the ordinary path parses with, reads integers outside [-2**63, 2**64 - 1] as
+    # floats, so an "integer" field holding one is refused there: refused here too (from 2**63
+    # on, since msgspec bounds are 64-bit signed; the ordinary path decides those).
+    integer = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+    kinds: dict[str, Any] = {"number": float | int, "integer": integer, "string": str}
 
     def typed(kind: str) -> Any:
         base = kinds[kind.rstrip("?")]
@@ -340,7 +344,14 @@ def _typed_decoder() -> Any:
     return msgspec.json.Decoder(union), (msgspec.ValidationError, msgspec.DecodeError), unset
 
 
-_TYPED: Final = _typed_decoder()
+def _typed_or_none() -> Any:
+    try:
+        return _typed_decoder()
+    except (TypeError, ValueError):  # pragma: no cover - a msgspec that cannot build the structs
+        return None  # the ordinary path serves alone; an optional speed-up never stops the import
+
+
+_TYPED: Final = _typed_or_none()
 
 
 def _typed_event(data: bytes) -> Frame | None:
