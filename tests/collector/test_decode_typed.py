@@ -123,6 +123,7 @@ def _fields(frame: decode.Frame) -> tuple[object, ...]:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=frames())
 def test_what_the_typed_path_accepts_the_ordinary_decoder_accepts_alike(data: bytes) -> None:
