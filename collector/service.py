@@ -30,8 +30,9 @@ it had queued but keeping its upstream sockets.
 
 Every task runs under :meth:`Collector._supervise`: a crash is logged (ERROR, with traceback) in
 that one place and the task is restarted after a short backoff; on close every task is cancelled
-AND awaited with a time limit. Reconciliation itself is synchronous and pure
-(:func:`collector.intents.plan`), run whenever the tracker's view changes.
+AND awaited with a time limit. Reconciliation itself is synchronous and pure, run whenever the
+tracker's view changes, and incremental: :class:`collector.union.UnionIndex` keeps per-topic
+reference counts over the clients that changed and is exactly :func:`collector.intents.plan`.
 """
 
 from __future__ import annotations
