@@ -27,7 +27,7 @@ the source, is the bottleneck. ``auto`` runs the emulator when it starts, and al
 ``--rate N`` paces the emulator at N events/s in all (0: firehose): the figure that matters there
 is the worker's CPU per event at a realistic rate, where per-wake-up costs dominate.
 ``--no-msgspec`` adds a run of the current code with :mod:`msgspec` hidden (an ``ImportError`` put
-first on ``PYTHONPATH``): the collector as a machine without the ``[fast]`` extra runs it.
+first on ``PYTHONPATH``): the collector with its typed fast path off.
 ``--baseline REF`` runs every worker a second time with another git revision's code (``main``, a
 commit), laid out from ``git archive`` and put first on ``PYTHONPATH`` (as
 bench/emulator_firehose.py does), against the same source and Redis, alternating the two
@@ -555,7 +555,7 @@ def orchestrate(opts: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="collector-baseline-") as tmp:
         base = baseline_path(opts.baseline, Path(tmp)) if opts.baseline else None
         no_msgspec = None
-        if opts.no_msgspec:  # the current code as a machine without the [fast] extra runs it
+        if opts.no_msgspec:  # the current code with its typed fast path off
             no_msgspec = Path(tmp) / "no-msgspec"
             (no_msgspec / "msgspec").mkdir(parents=True)
             (no_msgspec / "msgspec" / "__init__.py").write_text(

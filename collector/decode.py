@@ -21,15 +21,16 @@ objects need a change (renaming, a depth suffix in ``code``), is parsed with exa
 (:class:`subscriptions.jsontext.RawNumber`) into :attr:`Frame.obj`, which the router re-encodes.
 :meth:`Frame.exact` gives the exact object of any event frame (parsing ``raw`` on first use).
 
-Typed fast path (optional: ``pip install upbit-fanout[fast]``). With :mod:`msgspec` installed, a
-binary frame is first decoded in one C pass against a struct per data type (a union tagged by
-``type``) that reads only what routing needs (``code``, ``stream_type``, ``sequential_id``, the
-number of ``orderbook_units``) and checks the JSON type of every field of
-:data:`~subscriptions.upbit_fields.FIELD_TYPES` on the way, building no dict. It only ever
-*accepts*: anything it refuses or cannot tell (a wrong field type, a legacy ``market``, a depth
-suffix, SIMPLE names, a list frame, a non-event, a number beyond a double) goes the ordinary
-path below, which decides and words the error. A Hypothesis test holds it to that: whatever it
-accepts, the ordinary decoder accepts with the same frame (tests/collector/test_decode_typed.py).
+Typed fast path (:mod:`msgspec`, a dependency, imported defensively: the ordinary path below
+serves alone without it). A binary frame is first decoded in one C pass against a struct per
+data type (a union tagged by ``type``) that reads only what routing needs (``code``,
+``stream_type``, ``sequential_id``, the number of ``orderbook_units``) and checks the JSON type
+of every field of :data:`~subscriptions.upbit_fields.FIELD_TYPES` on the way, building no dict.
+It only ever *accepts*: anything it refuses or cannot tell (a wrong field type, a legacy
+``market``, a depth suffix, SIMPLE names, a list frame, a non-event, a number beyond a double)
+goes the ordinary path below, which decides and words the error. A Hypothesis test holds it to
+that: whatever it accepts, the ordinary decoder accepts with the same frame
+(tests/collector/test_decode_typed.py).
 
 Field types. Every event's fields are checked against the JSON types of
 :data:`subscriptions.upbit_fields.FIELD_TYPES` (and the items of ``orderbook_units`` / ``assets``
@@ -292,13 +293,13 @@ def _decode_report(
     return frames, errors
 
 
-# -- the typed fast path (msgspec, optional) --------------------------------------------------
+# -- the typed fast path (msgspec) ----------------------------------------------------------
 
 
 def _typed_decoder() -> Any:
     """One msgspec decoder for every DEFAULT event type, or None without msgspec."""
     try:
-        import msgspec  # noqa: PLC0415 - optional dependency, the [fast] extra
+        import msgspec  # noqa: PLC0415 - guarded: a speed-up, never a reason not to start
     except ImportError:  # pragma: no cover - exercised on machines without the extra
         return None
     unset: Any = msgspec.UNSET

@@ -16,7 +16,7 @@ from upbit_fanout.subscriptions import upbit_fields
 from upbit_fanout.subscriptions.errors import FrameError
 from upbit_fanout.subscriptions.topics import TOPIC_TYPES
 
-pytestmark = pytest.mark.skipif(decode._TYPED is None, reason="msgspec (the [fast] extra) absent")
+pytestmark = pytest.mark.skipif(decode._TYPED is None, reason="msgspec cannot be imported")
 
 SAMPLES = Path(__file__).parents[1] / "data" / "upbit-samples"
 
