@@ -1,6 +1,7 @@
 """Collector data-path throughput: Upbit firehose -> decode -> route -> Redis -> a subscriber.
 
     .venv/bin/python bench/collector_throughput.py [--seconds 8] [--codes 50] [--source auto]
+        [--rate 0] [--baseline main] [--rounds 1] [--modes ...] [--codecs json,msgpack]
 
 Processes (on a 2-core machine): the collector worker is pinned to CPU 0; the upstream source,
 a redis-server of the bench's own (loopback, no persistence) and a subscriber process that counts
@@ -22,6 +23,15 @@ Each mode runs for both codecs. Sources: ``emulator`` (``emulator.Emulator`` fir
 pre-built DEFAULT frames (ticker, trade with a fresh ``sequential_id`` each, 30-unit orderbook,
 built from tests/data/upbit-samples) as fast as the reader takes them, so that the collector, not
 the source, is the bottleneck. ``auto`` runs the emulator when it starts, and always ``replay``.
+
+``--rate N`` paces the emulator at N events/s in all (0: firehose): the figure that matters there
+is the worker's CPU per event at a realistic rate, where per-wake-up costs dominate.
+``--no-msgspec`` adds a run of the current code with :mod:`msgspec` hidden (an ``ImportError`` put
+first on ``PYTHONPATH``): the collector with its typed fast path off.
+``--baseline REF`` runs every worker a second time with another git revision's code (``main``, a
+commit), laid out from ``git archive`` and put first on ``PYTHONPATH`` (as
+bench/emulator_firehose.py does), against the same source and Redis, alternating the two
+``--rounds`` times; the report gives each run and the medians.
 
 Figures: events/s published by the collector in the measuring window (after a warm-up), the
 worker process's CPU time per event (µs), and the rate the subscriber counted between two marks.
@@ -47,8 +57,10 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -187,8 +199,9 @@ try:
     from upbit_fanout.emulator import Emulator
 except ImportError:
     from upbit_fanout.emulator.server import Emulator
+rate = float(sys.argv[2])
 async def main():
-    async with Emulator(port=port, seed=1, rate=0, idle_timeout=3600, messages_per_s=100,
+    async with Emulator(port=port, seed=1, rate=rate, idle_timeout=3600, messages_per_s=100,
                         messages_per_min=10000) as emu:
         print("ready", flush=True)
         await asyncio.Event().wait()
@@ -196,11 +209,13 @@ asyncio.run(main())
 """
 
 
-def start_source(kind: str, port: int, codes: list[str]) -> subprocess.Popen[bytes]:
+def start_source(
+    kind: str, port: int, codes: list[str], rate: float = 0.0
+) -> subprocess.Popen[bytes]:
     if kind == "replay":
         args = [sys.executable, __file__, "--serve-replay", str(port), "--codes", str(len(codes))]
     else:
-        args = [sys.executable, "-c", EMULATOR_CODE, str(port)]
+        args = [sys.executable, "-c", EMULATOR_CODE, str(port), str(rate)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     _pin_others(process.pid)
     assert process.stdout is not None
@@ -467,6 +482,7 @@ def run_mode(
     redis_port: int,
     compression: str | None,
     profile_out: str | None = None,
+    python_path: Path | None = None,
 ) -> dict[str, Any]:
     codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
     channels = [f"{PREFIX}:{t}:{c}" for c in codes for t in ("ticker", "trade", "orderbook")]
@@ -486,7 +502,12 @@ def run_mode(
     ]  # fmt: skip
     if profile_out:
         args += ["--profile-out", profile_out]
-    done = subprocess.run(args, capture_output=True, cwd=ROOT, timeout=120, check=False)
+    env = dict(os.environ)
+    if python_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(python_path), *filter(None, [env.get("PYTHONPATH")])]
+        )
+    done = subprocess.run(args, capture_output=True, cwd=ROOT, timeout=120, check=False, env=env)
     result: dict[str, Any] = {
         "mode": mode,
         "codec": codec,
@@ -510,7 +531,40 @@ def run_mode(
     return result
 
 
+def baseline_path(ref: str, into: Path) -> Path:
+    """``ref``'s code importable as ``upbit_fanout`` (checked: the baseline must not import the
+    checkout's own package)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from emulator_firehose import baseline_tree  # noqa: PLC0415
+
+    path = baseline_tree(ref, into)
+    env = {**os.environ, "PYTHONPATH": str(path)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import upbit_fanout.collector as c; print(c.__file__)"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if not where.startswith(str(path)):
+        raise SystemExit(f"the baseline would import {where}, not the baseline tree")
+    return path
+
+
 def orchestrate(opts: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="collector-baseline-") as tmp:
+        base = baseline_path(opts.baseline, Path(tmp)) if opts.baseline else None
+        no_msgspec = None
+        if opts.no_msgspec:  # the current code with its typed fast path off
+            no_msgspec = Path(tmp) / "no-msgspec"
+            (no_msgspec / "msgspec").mkdir(parents=True)
+            (no_msgspec / "msgspec" / "__init__.py").write_text(
+                "raise ImportError('hidden by bench/collector_throughput.py --no-msgspec')\n"
+            )
+        _orchestrate(opts, base, no_msgspec)
+
+
+def _orchestrate(opts: argparse.Namespace, base: Path | None, no_msgspec: Path | None) -> None:
     codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
     sources = ["replay"] if opts.source == "replay" else ["emulator", "replay"]
     if opts.source == "emulator":
@@ -527,6 +581,9 @@ def orchestrate(opts: argparse.Namespace) -> None:
         "redis_server": None,
         "codes": len(codes),
         "topics": 3 * len(codes),
+        "rate": opts.rate or "firehose",
+        "baseline": opts.baseline,
+        "rounds": opts.rounds,
         "seconds": opts.seconds,
         "warmup": opts.warmup,
         "batch_limit": opts.batch,
@@ -545,7 +602,7 @@ def orchestrate(opts: argparse.Namespace) -> None:
         for source in sources:
             port = free_port()
             try:
-                proc = start_source(source, port, codes)
+                proc = start_source(source, port, codes, opts.rate if source == "emulator" else 0)
             except RuntimeError as exc:
                 print(f"{source}: skipped ({str(exc).splitlines()[-1] if str(exc) else exc})")
                 report["runs"].append({"source": source, "error": str(exc)[-300:]})
@@ -559,18 +616,27 @@ def orchestrate(opts: argparse.Namespace) -> None:
                                 continue
                             if mode == "service" and compression is None and source != "replay":
                                 continue  # CC's upstream offers deflate (websockets default)
-                            result = run_mode(
-                                opts,
-                                mode,
-                                codec,
-                                upstream_port=port,
-                                redis_port=redis_port,
-                                compression=compression,
-                            )
-                            result["source"] = source
-                            result["compression"] = compression or "none"
-                            report["runs"].append(result)
-                            _print(result)
+                            variants: list[tuple[str, Path | None]] = [("current", None)]
+                            if base is not None:
+                                variants.insert(0, (f"baseline {opts.baseline}", base))
+                            if no_msgspec is not None:
+                                variants.insert(-1, ("no msgspec", no_msgspec))
+                            for _ in range(opts.rounds):
+                                for code, path in variants:
+                                    result = run_mode(
+                                        opts,
+                                        mode,
+                                        codec,
+                                        upstream_port=port,
+                                        redis_port=redis_port,
+                                        compression=compression,
+                                        python_path=path,
+                                    )
+                                    result["code"] = code
+                                    result["source"] = source
+                                    result["compression"] = compression or "none"
+                                    report["runs"].append(result)
+                                    _print(result)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -581,21 +647,54 @@ def orchestrate(opts: argparse.Namespace) -> None:
     finally:
         redis_proc.terminate()
         redis_proc.wait()
+    report["medians"] = _medians(report["runs"])
+    for row in report["medians"]:
+        print("median  " + _line(row))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {RESULTS.relative_to(ROOT)}")
+    opts.results.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written {opts.results}")
+
+
+def _medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (code, source, compression, mode, codec): the median of every figure over rounds."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for run in runs:
+        if "error" in run or "mode" not in run:
+            continue
+        key = (run["code"], run["source"], run["compression"], run["mode"], run["codec"])
+        groups.setdefault(key, []).append(run)
+    out: list[dict[str, Any]] = []
+    for (code, source, compression, mode, codec), rows in groups.items():
+        row: dict[str, Any] = {
+            "code": code,
+            "source": source,
+            "compression": compression,
+            "mode": mode,
+            "codec": codec,
+            "rounds": len(rows),
+        }
+        for name in ("events_per_s", "cpu_us_per_event", "cpu_share", "subscriber_events_per_s"):
+            values = [r[name] for r in rows if r.get(name) is not None]
+            row[name] = statistics.median(values) if values else None
+        out.append(row)
+    return out
+
+
+def _line(r: dict[str, Any]) -> str:
+    head = (
+        f"{r.get('code', 'current'):>13} {r['source']:>8} {r['compression']:>7} "
+        f"{r['mode']:>16} {r['codec']:>7}"
+    )
+    if "error" in r:
+        return f"{head}  FAILED: {r['error']}"
+    return (
+        f"{head}  {r['events_per_s']:>8,.0f} ev/s  {r['cpu_us_per_event']:>6.2f} µs/ev  "
+        f"cpu {r['cpu_share']:.0%}  subscriber {r['subscriber_events_per_s'] or 0:>8,.0f} ev/s"
+    )
 
 
 def _print(r: dict[str, Any]) -> None:
-    head = f"{r['source']:>8} {r['compression']:>7} {r['mode']:>16} {r['codec']:>7}"
-    if "error" in r:
-        print(f"{head}  FAILED: {r['error']}")
-        return
-    print(
-        f"{head}  {r['events_per_s']:>8,} ev/s  {r['cpu_us_per_event']:>6.2f} µs/ev  "
-        f"cpu {r['cpu_share']:.0%}  subscriber {r['subscriber_events_per_s'] or 0:>8,} ev/s",
-        flush=True,
-    )
+    print(_line(r), flush=True)
 
 
 def _cpu_model() -> str:
@@ -611,7 +710,7 @@ def profile(opts: argparse.Namespace) -> None:
     redis_port = free_port()
     redis_proc = start_redis(redis_port)
     port = free_port()
-    proc = start_source(opts.source if opts.source != "auto" else "replay", port, codes)
+    proc = start_source(opts.source if opts.source != "auto" else "replay", port, codes, opts.rate)
     out = "/tmp/collector_throughput.prof"
     try:
         mode, _, codec = opts.profile.partition(":")
@@ -646,6 +745,15 @@ def main() -> None:
     )
     parser.add_argument("--codecs", default="json,msgpack")
     parser.add_argument("--profile", metavar="MODE[:CODEC]", help="cProfile one worker")
+    parser.add_argument("--rate", type=float, default=0.0, help="emulator events/s (0: firehose)")
+    parser.add_argument("--baseline", metavar="REF", help="also measure this git revision")
+    parser.add_argument("--rounds", type=int, default=1, help="alternations with --baseline")
+    parser.add_argument(
+        "--no-msgspec",
+        action="store_true",
+        help="also run the current code with msgspec hidden (the collector's typed fast path off)",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     # internal
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--codec", default="json", help=argparse.SUPPRESS)

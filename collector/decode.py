@@ -21,6 +21,17 @@ objects need a change (renaming, a depth suffix in ``code``), is parsed with exa
 (:class:`subscriptions.jsontext.RawNumber`) into :attr:`Frame.obj`, which the router re-encodes.
 :meth:`Frame.exact` gives the exact object of any event frame (parsing ``raw`` on first use).
 
+Typed fast path (:mod:`msgspec`, a dependency, imported defensively: the ordinary path below
+serves alone without it). A binary frame is first decoded in one C pass against a struct per
+data type (a union tagged by ``type``) that reads only what routing needs (``code``,
+``stream_type``, ``sequential_id``, the number of ``orderbook_units``) and checks the JSON type
+of every field of :data:`~subscriptions.upbit_fields.FIELD_TYPES` on the way, building no dict.
+It only ever *accepts*: anything it refuses or cannot tell (a wrong field type, a legacy
+``market``, a depth suffix, SIMPLE names, a list frame, a non-event, a number beyond a double)
+goes the ordinary path below, which decides and words the error. A Hypothesis test holds it to
+that: whatever it accepts, the ordinary decoder accepts with the same frame
+(tests/collector/test_decode_typed.py).
+
 Field types. Every event's fields are checked against the JSON types of
 :data:`subscriptions.upbit_fields.FIELD_TYPES` (and the items of ``orderbook_units`` / ``assets``
 against :data:`~subscriptions.upbit_fields.NESTED_FIELD_TYPES`) on the parse the decoder makes
@@ -45,7 +56,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from itertools import chain
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 
@@ -250,6 +261,17 @@ def decode_frame_report(
     Still raises :class:`FrameError` when the frame as a whole is unreadable (not JSON, a
     scalar, an empty array, a single bad object).
     """
+    if _TYPED is not None and type(data) is bytes:  # msgspec: accepts, or leaves it to below
+        typed = _typed_event(data)
+        if typed is not None:
+            return [typed], []
+    return _decode_report(data)
+
+
+def _decode_report(
+    data: bytes | bytearray | memoryview | str,
+) -> tuple[list[Frame], list[FrameError]]:
+    """:func:`decode_frame_report` without the typed fast path: the authority."""
     if type(data) is bytes:  # the hot path: a binary frame holding one DEFAULT event object
         try:
             value = orjson.loads(data)
@@ -269,6 +291,115 @@ def decode_frame_report(
     if not frames:
         raise errors[0]
     return frames, errors
+
+
+# -- the typed fast path (msgspec) ----------------------------------------------------------
+
+
+def _typed_decoder() -> Any:
+    """One msgspec decoder for every DEFAULT event type, or None without msgspec."""
+    try:
+        import msgspec  # noqa: PLC0415 - guarded: a speed-up, never a reason not to start
+    except ImportError:  # pragma: no cover - exercised on machines without the extra
+        return None
+    unset: Any = msgspec.UNSET
+    unset_type: Any = msgspec.UnsetType
+    # orjson, which the ordinary path parses with, reads integers outside [-2**63, 2**64 - 1] as
+    # floats, so an "integer" field holding one is refused there: refused here too (from 2**63
+    # on, since msgspec bounds are 64-bit signed; the ordinary path decides those).
+    integer = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+    kinds: dict[str, Any] = {"number": float | int, "integer": integer, "string": str}
+
+    def typed(kind: str) -> Any:
+        base = kinds[kind.rstrip("?")]
+        return (base | None if kind.endswith("?") else base) | unset_type
+
+    def nested(list_name: str) -> Any:
+        fields = [
+            (name, typed(kind), unset)
+            for name, kind in upbit_fields.NESTED_FIELD_TYPES[list_name].items()
+        ]
+        return list[msgspec.defstruct(f"_{list_name}", fields, kw_only=True)] | unset_type  # type: ignore[misc, unused-ignore]
+
+    structs: list[Any] = []
+    for type_name in TOPIC_TYPES:
+        fields: dict[str, tuple[str, Any, Any]] = {
+            name: (name, typed(kind), unset)
+            for name, kind in upbit_fields.field_types(type_name).items()
+        }
+        for list_name in upbit_fields.nested_tables(type_name):
+            fields[list_name] = (list_name, nested(list_name), unset)
+        for name in ("code", "stream_type", "sequential_id", "market"):
+            fields.setdefault(name, (name, Any, unset))  # read as they are, judged below
+        struct = msgspec.defstruct(
+            "_" + type_name.replace(".", "_"),
+            list(fields.values()),
+            tag_field="type",
+            tag=type_name,
+            kw_only=True,
+        )
+        structs.append(struct)
+    union: Any = structs[0]
+    for struct in structs[1:]:
+        union = union | struct
+    return msgspec.json.Decoder(union), (msgspec.ValidationError, msgspec.DecodeError), unset
+
+
+def _typed_or_none() -> Any:
+    try:
+        return _typed_decoder()
+    except (TypeError, ValueError):  # pragma: no cover - a msgspec that cannot build the structs
+        return None  # the ordinary path serves alone; an optional speed-up never stops the import
+
+
+_TYPED: Final = _typed_or_none()
+
+
+def _typed_event(data: bytes) -> Frame | None:
+    """The frame of a DEFAULT event that needs no change, decoded and type-checked in one C
+    pass; None for anything else (the ordinary path decides)."""
+    decoder, errors, unset = _TYPED
+    if not data.isascii():  # msgspec does not check that strings are UTF-8; the ordinary path does
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            return None
+    try:
+        event = decoder.decode(data)
+    except errors:
+        return None
+    type_name: str = event.__struct_config__.tag
+    if event.market is not unset:
+        return None  # legacy: the market names the code (the ordinary path renames)
+    code = event.code
+    if type(code) is str:
+        if not code or "." in code:
+            return None
+    elif (code is not None and code is not unset) or type_name not in _NO_CODE_TYPES:
+        return None
+    sequential_id = units = None
+    if type_name == "trade":
+        sid = event.sequential_id
+        sequential_id = sid if type(sid) is int else None
+    elif type_name == "orderbook":
+        book = event.orderbook_units
+        if book is unset:
+            return None  # the ordinary path says what is wrong
+        units = len(book)
+    if type_name in _NO_CODE_TYPES:
+        code = None
+    stream_type = event.stream_type
+    return Frame(
+        "event",
+        type_name,
+        code,
+        stream_type if type(stream_type) is str else None,
+        data,
+        None,
+        sequential_id,
+        None,
+        units,
+    )
 
 
 # -- parsing ----------------------------------------------------------------------------------

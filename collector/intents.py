@@ -7,9 +7,14 @@
    value, never removing anyone else's; when CONFIG is not allowed it says so ONCE and relies on
    the sweep. ``expire``/``pexpire``/``persist`` events are ignored: every heartbeat causes one
    and none of them changes a set's members;
-3. a periodic sweep (``SCAN MATCH P:intents:*``, every ``sweep_interval`` s) that re-reads
-   everything, so correctness never depends on notifications (Redis sends them fire-and-forget,
-   and an expiry only when it actually deletes the key; SCAN makes it do so).
+3. a periodic sweep (``SCAN MATCH P:intents:*``, every ``sweep_interval`` s), so correctness
+   never depends on notifications (Redis sends them fire-and-forget, and an expiry only when it
+   actually deletes the key; SCAN makes it do so). While notifications work most passes are
+   light (:meth:`IntentTracker.light_sweep`: read only unknown and unleased keys, drop the gone
+   ones) and every ``full_sweep_every``-th re-reads everything (:meth:`IntentTracker.sweep`);
+   both go one SCAN reply and one chunk of keys at a time, so the event loop runs between
+   chunks, and apply changes in place, per client (:meth:`IntentTracker.take_changes` tells
+   which: the service's :class:`collector.union.UnionIndex` works from that, never O(clients)).
 
 Every key is read with one bounded Lua call (``_READ_SCRIPT``), whatever a client wrote into it.
 Hostile input is normal input: keys of the wrong type, client ids outside the contract, keys
@@ -36,7 +41,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -82,7 +87,10 @@ __all__ = [
     "merge_notify_flags",
     "newly_invalid",
     "plan",
+    "refusal_for",
+    "too_many_reason",
     "valid_client_id",
+    "whole_refusal",
 ]
 
 log = logging.getLogger(__name__)
@@ -382,7 +390,7 @@ def plan(
         members = frozenset(intents[client])
         if len(members) > limits.max_topics_per_client:
             excess = too_many_reason("the key", len(members), limits)
-            refused[escape(client)] = _whole(len(members), excess, members, limits)
+            refused[escape(client)] = whole_refusal(len(members), excess, members, limits)
             continue
         valid, invalid = _classify(members, private_allowed, markets, limits)
         over: list[tuple[str, str | Topic | None]] = []
@@ -398,17 +406,13 @@ def plan(
                 size.add(topic)
                 chosen[topic.is_private].add(topic)
         if invalid or over:
-            # Both lists are sorted by text: the first few of the two are the examples.
-            first = itertools.islice(
-                heapq.merge(invalid, over, key=_first), limits.invalid_examples
+            refused[escape(client)] = ClientRefusal(
+                len(invalid) + len(over), _examples(invalid, over, markets, limits)
             )
-            examples = tuple(
-                (escape(text, 60), clip(_reason(text, reason, markets), limits.reason_length))
-                for text, reason in first
-            )
-            refused[escape(client)] = ClientRefusal(len(invalid) + len(over), examples)
     for client, key_refusal in (refused_keys or {}).items():
-        refused[client] = _whole(key_refusal.size, key_refusal.reason, key_refusal.sample, limits)
+        refused[client] = whole_refusal(
+            key_refusal.size, key_refusal.reason, key_refusal.sample, limits
+        )
     shown = dict(sorted(refused.items())[: limits.max_invalid_clients])
     hidden = [refusal.count for client, refusal in refused.items() if client not in shown]
     public = frozenset(chosen[False])
@@ -422,6 +426,33 @@ def plan(
         shown,
         len(hidden),
         sum(hidden),
+    )
+
+
+def refusal_for(
+    members: frozenset[str], private_allowed: bool, markets: MarketSet | None, limits: Limits
+) -> tuple[tuple[Topic, ...], ClientRefusal | None]:
+    """What :func:`plan` makes of one client's members while the union has room: its valid
+    topics, and the refusal of the others (None when every member is served). For
+    :class:`collector.union.UnionIndex`, which keeps the union incrementally."""
+    valid, invalid = _classify(members, private_allowed, markets, limits)
+    topics = tuple(topic for _, topic in valid)
+    if not invalid:
+        return topics, None
+    return topics, ClientRefusal(len(invalid), _examples(invalid, (), markets, limits))
+
+
+def _examples(
+    invalid: Iterable[tuple[str, str | Topic | None]],
+    over: Iterable[tuple[str, str | Topic | None]],
+    markets: MarketSet | None,
+    limits: Limits,
+) -> tuple[tuple[str, str], ...]:
+    # Both lists are sorted by text: the first few of the two are the examples.
+    first = itertools.islice(heapq.merge(invalid, over, key=_first), limits.invalid_examples)
+    return tuple(
+        (escape(text, 60), clip(_reason(text, reason, markets), limits.reason_length))
+        for text, reason in first
     )
 
 
@@ -478,7 +509,8 @@ def _classify(
     return tuple(valid), tuple(invalid)
 
 
-def _whole(size: int, reason: str, sample: Iterable[str], limits: Limits) -> ClientRefusal:
+def whole_refusal(size: int, reason: str, sample: Iterable[str], limits: Limits) -> ClientRefusal:
+    """The refusal of a whole key (``size`` intents; a few of ``sample`` as examples)."""
     text = clip(reason, limits.reason_length)
     shown = heapq.nsmallest(limits.invalid_examples, sample)
     return ClientRefusal(max(1, size), tuple((escape(member, 60), text) for member in shown), text)
@@ -595,6 +627,36 @@ end
 return {kind, size, ttl, members}
 """
 
+# The same for every key in KEYS (a sweep's chunk): one reply of one entry per key.
+_READ_MANY_SCRIPT = """
+local most, limit, samples = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for k, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' then
+    out[k] = {kind}
+  else
+    local ttl = redis.call('PTTL', key)
+    if kind ~= 'set' then
+      out[k] = {kind, 1, ttl, {}}
+    else
+      local size = redis.call('SCARD', key)
+      local members
+      if size > most then
+        members = redis.call('SRANDMEMBER', key, samples)
+      else
+        members = redis.call('SMEMBERS', key)
+      end
+      for i, member in ipairs(members) do
+        if #member > limit then members[i] = string.sub(member, 1, limit + 1) end
+      end
+      out[k] = {kind, size, ttl, members}
+    end
+  end
+end
+return out
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class _Read:
@@ -630,11 +692,15 @@ class IntentTracker:
         retry_initial: float = 0.2,
         retry_max: float = 5.0,
         scan_count: int = 1000,
+        read_chunk: int = 200,
+        full_sweep_every: int = 15,
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if sweep_interval <= 0:
             raise ValueError("sweep_interval must be > 0")
+        if read_chunk < 1 or full_sweep_every < 1:
+            raise ValueError("read_chunk and full_sweep_every must be at least 1")
         self._redis = redis
         self._keys = keys
         self._health = health
@@ -645,6 +711,17 @@ class IntentTracker:
         self.limits = limits
         self._clock = clock
         self._script = redis.register_script(_READ_SCRIPT)
+        self._read_many = redis.register_script(_READ_MANY_SCRIPT)
+        # One Lua call per chunk of keys, except on a Redis Cluster (the keys live in different
+        # slots) or once Redis refused a multi-key script: then one call per key, pipelined.
+        self._many_keys = cluster_of(redis) is None
+        self._read_chunk = read_chunk
+        self.full_sweep_every = full_sweep_every
+        """A pass in this many is a full sweep while notifications work (every one otherwise)."""
+        self._passes_since_full = 0
+        self._changed: set[str] = set()
+        self._all_changed = True
+        self._refreshed: set[str] | None = None  # clients refreshed while a pass runs
         self._prefix = _raw(keys.intents_pattern[:-1])
         self.intents: dict[str, frozenset[str]] = {}
         self.refused_keys: dict[str, KeyRefusal] = {}
@@ -656,6 +733,8 @@ class IntentTracker:
         """True when keyspace notifications are known to be on."""
         self._config_refused_logged = False
         self.sweeps = 0
+        """Passes over the keys, light or full."""
+        self.full_sweeps = 0
 
     @property
     def db(self) -> int:
@@ -664,31 +743,113 @@ class IntentTracker:
         return int(self._redis.connection_pool.connection_kwargs.get("db", 0) or 0)
 
     # -- reading --------------------------------------------------------------------------------
+    def take_changes(self) -> set[str] | None:
+        """The clients whose entry (in :attr:`intents` or :attr:`refused_keys`) changed since the
+        last call; None the first time (everything is new). For an incremental consumer
+        (:class:`collector.union.UnionIndex`): nothing here is O(clients)."""
+        if self._all_changed:
+            self._all_changed = False
+            self._changed = set()
+            return None
+        changed, self._changed = self._changed, set()
+        return changed
+
     async def sweep(self) -> bool:
-        """Re-read every intent key; return True when the view changed. Raises RedisError.
+        """Re-read every intent key, in chunks; return True when the view changed. Raises
+        RedisError.
 
         Every key under ``P:intents:`` is looked at, whatever its type or name, so that nothing
-        a client wrote is silently ignored.
+        a client wrote is silently ignored. The keys come from :meth:`key_chunks` (one SCAN
+        reply at a time) and are read ``read_chunk`` at a time (one Lua call each), so the event
+        loop runs between chunks: a sweep of 10,000 keys never holds it for long. A client
+        refreshed by a notification while the sweep runs is not taken as gone because the
+        sweep's SCAN had already passed its key.
         """
-        found: list[bytes] = []
-        async for key in self._redis.scan_iter(
-            match=self._keys.intents_pattern, count=self._scan_count
-        ):
-            found.append(_raw(key))
-        reads = await self._read(found)
-        self.sweeps += 1
-        intents: dict[str, frozenset[str]] = {}
-        refused: dict[str, KeyRefusal] = {}
-        for raw_id, read in reads.items():
-            self._judge(raw_id, read, intents, refused)
-        for name in set(self._unleased) - intents.keys() - refused.keys():
-            del self._unleased[name]
         first = not self.loaded
+        names: set[str] = set()
+        changed = False
+        self._refreshed = set()
+        try:
+            async for chunk in self.key_chunks():
+                changed |= await self._read_and_apply(chunk, names, notify=not first)
+        finally:
+            refreshed, self._refreshed = self._refreshed, None
+        gone = (self.intents.keys() | self.refused_keys.keys()) - names - (refreshed or set())
+        removed = False
+        for name in gone:
+            removed |= self._apply(name, None, None)
+        for name in set(self._unleased) - self.intents.keys() - self.refused_keys.keys():
+            del self._unleased[name]
+        self.sweeps += 1
+        self.full_sweeps += 1
+        self._passes_since_full = 0
         self.loaded = True
-        changed = self._replace(intents, refused)
-        if first and not changed:
+        if removed or first:
             self._on_change()
-        return changed or first
+        return changed or removed or first
+
+    async def light_sweep(self) -> bool:
+        """The frequent pass while notifications work: SCAN every key (which also makes Redis
+        delete expired ones, sending their notifications), read only the keys the view does not
+        know yet and the ones still without a lease, and drop the clients whose key is gone.
+        Changes to known keys come from notifications; :meth:`sweep` re-reads everything every
+        ``full_sweep_every`` passes as the safety net. Each SCAN reply is dealt with as it
+        arrives, so no step holds the event loop for long. Raises RedisError."""
+        names: set[str] = set()
+        changed = False
+        prefix = len(self._prefix)
+        self._refreshed = set()
+        try:
+            async for chunk in self.key_chunks():
+                intents, refused, unleased = self.intents, self.refused_keys, self._unleased
+                wanted: list[bytes] = []
+                for key in chunk:
+                    raw_id = key[prefix:]
+                    name = _text(raw_id)
+                    names.add(name)
+                    if name in intents and name not in unleased:
+                        continue
+                    if name in unleased or name not in refused:
+                        wanted.append(key)  # new to the view, unleased, or an invalid id
+                    if valid_client_id(raw_id, self.limits) is None:
+                        names.add(escape(raw_id))
+                changed |= await self._read_and_apply(wanted, set(), notify=True)
+        finally:
+            refreshed, self._refreshed = self._refreshed, None
+        gone = (self.intents.keys() | self.refused_keys.keys()) - names - (refreshed or set())
+        removed = False
+        for name in gone:
+            removed |= self._apply(name, None, None)
+        if removed:
+            self._on_change()
+        self.sweeps += 1
+        self._passes_since_full += 1
+        return changed or removed
+
+    async def key_chunks(self) -> AsyncIterator[list[bytes]]:
+        """Every intent key, one SCAN reply at a time (the sweep's source of keys; on a Redis
+        Cluster, redis-py's SCAN of every primary, ``scan_count`` keys at a time)."""
+        if cluster_of(self._redis) is not None:
+            chunk: list[bytes] = []
+            async for key in self._redis.scan_iter(
+                match=self._keys.intents_pattern, count=self._scan_count
+            ):
+                chunk.append(_raw(key))
+                if len(chunk) >= self._scan_count:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+            return
+        cursor: int | bytes | str = 0
+        while True:
+            cursor, found = await self._redis.scan(
+                cursor=int(cursor), match=self._keys.intents_pattern, count=self._scan_count
+            )
+            if found:
+                yield [_raw(key) for key in found]
+            if not int(cursor):
+                return
 
     async def refresh(self, client_ids: Iterable[str]) -> bool:
         """Re-read the keys of ``client_ids``; return True when the view changed.
@@ -704,47 +865,100 @@ class IntentTracker:
         if not wanted:
             return False
         reads = await self._read(wanted)
-        intents = dict(self.intents)
-        refused = dict(self.refused_keys)
+        changed = False
         for key in wanted:
             raw_id = key[len(self._prefix) :]
             name = _text(raw_id)
-            intents.pop(name, None)
-            refused.pop(name, None)
+            if self._refreshed is not None:
+                self._refreshed.add(name)
             read = reads.get(raw_id)
-            if read is None or read.kind == "none":
-                self._unleased.pop(name, None)
-                continue
-            self._judge(raw_id, read, intents, refused)
-        return self._replace(intents, refused)
+            judged = self._judge(raw_id, read) if read is not None else None
+            if judged is None:
+                changed |= self._apply(name, None, None)
+            else:
+                changed |= self._apply(*judged)
+        if changed:
+            self._on_change()
+        return changed
+
+    async def _read_and_apply(self, keys: list[bytes], names: set[str], *, notify: bool) -> bool:
+        """Read ``keys`` (``read_chunk`` at a time) and apply what they hold; add the names
+        seen to ``names``; call ``on_change`` after each chunk that changed something."""
+        changed = False
+        step = self._read_chunk
+        for start in range(0, len(keys), step):
+            reads = await self._read(keys[start : start + step])
+            chunk_changed = False
+            for raw_id, read in reads.items():
+                judged = self._judge(raw_id, read)
+                if judged is None:
+                    continue
+                names.add(judged[0])
+                chunk_changed |= self._apply(*judged)
+            if chunk_changed:
+                changed = True
+                if notify:
+                    self._on_change()
+        return changed
+
+    def _apply(self, name: str, members: frozenset[str] | None, refusal: KeyRefusal | None) -> bool:
+        """Set one client's entry (served members, a whole-key refusal, or neither: gone);
+        return True when it changed."""
+        changed = False
+        if members is None:
+            changed = self.intents.pop(name, None) is not None
+        elif self.intents.get(name) != members:
+            self.intents[name] = members
+            changed = True
+        if refusal is None:
+            changed |= self.refused_keys.pop(name, None) is not None
+        elif self.refused_keys.get(name) != refusal:
+            self.refused_keys[name] = refusal
+            changed = True
+        if members is None and refusal is None:
+            self.seen.pop(name, None)
+            self._unleased.pop(name, None)
+        else:
+            self.seen.setdefault(name, self._clock())
+        if changed:
+            self._changed.add(name)
+        return changed
 
     def _judge(
-        self,
-        raw_id: bytes,
-        read: _Read,
-        intents: dict[str, frozenset[str]],
-        refused: dict[str, KeyRefusal],
-    ) -> None:
-        """Sort one key into served intents or a whole-key refusal."""
+        self, raw_id: bytes, read: _Read
+    ) -> tuple[str, frozenset[str] | None, KeyRefusal | None] | None:
+        """One key as ``(name, served members, whole-key refusal)``; None when it is gone."""
         if read.kind == "none" or (read.kind == "set" and read.size == 0):
-            return
+            return None
         limits = self.limits
         client_id = valid_client_id(raw_id, limits)
+        if (
+            client_id is not None
+            and read.kind == "set"
+            and 0 <= read.ttl_ms <= limits.max_lease * 1000
+            and read.size <= limits.max_topics_per_client
+        ):  # the common case, with no words to build: a leased SET of a valid size
+            if self._unleased:
+                self._unleased.pop(client_id, None)
+            return client_id, read.members, None
         key = escape(self._prefix + raw_id, 200)
         sample = tuple(sorted(read.members))[: limits.invalid_examples]
         if client_id is None:
-            refused[escape(raw_id)] = KeyRefusal(id_reason(raw_id, limits), read.size, sample)
-            return
+            return escape(raw_id), None, KeyRefusal(id_reason(raw_id, limits), read.size, sample)
         if read.kind != "set":
-            refused[client_id] = KeyRefusal(
-                f"{key} is a {read.kind}, not a SET of topics: nothing of it is served; DEL it"
+            return (
+                client_id,
+                None,
+                KeyRefusal(
+                    f"{key} is a {read.kind}, not a SET of topics: nothing of it is served; DEL it"
+                ),
             )
-            return
         if read.size > limits.max_topics_per_client:
-            refused[client_id] = KeyRefusal(
-                too_many_reason(key, read.size, limits), read.size, sample
+            return (
+                client_id,
+                None,
+                KeyRefusal(too_many_reason(key, read.size, limits), read.size, sample),
             )
-            return
         now = self._clock()
         if 0 <= read.ttl_ms <= limits.max_lease * 1000:
             self._unleased.pop(client_id, None)
@@ -752,23 +966,41 @@ class IntentTracker:
             since = self._unleased.setdefault(client_id, now)
             reason = lease_reason(key, read.ttl_ms, since, now, limits)
             if reason is not None:
-                refused[client_id] = KeyRefusal(reason, read.size, sample)
-                return
-        intents[client_id] = read.members
+                return client_id, None, KeyRefusal(reason, read.size, sample)
+        return client_id, read.members, None
 
     async def _read(self, intent_keys: list[bytes]) -> dict[bytes, _Read]:
-        """``raw client id -> what its key holds`` (bounded: see ``_READ_SCRIPT``)."""
+        """``raw client id -> what its key holds`` (bounded: see ``_READ_SCRIPT``).
+
+        One Lua call reads all of ``intent_keys`` (the caller passes at most ``read_chunk``):
+        one reply to parse instead of one per key, which is most of a sweep's cost in redis-py.
+        Where Redis refuses a multi-key script (a Redis Cluster: the keys live in different
+        slots), each key is read with its own call in one pipeline.
+        """
         result: dict[bytes, _Read] = {}
         if not intent_keys:
             return result
         limits = self.limits
         args = [limits.max_topics_per_client, limits.max_topic_length, limits.invalid_examples]
-        replies = await self._read_replies(intent_keys, args)
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            # A cluster pipeline does not load scripts by itself (a plain one does): load it
-            # (on every primary) and read again.
-            await self._redis.script_load(_READ_SCRIPT)
+        replies: list[Any]
+        if self._many_keys:
+            try:
+                replies = list(await self._read_many(keys=intent_keys, args=args))
+            except ResponseError as exc:
+                if "CROSSSLOT" not in str(exc) and "slot" not in str(exc).lower():
+                    raise
+                self._many_keys = False
+                log.info(
+                    "Redis refuses multi-key scripts (%s); reading intent keys one by one", exc
+                )
+                return await self._read(intent_keys)
+        else:
             replies = await self._read_replies(intent_keys, args)
+            if any(isinstance(reply, NoScriptError) for reply in replies):
+                # A cluster pipeline does not load scripts by itself (a plain one does): load
+                # it (on every primary) and read again.
+                await self._redis.script_load(_READ_SCRIPT)
+                replies = await self._read_replies(intent_keys, args)
         for key, reply in zip(intent_keys, replies, strict=True):
             if not key.startswith(self._prefix):
                 continue
@@ -777,6 +1009,7 @@ class IntentTracker:
                 if isinstance(reply, ResponseError):
                     continue  # refused by Redis for this key alone; the next sweep retries
                 raise reply
+            assert isinstance(reply, list)
             kind = _text(reply[0])
             if kind == "none":
                 result[raw_id] = _Read("none")
@@ -790,19 +1023,6 @@ class IntentTracker:
             for key in intent_keys:
                 await self._script(keys=[key], args=args, client=pipe)
             return list(await pipe.execute(raise_on_error=False))
-
-    def _replace(self, intents: dict[str, frozenset[str]], refused: dict[str, KeyRefusal]) -> bool:
-        now = self._clock()
-        for client_id in intents.keys() | refused.keys():
-            self.seen.setdefault(client_id, now)
-        for client_id in set(self.seen) - intents.keys() - refused.keys():
-            del self.seen[client_id]
-        if intents == self.intents and refused == self.refused_keys:
-            return False
-        self.intents = intents
-        self.refused_keys = refused
-        self._on_change()
-        return True
 
     # -- notifications --------------------------------------------------------------------------
     async def enable_notifications(self) -> bool:
@@ -895,6 +1115,7 @@ class IntentTracker:
                         await self.enable_notifications()
                         pubsub = await self._subscribe()
                         next_sweep = loop.time()  # notifications were missed: sweep now
+                        self._passes_since_full = self.full_sweep_every  # a full one
                     if loop.time() >= next_sweep:
                         if isinstance(pubsub, NodesPubSub):
                             # A cluster: follow failovers and reshardings. New primaries get
@@ -905,7 +1126,10 @@ class IntentTracker:
                                 await _close_quietly(pubsub)
                                 pubsub = None
                                 continue
-                        await self.sweep()
+                        if self._full_due():
+                            await self.sweep()
+                        else:
+                            await self.light_sweep()
                         next_sweep = loop.time() + self.sweep_interval
                     self._health.succeeded("intent tracker")
                     delays = backoff(*self._retry)
@@ -921,6 +1145,15 @@ class IntentTracker:
         finally:
             if pubsub is not None:
                 await _close_quietly(pubsub)
+
+    def _full_due(self) -> bool:
+        """A full sweep: before the first one, without notifications, after a reconnect, and
+        every ``full_sweep_every`` passes (the safety net for whatever notifications miss)."""
+        return (
+            not self.loaded
+            or not self.notifications
+            or self._passes_since_full + 1 >= self.full_sweep_every
+        )
 
     async def _collect(self, pubsub: PubSub | NodesPubSub, within: float) -> set[str]:
         """Wait up to ``within`` s for a relevant message, then take every one already there."""

@@ -30,8 +30,9 @@ it had queued but keeping its upstream sockets.
 
 Every task runs under :meth:`Collector._supervise`: a crash is logged (ERROR, with traceback) in
 that one place and the task is restarted after a short backoff; on close every task is cancelled
-AND awaited with a time limit. Reconciliation itself is synchronous and pure
-(:func:`collector.intents.plan`), run whenever the tracker's view changes.
+AND awaited with a time limit. Reconciliation itself is synchronous and pure, run whenever the
+tracker's view changes, and incremental: :class:`collector.union.UnionIndex` keeps per-topic
+reference counts over the clients that changed and is exactly :func:`collector.intents.plan`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ from upbit_fanout.collector.intents import (
     Limits,
     Plan,
     RefusalLog,
-    plan,
 )
 from upbit_fanout.collector.markets import MarketList, market_list_url
 from upbit_fanout.collector.outbox import Outbox
@@ -77,6 +77,7 @@ from upbit_fanout.collector.quotation import QuotationClient
 from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.snapshots import SnapshotServer
 from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
+from upbit_fanout.collector.union import UnionIndex
 from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.connection import cluster_of, follow_primary, is_sentinel_managed
@@ -334,6 +335,9 @@ class Collector:
         self._started = False
         self._closed = False
         self._plan = Plan()
+        self._index = UnionIndex(limits=limits)
+        self._index_reset = True  # the next reconciliation starts the index over
+        self._planned_loaded = False
         self._union: frozenset[str] = frozenset()
         self._progress = asyncio.Event()
         self._publish_logs = LogLimiter(10.0)
@@ -491,17 +495,50 @@ class Collector:
 
     # -- reconciliation ---------------------------------------------------------------------------
     def _reconcile(self) -> None:
-        """The tracker's view changed: compute the plan and hand it to the connections."""
-        new = plan(
-            self._intents(),
-            private_allowed=self.private is not None,
-            markets=self.markets.current if self.markets is not None else None,
-            limits=self.limits,
-            refused_keys=self.tracker.refused_keys,
-            seen=self.tracker.seen,
-            # not before the first sweep: events of topics someone wants must reach their channels
-            record_private=self.recorder is not None and self.tracker.loaded,
-        )
+        """The tracker's view changed: update the union (by the clients that changed, see
+        :class:`collector.union.UnionIndex`) and hand a changed plan to the connections.
+
+        Nothing here is O(clients) for an ordinary change: a client's heartbeat, or a client
+        asking for topics others already want, costs a few dictionary operations and returns
+        at the ``is`` test; only a change of the union rebuilds the subscriptions."""
+        tracker = self.tracker
+        private_allowed = self.private is not None
+        markets = self.markets.current if self.markets is not None else None
+        # not before the first sweep: events of topics someone wants must reach their channels
+        record_private = self.recorder is not None and tracker.loaded
+        changed = tracker.take_changes()
+        allowed_was, markets_was, record_was = self._index.settings()
+        if (
+            changed is None
+            or self._index_reset
+            or (allowed_was, record_was) != (private_allowed, record_private)
+            or markets_was is not markets
+        ):
+            self._index_reset = False
+            self._index.reset(
+                self._intents(),
+                private_allowed=private_allowed,
+                markets=markets,
+                record_private=record_private,
+                refused_keys=tracker.refused_keys,
+                seen=tracker.seen,
+            )
+        else:
+            index = self._index
+            for client in changed:
+                seen = tracker.seen.get(client, 0.0)
+                members = tracker.intents.get(client)
+                if members is None:
+                    members = self._held_intents.get(client)
+                if members is None:
+                    index.remove_client(client)
+                else:
+                    index.set_client(client, members, seen)
+                index.set_key_refusal(client, tracker.refused_keys.get(client), seen)
+        new = self._index.plan()
+        if new is self._plan and self._planned_loaded == tracker.loaded:
+            return
+        self._planned_loaded = tracker.loaded
         self._refusal_log.report(self._plan, new)
         if (new.refused, new.hidden_count) != (self._plan.refused, self._plan.hidden_count):
             self.status.set_invalid(new.invalid_fields(), new.refused_total)
@@ -688,6 +725,7 @@ class Collector:
     def _grace_over(self) -> None:
         self._grace_timer = None
         self._held_intents = {}
+        self._index_reset = True
         self._reconcile()
 
     # -- leadership -------------------------------------------------------------------------------

@@ -54,8 +54,8 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from typing import Final, Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final, Literal
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -65,6 +65,8 @@ from websockets.exceptions import (
     InvalidStatus,
     InvalidURI,
 )
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.decode import InvalidEvent, decode_frame_report
@@ -174,14 +176,69 @@ _WS_LOGGER = redacting_logger("websockets.client")
 
 class _KeepAliveConnection(ClientConnection):
     """A client connection that says when a keep-alive pong arrived (``on_pong``): the proof
-    that a quiet upstream is alive (``P:status`` ``upstream_alive_at``)."""
+    that a quiet upstream is alive (``P:status`` ``upstream_alive_at``), and hands every
+    complete data frame of one read to ``on_frames`` in one call.
+
+    The lean read path: websockets parses every frame of the bytes one socket read returned
+    (``data_received``, deflate undone there); the unfragmented data frames among them go
+    straight to ``on_frames`` as one list, in order, with no message queue, task wake-up or
+    ``recv()`` per frame. Anything else (a fragmented message, or a frame behind one still
+    queued) takes websockets' own path, :meth:`recv`, which the reader task drains, calling
+    :meth:`message_taken` for each: frames never overtake each other. Without ``on_frames``
+    the connection is an ordinary websockets one. Flow control: the sink is synchronous and the
+    outbox drops its oldest items when full, so reading never has to pause.
+    """
 
     on_pong: Callable[[], None] | None = None
+    on_frames: Callable[[list[bytes]], None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch: list[bytes] = []
+        self._fragmented = False  # a fragmented message is being received: websockets' path
+        self._queued = 0  # messages handed to websockets' queue and not yet taken by recv()
 
     def acknowledge_pings(self, data: bytes) -> None:
         super().acknowledge_pings(data)
         if self.on_pong is not None:
             self.on_pong()
+
+    def process_event(self, event: Event) -> None:
+        if self.on_frames is not None and type(event) is Frame and self.response is not None:
+            opcode = event.opcode
+            if opcode is Opcode.BINARY or opcode is Opcode.TEXT:
+                if event.fin and not self._fragmented and not self._queued:
+                    data = event.data
+                    # a text frame too: the decoder checks UTF-8 itself, as for binary frames
+                    self._batch.append(data if type(data) is bytes else bytes(data))
+                    return
+                if event.fin:
+                    self._queued += 1
+                else:
+                    self._fragmented = True
+            elif opcode is Opcode.CONT and event.fin:
+                self._fragmented = False
+                self._queued += 1
+        super().process_event(event)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._flush()
+
+    def eof_received(self) -> None:
+        super().eof_received()
+        self._flush()
+
+    def _flush(self) -> None:
+        batch = self._batch
+        if batch and self.on_frames is not None:
+            self._batch = []
+            self.on_frames(batch)
+
+    def message_taken(self) -> None:
+        """The reader took one message from websockets' queue (see the class docstring)."""
+        if self._queued:
+            self._queued -= 1
 
 
 def new_ticket() -> str:
@@ -388,6 +445,7 @@ class Upstream:
         )
         if isinstance(ws, _KeepAliveConnection):
             ws.on_pong = lambda: self._field(upstream_alive_at=now_ms())
+            ws.on_frames = self.handle_many
         self.connections += 1
         self._rate_limited = False  # about this socket from now on
         if self._recovering:  # after a loss or a failed attempt (not a reopen after idle)
@@ -452,6 +510,8 @@ class Upstream:
         try:
             return await self._send_loop(ws, reader)
         finally:
+            if isinstance(ws, _KeepAliveConnection):
+                ws.on_frames = None  # nothing read after this socket's service is routed
             # stop_tasks, not ``cancel(); with suppress(CancelledError): await reader``: that
             # pattern also swallows a cancellation of THIS task arriving during the await.
             await stop_tasks([reader], within=_READER_STOP)
@@ -702,39 +762,56 @@ class Upstream:
 
     # -- reading ----------------------------------------------------------------------------------
     async def _read(self, ws: ClientConnection) -> None:
+        """Wait for the socket to close, handling what websockets' own queue holds.
+
+        Most frames never reach this loop: :class:`_KeepAliveConnection` hands them to
+        :meth:`handle_many` as they are parsed. Fragmented messages (and any frame behind one)
+        come through ``recv()`` here, in order.
+        """
+        taken = ws.message_taken if isinstance(ws, _KeepAliveConnection) else None
         with contextlib.suppress(ConnectionClosed):
             async for data in ws:
+                if taken is not None:
+                    taken()
                 self.handle(data)
 
     def handle(self, data: str | bytes) -> None:
         """Decode, route and queue one WebSocket message (never raises for bad input)."""
-        try:
-            frames, errors = decode_frame_report(data)
-        except FrameError as exc:
-            self._malformed(exc)
-            return
-        for error in errors:  # bad elements of a list frame whose other elements are good
-            self._malformed(error)
+        self.handle_many((data,))
+
+    def handle_many(self, batch: Iterable[str | bytes]) -> None:
+        """Decode, route and queue the messages of one socket read, in order (never raises for
+        bad input): the per-read bookkeeping (counters, ``last_event_at``, one outbox put) is
+        done once for the whole batch."""
         events = 0
         out: list[Outgoing] = []
         received = self._status.received_by_type
-        for frame in frames:
-            if frame.kind == "event":
-                events += 1
-                kind = frame.type or "?"
-                received[kind] = received.get(kind, 0) + 1
-                try:
-                    out.extend(self.router.route(frame))
-                except Exception as exc:  # one bad event must not cost the connection
-                    self._status.count("malformed_frames")
-                    self._log_limited(
-                        "route", "%s upstream: cannot route a %s event (%r)", self.name,
-                        frame.type, exc,
-                    )  # fmt: skip
-            elif frame.kind == "error":
-                self._error_frame(frame.error or ("UNKNOWN", ""))
-            elif frame.kind == "list_subscriptions":  # never an event, never published
-                self._listed(frame.obj)
+        route = self.router.route
+        for data in batch:
+            try:
+                frames, errors = decode_frame_report(data)
+            except FrameError as exc:
+                self._malformed(exc)
+                continue
+            for error in errors:  # bad elements of a list frame whose other elements are good
+                self._malformed(error)
+            for frame in frames:
+                if frame.kind == "event":
+                    events += 1
+                    kind = frame.type or "?"
+                    received[kind] = received.get(kind, 0) + 1
+                    try:
+                        out += route(frame)
+                    except Exception as exc:  # one bad event must not cost the connection
+                        self._status.count("malformed_frames")
+                        self._log_limited(
+                            "route", "%s upstream: cannot route a %s event (%r)", self.name,
+                            frame.type, exc,
+                        )  # fmt: skip
+                elif frame.kind == "error":
+                    self._error_frame(frame.error or ("UNKNOWN", ""))
+                elif frame.kind == "list_subscriptions":  # never an event, never published
+                    self._listed(frame.obj)
         if events:
             self._status.count("events_total", events)
             stamp = now_ms()

@@ -39,7 +39,16 @@ ALLOWED_OURS = {
 
 ALLOWED_THIRD_PARTY = {
     "subscriptions": {"msgpack", "msgspec", "orjson", "redis"},
-    "collector": {"msgpack", "orjson", "redis", "websockets", "jwt", "httpx", "prometheus_client"},
+    "collector": {
+        "msgpack",
+        "msgspec",
+        "orjson",
+        "redis",
+        "websockets",
+        "jwt",
+        "httpx",
+        "prometheus_client",
+    },
     "client": {"msgpack", "orjson", "redis", "hiredis"},
     "emulator": {"msgpack", "orjson", "websockets", "jwt", "trustme"},
 }

@@ -1,0 +1,129 @@
+"""Intent tracking at scale: chunked sweeps that let events through, light passes, per-client
+changes. Real Redis (multi-key Lua), the emulator for the delivery test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.collector.service_support import running_collector
+from tests.helpers import wait_for
+from upbit_fanout.collector.intents import IntentTracker
+from upbit_fanout.collector.status import RedisHealth, Status
+from upbit_fanout.emulator import Emulator
+from upbit_fanout.subscriptions.keys import Keys
+
+pytestmark = pytest.mark.usefixtures("real_redis_url")
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(port=0, seed=1, rate=1000) as emulator:
+        yield emulator
+
+
+async def _write_clients(r: aioredis.Redis, keys: Keys, count: int, topic: str) -> None:
+    async with r.pipeline(transaction=False) as pipe:
+        for index in range(count):
+            pipe.sadd(keys.intents(f"c{index}"), topic)
+            pipe.pexpire(keys.intents(f"c{index}"), 60_000)
+        await pipe.execute()
+
+
+@pytest.mark.slow
+async def test_events_keep_being_published_while_thousands_of_keys_are_swept(
+    real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
+) -> None:
+    await _write_clients(r, keys, 6000, "ticker:KRW-BTC")
+    async with running_collector(real_redis_url, keys, emu.public_url, sweep_interval=60) as c:
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"}, timeout=30)
+        await wait_for(lambda: c.publisher.events_published > 0, within=10)
+        tracker = c.tracker
+        published_at_chunk: list[int] = []
+        read = tracker._read
+
+        async def observed(intent_keys: list[bytes]) -> object:
+            published_at_chunk.append(c.publisher.events_published)
+            return await read(intent_keys)
+
+        tracker._read = observed  # type: ignore[method-assign]
+        changed = await tracker.sweep()
+        assert not changed  # nothing changed: the view is the same 6000 clients
+        assert len(tracker.intents) == 6000
+        assert len(published_at_chunk) >= 30  # 200 keys per Lua call
+        # The loop ran the publisher between the sweep's chunks: events kept reaching Redis.
+        assert published_at_chunk[-1] > published_at_chunk[0]
+        assert c.union == {"ticker:KRW-BTC"}
+
+
+def _tracker(r: aioredis.Redis, keys: Keys, now: list[float]) -> IntentTracker:
+    health = RedisHealth(Status(r, keys, collector_id="test", version="0"))
+    return IntentTracker(r, keys, health=health, on_change=lambda: None, clock=lambda: now[0])
+
+
+async def test_light_passes_find_new_and_gone_keys_and_changes_are_per_client(
+    keys: Keys, r: aioredis.Redis
+) -> None:
+    now = [100.0]
+    tracker = _tracker(r, keys, now)
+    await _write_clients(r, keys, 300, "ticker:KRW-BTC")
+    assert await tracker.sweep()
+    assert tracker.take_changes() is None  # the first view: everything is new
+    assert len(tracker.intents) == 300
+
+    # No notification is listened to here: the light pass must find these by itself.
+    await r.sadd(keys.intents("late"), "trade:KRW-ETH")
+    await r.pexpire(keys.intents("late"), 60_000)
+    await r.delete(keys.intents("c7"))
+    assert await tracker.light_sweep()
+    assert tracker.intents["late"] == {"trade:KRW-ETH"}
+    assert "c7" not in tracker.intents
+    assert tracker.take_changes() == {"late", "c7"}
+    assert tracker.full_sweeps == 1
+
+    # A light pass does not re-read known keys: a member added without a notification waits
+    # for the full sweep (the safety net), which finds it.
+    await r.sadd(keys.intents("c1"), "trade:KRW-BTC")
+    assert not await tracker.light_sweep()
+    assert await tracker.sweep()
+    assert tracker.intents["c1"] == {"ticker:KRW-BTC", "trade:KRW-BTC"}
+    assert tracker.take_changes() == {"c1"}
+
+
+async def test_a_key_without_a_lease_is_refused_after_the_grace_by_a_light_pass(
+    keys: Keys, r: aioredis.Redis
+) -> None:
+    now = [100.0]
+    tracker = _tracker(r, keys, now)
+    await r.sadd(keys.intents("shell"), "ticker:KRW-BTC")  # SADD from a shell, no EXPIRE yet
+    await tracker.sweep()
+    assert tracker.intents == {"shell": frozenset({"ticker:KRW-BTC"})}
+    now[0] += tracker.limits.lease_grace + 1
+    assert await tracker.light_sweep()
+    assert "shell" not in tracker.intents
+    assert "no TTL" in tracker.refused_keys["shell"].reason
+    await r.expire(keys.intents("shell"), 30)  # an 'expire' event: ignored by the tracker
+    assert await tracker.light_sweep()  # ... but unleased keys are re-read by every pass
+    assert tracker.intents == {"shell": frozenset({"ticker:KRW-BTC"})}
+    assert tracker.refused_keys == {}
+
+
+async def test_a_refresh_of_one_client_touches_only_that_client(
+    keys: Keys, r: aioredis.Redis
+) -> None:
+    now = [100.0]
+    tracker = _tracker(r, keys, now)
+    await _write_clients(r, keys, 50, "ticker:KRW-BTC")
+    await tracker.sweep()
+    tracker.take_changes()
+    before = dict(tracker.intents)
+    await r.sadd(keys.intents("c3"), "trade:KRW-BTC")
+    assert await tracker.refresh(["c3"])
+    assert tracker.take_changes() == {"c3"}
+    assert {k: v for k, v in tracker.intents.items() if k != "c3"} == {
+        k: v for k, v in before.items() if k != "c3"
+    }
+    assert not await tracker.refresh(["c4"])  # re-read, unchanged: no change reported
+    assert tracker.take_changes() == set()
