@@ -32,7 +32,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector as PrometheusCollector
 
-from upbit_fanout.collector.status import Histogram, State
+from upbit_fanout.collector.status import COUNTER_SPECS, Histogram, State
 from upbit_fanout.subscriptions.health import MAX_DELIVERY_AGE, STALE_STATUS, judge
 from upbit_fanout.subscriptions.version import package_version
 
@@ -48,31 +48,6 @@ _CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 _MAX_REQUEST: Final = 8192
 _READ_TIMEOUT: Final = 5.0
 
-# (status counter, metric name without _total, help)
-_COUNTERS: Final = (
-    ("sends_total", "sends", "Subscribe messages sent upstream."),
-    ("reconnects", "reconnects", "Upstream reconnections after a loss or a failed attempt."),
-    ("gaps", "gaps", "Gap notices published (consumers may have missed events)."),
-    ("dropped_events", "dropped_events", "Events dropped (full queue, refused batches)."),
-    ("malformed_frames", "malformed_frames", "Upstream frames that could not be decoded."),
-    ("upstream_errors", "upstream_errors", "Error frames sent by the upstream."),
-    ("redis_outages", "redis_outages", "Times Redis became unreachable and came back."),
-    ("canaries_sent", "canaries_sent", "Canaries put into the publish path."),
-    ("canaries_received", "canaries_received", "Canaries that came back through Redis."),
-    (
-        "subscription_checks",
-        "subscription_checks",
-        "LIST_SUBSCRIPTIONS requests sent to confirm what the upstream applied.",
-    ),
-    (
-        "subscription_mismatches",
-        "subscription_mismatches",
-        "LIST_SUBSCRIPTIONS answers that differed from what was sent (then re-sent).",
-    ),
-    ("rest_snapshots", "rest_snapshots", "Cold snapshots answered from Upbit's REST API."),
-    ("backfilled_trades", "backfilled_trades", "Trades back-filled from REST after a gap."),
-    ("incomplete_backfills", "incomplete_backfills", "Trade topics whose gap stayed open."),
-)
 _STATES: Final = tuple(state.value for state in State)
 
 
@@ -118,8 +93,10 @@ class CollectorMetrics(PrometheusCollector):
         c = self._collector
         status = c.status
         counters = status.current_counters()
-        for field, name, text in _COUNTERS:
-            yield CounterMetricFamily(f"{PREFIX}_{name}", text, value=counters.get(field, 0))
+        for spec in COUNTER_SPECS:
+            if spec.metric is not None:
+                value = counters.get(spec.field, 0)
+                yield CounterMetricFamily(f"{PREFIX}_{spec.metric}", spec.help, value=value)
         received = CounterMetricFamily(
             f"{PREFIX}_events_received",
             "Event frames received from the upstream connections, by event type.",

@@ -33,7 +33,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import msgpack
 import orjson
@@ -48,8 +49,10 @@ from upbit_fanout.subscriptions.redis_errors import describe_redis_error, is_aut
 
 __all__ = [
     "COUNTERS",
+    "COUNTER_SPECS",
     "LATENCY_BUCKETS",
     "MAX_PENDING_NOTICES",
+    "CounterSpec",
     "Histogram",
     "LogLimiter",
     "RedisHealth",
@@ -63,24 +66,62 @@ log = logging.getLogger(__name__)
 MAX_PENDING_NOTICES = 1000
 _RETRY_INITIAL = 0.2
 _RETRY_MAX = 2.0
-COUNTERS = (
-    "events_total",
-    "sends_total",
-    "reconnects",
-    "invalid_intents",
-    "malformed_frames",
-    "dropped_events",
-    "upstream_errors",
-    "redis_outages",
-    "canaries_sent",
-    "canaries_received",
-    "gaps",
-    "subscription_checks",
-    "subscription_mismatches",
-    "rest_snapshots",
-    "backfilled_trades",
-    "incomplete_backfills",
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSpec:
+    """One counter of ``P:status``: its field there and, when it is a plain Prometheus counter,
+    its metric name (without the ``upbit_fanout_`` prefix and ``_total``) and help text."""
+
+    field: str
+    help: str
+    metric: str | None = None
+    """None: not exported as a plain counter (the docstring of the entry says where instead)."""
+
+
+COUNTER_SPECS: Final = (
+    # exported by event type instead: upbit_fanout_events_received_total{type}
+    CounterSpec("events_total", "Event frames received from the upstream connections."),
+    CounterSpec("sends_total", "Subscribe messages sent upstream.", "sends"),
+    CounterSpec(
+        "reconnects", "Upstream reconnections after a loss or a failed attempt.", "reconnects"
+    ),
+    # set, not counted (the refused intents listed now): not a Prometheus counter
+    CounterSpec("invalid_intents", "Intents refused now (bad topic, limits, lease)."),
+    CounterSpec(
+        "malformed_frames", "Upstream frames that could not be decoded.", "malformed_frames"
+    ),
+    CounterSpec(
+        "dropped_events", "Events dropped (full queue, refused batches).", "dropped_events"
+    ),
+    CounterSpec("upstream_errors", "Error frames sent by the upstream.", "upstream_errors"),
+    CounterSpec("redis_outages", "Times Redis became unreachable and came back.", "redis_outages"),
+    CounterSpec("canaries_sent", "Canaries put into the publish path.", "canaries_sent"),
+    CounterSpec("canaries_received", "Canaries that came back through Redis.", "canaries_received"),
+    CounterSpec("gaps", "Gap notices published (consumers may have missed events).", "gaps"),
+    CounterSpec(
+        "subscription_checks",
+        "LIST_SUBSCRIPTIONS requests sent to confirm what the upstream applied.",
+        "subscription_checks",
+    ),
+    CounterSpec(
+        "subscription_mismatches",
+        "LIST_SUBSCRIPTIONS answers that differed from what was sent (then re-sent).",
+        "subscription_mismatches",
+    ),
+    CounterSpec(
+        "rest_snapshots", "Cold snapshots answered from Upbit's REST API.", "rest_snapshots"
+    ),
+    CounterSpec(
+        "backfilled_trades", "Trades back-filled from REST after a gap.", "backfilled_trades"
+    ),
+    CounterSpec(
+        "incomplete_backfills", "Trade topics whose gap stayed open.", "incomplete_backfills"
+    ),
 )
+"""Every counter of ``P:status``, once: the status hash, ``upbit-fanout status`` and the
+Prometheus exporter (collector/metrics.py) all read this table."""
+COUNTERS: Final = tuple(spec.field for spec in COUNTER_SPECS)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds (seconds) of the latency histograms (publish batches, canaries)."""
 RATE_WINDOW = 60.0
