@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import threading
 import time
 from collections import deque
@@ -28,14 +27,13 @@ from upbit_fanout.client._buffer import Overflow
 from upbit_fanout.client._client import FanoutClient, PubSubReader
 from upbit_fanout.client._errors import ClientError
 from upbit_fanout.client._items import Event, Gap, Item, Notice
+from upbit_fanout.client._log import log
 from upbit_fanout.client._streams import PrivateStream, StreamGroup, StreamItem
 from upbit_fanout.client._util import default_client_id
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["BlockingClient", "BlockingStream"]
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _BATCH = 512

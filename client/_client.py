@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import logging
 import math
 import time
 from collections import deque
@@ -61,6 +60,7 @@ from upbit_fanout.client._errors import (
 from upbit_fanout.client._fast_link import HiredisLink, hiredis_available
 from upbit_fanout.client._items import Event, Gap, Item, Notice
 from upbit_fanout.client._link import Link, PubSubLink
+from upbit_fanout.client._log import log
 from upbit_fanout.client._snapshot import take_snapshots
 from upbit_fanout.client._streams import PrivateStream, StreamGroup
 from upbit_fanout.client._util import default_client_id, transient_id
@@ -81,8 +81,6 @@ from upbit_fanout.subscriptions.topics import Topic, parse_topic
 from upbit_fanout.subscriptions.upbit_fields import PRIVATE_TYPES
 
 __all__ = ["EventCallback", "FanoutClient", "GapCallback", "NoticeCallback"]
-
-log = logging.getLogger(__name__)
 
 EventCallback: TypeAlias = Callable[[Event], Awaitable[None] | None]
 GapCallback: TypeAlias = Callable[[Gap], Awaitable[None] | None]

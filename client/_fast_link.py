@@ -29,7 +29,6 @@ messages. Backpressure is the transport's: :meth:`HiredisLink.pause` stops readi
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 from typing import Any, Final, cast
 
@@ -50,7 +49,6 @@ except ImportError:  # pragma: no cover - redis[hiredis] is a dependency; see _l
 
 __all__ = ["BUFFER_SIZE", "HiredisLink", "hiredis_available"]
 
-log = logging.getLogger(__name__)
 
 BUFFER_SIZE: Final = 256 * 1024
 """Bytes read from the socket at most per read (larger messages take several reads)."""

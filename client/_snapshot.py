@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Mapping
 from typing import Final, cast
@@ -38,6 +37,7 @@ from upbit_fanout.client._cluster_link import ClusterLink
 from upbit_fanout.client._errors import SnapshotTimeoutError
 from upbit_fanout.client._items import Event
 from upbit_fanout.client._link import PubSubLink
+from upbit_fanout.client._log import log
 from upbit_fanout.subscriptions.connection import cluster_of
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.keys import MAX_CLIENT_ID, Keys, invalid_field
@@ -45,8 +45,6 @@ from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS, heartbeat_comman
 from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["take_snapshots"]
-
-log = logging.getLogger(__name__)
 
 _LEASE_MARGIN: Final = 2.0
 _SUBSCRIBED: Final = (b"subscribe", b"ssubscribe")

@@ -28,7 +28,6 @@ is gone (the collector's ``private_stream_maxlen``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -37,14 +36,13 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from upbit_fanout.client._items import Event, Gap
+from upbit_fanout.client._log import log
 from upbit_fanout.subscriptions.codec import decode_event
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.topics import Topic, parse_topic
 
 __all__ = ["PrivateStream", "StreamEvent", "StreamGroup", "StreamItem"]
-
-log = logging.getLogger(__name__)
 
 _TYPES = ("myOrder", "myAsset")
 
