@@ -41,12 +41,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeAlias
 
 from upbit_fanout.subscriptions.errors import UpbitFanoutError
-from upbit_fanout.subscriptions.jsontext import RawNumber
+from upbit_fanout.subscriptions.jsontext import EXACT_CONTEXT, RawNumber
 from upbit_fanout.subscriptions.upbit_fields import CANDLE_TYPES, infer_type
 
 __all__ = [
@@ -67,7 +67,6 @@ __all__ = [
 _NO_RAW: Final[Mapping[str, Any]] = MappingProxyType({})
 
 # Arithmetic in the helpers is exact: the default context would round a 28-digit balance sum.
-_EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def _no_raw() -> Mapping[str, Any]:
@@ -126,7 +125,7 @@ class AssetBalance(NamedTuple):
     @property
     def total(self) -> Decimal:
         """``balance + locked``, exact (never rounded to the default 28 digits)."""
-        return _EXACT.add(self.balance, self.locked)
+        return EXACT_CONTEXT.add(self.balance, self.locked)
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -269,7 +268,7 @@ class Orderbook:
         ask, bid = self.best_ask, self.best_bid
         if ask is None or bid is None:
             return None
-        return _EXACT.subtract(ask.price, bid.price)
+        return EXACT_CONTEXT.subtract(ask.price, bid.price)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

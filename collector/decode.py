@@ -51,7 +51,6 @@ the good frames *and* the errors of the bad elements, for callers that count the
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -62,7 +61,7 @@ import orjson
 
 from upbit_fanout.subscriptions import upbit_fields
 from upbit_fanout.subscriptions.errors import FrameError
-from upbit_fanout.subscriptions.jsontext import RawNumber
+from upbit_fanout.subscriptions.jsontext import INT64_MAX, INT64_MIN, RawNumber, loads_exact
 from upbit_fanout.subscriptions.topics import TOPIC_TYPES
 
 __all__ = [
@@ -79,8 +78,7 @@ FrameKind = Literal["event", "error", "status", "list_subscriptions"]
 _EVENT_TYPES: Final = frozenset(TOPIC_TYPES)
 _NO_CODE_TYPES: Final = frozenset({"myAsset"})
 _MAX_SHOWN: Final = 60
-_LIST_TOP: Final = upbit_fields.inverse(upbit_fields.LIST_SUBSCRIPTIONS)
-_LIST_ITEM: Final = upbit_fields.inverse(upbit_fields.LIST_SUBSCRIPTIONS_ITEM)
+_LIST_SUBSCRIPTIONS: Final = upbit_fields.LIST_SUBSCRIPTIONS_METHOD
 
 
 class InvalidEvent(FrameError):
@@ -221,21 +219,10 @@ class Frame:
         return obj
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-# Like subscriptions.jsontext.loads_exact (non-integer numbers as RawNumber), but refusing NaN and
-# Infinity, which are not JSON, and leaving integers to the C parser: integers are exact in Python
-# at any size, and the codecs write integers wider than 64 bits exactly too.
-_EXACT_DECODER: Final = json.JSONDecoder(parse_float=RawNumber, parse_constant=_reject_constant)
-
-
 def loads_exact_strict(data: bytes | str) -> Any:
-    """Parse JSON with exact numbers; ``FrameError`` for anything that is not JSON."""
+    """:func:`subscriptions.jsontext.loads_exact`, with its errors as ``FrameError``."""
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return _EXACT_DECODER.decode(text)
+        return loads_exact(data)
     except UnicodeDecodeError as exc:
         raise FrameError(f"frame is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
@@ -304,10 +291,10 @@ def _typed_decoder() -> Any:
         return None
     unset: Any = msgspec.UNSET
     unset_type: Any = msgspec.UnsetType
-    # orjson, which the ordinary path parses with, reads integers outside [-2**63, 2**64 - 1] as
-    # floats, so an "integer" field holding one is refused there: refused here too (from 2**63
-    # on, since msgspec bounds are 64-bit signed; the ordinary path decides those).
-    integer = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+    # orjson, which the ordinary path parses with, reads integers beyond 64 bits as floats, so
+    # an "integer" field holding one is refused there: refused here too (from INT64_MAX + 1 on,
+    # since msgspec bounds are 64-bit signed; the ordinary path decides those).
+    integer = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
     kinds: dict[str, Any] = {"number": float | int, "integer": integer, "string": str}
 
     def typed(kind: str) -> Any:
@@ -553,7 +540,7 @@ def _decode_exact(obj: dict[str, Any], raw: bytes | None) -> Frame:
     simple = declared_key == "ty" or (declared_key is None and "market" not in obj)
     changed = False
     if simple:
-        obj = _rename(obj, type_name)
+        obj = upbit_fields.to_default(type_name, obj)
         changed = True
     if "market" in obj:  # legacy: the market names the code, and there is no type field
         market = obj["market"]
@@ -616,49 +603,11 @@ def _error_frame(obj: dict[str, Any], raw: bytes | None) -> Frame:
 
 def _list_subscriptions_frame(obj: dict[str, Any], raw: bytes | None) -> Frame:
     if "mthd" in obj:
-        top = _LIST_TOP
-        item = _LIST_ITEM
-        renamed = {top.get(key, key): value for key, value in obj.items()}
-        result = renamed.get("result")
-        if isinstance(result, list):
-            renamed["result"] = [
-                {item.get(k, k): v for k, v in entry.items()} if isinstance(entry, dict) else entry
-                for entry in result
-            ]
-        obj, raw = renamed, None
+        obj, raw = upbit_fields.to_default(_LIST_SUBSCRIPTIONS, obj), None
     method = obj.get("method")
-    if method != "LIST_SUBSCRIPTIONS":
+    if method != _LIST_SUBSCRIPTIONS:
         raise FrameError(f"unknown method {_short(str(method))!r}")
     return Frame("list_subscriptions", None, None, None, raw, obj, None, None)
-
-
-@cache
-def _renamers(type_name: str) -> tuple[dict[str, str], dict[str, tuple[str, dict[str, str]]]]:
-    """(SIMPLE -> DEFAULT for the top level, SIMPLE list name -> (DEFAULT name, item table))."""
-    table = upbit_fields.table_for(type_name)
-    nested = {
-        table.get(full, full): (full, upbit_fields.inverse(item_table))
-        for full, item_table in upbit_fields.nested_tables(type_name).items()
-    }
-    return upbit_fields.inverse(table), nested
-
-
-def _rename(obj: dict[str, Any], type_name: str) -> dict[str, Any]:
-    top, nested = _renamers(type_name)
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        found = nested.get(key)
-        if found is not None and isinstance(value, list):
-            full, item_table = found
-            out[full] = [
-                {item_table.get(k, k): v for k, v in item.items()}
-                if isinstance(item, dict)
-                else item
-                for item in value
-            ]
-        else:
-            out[top.get(key, key)] = value
-    return out
 
 
 # -- messages ---------------------------------------------------------------------------------

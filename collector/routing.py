@@ -38,11 +38,10 @@ Payloads
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from decimal import Decimal
 from typing import Any, Final, Literal
 
 import msgpack
@@ -52,13 +51,17 @@ from upbit_fanout.collector.decode import Frame
 from upbit_fanout.collector.private_sync import identity
 from upbit_fanout.subscriptions.codec import EXT_DECIMAL, encode_event
 from upbit_fanout.subscriptions.errors import CodecError, FrameError
-from upbit_fanout.subscriptions.jsontext import RawNumber
+from upbit_fanout.subscriptions.jsontext import (
+    EXACT_CONTEXT,
+    RawNumber,
+    exact_decoder,
+    loads_exact,
+)
 from upbit_fanout.subscriptions.topics import ALL_MARKETS, Topic, canonical_level
 from upbit_fanout.subscriptions.upbit_fields import PRIVATE_TYPES
 
 __all__ = ["Outgoing", "Router"]
 
-_EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _PRIVATE: Final = frozenset(PRIVATE_TYPES)
 _SNAPSHOT: Final = "SNAPSHOT"
 
@@ -418,7 +421,7 @@ def _identity(type_name: str, frame: Frame) -> str | None:
     obj: Any = frame.obj
     if obj is None and frame.raw is not None:
         try:
-            obj = json.loads(frame.raw, parse_float=str)
+            obj = loads_exact(frame.raw)
         except ValueError:
             return None
     return identity(type_name, obj) if isinstance(obj, dict) else None
@@ -439,7 +442,7 @@ def _decimal_ext(text: str) -> msgpack.ExtType:
 # decimal extension as the JSON is parsed, so packing needs no Python callback per number. The
 # bytes are exactly what subscriptions.codec.encode_event(loads_exact(raw), "msgpack") writes
 # (tests/collector/test_routing.py checks it on every sample).
-_JSON_TO_EXT: Final = json.JSONDecoder(parse_float=_decimal_ext)
+_JSON_TO_EXT: Final = exact_decoder(_decimal_ext)
 _PACK_PLAIN: Final = msgpack.Packer(use_bin_type=True, strict_types=True, datetime=False).pack
 
 
@@ -457,5 +460,5 @@ def _exact_sum(units: list[Any], field: str) -> Decimal:
         value = unit[field]
         if type(value) is not RawNumber and type(value) is not int:
             raise TypeError(f"orderbook unit {field} is not a number")
-        total = _EXACT.add(total, Decimal(value))
+        total = EXACT_CONTEXT.add(total, Decimal(value))
     return total

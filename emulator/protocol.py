@@ -60,8 +60,6 @@ __all__ = [
     "render_list_subscriptions",
     "render_row",
     "split_depth",
-    "to_default_keys",
-    "to_simple_keys",
     "without_code",
     "wrap_list",
 ]
@@ -493,58 +491,12 @@ def _listing(types: Iterable[TypeRequest]) -> tuple[Mapping[str, Any], ...]:
 
 # --- rendering ---------------------------------------------------------------------------------
 
-_INVERSE: dict[str, dict[str, str]] = {}
-_NESTED_INVERSE: dict[tuple[str, str], dict[str, str]] = {}
-
 
 def _table(type_: str) -> Mapping[str, str]:
     try:
         return upbit_fields.table_for(type_)
     except KeyError:
         return {}
-
-
-def to_simple_keys(type_: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """DEFAULT -> SIMPLE keys, nested orderbook units and myAsset assets included (§4).
-
-    Keys the table does not know are kept as they are.
-    """
-    table = _table(type_)
-    nested = upbit_fields.nested_tables(type_)
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        inner = nested.get(key)
-        if inner is not None and isinstance(value, list):
-            out[table.get(key, key)] = [_rename(item, inner) for item in value]
-        else:
-            out[table.get(key, key)] = value
-    return out
-
-
-def to_default_keys(type_: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """SIMPLE -> DEFAULT keys (the inverse of :func:`to_simple_keys`)."""
-    inverse = _INVERSE.get(type_)
-    if inverse is None:
-        inverse = _INVERSE[type_] = upbit_fields.inverse(_table(type_))
-    nested = upbit_fields.nested_tables(type_)
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        full = inverse.get(key, key)
-        inner = nested.get(full)
-        if inner is not None and isinstance(value, list):
-            inner_inverse = _NESTED_INVERSE.get((type_, full))
-            if inner_inverse is None:
-                inner_inverse = _NESTED_INVERSE[(type_, full)] = upbit_fields.inverse(inner)
-            out[full] = [_rename(item, inner_inverse) for item in value]
-        else:
-            out[full] = value
-    return out
-
-
-def _rename(item: Any, table: Mapping[str, str]) -> Any:
-    if not isinstance(item, dict):
-        return item
-    return {table.get(key, key): value for key, value in item.items()}
 
 
 def render_event(
@@ -569,7 +521,7 @@ def render_event(
         if text is not None:
             obj["orderbook_units"] = orjson.Fragment(text)
     if simple:
-        obj = to_simple_keys(type_, obj)
+        obj = upbit_fields.to_simple(type_, obj)
     return dumps_fast(obj)
 
 
@@ -807,13 +759,9 @@ def render_list_subscriptions(
     CHOICE: never wrapped in an array, also under ``*_LIST`` formats (it is an answer, not a
     stream); the ticket is the one of the LIST request.
     """
-    if fmt.simple:
-        item_table = upbit_fields.LIST_SUBSCRIPTIONS_ITEM
-        result = [_rename(dict(entry), item_table) for entry in listing]
-        return dumps_exact({"mthd": "LIST_SUBSCRIPTIONS", "rslt": result, "tckt": ticket})
-    return dumps_exact(
-        {"method": "LIST_SUBSCRIPTIONS", "result": [dict(e) for e in listing], "ticket": ticket}
-    )
+    method = upbit_fields.LIST_SUBSCRIPTIONS_METHOD
+    reply = {"method": method, "result": [dict(e) for e in listing], "ticket": ticket}
+    return dumps_exact(upbit_fields.to_simple(method, reply) if fmt.simple else reply)
 
 
 # --- rate limits -------------------------------------------------------------------------------

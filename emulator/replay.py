@@ -21,13 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from upbit_fanout.emulator.protocol import (
-    Format,
-    Subscription,
-    to_default_keys,
-    to_simple_keys,
-    wrap_list,
-)
+from upbit_fanout.emulator.protocol import Format, Subscription, wrap_list
+from upbit_fanout.subscriptions import upbit_fields
 from upbit_fanout.subscriptions.errors import UpbitFanoutError
 from upbit_fanout.subscriptions.jsontext import dumps_exact, loads_exact
 from upbit_fanout.subscriptions.upbit_fields import infer_type
@@ -129,7 +124,7 @@ class ReplayFrame:
     def _convert(self, item: ReplayItem, *, simple: bool) -> bytes:
         if simple == self.simple:
             return dumps_exact(item.obj)
-        rename = to_simple_keys if simple else to_default_keys
+        rename = upbit_fields.to_simple if simple else upbit_fields.to_default
         return dumps_exact(rename(item.type, item.obj))
 
 

@@ -15,9 +15,12 @@ An event payload is one Upbit object with Upbit's DEFAULT field names.
 
 JSON is decoded by msgspec with ``float_hook=Decimal`` (the number's own text goes to ``Decimal``,
 never through a float): the same value as ``json.loads(payload, parse_float=Decimal)`` at about
-a quarter to a half of the cost (``bench/decode_cost.py``). A payload msgspec refuses
-is decoded again by the standard library's ``json``, so what is accepted and how errors read
-stay exactly the standard library's (msgspec is stricter about lone surrogates, for one).
+a quarter to a half of the cost (``bench/decode_cost.py``). A payload msgspec refuses is decoded
+again by the standard library's ``json`` under :mod:`subscriptions.jsontext`'s strict policy
+(:func:`~subscriptions.jsontext.exact_decoder`), so what is accepted and how errors read are the
+standard library's (msgspec is stricter about lone surrogates, for one), except that ``NaN``,
+``Infinity`` and ``-Infinity`` are refused (they are not JSON; msgspec refuses them too) and the
+bytes must be UTF-8. Encoding refuses a non-finite ``Decimal`` in both codecs.
 
 A payload's codec is told by its first byte: JSON objects and arrays start with ``{`` or ``[``
 (a msgpack fixint there can never be a whole event), msgpack maps with 0x80-0x8f, 0xde or 0xdf.
@@ -28,7 +31,6 @@ exponent become :class:`decimal.Decimal` (exact digits, ``str()`` gives the same
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -37,7 +39,13 @@ import msgpack
 import msgspec
 
 from upbit_fanout.subscriptions.errors import CodecError
-from upbit_fanout.subscriptions.jsontext import RawNumber, dumps_exact
+from upbit_fanout.subscriptions.jsontext import (
+    RawNumber,
+    decimal_text,
+    dumps_exact,
+    exact_decoder,
+    replace_wide_ints,
+)
 
 __all__ = [
     "CODECS",
@@ -54,8 +62,6 @@ CODECS: Final[tuple[CodecName, ...]] = ("json", "msgpack")
 EXT_DECIMAL: Final = 1
 EXT_BIG_INT: Final = 2
 
-_INT64_MIN: Final = -(2**63)
-_UINT64_MAX: Final = 2**64 - 1
 _JSON_FIRST = frozenset(b"{[ \t\r\n")
 
 
@@ -69,16 +75,12 @@ def _msgpack_default(obj: Any) -> Any:
             return msgpack.ExtType(EXT_BIG_INT, obj.encode("ascii"))
         return msgpack.ExtType(EXT_DECIMAL, obj.encode("ascii"))
     if isinstance(obj, Decimal):
-        return msgpack.ExtType(EXT_DECIMAL, str(obj).encode("ascii"))
+        return msgpack.ExtType(EXT_DECIMAL, decimal_text(obj).encode("ascii"))
     if isinstance(obj, int) and not isinstance(obj, bool):
         return msgpack.ExtType(EXT_BIG_INT, str(int(obj)).encode("ascii"))
     if isinstance(obj, str):
         return str(obj)
     raise TypeError(f"cannot encode {type(obj).__name__} in an event")
-
-
-def _int_fits(value: int) -> bool:
-    return _INT64_MIN <= value <= _UINT64_MAX
 
 
 _packer_options: Final[dict[str, Any]] = {
@@ -102,20 +104,14 @@ def encode_event(obj: Mapping[str, Any], codec: CodecName) -> bytes:
             try:
                 return bytes(_PACK(obj))
             except OverflowError:  # an int wider than 64 bits: msgpack refuses before `default`
-                return bytes(_PACK(_wide_ints_as_ext(obj)))
+                return bytes(_PACK(replace_wide_ints(obj, _big_int_ext)))
         except (TypeError, ValueError, OverflowError) as exc:
             raise CodecError(f"cannot encode event as msgpack: {exc}") from exc
     raise CodecError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
 
 
-def _wide_ints_as_ext(obj: Any) -> Any:
-    if type(obj) is int:
-        return obj if _int_fits(obj) else msgpack.ExtType(EXT_BIG_INT, str(obj).encode("ascii"))
-    if isinstance(obj, dict):
-        return {key: _wide_ints_as_ext(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_wide_ints_as_ext(value) for value in obj]
-    return obj
+def _big_int_ext(value: int) -> msgpack.ExtType:
+    return msgpack.ExtType(EXT_BIG_INT, str(value).encode("ascii"))
 
 
 def detect_codec(payload: bytes | bytearray | memoryview) -> CodecName:
@@ -140,6 +136,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 _JSON_FAST: Final = msgspec.json.Decoder(float_hook=Decimal).decode
+_JSON_EXACT: Final = exact_decoder(Decimal).decode
 _OPEN_BRACE: Final = 0x7B
 
 
@@ -156,7 +153,7 @@ def decode_event(payload: bytes | bytearray | memoryview) -> Any:
     codec = detect_codec(payload)
     try:
         if codec == "json":
-            return json.loads(bytes(payload), parse_float=Decimal)
+            return _JSON_EXACT(bytes(payload).decode("utf-8"))
         return msgpack.unpackb(bytes(payload), ext_hook=_ext_hook, raw=False, strict_map_key=True)
     except CodecError:
         raise

@@ -3,13 +3,15 @@
 Source: docs/upbit-protocol.md §4. The tables are per type because abbreviations
 collide across types (``ap`` is ``avg_price`` in myOrder but ``ask_price`` in an orderbook unit;
 ``td`` is the trade's ``trade_date`` while the ticker's is ``tdt``). Both the emulator (to write
-SIMPLE frames) and the collector (to read them) use these tables, so they cannot drift apart.
+SIMPLE frames) and the collector (to read them) rename with :func:`to_simple` / :func:`to_default`,
+so they cannot drift apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 _COMMON: dict[str, str] = {"type": "ty", "code": "cd", "timestamp": "tms", "stream_type": "st"}
 
@@ -157,6 +159,10 @@ LIST_SUBSCRIPTIONS_ITEM: Mapping[str, str] = MappingProxyType(
     {"type": "ty", "codes": "cds", "level": "lv"}
 )
 
+LIST_SUBSCRIPTIONS_METHOD = "LIST_SUBSCRIPTIONS"
+"""The ``method`` of a LIST_SUBSCRIPTIONS reply; as a type name, :func:`to_simple` and
+:func:`to_default` rename such a reply and the items of its ``result``."""
+
 CANDLE_UNITS: tuple[str, ...] = ("1s", "1m", "3m", "5m", "10m", "15m", "30m", "60m", "240m")
 CANDLE_TYPES: tuple[str, ...] = tuple(f"candle.{unit}" for unit in CANDLE_UNITS)
 QUOTATION_TYPES: tuple[str, ...] = ("ticker", "trade", "orderbook", *CANDLE_TYPES)
@@ -191,6 +197,69 @@ _TABLES: dict[str, Mapping[str, str]] = {
     "myOrder": MY_ORDER,
     "myAsset": MY_ASSET,
 }
+
+
+# -- renaming --------------------------------------------------------------------------------------
+# One object of a data type from one naming to the other, nested orderbook units and myAsset assets
+# included. Keys the type's table does not know are kept as they are (a field Upbit adds before the
+# table has it passes through under its own name), and so are the items of a list under such a
+# key. So to_default(t, to_simple(t, obj)) == obj for every object whose keys are DEFAULT names of
+# type t or names unknown to t in both namings, and the same the other way round
+# (tests/subscriptions/test_upbit_fields.py). The name LIST_SUBSCRIPTIONS_METHOD renames the reply
+# to a LIST_SUBSCRIPTIONS request (§2.7) the same way.
+
+_Renaming = tuple[dict[str, str], dict[str, dict[str, str]]]
+"""(top-level table, list key in the source naming -> table for the list's items)."""
+
+
+def _renaming(type_name: str, *, simple: bool) -> _Renaming:
+    if type_name == LIST_SUBSCRIPTIONS_METHOD:
+        table: Mapping[str, str] = LIST_SUBSCRIPTIONS
+        nested: Mapping[str, Mapping[str, str]] = {"result": LIST_SUBSCRIPTIONS_ITEM}
+    else:
+        try:
+            table = table_for(type_name)
+        except KeyError:
+            return {}, {}
+        nested = nested_tables(type_name)
+    if simple:
+        return dict(table), {full: dict(items) for full, items in nested.items()}
+    return inverse(table), {table.get(full, full): inverse(items) for full, items in nested.items()}
+
+
+_RENAMINGS: dict[tuple[str, bool], _Renaming] = {
+    (type_name, simple): _renaming(type_name, simple=simple)
+    for type_name in (*QUOTATION_TYPES, *PRIVATE_TYPES, LIST_SUBSCRIPTIONS_METHOD)
+    for simple in (False, True)
+}
+
+
+def _rename(type_name: str, obj: Mapping[str, Any], *, simple: bool) -> dict[str, Any]:
+    found = _RENAMINGS.get((type_name, simple))
+    top, nested = found if found is not None else _renaming(type_name, simple=simple)
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        items = nested.get(key)
+        if items is not None and isinstance(value, list):
+            out[top.get(key, key)] = [
+                {items.get(k, k): v for k, v in item.items()} if isinstance(item, dict) else item
+                for item in value
+            ]
+        else:
+            out[top.get(key, key)] = value
+    return out
+
+
+def to_simple(type_name: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A new object with ``obj``'s DEFAULT keys renamed to SIMPLE ones (§4); an unknown type's
+    object is copied unchanged."""
+    return _rename(type_name, obj, simple=True)
+
+
+def to_default(type_name: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A new object with ``obj``'s SIMPLE keys renamed to DEFAULT ones (§4); the inverse of
+    :func:`to_simple`."""
+    return _rename(type_name, obj, simple=False)
 
 
 def infer_type(payload: Mapping[str, object]) -> str | None:

@@ -30,13 +30,12 @@ from upbit_fanout.emulator.protocol import (
     render_list_subscriptions,
     render_row,
     split_depth,
-    to_default_keys,
-    to_simple_keys,
     without_code,
     wrap_list,
 )
 from upbit_fanout.emulator.simulation import ROW_SPECS, MarketSimulator
 from upbit_fanout.subscriptions.jsontext import RawNumber, dumps_exact, loads_exact
+from upbit_fanout.subscriptions.upbit_fields import to_simple
 
 KNOWN = {"KRW-BTC", "KRW-ETH", "BTC-ETH", "USDT-BTC"}
 
@@ -304,16 +303,6 @@ def test_render_event_in_simple_keys_with_nested_units_and_exact_numbers() -> No
     assert wrap_list(b'{"a":1}', b'{"b":2}') == b'[{"a":1},{"b":2}]'
 
 
-@given(
-    st.sampled_from(["ticker", "trade", "orderbook", "candle.1m", "myOrder", "myAsset"]),
-    st.dictionaries(
-        st.sampled_from(["type", "code", "trade_price", "uuid", "assets", "x"]), st.integers()
-    ),
-)
-def test_simple_keys_round_trip(type_: str, obj: dict[str, int]) -> None:
-    assert to_default_keys(type_, to_simple_keys(type_, obj)) == obj
-
-
 def test_sliding_window_is_five_per_second_and_hundred_per_minute() -> None:
     window = SlidingWindow([(5, 1.0), (100, 60.0)])
     assert all(window.try_acquire(0.1 * i) for i in range(5))
@@ -340,7 +329,7 @@ def test_connect_limiter_is_per_address() -> None:
 
 def test_replayed_numbers_keep_their_text() -> None:
     obj = loads_exact(b'{"type":"trade","trade_price":1.16539E8,"trade_volume":8.428e-05}')
-    assert to_simple_keys("trade", obj) == {"ty": "trade", "tp": "1.16539E8", "tv": "8.428e-05"}
+    assert to_simple("trade", obj) == {"ty": "trade", "tp": "1.16539E8", "tv": "8.428e-05"}
 
 
 _numbers = st.one_of(
@@ -376,7 +365,7 @@ def test_rendered_simulator_events_equal_the_reference_writer() -> None:
             obj["stream_type"] = "REALTIME"
             if "level" in payload:
                 obj["level"] = payload["level"]
-            expected = dumps_exact(to_simple_keys(type_, obj) if simple else obj)
+            expected = dumps_exact(to_simple(type_, obj) if simple else obj)
             assert render_event(type_, payload, "REALTIME", simple=simple) == expected
 
 

@@ -23,8 +23,8 @@ from tests.emulator.wsutil import (
     silent,
     started,
 )
-from upbit_fanout.emulator.protocol import to_default_keys
 from upbit_fanout.subscriptions.jsontext import loads_exact
+from upbit_fanout.subscriptions.upbit_fields import to_default
 
 
 def is_snapshot(code: str, type_: str | None = None) -> Any:
@@ -472,7 +472,7 @@ async def test_firehose_sends_the_same_events_to_every_format_and_connection() -
     assert emu.counters["events_generated"] > 6000
     assert all(isinstance(f, list) and len(f) == 1 for f in listed)
     assert all("ty" in f[0] and "type" not in f[0] for f in listed)
-    simple = [to_default_keys(f[0]["ty"], f[0]) for f in listed]
+    simple = [to_default(f[0]["ty"], f[0]) for f in listed]
     ours = [f for f in raw_frames if f["code"] == "KRW-BTC" and f["stream_type"] == "REALTIME"]
     theirs = [f for f in simple if f["stream_type"] == "REALTIME"]
     # align on the first trade both saw, then event for event

@@ -124,7 +124,6 @@ _TRICKY_JSON = [
     b'{"a":1.16539E8,"b":0.00077720,"c":123456789012345678901234567890,"d":-0.0,"e":1e400}',
     b'{"a":1,"a":2}',  # a duplicate key: the last one wins, as in json
     b'{"x":"\\ud800"}',  # a lone surrogate: msgspec refuses it, json takes it
-    b'{"x":NaN,"y":-Infinity}',  # json's extensions
     b'{"k\\u00e9y":"\xed\x95\x9c\xea\xb8\x80","n":null,"t":true,"f":false,"l":[1,2.50,{"z":[]}]}',
     b'{"big":-18446744073709551616,"small":-9223372036854775808,"e":1E-7}',
 ]
@@ -137,6 +136,31 @@ def test_json_decoding_is_exactly_the_standard_librarys(payload: bytes) -> None:
     expected = json.loads(payload, parse_float=Decimal)
     got = decode_event(payload)
     assert repr(got) == repr(expected)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"x":NaN}',
+        b'{"x":Infinity}',
+        b'{"x":-Infinity}',
+        b'{"x":[1,{"y":NaN}]}',
+        b"[NaN]",
+        b'  {"x":NaN}',  # not the msgspec fast path (first byte): the fallback decides alone
+    ],
+)
+def test_json_nan_and_infinity_are_codec_errors(payload: bytes) -> None:
+    # json's extensions are not JSON (RFC 8259 section 6); the collector never publishes them,
+    # so a payload carrying one was not written by it.
+    with pytest.raises(CodecError, match="is not a JSON number"):
+        decode_event(payload)
+
+
+@pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("-Infinity"), Decimal("sNaN")])
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+def test_non_finite_decimals_are_not_encoded(value: Decimal, codec: str) -> None:
+    with pytest.raises(CodecError, match="not a finite number"):
+        encode_event({"type": "ticker", "trade_price": value}, codec)  # type: ignore[arg-type]
 
 
 @given(st.dictionaries(st.text(max_size=8), values, max_size=8))
