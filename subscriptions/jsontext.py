@@ -159,13 +159,23 @@ def replace_wide_ints(obj: Any, convert: Callable[[int], Any]) -> Any:
     return obj
 
 
+_FINITE_KINDS: Final = frozenset({str, RawNumber, int, bool, type(None), Decimal})
+"""Types that never hide a non-finite float (a non-finite Decimal is refused by _default)."""
+
+
 def _refuse_non_finite_floats(obj: Any) -> None:
     if isinstance(obj, float):
         if not math.isfinite(obj):
             raise TypeError(f"{obj!r} is not a finite number")
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            _refuse_non_finite_floats(value)
+        return
+    if isinstance(obj, dict):
+        values: Any = obj.values()
     elif isinstance(obj, list | tuple):
-        for value in obj:
+        values = obj
+    else:
+        return
+    if _FINITE_KINDS.issuperset(map(type, values)):  # the usual case: one C-level pass
+        return
+    for value in values:
+        if type(value) not in _FINITE_KINDS:
             _refuse_non_finite_floats(value)
