@@ -7,8 +7,9 @@ DEFAULT object, a SIMPLE object, or a ``*_LIST`` array of either; legacy 2018 fr
 
 - the same format as the line (object vs array, DEFAULT vs SIMPLE keys): the line's bytes,
   byte for byte;
-- another format: keys converted with the upbit_fields tables, numbers written with exactly the
-  text of the line (:func:`subscriptions.jsontext.loads_exact` / ``dumps_exact``).
+- another format: keys converted with :func:`subscriptions.upbit_fields.to_simple` /
+  ``to_default``, numbers written with exactly the text of the line
+  (:func:`subscriptions.jsontext.loads_exact` / ``dumps_exact``).
 
 Lines that are not data (error frames, ``{"status":"UP"}``, LIST_SUBSCRIPTIONS answers, blank
 lines) are skipped. Pure: no sockets, no clock.
