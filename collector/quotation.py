@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import httpx
@@ -35,7 +35,7 @@ import httpx
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.exchange import ExchangeError, error_of
 from upbit_fanout.collector.private_sync import parse_remaining_req, rest_query
-from upbit_fanout.subscriptions.jsontext import RawNumber, loads_exact
+from upbit_fanout.subscriptions.jsontext import EXACT_CONTEXT, RawNumber, loads_exact
 from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = [
@@ -63,7 +63,6 @@ MAX_TRADES_PER_PAGE: Final = 500
 QUOTATION_PER_SECOND: Final = 10
 """Upbit's quotation limit per group and second (docs/upbit-protocol.md §13.4)."""
 
-_EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 _TICKER_FIELDS: Final = (
     "opening_price",
@@ -300,7 +299,7 @@ def _decimal(value: Any) -> Decimal:
 def _exact_sum(units: Sequence[Any], name: str) -> Decimal:
     total = Decimal(0)
     for unit in units:
-        total = _EXACT.add(total, _decimal(unit[name]))
+        total = EXACT_CONTEXT.add(total, _decimal(unit[name]))
     return total
 
 

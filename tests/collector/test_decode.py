@@ -249,6 +249,9 @@ MALFORMED: list[bytes | str] = [
     b'{"type":"nope","code":"KRW-BTC"}',
     b'{"type":"orderbook","code":"KRW-BTC","orderbook_units":5}',
     b'{"type":"ticker","code":"KRW-BTC","trade_price":NaN}',
+    b'{"type":"ticker","code":"KRW-BTC","trade_price":-Infinity}',
+    b'{"ty":"ticker","cd":"KRW-BTC","tp":Infinity}',  # SIMPLE: renamed on the exact path
+    b'[{"type":"trade","code":"KRW-BTC","trade_volume":NaN}]',
     b'{"error":5}',
     b'{"method":"SOMETHING"}',
     "[" * 100_000,
