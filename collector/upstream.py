@@ -1,8 +1,10 @@
 """One upstream connection's life: connect, send the subscription, read, reconnect. Forever.
 
 :class:`Upstream` is deliberately thin; its decisions are pure helpers tested from tables
-(:func:`classify_connect_error`, :func:`is_rate_limit_error`, :class:`collector.budget.RateBudget`,
-:func:`subscriptions.backoff.backoff`).
+(:class:`collector.sendplan.SendPlanner`: what to send, check, park or close, and when;
+:func:`classify_connect_error`, :func:`is_rate_limit_error`, :class:`collector.budget.RateBudget`,
+:func:`subscriptions.backoff.backoff`). The send loop asks the planner with the time and performs
+its answer.
 
 Life of a connection
     Nothing wanted -> no socket (state ``idle``). Something wanted -> wait for the shared connect
@@ -51,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -72,17 +73,27 @@ from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.decode import InvalidEvent, decode_frame_report
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.routing import Outgoing, Router
+from upbit_fanout.collector.sendplan import (
+    MAX_RESEND_WAIT,
+    Close,
+    Park,
+    Retopic,
+    Reuse,
+    Send,
+    SendPlanner,
+    Verify,
+    Wait,
+    Warm,
+)
 from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.errors import FrameError, UpstreamError
 from upbit_fanout.subscriptions.reconcile import (
     StreamKey,
     Subscription,
-    compare_listing,
     list_message,
     listed_streams,
     parking_message,
-    streams_serving,
 )
 from upbit_fanout.subscriptions.redact import redacting_logger
 from upbit_fanout.subscriptions.tasks import stop_tasks
@@ -107,12 +118,6 @@ MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 STABLE_AFTER: Final = 5.0
 """A connection that stayed up this long resets the backoff."""
-
-MIN_RESEND_WAIT: Final = 1.0
-MAX_RESEND_WAIT: Final = 60.0
-"""The waits before re-sending a subscription that LIST_SUBSCRIPTIONS found applied in part
-again: the first difference is re-sent at once, the next ones after 1, 2, 4 ... s (or
-``verify_delay`` doubled, when longer), at most 60 s."""
 
 UPSTREAM_FORMATS: Final = ("DEFAULT", "SIMPLE")
 """Formats the collector can ask Upbit for (docs/upbit-protocol.md §2.5); republished payloads
@@ -299,18 +304,20 @@ class Upstream:
         self._backoff = (backoff_initial, backoff_max)
         self._fast_max = max(backoff_initial, min(backoff_fast_max, backoff_max))
         self._rng = rng
-        self.coalesce = coalesce
         # A peer that does not answer a ping in ping_timeout will not answer a close either.
         self._close_timeout = min(2.0, ping_timeout) if close_timeout is None else close_timeout
         self._open_timeout = open_timeout
         if upstream_format not in UPSTREAM_FORMATS:
             raise ValueError(f"upstream_format must be DEFAULT or SIMPLE, not {upstream_format!r}")
-        if verify_delay < 0 or warm_seconds < 0:
-            raise ValueError("verify_delay and warm_seconds must be >= 0")
         self.upstream_format = upstream_format
-        self.verify = verify
-        self.verify_delay = verify_delay
-        self.warm_seconds = warm_seconds
+        self.plan = SendPlanner(
+            budget,
+            coalesce=coalesce,
+            verify=verify,
+            verify_delay=verify_delay,
+            warm_seconds=warm_seconds,
+        )
+        """The sender's decisions (what to send, check, park, close, and when)."""
         self._on_change = on_change
         self._on_gap = on_gap
         """Called after a ``gap`` notice: (since, the topics live before and after the gap)."""
@@ -319,10 +326,6 @@ class Upstream:
         self._logs = LogLimiter(10.0)
 
         self.state = State.IDLE
-        self.desired = Subscription()
-        self.desired_topics: frozenset[Topic] = frozenset()
-        self.sent: Subscription | None = None  # what the CURRENT socket carries
-        self.union: frozenset[Topic] = frozenset()  # what was last sent (P:union)
         self.ticket = ""
         self.connected = asyncio.Event()
         self.connections = 0
@@ -333,22 +336,40 @@ class Upstream:
         self._auth_failing = False
         self._failing_since: float | None = None
         self._rate_limited = False  # a rate-limit error frame arrived on the current socket
-        self.applied: frozenset[StreamKey] = frozenset()
-        """Streams the CURRENT socket carries (no snapshot asked again for them)."""
-        self._verify_due: float | None = None  # when to check the last send (clock)
-        self._verifying: Subscription | None = None  # what the LIST request in flight checks
-        self._resend_at: float | None = None  # a check found a difference: re-send from then
-        self._mismatches = 0  # differences found in a row
-        self.warm = False
-        """True while the socket is kept open with nothing wanted (a warm socket)."""
 
     # -- called by the service ------------------------------------------------------------------
     def want(self, subscription: Subscription, topics: frozenset[Topic]) -> None:
         """Set the desired subscription (the topics it serves, for the router)."""
-        if subscription != self.desired or topics != self.desired_topics:
-            self.desired = subscription
-            self.desired_topics = topics
+        if self.plan.want(subscription, topics):
             self._changed.set()
+
+    @property
+    def desired(self) -> Subscription:
+        return self.plan.desired
+
+    @property
+    def desired_topics(self) -> frozenset[Topic]:
+        return self.plan.desired_topics
+
+    @property
+    def sent(self) -> Subscription | None:
+        """What the CURRENT socket carries (None: nothing sent on it)."""
+        return self.plan.sent
+
+    @property
+    def applied(self) -> frozenset[StreamKey]:
+        """Streams the CURRENT socket carries (no snapshot asked again for them)."""
+        return self.plan.applied
+
+    @property
+    def union(self) -> frozenset[Topic]:
+        """The topics last sent (``P:union``)."""
+        return self.plan.union
+
+    @property
+    def warm(self) -> bool:
+        """True while the socket is kept open with nothing wanted (a warm socket)."""
+        return self.plan.warm
 
     # -- state ------------------------------------------------------------------------------------
     def _set_state(self, state: State) -> None:
@@ -412,7 +433,7 @@ class Upstream:
                     outcome = await self._serve(ws)
                 finally:
                     self.connected.clear()
-                    self._forget_socket()
+                    self.plan.socket_closed()
                     await self._close(ws)
                 if outcome == "idle":
                     retries.clear()
@@ -537,74 +558,62 @@ class Upstream:
     async def _send_loop(
         self, ws: ClientConnection, reader: asyncio.Task[None]
     ) -> Literal["idle", "lost"]:
-        fresh = True
+        """Perform what the planner decides until the socket is lost or closed for lack of
+        topics (the decisions: :mod:`upbit_fanout.collector.sendplan`)."""
+        plan = self.plan
+        plan.socket_opened()
         while not reader.done():
-            if self.desired.is_empty:
-                if not await self._keep_warm(ws, reader):
+            action = plan.next(self._clock())
+            if isinstance(action, Wait):
+                if action.wake_on_change:
+                    self._changed.clear()  # the planner just saw the latest wanted state
+                within = None if action.until is None else max(0.0, action.until - self._clock())
+                await self._wait(reader, within, change=action.wake_on_change)
+            elif isinstance(action, Send):
+                if not await self._send_subscription(ws, action):
+                    return "lost"
+            elif isinstance(action, Verify):
+                if not await self._send_list(ws):
+                    return "lost"
+            elif isinstance(action, Retopic):
+                # Same upstream request, other topics (orderbook:KRW-BTC.5 next to
+                # orderbook:KRW-BTC, myOrder:KRW-BTC next to myOrder:*): the router just feeds
+                # the new set.
+                self.router.set_topics(action.topics, fresh_connection=False)
+                self._on_change()
+            elif isinstance(action, Warm):
+                self._idle(warm=True)
+            elif isinstance(action, Park):
+                if not await self._send_park(ws, action.last):
                     self._idle()
                     return "idle"
-                continue
-            now = self._clock()
-            if self.desired == self.sent and self._resend_at is None:
-                if self.desired_topics != self.union:
-                    # Same upstream request, other topics (orderbook:KRW-BTC.5 next to
-                    # orderbook:KRW-BTC, myOrder:KRW-BTC next to myOrder:*): nothing to send,
-                    # the router just feeds the new set (next_message says None).
-                    self.router.set_topics(self.desired_topics, fresh_connection=False)
-                    self.union = self.desired_topics
-                    self._on_change()
-                self._changed.clear()
-                wait = self._verify_wait(now)
-                if wait == 0.0:
-                    if not await self._send_list(ws):
-                        return "lost"
-                    continue
-                await self._wait(reader, wait, change=True)
-                continue
-            if self._resend_at is not None and self.desired == self.sent and now < self._resend_at:
-                self._changed.clear()
-                await self._wait(reader, self._resend_at - now, change=True)
-                continue
-            if not fresh and self.coalesce > 0:
-                # A burst of intent changes becomes one message: let it settle a moment.
-                await self._wait(reader, self.coalesce, change=False)
-                if reader.done() or self.desired.is_empty:
-                    continue
-            delay = self.budget.delay(self._clock())
-            if delay > 0:
-                await self._wait(reader, delay, change=False)
-                continue
-            if not await self._send_subscription(ws, fresh=fresh):
-                return "lost"
-            fresh = False
+            elif isinstance(action, Reuse):
+                log.info("%s upstream: reusing the warm socket", self.name)
+            else:
+                assert isinstance(action, Close)
+                self._idle()
+                return "idle"
+        if plan.warm:  # lost while kept warm: nothing is wanted, nothing to reconnect for
+            self._idle()
+            return "idle"
         return "lost"
 
-    async def _send_subscription(self, ws: ClientConnection, *, fresh: bool) -> bool:
+    async def _send_subscription(self, ws: ClientConnection, action: Send) -> bool:
         """Send the desired subscription; False when the socket is gone."""
-        subscription, topics = self.desired, self.desired_topics
-        # Streams already flowing on this socket get no snapshot again, unless a topic they feed
-        # is new to the router (it wants its snapshot: consumers need a starting state).
-        new_topics = topics - self.union
-        applied = self.applied - streams_serving(subscription, new_topics)
-        message = subscription.request(self.ticket, self.upstream_format, applied)
+        subscription, topics, fresh = action.subscription, action.topics, action.fresh
+        message = subscription.request(self.ticket, self.upstream_format, action.realtime)
         self.router.set_topics(topics, fresh_connection=fresh)
         try:
             await ws.send(orjson.dumps(message).decode())
         except ConnectionClosed:
             return False
-        self.budget.record(self._clock())
-        resend = self._resend_at is not None
-        self.sent = subscription
-        self.applied = subscription.streams()
-        before, self.union = self.union, topics
-        self._resend_at = None
-        self._verifying = None
-        self._verify_due = self._clock() + self.verify_delay if self.verify else None
+        before = self.union
+        self.plan.subscribed(action, self._clock())
         self._status.count("sends_total")
         self._status.notice("subscribed", connection=self.name, union_size=len(topics))
         if fresh:
             log.info("%s upstream: subscribed to %d topics", self.name, len(topics))
-        elif resend:
+        elif action.resend:
             log.info("%s upstream: re-sent the subscription (%d topics)", self.name, len(topics))
         else:
             log.debug("%s upstream: resubscribed, %d topics", self.name, len(topics))
@@ -624,42 +633,25 @@ class Upstream:
         return True
 
     # -- verification (LIST_SUBSCRIPTIONS) ---------------------------------------------------------
-    def _verify_wait(self, now: float) -> float | None:
-        """Seconds until a LIST_SUBSCRIPTIONS check may go (0.0: now; None: none is due).
-
-        It waits ``verify_delay`` after the last send (a burst of sends is checked once) and
-        for the budget to keep one message free after it: a check never takes the slot a real
-        subscribe would need (while rate limited, at 1 message per window, it waits for that)."""
-        if self._verify_due is None or self.sent is None:
-            return None
-        wait = max(self._verify_due - now, self.budget.delay(now, reserve=1))
-        if wait == math.inf:  # rate limited down to 1 message: look again once it recovers
-            return self.budget.recovery
-        return 0.0 if wait <= 0 else wait
-
     async def _send_list(self, ws: ClientConnection) -> bool:
         """Ask which streams the socket carries; False when the socket is gone."""
         try:
             await ws.send(orjson.dumps(list_message(self.ticket, self.upstream_format)).decode())
         except ConnectionClosed:
             return False
-        self.budget.record(self._clock())
-        self._verify_due = None
-        self._verifying = self.sent
+        self.plan.listing_sent(self._clock())
         self._status.count("subscription_checks")
         return True
 
     def _listed(self, obj: Mapping[str, object] | None) -> None:
         """A LIST_SUBSCRIPTIONS answer arrived: compare it with what it was asked about."""
-        checked, self._verifying = self._verifying, None
-        if checked is None or checked != self.sent or obj is None:
+        streams = None if obj is None else listed_streams(obj.get("result"))
+        check = self.plan.listed(streams, self._clock())
+        if check is None:
             return  # unasked, or about a subscription replaced since (its own check follows)
-        check = compare_listing(checked, listed_streams(obj.get("result")))
         if check.ok:
-            self._mismatches = 0
             self._field(subscription_verified_at=now_ms())
             return
-        self._mismatches += 1
         self._status.count("subscription_mismatches")
         missing = sorted(_stream_text(key) for key in check.missing)
         extra = sorted(_stream_text(key) for key in check.extra)
@@ -680,85 +672,44 @@ class Upstream:
             ", ".join(missing[:3]) or "none",
             len(extra),
         )
-        self.applied = check.confirmed  # the missing streams get their snapshot when re-sent
-        # The first difference is re-sent at once; then 1, 2, 4 ... s (verify_delay when it is
-        # longer), at most MAX_RESEND_WAIT: a code Upbit keeps refusing costs little budget.
-        base = max(self.verify_delay, MIN_RESEND_WAIT)
-        wait = 0.0 if self._mismatches == 1 else base * 2 ** (self._mismatches - 2)
-        self._resend_at = self._clock() + min(MAX_RESEND_WAIT, wait)
-        self._changed.set()
+        self._changed.set()  # the planner scheduled the resend: wake the sender
 
     # -- the warm socket --------------------------------------------------------------------------
-    async def _keep_warm(self, ws: ClientConnection, reader: asyncio.Task[None]) -> bool:
-        """Nothing is wanted: keep the socket open up to ``warm_seconds``, parked on the
-        cheapest subscription. True when something is wanted again (reuse the socket), False
-        to close it."""
-        if self.warm_seconds <= 0 or reader.done():
-            return False
-        deadline = self._clock() + self.warm_seconds
-        last = self.sent
-        self.warm = True
-        self._idle(warm=True)
-        park = None if last is None else parking_message(last, self.ticket, self.upstream_format)
-        try:
-            while not reader.done():
-                if not self.desired.is_empty:
-                    log.info("%s upstream: reusing the warm socket", self.name)
-                    return True
-                now = self._clock()
-                if now >= deadline:
-                    return False
-                self._changed.clear()
-                if park is not None:
-                    delay = self.budget.delay(now)
-                    if delay == 0:
-                        try:
-                            await ws.send(orjson.dumps(park).decode())
-                        except ConnectionClosed:
-                            return False
-                        self.budget.record(now)
-                        park = None
-                        continue
-                    await self._wait(reader, min(delay, deadline - now), change=True)
-                    continue
-                await self._wait(reader, deadline - now, change=True)
-            return False
-        finally:
-            self.warm = False
-            # Nothing flows now (or what still flows is no topic's): every stream asked from
-            # here on is new to this socket and gets its snapshot.
-            self.sent = Subscription()
-            self.applied = frozenset()
-            self._verify_due = self._verifying = self._resend_at = None
+    async def _send_park(self, ws: ClientConnection, last: Subscription) -> bool:
+        """Replace ``last`` with the cheapest subscription; False when the socket is gone."""
+        park = parking_message(last, self.ticket, self.upstream_format)
+        if park is not None:
+            try:
+                await ws.send(orjson.dumps(park).decode())
+            except ConnectionClosed:
+                return False
+        self.plan.parked(self._clock())
+        return True
 
     def _idle(self, *, warm: bool = False) -> None:
         if warm:
             log.info(
                 "%s upstream: nothing subscribed any more; keeping the socket warm for %g s",
                 self.name,
-                self.warm_seconds,
+                self.plan.warm_seconds,
             )
         else:
             log.info("%s upstream: nothing subscribed any more; closing the socket", self.name)
         if self.union or not warm:
-            self.union = frozenset()
+            self.plan.union = frozenset()
             self.router.set_topics((), fresh_connection=False)
         if warm:
             self._status.notice(
-                "idle", connection=self.name, reason="nothing subscribed", warm=self.warm_seconds
+                "idle",
+                connection=self.name,
+                reason="nothing subscribed",
+                warm=self.plan.warm_seconds,
             )
         else:
             self._field(ticket="", connected_since="")
             self._status.notice("disconnected", connection=self.name, reason="nothing subscribed")
         self._set_state(State.IDLE)
         self._on_change()
-
-    def _forget_socket(self) -> None:
-        """The socket is gone: what it carried and what was being checked go with it."""
-        self.sent = None
-        self.applied = frozenset()
-        self._verify_due = self._verifying = self._resend_at = None
-        self._mismatches = 0
 
     # -- reading ----------------------------------------------------------------------------------
     async def _read(self, ws: ClientConnection) -> None:
