@@ -49,6 +49,7 @@ from upbit_fanout.emulator.admin import admin_response, json_response
 from upbit_fanout.emulator.auth import AuthError, NonceMemory, verify_authorization
 from upbit_fanout.emulator.connection import EmulatorConnection, Socket
 from upbit_fanout.emulator.markets import Market, default_markets, market_all_payload
+from upbit_fanout.emulator.pacing import Pacer
 from upbit_fanout.emulator.protocol import (
     STATUS_UP,
     ConnectLimiter,
@@ -100,8 +101,6 @@ PRIVATE_PATH: Final = "/websocket/v1/private"
 MARKET_ALL_PATH: Final = "/v1/market/all"
 ADMIN_PREFIX: Final = "/_emulator/"
 
-_TICK: Final = 0.01  # paced generator period, seconds
-_FIREHOSE_BATCH: Final = 256  # events per generator step in firehose mode
 _ROW_DEPTH: Final = 30  # the units of the simulator's orderbook rows
 _UNSET: Final[Any] = object()
 _HEADERS: dict[int, bytes] = {}  # payload length -> binary frame header (frame_binary's)
@@ -1022,29 +1021,23 @@ class Emulator:
         """Generate events for the subscribed markets at ``rate`` per second (0: firehose)."""
         loop = asyncio.get_running_loop()
         sim = self.simulator
-        budget = 0.0
-        last = loop.time()
-        firehose = self.rate == 0
+        pacer = Pacer(self.rate, loop.time())
+        firehose = pacer.firehose
         while True:
             await self._running.wait()
             codes = self._generated_codes
             if not codes:
                 self._codes_changed.clear()
                 await self._codes_changed.wait()
-                last = loop.time()
-                budget = 0.0
+                pacer.restart(loop.time())
                 continue
-            if firehose:
-                count = _FIREHOSE_BATCH
-            else:
-                await asyncio.sleep(_TICK)
-                now = loop.time()
-                budget = min(budget + (now - last) * self.rate, max(self.rate, 1.0))
-                last = now
-                count = int(budget)
-                if count == 0 or not self._running.is_set():
+            if not firehose:
+                await asyncio.sleep(pacer.delay(loop.time()))
+                if not self._running.is_set():
                     continue
-                budget -= count
+            count = pacer.take(loop.time())
+            if count == 0:
+                continue
             events = sim.next_rows(
                 codes, now_ms=now_ms(), max_events=count, types=self._generated_types
             )
@@ -1129,25 +1122,17 @@ class Emulator:
         """
         frames = self._replay_frames or []
         loop = asyncio.get_running_loop()
-        firehose = self.rate == 0
-        budget = 0.0
-        last = loop.time()
+        pacer = Pacer(self.rate, loop.time())
+        firehose = pacer.firehose
         position = 0
         while position < len(frames) or (self.replay_loop and frames):
             if position >= len(frames):
                 position = 0
             await self._running.wait()
-            if firehose:
-                count = _FIREHOSE_BATCH
-            else:
-                now = loop.time()
-                budget = min(budget + (now - last) * self.rate, max(self.rate, 1.0))
-                last = now
-                count = int(budget)
-                if count == 0:
-                    await asyncio.sleep(_TICK)
-                    continue
-                budget -= count
+            count = pacer.take(loop.time())
+            if count == 0:
+                await asyncio.sleep(pacer.delay(loop.time()))
+                continue
             for frame in frames[position : position + count]:
                 picked = matching_items(frame, client.subscription)
                 if picked:
