@@ -61,10 +61,10 @@ from upbit_fanout.client._fast_link import HiredisLink, hiredis_available
 from upbit_fanout.client._items import Event, Gap, Item, Notice
 from upbit_fanout.client._link import Link, PubSubLink
 from upbit_fanout.client._log import log
+from upbit_fanout.client._policy import GiveUp, Liveness, Outage
 from upbit_fanout.client._snapshot import take_snapshots
 from upbit_fanout.client._streams import PrivateStream, StreamGroup
 from upbit_fanout.client._util import default_client_id, transient_id
-from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.connection import (
     cluster_of,
     follow_primary,
@@ -486,10 +486,10 @@ class FanoutClient:
         loop = asyncio.get_running_loop()
         link: Link | None = first
         outage_wall = 0.0
-        outage_mono = 0.0
         reason = ""
-        delays = backoff(0.05, self._max_reconnect_delay)
-        attempts = 0
+        outage = Outage(
+            loop.time(), max_outage=self._max_outage, max_delay=self._max_reconnect_delay
+        )
         while self._state == "open":
             if link is None:
                 try:
@@ -498,27 +498,25 @@ class FanoutClient:
                     if not is_retryable(exc):
                         self._fail(wrap_redis_error(exc, f"reconnecting to {self._url}"), exc)
                         return
-                    attempts += 1
-                    waited = loop.time() - outage_mono
-                    if self._max_outage is not None and waited > self._max_outage:
+                    step = outage.attempt_failed(loop.time())
+                    if isinstance(step, GiveUp):
                         self._fail(
                             RedisUnavailableError(
-                                f"Redis at {self._url} unreachable for {waited:.0f} s "
+                                f"Redis at {self._url} unreachable for {step.waited:.0f} s "
                                 f"(max_outage={self._max_outage:g} s); giving up: {exc}"
                             ),
                             exc,
                         )
                         return
-                    delay = next(delays)
-                    if attempts == 1 or attempts % 10 == 0:
+                    if step.report:
                         log.warning(
                             "Redis at %s unreachable (%s); retrying (attempt %d, next in %.1f s)",
                             self._url,
                             exc,
-                            attempts,
-                            delay,
+                            step.attempt,
+                            step.delay,
                         )
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(step.delay)
                     continue
                 try:
                     await self._recover(outage_wall, reason)
@@ -528,7 +526,7 @@ class FanoutClient:
                     if not is_retryable(exc):
                         self._fail(wrap_redis_error(exc, "re-asserting the intents"), exc)
                         return
-                    await asyncio.sleep(next(delays))
+                    await asyncio.sleep(outage.recovery_failed())
                     continue
             self._link = link
             self._connected = True  # from here on, subscribe() sends SUBSCRIBE itself
@@ -541,9 +539,7 @@ class FanoutClient:
                     return
                 reason = f"Redis connection lost: {exc}"
                 outage_wall = time.time()
-                outage_mono = loop.time()
-                delays = backoff(0.05, self._max_reconnect_delay)
-                attempts = 0
+                outage.lost(loop.time())
                 log.warning("client %s: %s; reconnecting", self.client_id, reason)
             finally:
                 self._connected = False
@@ -599,8 +595,7 @@ class FanoutClient:
         """Notice a dead connection: PING when nothing arrived for an interval, then expect
         something (the PONG at least) within the next one."""
         interval = self._health_interval
-        last = self._rx_count
-        pinged = False
+        liveness = Liveness(self._rx_count)
         while True:
             await asyncio.sleep(interval)
             if await follow_primary(self._redis):
@@ -609,17 +604,13 @@ class FanoutClient:
                 raise RedisConnectionError(
                     "the pub/sub connection was re-established underneath; subscriptions lost"
                 )
-            count = self._rx_count
-            if count != last or self._reader_blocked:
-                last = count
-                pinged = False
-                continue
-            if pinged:
+            verdict = liveness.tick(self._rx_count, busy=self._reader_blocked)
+            if verdict == "dead":
                 raise RedisConnectionError(
                     f"no reply to a health-check PING within {interval:g} s (silent network cut?)"
                 )
-            await link.send("PING")
-            pinged = True
+            if verdict == "ping":
+                await link.send("PING")
 
     def _accept(self, replies: list[Any]) -> None:
         """The hot path, called by the link with the replies of one socket read.
