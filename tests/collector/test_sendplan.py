@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Mapping
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.sendplan import (
@@ -78,9 +80,12 @@ def run(
     start: float,
     end: float,
     changes: Mapping[float, tuple[Subscription, frozenset[Topic]]] = {},
+    refused: frozenset[StreamKey] = frozenset(),
 ) -> list[tuple[float, Action]]:
-    """Play the loop from ``start`` to ``end``; ``changes``: wants arriving at given times.
-    Returns every action but the waits, with its time."""
+    """Play the loop from ``start`` to ``end``; ``changes``: wants arriving at given times;
+    ``refused``: streams Upbit leaves out of every subscription (each check is answered at once).
+    A socket closed for lack of topics is reopened when something is wanted again. Returns every
+    action but the waits, with its time."""
     now = start
     done: list[tuple[float, Action]] = []
     pending = sorted(changes.items())
@@ -95,13 +100,21 @@ def run(
             if pending and not action.wake_on_change:  # a change still lands during the wait
                 while pending and pending[0][0] <= until:
                     plan.want(*pending.pop(0)[1])
-            assert until > now or action.until == now, (now, action)
-            now = max(until, now)
+            assert until > now, (now, action)  # time always moves on
+            now = until
             continue
         done.append((now, action))
         perform(plan, action, now)
-        if action == CLOSE:
-            break
+        if action == VERIFY and plan.sent is not None:
+            plan.listed(plan.sent.streams() - refused, now)
+        if action == CLOSE:  # as Upstream.run: no socket until something is wanted again
+            plan.socket_closed()
+            while plan.desired.is_empty:
+                if not pending:
+                    return done
+                now = max(now, pending[0][0])
+                plan.want(*pending.pop(0)[1])
+            plan.socket_opened()
     return done
 
 
@@ -439,3 +452,50 @@ def test_checks_always_leave_a_slot_for_a_subscribe() -> None:
         assert sum(1 for u, _ in actions[: i + 1] if u > t - 1.0 + 1e-9) <= 4
     for t, _ in actions:  # and every message, checks included, kept 5 per second
         assert sum(1 for u, _ in actions if t <= u < t + 1.0 - 1e-9) <= 5
+
+
+_CODES = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL")
+
+
+@settings(max_examples=100, deadline=None)
+@example(changes=[(1.0, set()), (2.0, {"KRW-BTC"})], refused=set(), warm_seconds=5.0)  # reuse
+@example(changes=[(1.0, set()), (2.0, {"KRW-BTC"})], refused=set(), warm_seconds=0.0)  # reopen
+@example(changes=[(1.0, {"KRW-BTC", "KRW-ETH"})], refused={"KRW-ETH"}, warm_seconds=0.0)
+@given(
+    changes=st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=120.0),
+            st.sets(st.sampled_from(_CODES)),
+        ),
+        max_size=40,
+    ),
+    refused=st.sets(st.sampled_from(_CODES), max_size=1),
+    warm_seconds=st.sampled_from([0.0, 5.0]),
+)
+def test_any_sequence_of_changes_keeps_the_budget_and_ends_on_the_latest_state(
+    changes: list[tuple[float, set[str]]], refused: set[str], warm_seconds: float
+) -> None:
+    plan = planner(warm_seconds=warm_seconds)
+    plan.want(*want("ticker:KRW-BTC"))  # a socket is opened only when something is wanted
+    timed = {at: want(*(f"ticker:{code}" for code in codes)) for at, codes in changes}
+    refused_streams = frozenset(("ticker", code, None) for code in refused)
+    actions = run(plan, 0.0, 400.0, timed, refused_streams)
+    messages = [t for t, action in actions if isinstance(action, Send | Park) or action == VERIFY]
+    for i, t in enumerate(messages):  # Upbit's limits, checks and parking included
+        assert sum(1 for u in messages[i:] if u < t + 1.0 - 1e-9) <= 5
+        assert sum(1 for u in messages[i:] if u < t + 60.0 - 1e-9) <= 100
+    final = timed[max(timed)] if timed else want("ticker:KRW-BTC")
+    sent = [action for _, action in actions if isinstance(action, Send)]
+    if final[0].is_empty:  # nothing wanted in the end: parked, then closed
+        assert actions[-1][1] == CLOSE
+    else:  # the socket ends up carrying the latest state, whatever came before
+        assert sent[-1].subscription == final[0]
+        assert plan.union == final[1]
+    last: Subscription | None = None
+    for _, action in actions:
+        if action in (REUSE, CLOSE):  # the socket carries nothing (parked, or a new one)
+            last = None
+        elif isinstance(action, Send):
+            # the same message again only to re-send what a check found missing
+            assert action.subscription != last or action.resend
+            last = action.subscription
