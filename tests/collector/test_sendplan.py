@@ -210,6 +210,21 @@ def test_a_change_settles_then_waits_for_the_budget(
         assert action == expected
 
 
+def test_a_change_while_waiting_for_the_check_is_sent_and_checked_instead() -> None:
+    plan = planner()
+    plan.want(*want("ticker:KRW-BTC"))
+    subscribe(plan, 0.0)
+    assert plan.next(0.5) == Wait(1.0, wake_on_change=True)  # waiting for the check
+    plan.want(*want("ticker:KRW-BTC", "ticker:KRW-ETH"))  # wakes the loop at 0.6
+    assert plan.next(0.6) == Wait(pytest.approx(0.65), wake_on_change=False)  # type: ignore[arg-type, unused-ignore]
+    plan.want(*want("ticker:KRW-ETH"))  # lands during the settle pause (it does not wake)
+    action = plan.next(0.65)
+    assert isinstance(action, Send)
+    assert action.subscription == want("ticker:KRW-ETH")[0]  # the latest state, not the first
+    plan.subscribed(action, 0.65)
+    assert plan.next(0.7) == Wait(1.65, wake_on_change=True)  # one check, after the last send
+
+
 def test_a_check_leaves_a_slot_free_for_a_real_subscribe() -> None:
     budget = RateBudget(UPBIT)
     plan = planner(budget)
