@@ -310,7 +310,7 @@ class Upstream:
         if upstream_format not in UPSTREAM_FORMATS:
             raise ValueError(f"upstream_format must be DEFAULT or SIMPLE, not {upstream_format!r}")
         self.upstream_format = upstream_format
-        self.plan = SendPlanner(
+        self.planner = SendPlanner(
             budget,
             coalesce=coalesce,
             verify=verify,
@@ -340,36 +340,36 @@ class Upstream:
     # -- called by the service ------------------------------------------------------------------
     def want(self, subscription: Subscription, topics: frozenset[Topic]) -> None:
         """Set the desired subscription (the topics it serves, for the router)."""
-        if self.plan.want(subscription, topics):
+        if self.planner.want(subscription, topics):
             self._changed.set()
 
     @property
     def desired(self) -> Subscription:
-        return self.plan.desired
+        return self.planner.desired
 
     @property
     def desired_topics(self) -> frozenset[Topic]:
-        return self.plan.desired_topics
+        return self.planner.desired_topics
 
     @property
     def sent(self) -> Subscription | None:
         """What the CURRENT socket carries (None: nothing sent on it)."""
-        return self.plan.sent
+        return self.planner.sent
 
     @property
     def applied(self) -> frozenset[StreamKey]:
         """Streams the CURRENT socket carries (no snapshot asked again for them)."""
-        return self.plan.applied
+        return self.planner.applied
 
     @property
     def union(self) -> frozenset[Topic]:
         """The topics last sent (``P:union``)."""
-        return self.plan.union
+        return self.planner.union
 
     @property
     def warm(self) -> bool:
         """True while the socket is kept open with nothing wanted (a warm socket)."""
-        return self.plan.warm
+        return self.planner.warm
 
     # -- state ------------------------------------------------------------------------------------
     def _set_state(self, state: State) -> None:
@@ -433,7 +433,7 @@ class Upstream:
                     outcome = await self._serve(ws)
                 finally:
                     self.connected.clear()
-                    self.plan.socket_closed()
+                    self.planner.socket_closed()
                     await self._close(ws)
                 if outcome == "idle":
                     retries.clear()
@@ -560,7 +560,7 @@ class Upstream:
     ) -> Literal["idle", "lost"]:
         """Perform what the planner decides until the socket is lost or closed for lack of
         topics (the decisions: :mod:`upbit_fanout.collector.sendplan`)."""
-        plan = self.plan
+        plan = self.planner
         plan.socket_opened()
         while not reader.done():
             action = plan.next(self._clock())
@@ -608,7 +608,7 @@ class Upstream:
         except ConnectionClosed:
             return False
         before = self.union
-        self.plan.subscribed(action, self._clock())
+        self.planner.subscribed(action, self._clock())
         self._status.count("sends_total")
         self._status.notice("subscribed", connection=self.name, union_size=len(topics))
         if fresh:
@@ -639,14 +639,14 @@ class Upstream:
             await ws.send(orjson.dumps(list_message(self.ticket, self.upstream_format)).decode())
         except ConnectionClosed:
             return False
-        self.plan.listing_sent(self._clock())
+        self.planner.listing_sent(self._clock())
         self._status.count("subscription_checks")
         return True
 
     def _listed(self, obj: Mapping[str, object] | None) -> None:
         """A LIST_SUBSCRIPTIONS answer arrived: compare it with what it was asked about."""
         streams = None if obj is None else listed_streams(obj.get("result"))
-        check = self.plan.listed(streams, self._clock())
+        check = self.planner.listed(streams, self._clock())
         if check is None:
             return  # unasked, or about a subscription replaced since (its own check follows)
         if check.ok:
@@ -683,7 +683,7 @@ class Upstream:
                 await ws.send(orjson.dumps(park).decode())
             except ConnectionClosed:
                 return False
-        self.plan.parked(self._clock())
+        self.planner.parked(self._clock())
         return True
 
     def _idle(self, *, warm: bool = False) -> None:
@@ -691,19 +691,19 @@ class Upstream:
             log.info(
                 "%s upstream: nothing subscribed any more; keeping the socket warm for %g s",
                 self.name,
-                self.plan.warm_seconds,
+                self.planner.warm_seconds,
             )
         else:
             log.info("%s upstream: nothing subscribed any more; closing the socket", self.name)
         if self.union or not warm:
-            self.plan.union = frozenset()
+            self.planner.union = frozenset()
             self.router.set_topics((), fresh_connection=False)
         if warm:
             self._status.notice(
                 "idle",
                 connection=self.name,
                 reason="nothing subscribed",
-                warm=self.plan.warm_seconds,
+                warm=self.planner.warm_seconds,
             )
         else:
             self._field(ticket="", connected_since="")
