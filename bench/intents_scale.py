@@ -327,7 +327,11 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
         assert driver.stdout is not None
         driver.stdout.readline()
         await asyncio.sleep(1)
+        notified = getattr(collector.tracker, "notified", None)  # None: code without it
         result["heartbeats"] = await window(opts.seconds, monitor, published)
+        if notified is not None:
+            # Notifications about intent keys that reached the collector during the window.
+            result["heartbeats"]["intent_notifications"] = collector.tracker.notified - notified
         to_plan: list[float] = []
         to_union: list[float] = []
         monitor.reset()

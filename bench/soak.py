@@ -228,7 +228,7 @@ class Soak:
             raise SystemExit("redis-server is not installed")
         self.redis = await asyncio.create_subprocess_exec(
             binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--notify-keyspace-events", "Kgsx",
+            "--appendonly", "no", "--notify-keyspace-events", "Egsxe",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         for _ in range(100):

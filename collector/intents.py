@@ -1,12 +1,17 @@
 """Intent tracking: the live view of every ``P:intents:{client_id}`` SET, kept current three ways.
 
 1. ``P:control`` messages (payload: a client id): that client's key is re-read at once;
-2. keyspace notifications for ``P:intents:*`` (``PSUBSCRIBE keys.keyspace_pattern(db)``): set
-   changes, deletions and expiries re-read just the key concerned. The tracker enables them with
-   ``CONFIG SET notify-keyspace-events``, merging the flags it needs (``K g s x``) into the current
-   value, never removing anyone else's; when CONFIG is not allowed it says so ONCE and relies on
-   the sweep. ``expire``/``pexpire``/``persist`` events are ignored: every heartbeat causes one
-   and none of them changes a set's members;
+2. keyevent notifications (``SUBSCRIBE __keyevent@DB__:EVENT`` for each of
+   :data:`WATCHED_EVENTS`: the events that can create, change or remove a SET of intents) whose
+   key (the payload) is an intent key re-read just that key. The tracker enables them with
+   ``CONFIG SET notify-keyspace-events``, merging the flags it needs (``E g s x e``) into the
+   current value, never removing anyone else's; when CONFIG is not allowed it says so ONCE and
+   relies on the sweep. Per-event channels rather than the ``__keyspace@DB__:P:intents:*``
+   pattern, because a pattern subscription receives every event of the intent keys, and every
+   heartbeat makes one (``expire``) that changes no member: at 10,000 clients that was 1,000
+   messages a second to parse and drop. Redis now drops those itself (a channel nobody
+   subscribed to). What a watched event does not cover is left to the sweep (``expire``,
+   ``persist``: a TTL raised above ``max_lease``; a ``SET`` or ``Z*STORE`` over an intent key);
 3. a periodic sweep (``SCAN MATCH P:intents:*``, every ``sweep_interval`` s), so correctness
    never depends on notifications (Redis sends them fire-and-forget, and an expiry only when it
    actually deletes the key; SCAN makes it do so). While notifications work most passes are
@@ -28,7 +33,7 @@ When Redis is unreachable the last known intents are KEPT (the collector must no
 upstream subscription because it cannot read), and the tracker retries with backoff. After a
 reconnect it sweeps at once, since notifications were missed.
 
-The pure helpers (:func:`merge_notify_flags`, :func:`changes_members`, :func:`plan`,
+The pure helpers (:func:`merge_notify_flags`, :func:`plan`,
 :func:`lease_reason`, :func:`valid_client_id`, :func:`escape`, ...) hold the decisions;
 :class:`IntentTracker` only does the I/O.
 """
@@ -68,10 +73,10 @@ from upbit_fanout.subscriptions.topics import Topic, could_be_topic, parse_topic
 
 __all__ = [
     "DEFAULT_LIMITS",
-    "IGNORED_EVENTS",
     "NEEDED_FLAGS",
     "NO_KEYS_REASON",
     "RECORDED_TOPICS",
+    "WATCHED_EVENTS",
     "ClientRefusal",
     "IntentTracker",
     "KeyRefusal",
@@ -79,7 +84,6 @@ __all__ = [
     "Plan",
     "RefusalLog",
     "changed_refusals",
-    "changes_members",
     "clip",
     "escape",
     "id_reason",
@@ -95,14 +99,42 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NEEDED_FLAGS = "Kgsx"
-"""K: keyspace channels; g: DEL/RENAME...; s: SADD/SREM...; x: expired."""
+NEEDED_FLAGS = "Egsxe"
+"""E: keyevent channels; g: DEL, RENAME, MOVE, COPY, RESTORE, SORT STORE; s: SADD, SREM, SPOP,
+SMOVE, S*STORE; x: expired; e: evicted (see :data:`WATCHED_EVENTS`)."""
+
+WATCHED_EVENTS = (
+    # s: SADD (only when a member was added: a heartbeat's SADD of the same topics is silent),
+    # SREM and SPOP (and ``del`` when that emptied the set), SMOVE (``srem`` on its source,
+    # ``sadd`` on its destination), S*STORE into a key (``del`` when the result is empty).
+    "sadd",
+    "srem",
+    "spop",
+    "sinterstore",
+    "sunionstore",
+    "sdiffstore",
+    # g: DEL/UNLINK/GETDEL, an EXPIRE into the past, RENAME (both keys), MOVE between
+    # databases (both keys), COPY and RESTORE onto a key, SORT ... STORE over a key.
+    "del",
+    "rename_from",
+    "rename_to",
+    "move_from",
+    "move_to",
+    "copy_to",
+    "restore",
+    "sortstore",
+    # x, e: a lease ran out; a key evicted under maxmemory.
+    "expired",
+    "evicted",
+)
+"""Keyevent channels the tracker subscribes (Redis 7). Not among them: ``expire``/``pexpire``
+(every heartbeat; no member changes) and ``persist`` (a TTL made unfit for a lease is seen by
+the full sweep, as are a ``SET``, ``BITOP`` or ``Z*STORE``/``GEO*STORE`` overwriting an intent
+key with another type: subscribing ``set`` or ``zadd`` would deliver every such write to any key
+of the database)."""
 
 _STOP_WITHIN = 5.0  # seconds a closing reader task is given
 _A_CLASS = set("g$lshzxetd")  # what Redis's alias "A" stands for (Redis 7)
-
-IGNORED_EVENTS = frozenset({"expire", "pexpire", "persist"})
-"""Keyspace events that never change a set's members (every heartbeat causes ``expire``)."""
 
 NO_KEYS_REASON = (
     "private topic, but the collector has no Upbit API keys "
@@ -124,11 +156,6 @@ def merge_notify_flags(current: str, needed: str = NEEDED_FLAGS) -> str:
         have |= _A_CLASS
     missing = "".join(flag for flag in needed if flag not in have)
     return current + missing
-
-
-def changes_members(event: str) -> bool:
-    """True for a keyspace event that may change an intent set (not a mere TTL refresh)."""
-    return event not in IGNORED_EVENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -732,6 +759,9 @@ class IntentTracker:
         self.notifications = False
         """True when keyspace notifications are known to be on."""
         self._config_refused_logged = False
+        self._event_channels: frozenset[bytes] = frozenset()
+        self.notified = 0
+        """Keyevent notifications received about intent keys (a heartbeat sends none)."""
         self.sweeps = 0
         """Passes over the keys, light or full."""
         self.full_sweeps = 0
@@ -1070,35 +1100,39 @@ class IntentTracker:
             return False
 
     async def _subscribe(self) -> PubSub | NodesPubSub:
+        db = self.db
+        channels = [self._keys.keyevent_channel(db, event) for event in WATCHED_EVENTS]
+        self._event_channels = frozenset(_raw(channel) for channel in channels)
         nodes = await cluster_primaries(self._redis)
         if nodes is not None:
             return await NodesPubSub.open(
-                self._redis,
-                nodes,
-                channel=self._keys.control,
-                pattern=self._keys.keyspace_pattern(self.db),
+                self._redis, nodes, control=self._keys.control, channels=channels
             )
         pubsub = self._redis.pubsub()
         try:
-            await pubsub.subscribe(self._keys.control)
-            await pubsub.psubscribe(self._keys.keyspace_pattern(self.db))
+            await pubsub.subscribe(self._keys.control, *channels)
         except BaseException:
             await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             raise
         return pubsub
 
     def _client_of(self, message: Mapping[str, object]) -> str | None:
-        kind = message.get("type")
-        channel = _text(message.get("channel", b""))  # type: ignore[arg-type]
+        if message.get("type") != "message":
+            return None
+        channel = message.get("channel", b"")
         data = message.get("data", b"")
-        if kind == "message" and channel == self._keys.control:
-            return _text(data) if isinstance(data, str | bytes) else None
-        if kind == "pmessage":
-            event = _text(data) if isinstance(data, str | bytes) else ""
-            if not changes_members(event):
+        if not isinstance(channel, str | bytes) or not isinstance(data, str | bytes):
+            return None
+        if _raw(channel) in self._event_channels:
+            # A keyevent: the payload is the key. Every key of the database reaches here for
+            # the watched events; only ours count.
+            key = _raw(data)
+            if not key.startswith(self._prefix):
                 return None
-            key = self._keys.keyspace_key(channel)
-            return self._keys.client_id_of(key) if key else None
+            self.notified += 1
+            return _text(key[len(self._prefix) :]) or None
+        if _text(channel) == self._keys.control:
+            return _text(data)
         return None
 
     # -- the loop -------------------------------------------------------------------------------
@@ -1185,13 +1219,14 @@ async def _close_quietly(pubsub: PubSub | NodesPubSub) -> None:
 
 
 class NodesPubSub:
-    """Keyspace notifications from every primary of a Redis Cluster, and ``P:control``.
+    """Keyevent notifications from every primary of a Redis Cluster, and ``P:control``.
 
-    Keyspace notifications are node-local: each primary gets its own plain connection with the
-    pattern subscription. ``P:control`` is a classic channel, which a cluster delivers to
-    subscribers on every node, so it is subscribed on one node only (else every message would
-    come once per node). One reader task per node feeds one bounded queue (10,000 messages;
-    when it is full, messages are dropped: the periodic sweep still finds every change).
+    Keyevent notifications are node-local: each primary gets its own plain connection
+    subscribed to the watched event channels. ``P:control`` is a classic channel, which a
+    cluster delivers to subscribers on every node, so it is subscribed on one node only (else
+    every message would come once per node). One reader task per node feeds one bounded queue
+    (10,000 messages; when it is full, messages are dropped: the periodic sweep still finds
+    every change).
     ``get_message`` raises what a reader met (a lost node), so the tracker resubscribes.
     """
 
@@ -1207,7 +1242,7 @@ class NodesPubSub:
 
     @classmethod
     async def open(
-        cls, redis: Redis, nodes: list[tuple[str, int]], *, channel: str, pattern: str
+        cls, redis: Redis, nodes: list[tuple[str, int]], *, control: str, channels: list[str]
     ) -> NodesPubSub:
         self = cls(nodes)
         try:
@@ -1216,9 +1251,7 @@ class NodesPubSub:
                 self._clients.append(client)
                 pubsub = client.pubsub()
                 self._pubsubs.append(pubsub)
-                if index == 0:
-                    await pubsub.subscribe(channel)
-                await pubsub.psubscribe(pattern)
+                await pubsub.subscribe(*([control] if index == 0 else []), *channels)
             for pubsub in self._pubsubs:
                 self._readers.append(asyncio.create_task(self._read(pubsub)))
         except BaseException:

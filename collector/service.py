@@ -6,7 +6,7 @@
 task           job
 =============  =====================================================================
 ``status``     writes ``P:status`` / ``P:notices`` / ``P:union`` / ``P:invalid``
-``intents``    tracks ``P:intents:*`` (control channel, keyspace events, sweep)
+``intents``    tracks ``P:intents:*`` (control channel, keyevent channels, sweep)
 ``publisher``  drains the outbox into Redis, one round trip per batch
 ``public``     the public upstream connection (:class:`collector.upstream.Upstream`)
 ``private``    the private one (only with API keys and a private URL)

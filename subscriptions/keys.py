@@ -215,6 +215,12 @@ class Keys:
         """PSUBSCRIBE pattern for keyspace notifications about intent keys in database ``db``."""
         return f"__keyspace@{db}__:{self.intents_pattern}"
 
+    @staticmethod
+    def keyevent_channel(db: int, event: str) -> str:
+        """The channel of keyevent notifications ``event`` in database ``db`` (its messages
+        carry the key's name); Redis's name, not under the prefix."""
+        return f"__keyevent@{db}__:{event}"
+
     def keyspace_key(self, channel: str) -> str | None:
         """The key a keyspace-notification channel is about (``__keyspace@0__:KEY`` -> KEY)."""
         if not channel.startswith("__keyspace@"):

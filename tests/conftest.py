@@ -48,7 +48,7 @@ class RedisServer:
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "no",
-                "--notify-keyspace-events", "Kgsx",
+                "--notify-keyspace-events", "Egsxe",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

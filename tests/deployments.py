@@ -69,7 +69,7 @@ class SentinelDeployment:
                 "--appendonly", "no",
                 "--dir", str(self.workdir),
                 "--dbfilename", f"dump-{port}.rdb",
-                "--notify-keyspace-events", "Kgsx",
+                "--notify-keyspace-events", "Egsxe",
             ]  # fmt: skip
             if port == replica:
                 args += ["--replicaof", "127.0.0.1", str(primary)]
@@ -280,7 +280,7 @@ class ClusterDeployment:
             "--cluster-enabled", "yes",
             "--cluster-config-file", f"nodes-{port}.conf",
             "--cluster-node-timeout", "1000",
-            "--notify-keyspace-events", "Kgsx",
+            "--notify-keyspace-events", "Egsxe",
             "--repl-diskless-sync-delay", "0",  # a replica syncs at once (default: 5 s later)
         ]  # fmt: skip
         self._processes.append(

@@ -100,7 +100,7 @@ def start_local_redis(*, timeout: float = 10.0, attempts: int = 3) -> LocalRedis
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "no",
-                "--notify-keyspace-events", "Kgsx",
+                "--notify-keyspace-events", "Egsxe",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -35,12 +35,12 @@ async def emu() -> AsyncIterator[Emulator]:
 
 async def collector_user(server: RedisServer, keys: Keys, *, events_allowed: bool) -> str:
     """An ACL user for the collector; without ``events_allowed`` its channels are only
-    ``P:notices``, ``P:control`` and the keyspace pattern of the intent keys."""
+    ``P:notices``, ``P:control`` and the keyevent channels of database 0."""
     p = keys.prefix
     channels = (
-        [f"&{p}:*", f"&{keys.keyspace_pattern(0)}"]
+        [f"&{p}:*", f"&{keys.keyevent_channel(0, '*')}"]
         if events_allowed
-        else [f"&{keys.notices}", f"&{keys.control}", f"&{keys.keyspace_pattern(0)}"]
+        else [f"&{keys.notices}", f"&{keys.control}", f"&{keys.keyevent_channel(0, '*')}"]
     )
     admin = aioredis.Redis.from_url(server.url)
     try:

@@ -19,7 +19,6 @@ from upbit_fanout import collector
 from upbit_fanout.collector.auth import Credentials, authorization_header, mint_token
 from upbit_fanout.collector.intents import (
     NO_KEYS_REASON,
-    changes_members,
     merge_notify_flags,
     newly_invalid,
     plan,
@@ -34,35 +33,19 @@ from upbit_fanout.subscriptions.topics import parse_topic
 @pytest.mark.parametrize(
     ("current", "merged"),
     [
-        ("", "Kgsx"),
-        ("Ex", "ExKgs"),  # someone's expired events on __keyevent__ stay
-        ("Kgsx", "Kgsx"),
-        ("AK", "AK"),  # A = g$lshzxetd already covers g, s and x
-        ("AE", "AEK"),
+        ("", "Egsxe"),
+        ("Ex", "Exgse"),
+        ("Egsxe", "Egsxe"),
+        ("Kgsx", "KgsxEe"),  # an older collector's keyspace flags stay (nothing removed)
+        ("AE", "AE"),  # A = g$lshzxetd already covers g, s, x and e
+        ("AK", "AKE"),
         ("KEA", "KEA"),
-        ("gxK", "gxKs"),
+        ("gxK", "gxKEse"),
     ],
 )
 def test_notify_flags_are_merged_never_removed(current: str, merged: str) -> None:
     assert merge_notify_flags(current) == merged
     assert set(current) <= set(merged)
-
-
-@pytest.mark.parametrize(
-    ("event", "relevant"),
-    [
-        ("sadd", True),
-        ("srem", True),
-        ("del", True),
-        ("expired", True),
-        ("rename_to", True),
-        ("expire", False),  # every heartbeat: the members did not change
-        ("pexpire", False),
-        ("persist", False),
-    ],
-)
-def test_only_events_that_can_change_members_count(event: str, relevant: bool) -> None:
-    assert changes_members(event) is relevant
 
 
 def test_the_plan_refuses_invalid_and_keyless_private_topics() -> None:

@@ -28,6 +28,7 @@ def test_client_id_round_trip_and_keyspace_channels() -> None:
     assert keys.client_id_of("p:union") is None
     assert keys.keyspace_pattern(3) == "__keyspace@3__:p:intents:*"
     assert keys.keyspace_key("__keyspace@3__:p:intents:a") == "p:intents:a"
+    assert keys.keyevent_channel(3, "sadd") == "__keyevent@3__:sadd"
 
 
 @pytest.mark.parametrize("client_id", ["", "a b", "x:y", "é", "a" * 129])
