@@ -26,6 +26,13 @@ the source, is the bottleneck. ``auto`` runs the emulator when it starts, and al
 
 ``--rate N`` paces the emulator at N events/s in all (0: firehose): the figure that matters there
 is the worker's CPU per event at a realistic rate, where per-wake-up costs dominate.
+``cryptofeed`` (a mode for the emulator source) is the reference beside the collector: an
+unmodified cryptofeed Upbit feed (a dev dependency; trades and order books, SIMPLE format, as it
+subscribes) in a worker process of its own, pinned like the others, consuming the same emulator
+at the same pacing, in the same run; its figure is that process's CPU time per frame received
+(its callbacks do nothing but count). cryptofeed refuses any address but ``wss://``, so with this
+mode the emulator serves TLS (``--tls``, implied) and every worker, the collector's too, connects
+over ``wss://`` trusting the emulator's authority (``SSL_CERT_FILE``): as they would to Upbit.
 ``--no-msgspec`` adds a run of the current code with :mod:`msgspec` hidden (an ``ImportError`` put
 first on ``PYTHONPATH``): the collector with its typed fast path off.
 ``--baseline REF`` runs every worker a second time with another git revision's code (``main``, a
@@ -200,9 +207,12 @@ try:
 except ImportError:
     from upbit_fanout.emulator.server import Emulator
 rate = float(sys.argv[2])
+ca = sys.argv[3] if len(sys.argv) > 3 else ""
 async def main():
     async with Emulator(port=port, seed=1, rate=rate, idle_timeout=3600, messages_per_s=100,
-                        messages_per_min=10000) as emu:
+                        messages_per_min=10000, **({"tls": True} if ca else {})) as emu:
+        if ca:
+            emu.certificates.write_ca(ca)
         print("ready", flush=True)
         await asyncio.Event().wait()
 asyncio.run(main())
@@ -210,12 +220,14 @@ asyncio.run(main())
 
 
 def start_source(
-    kind: str, port: int, codes: list[str], rate: float = 0.0
+    kind: str, port: int, codes: list[str], rate: float = 0.0, ca: Path | None = None
 ) -> subprocess.Popen[bytes]:
+    """The upstream; with ``ca`` (the emulator only) it serves TLS and writes its authority's
+    certificate there."""
     if kind == "replay":
         args = [sys.executable, __file__, "--serve-replay", str(port), "--codes", str(len(codes))]
     else:
-        args = [sys.executable, "-c", EMULATOR_CODE, str(port), str(rate)]
+        args = [sys.executable, "-c", EMULATOR_CODE, str(port), str(rate), str(ca or "")]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     _pin_others(process.pid)
     assert process.stdout is not None
@@ -328,7 +340,8 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
     keys = Keys(PREFIX)
     codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
     topics = [f"{t}:{c}" for c in codes for t in ("ticker", "trade", "orderbook")]
-    url = f"ws://127.0.0.1:{opts.upstream_port}/websocket/v1"
+    scheme = "wss" if os.environ.get("SSL_CERT_FILE") and opts.tls else "ws"
+    url = f"{scheme}://127.0.0.1:{opts.upstream_port}/websocket/v1"
     redis = aioredis.Redis(port=opts.redis_port)
     marks = aioredis.Redis(port=opts.redis_port)
     message = [
@@ -465,6 +478,63 @@ def _debug(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def cryptofeed_worker(opts: argparse.Namespace) -> None:
+    """cryptofeed's Upbit feed on the same codes (trades and order books: all it offers), for
+    ``--warmup`` then ``--seconds``; prints RESULT with its CPU time per frame received.
+
+    Its code is not modified: the endpoint lists are pointed at the emulator (as
+    tests/emulator/cryptofeed_upbit.py does) and a subclass counts frames before handing each
+    to cryptofeed's own ``message_handler``; the callbacks only count."""
+    pin({sorted(os.sched_getaffinity(0))[0]})
+    from cryptofeed import FeedHandler  # noqa: PLC0415 - a dev dependency, this mode only
+    from cryptofeed.connection import RestEndpoint, Routes, WebsocketEndpoint  # noqa: PLC0415
+    from cryptofeed.defines import L2_BOOK, TRADES  # noqa: PLC0415
+    from cryptofeed.exchanges import Upbit  # noqa: PLC0415
+
+    base = f"127.0.0.1:{opts.upstream_port}"
+    Upbit.websocket_endpoints = [WebsocketEndpoint(f"wss://{base}/websocket/v1")]
+    Upbit.rest_endpoints = [RestEndpoint(f"https://{base}", routes=Routes("/v1/market/all"))]
+    counts = {"frames": 0, "callbacks": 0}
+
+    class CountingUpbit(Upbit):  # type: ignore[misc, unused-ignore]
+        async def message_handler(self, msg: Any, conn: Any, timestamp: float) -> None:
+            counts["frames"] += 1
+            await super().message_handler(msg, conn, timestamp)
+
+    async def counted(item: Any, receipt: float) -> None:
+        counts["callbacks"] += 1
+
+    known = set(Upbit.symbols())  # the emulator's market list, through cryptofeed's REST call
+    symbols = [f"{c}-KRW" for c in CODES[: opts.codes] if f"{c}-KRW" in known]
+    handler = FeedHandler()
+    handler.add_feed(
+        CountingUpbit(
+            symbols=symbols,
+            channels=[TRADES, L2_BOOK],
+            callbacks={TRADES: counted, L2_BOOK: counted},
+        )
+    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    handler.run(start_loop=False)
+    meter = Meter(lambda: counts["frames"], lambda: counts["frames"])
+
+    async def measure() -> dict[str, Any]:
+        await asyncio.sleep(opts.warmup)
+        meter.sample()
+        before = counts["callbacks"]
+        await asyncio.sleep(opts.seconds)
+        meter.sample()
+        result: dict[str, Any] = dict(meter.result())
+        result["callbacks_per_s"] = round((counts["callbacks"] - before) / opts.seconds)
+        result["codes_subscribed"] = len(symbols)
+        return result
+
+    result = loop.run_until_complete(measure())
+    print("RESULT " + json.dumps(result), flush=True)
+    os._exit(0)  # cryptofeed's own shutdown is slow and chatty; the figures are out
+
+
 def worker_main(opts: argparse.Namespace) -> None:
     result = asyncio.run(run_worker(opts))
     print("RESULT " + json.dumps(result), flush=True)
@@ -484,6 +554,11 @@ def run_mode(
     profile_out: str | None = None,
     python_path: Path | None = None,
 ) -> dict[str, Any]:
+    env = dict(os.environ)
+    if opts.ca is not None:
+        env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = str(opts.ca)
+    if mode == "cryptofeed":
+        return run_cryptofeed(opts, upstream_port=upstream_port, env=env)
     codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
     channels = [f"{PREFIX}:{t}:{c}" for c in codes for t in ("ticker", "trade", "orderbook")]
     sub = subprocess.Popen(
@@ -500,9 +575,10 @@ def run_mode(
         "--codes", str(opts.codes), "--batch", str(opts.batch),
         "--compression", compression or "none",
     ]  # fmt: skip
+    if opts.ca is not None:
+        args.append("--tls")
     if profile_out:
         args += ["--profile-out", profile_out]
-    env = dict(os.environ)
     if python_path is not None:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(python_path), *filter(None, [env.get("PYTHONPATH")])]
@@ -528,6 +604,31 @@ def run_mode(
         sub.kill()
         sub.wait()
         result["subscriber_events_per_s"] = None
+    return result
+
+
+def run_cryptofeed(
+    opts: argparse.Namespace, *, upstream_port: int, env: dict[str, str]
+) -> dict[str, Any]:
+    args = [
+        sys.executable, str(Path(__file__).resolve()), "--cryptofeed-worker",
+        "--upstream-port", str(upstream_port), "--seconds", str(opts.seconds),
+        "--warmup", str(opts.warmup), "--codes", str(opts.codes),
+    ]  # fmt: skip
+    result: dict[str, Any] = {
+        "mode": "cryptofeed",
+        "codec": "simple",
+        "loadavg_1min_after": 0.0,
+    }
+    with tempfile.TemporaryDirectory(prefix="cryptofeed-") as cwd:  # its feedhandler.log
+        done = subprocess.run(args, capture_output=True, cwd=cwd, timeout=120, check=False, env=env)
+    result["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
+    lines = [ln for ln in done.stdout.decode().splitlines() if ln.startswith("RESULT ")]
+    if not lines:
+        result["error"] = done.stderr.decode().strip().splitlines()[-1:] or ["failed"]
+        return result
+    result.update(json.loads(lines[-1][len("RESULT ") :]))
+    result["subscriber_events_per_s"] = None  # it publishes nothing
     return result
 
 
@@ -561,10 +662,12 @@ def orchestrate(opts: argparse.Namespace) -> None:
             (no_msgspec / "msgspec" / "__init__.py").write_text(
                 "raise ImportError('hidden by bench/collector_throughput.py --no-msgspec')\n"
             )
-        _orchestrate(opts, base, no_msgspec)
+        _orchestrate(opts, base, no_msgspec, tmp)
 
 
-def _orchestrate(opts: argparse.Namespace, base: Path | None, no_msgspec: Path | None) -> None:
+def _orchestrate(
+    opts: argparse.Namespace, base: Path | None, no_msgspec: Path | None, tmp: str
+) -> None:
     codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
     sources = ["replay"] if opts.source == "replay" else ["emulator", "replay"]
     if opts.source == "emulator":
@@ -587,6 +690,7 @@ def _orchestrate(opts: argparse.Namespace, base: Path | None, no_msgspec: Path |
         "seconds": opts.seconds,
         "warmup": opts.warmup,
         "batch_limit": opts.batch,
+        "tls": opts.tls,
         "layout": "collector worker pinned to CPU 0; source, redis-server, subscriber on the rest",
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "note": "shared machine: other sessions' tests and benches may run at the same time; "
@@ -601,8 +705,11 @@ def _orchestrate(opts: argparse.Namespace, base: Path | None, no_msgspec: Path |
         client.close()
         for source in sources:
             port = free_port()
+            opts.ca = Path(tmp) / "emulator-ca.pem" if source == "emulator" and opts.tls else None
             try:
-                proc = start_source(source, port, codes, opts.rate if source == "emulator" else 0)
+                proc = start_source(
+                    source, port, codes, opts.rate if source == "emulator" else 0, opts.ca
+                )
             except RuntimeError as exc:
                 print(f"{source}: skipped ({str(exc).splitlines()[-1] if str(exc) else exc})")
                 report["runs"].append({"source": source, "error": str(exc)[-300:]})
@@ -614,8 +721,30 @@ def _orchestrate(opts: argparse.Namespace, base: Path | None, no_msgspec: Path |
                         for codec in opts.codecs.split(","):
                             if mode == "batched-pipeline" and codec == "msgpack":
                                 continue
-                            if mode == "service" and compression is None and source != "replay":
-                                continue  # CC's upstream offers deflate (websockets default)
+                            if (
+                                mode in ("service", "cryptofeed")
+                                and compression is None
+                                and source != "replay"
+                            ):
+                                continue  # both offer deflate (websockets' default)
+                            if mode == "cryptofeed" and (source != "emulator" or codec != "json"):
+                                continue  # its own format (SIMPLE), over TLS, once per round
+                            if mode == "cryptofeed":
+                                for _ in range(opts.rounds):
+                                    result = run_mode(
+                                        opts,
+                                        mode,
+                                        "simple",
+                                        upstream_port=port,
+                                        redis_port=redis_port,
+                                        compression=compression,
+                                    )
+                                    result["code"] = "cryptofeed"
+                                    result["source"] = source
+                                    result["compression"] = compression
+                                    report["runs"].append(result)
+                                    _print(result)
+                                continue
                             variants: list[tuple[str, Path | None]] = [("current", None)]
                             if base is not None:
                                 variants.insert(0, (f"baseline {opts.baseline}", base))
@@ -689,8 +818,12 @@ def _line(r: dict[str, Any]) -> str:
         return f"{head}  FAILED: {r['error']}"
     return (
         f"{head}  {r['events_per_s']:>8,.0f} ev/s  {r['cpu_us_per_event']:>6.2f} µs/ev  "
-        f"cpu {r['cpu_share']:.0%}  subscriber {r['subscriber_events_per_s'] or 0:>8,.0f} ev/s"
+        f"cpu {r['cpu_share']:.0%}  subscriber {_rate(r['subscriber_events_per_s'])} ev/s"
     )
+
+
+def _rate(value: float | None) -> str:
+    return f"{value:>8,.0f}" if value is not None else "       -"
 
 
 def _print(r: dict[str, Any]) -> None:
@@ -753,8 +886,14 @@ def main() -> None:
         action="store_true",
         help="also run the current code with msgspec hidden (the collector's typed fast path off)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the emulator serves TLS, workers use wss:// (implied by the cryptofeed mode)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     # internal
+    parser.add_argument("--cryptofeed-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--codec", default="json", help=argparse.SUPPRESS)
     parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
@@ -766,7 +905,12 @@ def main() -> None:
     opts = parser.parse_args()
     if opts.compression == "none":
         opts.compression = None
-    if opts.serve_replay is not None:
+    opts.ca = None
+    if "cryptofeed" in opts.modes.split(","):
+        opts.tls = True
+    if opts.cryptofeed_worker:
+        cryptofeed_worker(opts)
+    elif opts.serve_replay is not None:
         codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
         asyncio.run(replay_server(opts.serve_replay, codes))
     elif opts.subscriber:
