@@ -11,7 +11,8 @@
    heartbeat makes one (``expire``) that changes no member: at 10,000 clients that was 1,000
    messages a second to parse and drop. Redis now drops those itself (a channel nobody
    subscribed to). What a watched event does not cover is left to the sweep (``expire``,
-   ``persist``: a TTL raised above ``max_lease``; a ``SET`` or ``Z*STORE`` over an intent key);
+   ``persist``: a TTL raised above ``max_lease``; a ``SET``, ``SORT ... STORE`` or ``Z*STORE``
+   writing another type over an intent key);
 3. a periodic sweep (``SCAN MATCH P:intents:*``, every ``sweep_interval`` s), so correctness
    never depends on notifications (Redis sends them fire-and-forget, and an expiry only when it
    actually deletes the key; SCAN makes it do so). While notifications work most passes are
@@ -100,7 +101,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NEEDED_FLAGS = "Egsxe"
-"""E: keyevent channels; g: DEL, RENAME, MOVE, COPY, RESTORE, SORT STORE; s: SADD, SREM, SPOP,
+"""E: keyevent channels; g: DEL, RENAME, MOVE, COPY, RESTORE; s: SADD, SREM, SPOP,
 SMOVE, S*STORE; x: expired; e: evicted (see :data:`WATCHED_EVENTS`)."""
 
 WATCHED_EVENTS = (
@@ -114,7 +115,7 @@ WATCHED_EVENTS = (
     "sunionstore",
     "sdiffstore",
     # g: DEL/UNLINK/GETDEL, an EXPIRE into the past, RENAME (both keys), MOVE between
-    # databases (both keys), COPY and RESTORE onto a key, SORT ... STORE over a key.
+    # databases (both keys), COPY and RESTORE onto a key.
     "del",
     "rename_from",
     "rename_to",
@@ -122,16 +123,15 @@ WATCHED_EVENTS = (
     "move_to",
     "copy_to",
     "restore",
-    "sortstore",
     # x, e: a lease ran out; a key evicted under maxmemory.
     "expired",
     "evicted",
 )
 """Keyevent channels the tracker subscribes (Redis 7). Not among them: ``expire``/``pexpire``
 (every heartbeat; no member changes) and ``persist`` (a TTL made unfit for a lease is seen by
-the full sweep, as are a ``SET``, ``BITOP`` or ``Z*STORE``/``GEO*STORE`` overwriting an intent
-key with another type: subscribing ``set`` or ``zadd`` would deliver every such write to any key
-of the database)."""
+the full sweep, as are a ``SET``, ``BITOP``, ``SORT ... STORE`` or ``Z*STORE``/``GEO*STORE``
+overwriting an intent key with another type: those events need the ``$``, ``l`` and ``z`` flags,
+which would make Redis generate one for every such write to any key of the database)."""
 
 _STOP_WITHIN = 5.0  # seconds a closing reader task is given
 _A_CLASS = set("g$lshzxetd")  # what Redis's alias "A" stands for (Redis 7)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
 
 from tests.deployments import ClusterDeployment
 from tests.helpers import wait_for
-from upbit_fanout.collector.intents import IntentTracker
+from upbit_fanout.collector.intents import DEFAULT_LIMITS, IntentTracker, Limits
 from upbit_fanout.collector.status import RedisHealth, Status
 from upbit_fanout.subscriptions.connection import open_redis
 from upbit_fanout.subscriptions.keys import Keys
@@ -28,9 +28,13 @@ WITHIN = 10.0  # generous: the machine may be loaded; a notification takes milli
 
 
 @contextlib.asynccontextmanager
-async def running_tracker(r: aioredis.Redis, keys: Keys) -> AsyncIterator[IntentTracker]:
+async def running_tracker(
+    r: aioredis.Redis, keys: Keys, limits: Limits = DEFAULT_LIMITS
+) -> AsyncIterator[IntentTracker]:
     health = RedisHealth(Status(r, keys, collector_id="test", version="0"))
-    tracker = IntentTracker(r, keys, health=health, on_change=lambda: None, sweep_interval=600)
+    tracker = IntentTracker(
+        r, keys, health=health, on_change=lambda: None, sweep_interval=600, limits=limits
+    )
     task = asyncio.create_task(tracker.run())
     try:
         await wait_for(lambda: tracker.loaded, within=WITHIN)
@@ -145,3 +149,64 @@ async def test_a_lease_made_permanent_is_found_by_the_full_sweep(
     assert tracker.intents == {}
     assert "no TTL" in tracker.refused_keys["a"].reason
     assert "above the maximum lease" in tracker.refused_keys["b"].reason
+
+
+@pytest.mark.usefixtures("real_redis_url")
+async def test_every_command_that_makes_or_changes_an_intent_set_is_noticed(
+    keys: Keys, r: aioredis.Redis
+) -> None:
+    """The watched events against what Redis 7 actually sends for each command (keys written
+    by these commands have no TTL: a long grace keeps them served meanwhile)."""
+    tmp_a, tmp_b = f"{keys.prefix}:tmp:a", f"{keys.prefix}:tmp:b"  # not intent keys
+    await r.sadd(tmp_a, BTC, ETH)
+    await r.sadd(tmp_b, ETH)
+    other_db = aioredis.Redis.from_url(_url_of(r, db=1))
+    intents = keys.intents
+    try:
+        async with running_tracker(r, keys, Limits(lease_grace=600)) as tracker:
+            sweeps = tracker.sweeps
+            view = tracker.intents
+
+            async def sees(check: Callable[[], bool]) -> None:
+                await wait_for(check, within=WITHIN)
+
+            await heartbeat(r, keys, "x", BTC, ETH)
+            await sees(lambda: view.get("x") == {BTC, ETH})
+            await r.smove(intents("x"), intents("y"), BTC)  # srem + sadd
+            await sees(lambda: view.get("x") == {ETH} and view.get("y") == {BTC})
+            await r.spop(intents("y"))  # spop, then del: emptied
+            await sees(lambda: "y" not in view)
+            await r.sunionstore(intents("z"), [tmp_a, tmp_b])
+            await sees(lambda: view.get("z") == {BTC, ETH})
+            await r.sinterstore(intents("z"), [tmp_a, tmp_b])
+            await sees(lambda: view.get("z") == {ETH})
+            await r.sdiffstore(intents("z"), [tmp_a, tmp_b])
+            await sees(lambda: view.get("z") == {BTC})
+            await r.copy(tmp_b, intents("w"))  # copy_to
+            await sees(lambda: view.get("w") == {ETH})
+            dumped = await r.dump(intents("w"))
+            assert dumped is not None
+            await r.restore(intents("v"), 60_000, dumped)  # restore
+            await sees(lambda: view.get("v") == {ETH})
+            # SORT ... STORE writes a LIST over it: its event needs the "l" flag, not asked
+            # for; the full sweep finds it (checked at the end).
+            await r.sort(tmp_a, alpha=True, store=intents("z"))
+            await r.execute_command("MOVE", intents("w"), 1)  # move_from
+            await sees(lambda: "w" not in view)
+            await r.expire(intents("v"), -1)  # a TTL in the past deletes: del
+            await sees(lambda: "v" not in view)
+            await r.unlink(intents("x"))  # del
+            await sees(lambda: "x" not in view)
+            assert tracker.sweeps == sweeps
+            assert view.get("z") == {BTC}  # not noticed ...
+            await tracker.sweep()  # ... until the full sweep (every 15 passes) reads it
+            assert "z" not in view
+            assert "is a list, not a SET" in tracker.refused_keys["z"].reason
+    finally:
+        await other_db.delete(intents("w"))
+        await other_db.aclose()
+
+
+def _url_of(r: aioredis.Redis, *, db: int) -> str:
+    kwargs = r.connection_pool.connection_kwargs
+    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{db}"
