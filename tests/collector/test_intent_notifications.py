@@ -59,7 +59,7 @@ async def check_notifications(r: aioredis.Redis, keys: Keys, *, rename: bool) ->
 
         # Added: SADD then PEXPIRE, no P:control message.
         await heartbeat(r, keys, "a", BTC)
-        await wait_for(lambda: tracker.intents.get("a") == {BTC}, within=WITHIN)
+        await wait_for(lambda: tracker.intents.get("a") == frozenset({BTC}), within=WITHIN)
 
         # Heartbeats: the same SADD (adds nothing, so Redis sends no "sadd") and the PEXPIRE
         # ("expire", which nobody subscribed to). Then a marker change; notifications arrive
@@ -75,9 +75,9 @@ async def check_notifications(r: aioredis.Redis, keys: Keys, *, rename: bool) ->
 
         # Removed: one topic of two, then the last one (Redis deletes the emptied key).
         await r.sadd(keys.intents("a"), ETH)
-        await wait_for(lambda: tracker.intents.get("a") == {BTC, ETH}, within=WITHIN)
+        await wait_for(lambda: tracker.intents.get("a") == frozenset({BTC, ETH}), within=WITHIN)
         await r.srem(keys.intents("a"), BTC)
-        await wait_for(lambda: tracker.intents.get("a") == {ETH}, within=WITHIN)
+        await wait_for(lambda: tracker.intents.get("a") == frozenset({ETH}), within=WITHIN)
         await r.srem(keys.intents("a"), ETH)
         await wait_for(lambda: "a" not in tracker.intents, within=WITHIN)
 
@@ -88,7 +88,7 @@ async def check_notifications(r: aioredis.Redis, keys: Keys, *, rename: bool) ->
         # Expired: a lease that runs out (Redis's active expiry deletes it within ~100 ms).
         await r.sadd(keys.intents("short"), BTC)
         await r.pexpire(keys.intents("short"), 200)
-        await wait_for(lambda: tracker.intents.get("short") == {BTC}, within=WITHIN)
+        await wait_for(lambda: tracker.intents.get("short") == frozenset({BTC}), within=WITHIN)
         await wait_for(lambda: "short" not in tracker.intents, within=WITHIN)
 
         if rename:  # RENAME needs both keys in one slot: not across a cluster's nodes
@@ -96,7 +96,9 @@ async def check_notifications(r: aioredis.Redis, keys: Keys, *, rename: bool) ->
             await wait_for(lambda: "old" in tracker.intents, within=WITHIN)
             await r.rename(keys.intents("old"), keys.intents("new"))
             await wait_for(
-                lambda: "old" not in tracker.intents and tracker.intents.get("new") == {BTC},
+                lambda: (
+                    "old" not in tracker.intents and tracker.intents.get("new") == frozenset({BTC})
+                ),
                 within=WITHIN,
             )
 
@@ -171,34 +173,36 @@ async def test_every_command_that_makes_or_changes_an_intent_set_is_noticed(
                 await wait_for(check, within=WITHIN)
 
             await heartbeat(r, keys, "x", BTC, ETH)
-            await sees(lambda: view.get("x") == {BTC, ETH})
+            await sees(lambda: view.get("x") == frozenset({BTC, ETH}))
             await r.smove(intents("x"), intents("y"), BTC)  # srem + sadd
-            await sees(lambda: view.get("x") == {ETH} and view.get("y") == {BTC})
+            await sees(
+                lambda: view.get("x") == frozenset({ETH}) and view.get("y") == frozenset({BTC})
+            )
             await r.spop(intents("y"))  # spop, then del: emptied
             await sees(lambda: "y" not in view)
             await r.sunionstore(intents("z"), [tmp_a, tmp_b])
-            await sees(lambda: view.get("z") == {BTC, ETH})
+            await sees(lambda: view.get("z") == frozenset({BTC, ETH}))
             await r.sinterstore(intents("z"), [tmp_a, tmp_b])
-            await sees(lambda: view.get("z") == {ETH})
+            await sees(lambda: view.get("z") == frozenset({ETH}))
             await r.sdiffstore(intents("z"), [tmp_a, tmp_b])
-            await sees(lambda: view.get("z") == {BTC})
+            await sees(lambda: view.get("z") == frozenset({BTC}))
             await r.copy(tmp_b, intents("w"))  # copy_to
-            await sees(lambda: view.get("w") == {ETH})
+            await sees(lambda: view.get("w") == frozenset({ETH}))
             dumped = await r.dump(intents("w"))
             assert dumped is not None
             await r.restore(intents("v"), 60_000, dumped)  # restore
-            await sees(lambda: view.get("v") == {ETH})
+            await sees(lambda: view.get("v") == frozenset({ETH}))
             # SORT ... STORE writes a LIST over it: its event needs the "l" flag, not asked
             # for; the full sweep finds it (checked at the end).
             await r.sort(tmp_a, alpha=True, store=intents("z"))
-            await r.execute_command("MOVE", intents("w"), 1)  # move_from
+            await r.move(intents("w"), 1)  # move_from
             await sees(lambda: "w" not in view)
             await r.expire(intents("v"), -1)  # a TTL in the past deletes: del
             await sees(lambda: "v" not in view)
             await r.unlink(intents("x"))  # del
             await sees(lambda: "x" not in view)
             assert tracker.sweeps == sweeps
-            assert view.get("z") == {BTC}  # not noticed ...
+            assert view.get("z") == frozenset({BTC})  # not noticed ...
             await tracker.sweep()  # ... until the full sweep (every 15 passes) reads it
             assert "z" not in view
             assert "is a list, not a SET" in tracker.refused_keys["z"].reason
