@@ -29,7 +29,8 @@ is the worker's CPU per event at a realistic rate, where per-wake-up costs domin
 ``cryptofeed`` (a mode for the emulator source) is the reference beside the collector: an
 unmodified cryptofeed Upbit feed (a dev dependency; trades and order books, SIMPLE format, as it
 subscribes) in a worker process of its own, pinned like the others, consuming the same emulator
-at the same pacing, in the same run; its figure is that process's CPU time per frame received
+at the same pacing, in the same run (with the ``service`` mode: one run of it after each round
+of the service's variants); its figure is that process's CPU time per frame received
 (its callbacks do nothing but count). cryptofeed refuses any address but ``wss://``, so with this
 mode the emulator serves TLS (``--tls``, implied) and every worker, the collector's too, connects
 over ``wss://`` trusting the emulator's authority (``SSL_CERT_FILE``): as they would to Upbit.
@@ -729,6 +730,9 @@ def _orchestrate(
                                 continue  # both offer deflate (websockets' default)
                             if mode == "cryptofeed" and (source != "emulator" or codec != "json"):
                                 continue  # its own format (SIMPLE), over TLS, once per round
+                            paired = "service" in modes and codec == opts.codecs.split(",")[0]
+                            if mode == "cryptofeed" and "service" in modes:
+                                continue  # alternates with the service's rounds (below)
                             if mode == "cryptofeed":
                                 for _ in range(opts.rounds):
                                     result = run_mode(
@@ -750,12 +754,19 @@ def _orchestrate(
                                 variants.insert(0, (f"baseline {opts.baseline}", base))
                             if no_msgspec is not None:
                                 variants.insert(-1, ("no msgspec", no_msgspec))
+                            if (
+                                mode == "service"
+                                and "cryptofeed" in modes
+                                and source == "emulator"
+                                and paired
+                            ):
+                                variants.append(("cryptofeed", None))  # each round, beside
                             for _ in range(opts.rounds):
                                 for code, path in variants:
                                     result = run_mode(
                                         opts,
-                                        mode,
-                                        codec,
+                                        "cryptofeed" if code == "cryptofeed" else mode,
+                                        "simple" if code == "cryptofeed" else codec,
                                         upstream_port=port,
                                         redis_port=redis_port,
                                         compression=compression,
