@@ -1106,7 +1106,11 @@ class IntentTracker:
         nodes = await cluster_primaries(self._redis)
         if nodes is not None:
             return await NodesPubSub.open(
-                self._redis, nodes, control=self._keys.control, channels=channels
+                self._redis,
+                nodes,
+                control=self._keys.control,
+                channels=channels,
+                key_prefix=self._prefix,
             )
         pubsub = self._redis.pubsub()
         try:
@@ -1225,8 +1229,8 @@ class NodesPubSub:
     subscribed to the watched event channels. ``P:control`` is a classic channel, which a
     cluster delivers to subscribers on every node, so it is subscribed on one node only (else
     every message would come once per node). One reader task per node feeds one bounded queue
-    (10,000 messages; when it is full, messages are dropped: the periodic sweep still finds
-    every change).
+    (10,000 messages; keyevents about keys other than intent keys are not queued; when it is
+    full, messages are dropped: the periodic sweep still finds every change).
     ``get_message`` raises what a reader met (a lost node), so the tracker resubscribes.
     """
 
@@ -1238,13 +1242,25 @@ class NodesPubSub:
         self._clients: list[Redis] = []
         self._pubsubs: list[PubSub] = []
         self._readers: list[asyncio.Task[None]] = []
+        self._control = b""
+        self._key_prefix = b""
         self.dropped = 0
 
     @classmethod
     async def open(
-        cls, redis: Redis, nodes: list[tuple[str, int]], *, control: str, channels: list[str]
+        cls,
+        redis: Redis,
+        nodes: list[tuple[str, int]],
+        *,
+        control: str,
+        channels: list[str],
+        key_prefix: bytes = b"",
     ) -> NodesPubSub:
+        """``key_prefix``: keyevents about other keys are dropped by the readers, so that they
+        never take a place in the queue."""
         self = cls(nodes)
+        self._control = _raw(control)
+        self._key_prefix = key_prefix
         try:
             for index, (host, port) in enumerate(nodes):
                 client = node_client(redis, host, port)
@@ -1263,7 +1279,7 @@ class NodesPubSub:
         try:
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None:
+                if message is None or self._foreign(message):
                     continue
                 try:
                     self._queue.put_nowait(message)
@@ -1272,6 +1288,13 @@ class NodesPubSub:
         except (RedisError, OSError) as exc:
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(exc)
+
+    def _foreign(self, message: Mapping[str, object]) -> bool:
+        """A keyevent about a key that is not an intent key."""
+        channel, data = message.get("channel"), message.get("data")
+        if not isinstance(channel, str | bytes) or not isinstance(data, str | bytes):
+            return False
+        return _raw(channel) != self._control and not _raw(data).startswith(self._key_prefix)
 
     async def get_message(
         self,
