@@ -19,7 +19,7 @@ Modules: :mod:`emulator.protocol` (requests, errors, formats; pure), :mod:`emula
 from upbit_fanout.emulator.account import Account, OrderRejected
 from upbit_fanout.emulator.auth import AuthError, make_token, verify_authorization
 from upbit_fanout.emulator.markets import Market, default_markets, market_all_payload
-from upbit_fanout.emulator.protocol import Format, RequestError, Stream, Subscription
+from upbit_fanout.emulator.protocol import ConnectionSubscription, Format, RequestError, Stream
 from upbit_fanout.emulator.replay import ReplayError, ReplayFrame, load_replay
 from upbit_fanout.emulator.server import (
     DEFAULT_RATE,
@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_RATE",
     "Account",
     "AuthError",
+    "ConnectionSubscription",
     "Emulator",
     "EmulatorConnection",
     "EmulatorCrashError",
@@ -46,7 +47,6 @@ __all__ = [
     "ReplayFrame",
     "RequestError",
     "Stream",
-    "Subscription",
     "default_markets",
     "load_replay",
     "make_token",

@@ -19,7 +19,12 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import OPEN
 
-from upbit_fanout.emulator.protocol import Format, SlidingWindow, Subscription, frame_binary
+from upbit_fanout.emulator.protocol import (
+    ConnectionSubscription,
+    Format,
+    SlidingWindow,
+    frame_binary,
+)
 
 __all__ = ["EmulatorConnection", "Socket"]
 
@@ -72,7 +77,7 @@ class EmulatorConnection:
         remote = ws.remote_address
         self.remote: str = str(remote[0]) if remote else "?"
         self.opened_at = time.time()
-        self.subscription: Subscription | None = None
+        self.subscription: ConnectionSubscription | None = None
         """The latest accepted subscribe request, compiled (None before the first one)."""
         self.status_up = False
         """True once the client sent a text ``PING`` (it then gets ``{"status":"UP"}``)."""

@@ -5,7 +5,8 @@ Everything a client can send is decided here, from the bytes it sent:
 - :func:`parse_request` turns one client message into a :class:`SubscribeRequest`,
   a :class:`ListRequest` or :data:`PING`, or raises :class:`RequestError` carrying Upbit's error
   ``name`` and its Korean message (docs/upbit-protocol.md §2, §7);
-- :func:`compile_subscription` turns a request into the :class:`Subscription` the server serves:
+- :func:`compile_subscription` turns a request into the :class:`ConnectionSubscription` the
+  server serves:
   codes without their depth suffix, unknown and lower-case codes dropped (§2.6), depth and level
   per orderbook stream (§2.3, §2.2), snapshots to send, and the LIST_SUBSCRIPTIONS listing (§2.7);
 - the ``render_*`` functions write frames in the four formats (§2.5) with the SIMPLE key tables of
@@ -40,6 +41,7 @@ __all__ = [
     "STATUS_UP",
     "BookUnits",
     "ConnectLimiter",
+    "ConnectionSubscription",
     "Format",
     "ListRequest",
     "Ping",
@@ -48,7 +50,6 @@ __all__ = [
     "SlidingWindow",
     "Stream",
     "SubscribeRequest",
-    "Subscription",
     "TypeRequest",
     "compile_subscription",
     "dumps_fast",
@@ -369,7 +370,7 @@ class Stream:
 
 
 @dataclass(frozen=True, slots=True)
-class Subscription:
+class ConnectionSubscription:
     """What one connection is served after its latest request (§3: the whole of it)."""
 
     ticket: str | int
@@ -407,8 +408,8 @@ def compile_subscription(
     request: SubscribeRequest,
     *,
     is_known: Callable[[str], bool],
-) -> Subscription:
-    """The :class:`Subscription` a request asks for.
+) -> ConnectionSubscription:
+    """The :class:`ConnectionSubscription` a request asks for.
 
     ``is_known(code)`` tells served markets from the rest: unknown and lower-case codes are
     dropped without an error (§2.6). An orderbook ``level`` other than 0 on a non-KRW pair
@@ -459,7 +460,7 @@ def compile_subscription(
     orders: frozenset[str] | None = None
     if order_subscribed:
         orders = frozenset() if order_all else frozenset(order_codes)
-    return Subscription(
+    return ConnectionSubscription(
         ticket=request.ticket,
         # CHOICE: a subscribe request without a format object means DEFAULT (§2.5).
         format=request.format or Format.DEFAULT,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from upbit_fanout.emulator.protocol import Format, Subscription, wrap_list
+from upbit_fanout.emulator.protocol import ConnectionSubscription, Format, wrap_list
 from upbit_fanout.subscriptions import upbit_fields
 from upbit_fanout.subscriptions.errors import UpbitFanoutError
 from upbit_fanout.subscriptions.jsontext import dumps_exact, loads_exact
@@ -129,7 +129,7 @@ class ReplayFrame:
         return dumps_exact(rename(item.type, item.obj))
 
 
-def matching_items(frame: ReplayFrame, subscription: Subscription | None) -> list[int]:
+def matching_items(frame: ReplayFrame, subscription: ConnectionSubscription | None) -> list[int]:
     """Indexes of the frame's items this subscription takes.
 
     A SNAPSHOT item goes to streams that did not ask ``is_only_realtime``, any other item to

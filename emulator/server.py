@@ -52,6 +52,7 @@ from upbit_fanout.emulator.markets import Market, default_markets, market_all_pa
 from upbit_fanout.emulator.pacing import Pacer
 from upbit_fanout.emulator.protocol import (
     STATUS_UP,
+    ConnectionSubscription,
     ConnectLimiter,
     Format,
     ListRequest,
@@ -60,7 +61,6 @@ from upbit_fanout.emulator.protocol import (
     SlidingWindow,
     Stream,
     SubscribeRequest,
-    Subscription,
     compile_subscription,
     error_frame,
     frame_binary,
@@ -381,7 +381,7 @@ class Emulator:
         """Open connections, oldest first."""
         return tuple(self._clients.values())
 
-    def subscriptions(self) -> dict[int, Subscription | None]:
+    def subscriptions(self) -> dict[int, ConnectionSubscription | None]:
         """The current subscription of each open connection, by connection id."""
         return {cid: client.subscription for cid, client in self._clients.items()}
 

@@ -28,7 +28,7 @@ def test_public_names() -> None:
         "ReplayFrame",
         "RequestError",
         "Stream",
-        "Subscription",
+        "ConnectionSubscription",
         "default_markets",
         "load_replay",
         "make_token",
