@@ -106,8 +106,7 @@ class SentinelDeployment:
     def primary_port(self) -> int:
         client = self.sentinel()
         try:
-            _, port = client.sentinel_get_master_addr_by_name(self.service)
-            return int(port)
+            return _primary_port(client, self.service)
         finally:
             client.close()
 
@@ -126,6 +125,7 @@ class SentinelDeployment:
             client = self.sentinel(index)
             try:
                 master = client.sentinel_master(self.service)
+                assert isinstance(master, dict), master
                 if master["num-other-sentinels"] < 2 or master["num-slaves"] < 1:
                     return False
                 for replica in client.sentinel_slaves(self.service):
@@ -151,8 +151,7 @@ class SentinelDeployment:
             for index in range(len(self.sentinel_ports)):
                 client = self.sentinel(index)
                 try:
-                    _, port = client.sentinel_get_master_addr_by_name(self.service)
-                    ports.add(int(port))
+                    ports.add(_primary_port(client, self.service))
                 except redis.RedisError:
                     ports.add(-1)
                 finally:
@@ -420,3 +419,11 @@ class ClusterDeployment:
                 process.kill()
                 process.wait()
         self._processes.clear()
+
+
+def _primary_port(sentinel: redis.Redis, service: str) -> int:
+    """The primary's port as one Sentinel names it (``SENTINEL GET-MASTER-ADDR-BY-NAME``)."""
+    reply = sentinel.sentinel_get_master_addr_by_name(service)
+    assert isinstance(reply, tuple | list), f"Sentinel does not know {service!r}: {reply!r}"
+    _, port = reply
+    return int(port)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "upbit-samples"
 """Real Upbit frames from public sources, kept in the repository (sources: README.md there)."""
@@ -26,3 +27,36 @@ async def wait_for(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(interval)
+
+
+# Redis replies. The tests' connections leave ``decode_responses`` off, so where redis-py types a
+# reply as ``bytes | str`` it is bytes here; these helpers check that at run time (a str fails
+# the test) instead of casting it away.
+
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+def text(reply: object, errors: str = "strict") -> str:
+    """One bytes reply as text."""
+    assert isinstance(reply, bytes), f"expected bytes from Redis, got {reply!r}"
+    return reply.decode(errors=errors)
+
+
+def texts(replies: Iterable[object]) -> set[str]:
+    """A set reply (SMEMBERS and the like) as a set of text."""
+    return {text(reply) for reply in replies}
+
+
+def text_map(reply: Mapping[Any, object], errors: str = "strict") -> dict[str, str]:
+    """A hash reply (HGETALL) as text keys and values."""
+    return {text(k, errors): text(v, errors) for k, v in reply.items()}
+
+
+def stream_entries(reply: object) -> list[StreamEntry]:
+    """An XRANGE / XREVRANGE reply: ``[(entry_id, {field: value}), ...]`` in bytes."""
+    assert isinstance(reply, list), f"expected a list of stream entries, got {reply!r}"
+    for entry in reply:
+        entry_id, fields = entry
+        assert isinstance(entry_id, bytes), entry
+        assert isinstance(fields, dict), entry
+    return cast(list[StreamEntry], reply)

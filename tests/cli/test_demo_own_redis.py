@@ -81,7 +81,7 @@ async def test_the_demo_starts_and_stops_a_redis_of_its_own(keys: Keys, tmp_path
                     pass
             assert message["channel"] == keys.channel("ticker:KRW-BTC").encode()
             assert await r.exists(keys.intents("demo"))  # the demo client's lease
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
         finally:
             await r.aclose()
 

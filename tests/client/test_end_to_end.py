@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.client.support import client
+from tests.helpers import texts
 from upbit_fanout.client import Event, FanoutClient, Orderbook, Ticker
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
@@ -181,7 +182,7 @@ async def test_ten_client_processes_share_one_collector(
         processes = dict(zip(INTENTS, started, strict=True))
         union = await collector.wait_subscribed(lambda u: u == everything, timeout=15)
         assert union == everything
-        assert {m.decode() for m in await r.smembers(keys.union)} == everything
+        assert texts(await r.smembers(keys.union)) == everything
 
         async def everyone_saw_all_their_topics() -> bool:
             return all(set(p.topics) >= set(INTENTS[cid]) for cid, p in processes.items())
@@ -196,7 +197,7 @@ async def test_ten_client_processes_share_one_collector(
         await victim.stop(kill=True)
         await collector.wait_subscribed(lambda u: "trade:KRW-XRP" not in u, timeout=LEASE + 2)
         assert time.monotonic() - killed_at <= LEASE + 2
-        assert {m.decode() for m in await r.smembers(keys.union)} == everything - {"trade:KRW-XRP"}
+        assert texts(await r.smembers(keys.union)) == everything - {"trade:KRW-XRP"}
 
         async def others_still_receive() -> bool:
             return all(len(p.topics) > counts[cid] + 3 for cid, p in processes.items())

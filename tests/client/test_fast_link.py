@@ -563,7 +563,7 @@ async def test_batches_keep_order_respect_the_limit_skip_unsubscribed_and_end_on
                 got.extend(batch)
         assert [item.payload for item in got] == [b"%d" % i for i in range(1, 40, 2)]
         assert all(item.topic == TOPIC for item in got)
-        waiting = asyncio.create_task(anext(batches))
+        waiting = asyncio.ensure_future(anext(batches))
         await asyncio.sleep(0.05)
         assert not waiting.done()  # never an empty batch
         await c.aclose()

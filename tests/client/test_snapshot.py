@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.client.support import client, sample_line, with_fields
+from tests.helpers import texts
 from upbit_fanout.client import Event, SnapshotTimeoutError, Ticker
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -56,7 +57,7 @@ class FakeCollector:
                     continue
                 client_id = message["data"].decode()
                 key = self.keys.intents(client_id)
-                members = {m.decode() for m in await self.redis.smembers(key)}
+                members = texts(await self.redis.smembers(key))
                 if not members:
                     continue  # a release
                 self.intents[client_id] = (members, await self.redis.pttl(key))

@@ -8,6 +8,7 @@ import json
 
 import redis.asyncio as aioredis
 
+from tests.helpers import text
 from upbit_fanout.client import (
     BlockingClient,
     FanoutClient,
@@ -51,10 +52,15 @@ def order_payload(uuid: str, state: str = "wait") -> bytes:
     return json.dumps({**ORDER, "uuid": uuid, "state": state}).encode()
 
 
+def uuid_of(item: StreamEvent) -> str:
+    assert isinstance(item.typed, MyOrder), item.typed
+    return item.typed.uuid
+
+
 async def add_order(r: aioredis.Redis, keys: Keys, uuid: str, state: str = "wait") -> str:
     fields = {"payload": order_payload(uuid, state), "topic": "myOrder:KRW-BTC", "source": "ws"}
     entry_id = await r.xadd(keys.stream("myOrder"), fields)  # type: ignore[arg-type]
-    return entry_id.decode()
+    return text(entry_id)
 
 
 async def test_a_plain_reader_starts_now_at_the_beginning_or_after_a_saved_id(
@@ -84,11 +90,11 @@ async def test_a_plain_reader_starts_now_at_the_beginning_or_after_a_saved_id(
     now = PrivateStream(r, "myOrder", key_prefix=keys.prefix, start="$", block=0.1)
     assert await now.read() == []
     await add_order(r, keys, "c")
-    assert [i.typed.uuid for i in await now.read() if isinstance(i, StreamEvent)] == ["c"]
+    assert [uuid_of(i) for i in await now.read() if isinstance(i, StreamEvent)] == ["c"]
 
     resumed = PrivateStream(r, "myOrder", key_prefix=keys.prefix, start=first, block=0.1)
     got = [i for i in await resumed.read() if isinstance(i, StreamEvent)]
-    assert [i.typed.uuid for i in got] == ["b", "c"]
+    assert [uuid_of(i) for i in got] == ["b", "c"]
     assert resumed.last_id == got[-1].entry_id
 
 
@@ -119,7 +125,7 @@ async def test_a_group_redelivers_unacknowledged_entries_to_the_restarted_consum
     assert [i.entry_id for i in again] == [i.entry_id for i in batch[1:]]
     await restarted.ack(*again)
     rest = await restarted.read()
-    assert [i.typed.uuid for i in rest if isinstance(i, StreamEvent)] == ["o3", "o4"]
+    assert [uuid_of(i) for i in rest if isinstance(i, StreamEvent)] == ["o3", "o4"]
     await restarted.ack(*rest)
 
     # another consumer takes over what a dead one left pending once it is idle long enough

@@ -162,7 +162,7 @@ class Recorder:
             while not self._task.done():  # redis-py may swallow one cancellation on 3.11
                 self._task.cancel()
                 await asyncio.wait([self._task], timeout=0.1)
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
         await self._redis.aclose()
 
     async def _run(self) -> None:

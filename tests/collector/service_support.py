@@ -17,6 +17,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from tests.helpers import text_map, texts
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
@@ -132,7 +133,7 @@ class Listener:
             while not self._task.done():
                 self._task.cancel()
                 await asyncio.wait([self._task], timeout=0.1)
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
         await self._redis.aclose()
 
     async def _run(self) -> None:
@@ -209,12 +210,11 @@ def topics_of(message: list[dict[str, Any]]) -> set[str]:
 
 
 async def union_of(redis: aioredis.Redis, keys: Keys) -> set[str]:
-    return {member.decode() for member in await redis.smembers(keys.union)}
+    return texts(await redis.smembers(keys.union))
 
 
 async def status_of(redis: aioredis.Redis, keys: Keys) -> dict[str, str]:
-    raw = await redis.hgetall(keys.status)
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    return text_map(await redis.hgetall(keys.status))
 
 
 async def until(

@@ -6,7 +6,6 @@ The fill runs against httpx's mock transport playing ``trades/ticks`` (pages new
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -77,7 +76,7 @@ class Tape:
 
 
 @pytest.fixture
-def status() -> Iterator[Status]:
+def status() -> Status:
     return Status(fakeredis.FakeAsyncRedis(), Keys("t"), collector_id="c", version="0")
 
 

@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -125,7 +126,7 @@ def test_private_url(argv: list[str], env_private: str | None, expected: str | N
     parser = argparse.ArgumentParser()
     parser.add_argument("--upstream")
     parser.add_argument("--private-upstream")
-    fields = {} if env_private is None else {"upbit_private_ws_url": env_private}
+    fields: dict[str, Any] = {} if env_private is None else {"upbit_private_ws_url": env_private}
     settings = Settings(_env_file=None, **fields)  # type: ignore[call-arg]
     assert private_url(parser.parse_args(argv), settings) == expected
 
@@ -159,7 +160,7 @@ async def test_the_demo_runs_everything_until_ctrl_c(
     )
     try:
         assert process.stdout is not None
-        printed = []
+        printed: list[str] = []
         while not printed or "Press Ctrl-C" not in printed[-1]:
             line = await asyncio.wait_for(process.stdout.readline(), 15)
             assert line, "the demo ended early"
@@ -181,7 +182,7 @@ async def test_the_demo_runs_everything_until_ctrl_c(
         if process.returncode is None:
             process.kill()
             await process.wait()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
     try:
         assert process.returncode == 0, stderr.decode()
         assert await _state(r, keys, "stopped")

@@ -30,7 +30,7 @@ from tests.collector.service_support import (
     union_becomes,
     until,
 )
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, text_map, wait_for
 from upbit_fanout.collector.intents import Limits
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -62,8 +62,7 @@ def _env(keys: Keys, **extra: str) -> dict[str, str]:
 
 
 async def _invalid(r: aioredis.Redis, keys: Keys) -> dict[str, str]:
-    raw = await r.hgetall(keys.invalid)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+    return text_map(await r.hgetall(keys.invalid), errors="replace")
 
 
 async def _sadd_many(r: aioredis.Redis, key: str, members: list[str], lease: int = 60) -> None:

@@ -34,7 +34,11 @@ async def _write_clients(r: aioredis.Redis, keys: Keys, count: int, topic: str) 
 
 @pytest.mark.slow
 async def test_events_keep_being_published_while_thousands_of_keys_are_swept(
-    real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
+    real_redis_url: str,
+    keys: Keys,
+    emu: Emulator,
+    r: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await _write_clients(r, keys, 6000, "ticker:KRW-BTC")
     async with running_collector(real_redis_url, keys, emu.public_url, sweep_interval=60) as c:
@@ -48,7 +52,7 @@ async def test_events_keep_being_published_while_thousands_of_keys_are_swept(
             published_at_chunk.append(c.publisher.events_published)
             return await read(intent_keys)
 
-        tracker._read = observed  # type: ignore[method-assign]
+        monkeypatch.setattr(tracker, "_read", observed)
         changed = await tracker.sweep()
         assert not changed  # nothing changed: the view is the same 6000 clients
         assert len(tracker.intents) == 6000

@@ -20,7 +20,7 @@ from upbit_fanout.subscriptions.lease import (
 
 
 async def _take(r: aioredis.Redis, keys: Keys, cid: str, *, reclaim: bool = False) -> list[object]:
-    reply = await r.eval(  # type: ignore[misc]
+    reply = await r.eval(
         TAKE_SCRIPT, 2, keys.leader, keys.leader_token, cid, 2000, "1" if reclaim else "0"
     )
     assert isinstance(reply, list)
@@ -58,14 +58,15 @@ async def test_each_takeover_gets_a_new_token_and_only_a_free_lease_is_taken(
 
 async def test_refresh_and_release_need_the_exact_value(r: aioredis.Redis, keys: Keys) -> None:
     _, value, _, _ = await _take(r, keys, "a")
-    assert await r.eval(REFRESH_SCRIPT, 1, keys.leader, value, 5000) == 1  # type: ignore[misc]
+    assert isinstance(value, bytes), value
+    assert await r.eval(REFRESH_SCRIPT, 1, keys.leader, value, 5000) == 1
     assert await r.pttl(keys.leader) > 2000
     stale = leader_value(1, "a")  # the same id with another token
-    assert await r.eval(REFRESH_SCRIPT, 1, keys.leader, stale, 5000) == value  # type: ignore[misc]
-    assert await r.eval(RELEASE_SCRIPT, 1, keys.leader, stale) == 0  # type: ignore[misc]
+    assert await r.eval(REFRESH_SCRIPT, 1, keys.leader, stale, 5000) == value
+    assert await r.eval(RELEASE_SCRIPT, 1, keys.leader, stale) == 0
     assert await r.get(keys.leader) == value
-    assert await r.eval(RELEASE_SCRIPT, 1, keys.leader, value) == 1  # type: ignore[misc]
-    assert await r.eval(REFRESH_SCRIPT, 1, keys.leader, value, 5000) == b""  # type: ignore[misc]
+    assert await r.eval(RELEASE_SCRIPT, 1, keys.leader, value) == 1
+    assert await r.eval(REFRESH_SCRIPT, 1, keys.leader, value, 5000) == b""
     # The counter survives the release: the next term's token is larger.
     _, again, previous, seeded = await _take(r, keys, "b")
     assert (previous, seeded) == (b"", 0)

@@ -13,6 +13,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
 from tests.conftest import RedisServer
+from tests.helpers import stream_entries
 from upbit_fanout.collector.publisher import Publisher, PublishMode
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.keys import Keys
@@ -122,7 +123,7 @@ async def test_private_events_land_in_the_capped_stream_once(
             Outgoing("ticker:KRW-BTC", b"{}", False, "ticker"),
         ]
     )
-    entries = await client.xrange(keys.stream("myOrder"))
+    entries = stream_entries(await client.xrange(keys.stream("myOrder")))
     assert [fields for _, fields in entries] == [
         {b"payload": payload, b"topic": b"myOrder:KRW-BTC", b"source": b"ws"}
     ]
@@ -135,7 +136,7 @@ async def test_private_events_land_in_the_capped_stream_once(
     await publisher.publish(private[300:])
     # MAXLEN ~ trims whole stream nodes (100 entries by default): capped, not exact.
     assert await client.xlen(keys.stream("myAsset")) < 300
-    last = await client.xrevrange(keys.stream("myAsset"), count=1)
+    last = stream_entries(await client.xrevrange(keys.stream("myAsset"), count=1))
     assert last[0][1][b"payload"] == b'{"n":599}'
 
 
@@ -235,7 +236,7 @@ async def test_a_fenced_batch_is_written_only_while_the_lease_holds_the_value(
         assert lost.value.holder is None
         assert await client.get(keys.last("ticker:KRW-BTC")) is None
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -251,7 +252,7 @@ async def test_a_stream_entry_with_a_known_identity_is_refused(
 
     await publisher.publish([order(1, "a"), order(2, "b"), order(3, "a"), order(4, None)])
     await publisher.publish([order(5, "b", "rest"), order(6, "c", "rest"), order(7, None)])
-    entries = await client.xrange(keys.stream("myOrder"))
+    entries = stream_entries(await client.xrange(keys.stream("myOrder")))
     assert [(f[b"payload"], f[b"source"]) for _, f in entries] == [
         (b'{"n":1}', b"ws"),
         (b'{"n":2}', b"ws"),

@@ -23,6 +23,7 @@ from tests.collector.process_support import (
 )
 from tests.collector.service_support import status_of, until
 from tests.conftest import RedisServer
+from tests.helpers import texts
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -182,7 +183,7 @@ async def test_an_event_with_wrong_field_types_is_counted_and_never_published(
 
 async def _union_is(r: aioredis.Redis, keys: Keys, expected: set[str]) -> bool:
     try:
-        return {m.decode() for m in await r.smembers(keys.union)} == expected
+        return texts(await r.smembers(keys.union)) == expected
     except redis.ConnectionError:  # the first command after a restart: the next one reconnects
         return False
 

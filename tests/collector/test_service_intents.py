@@ -26,7 +26,7 @@ from tests.collector.service_support import (
     union_becomes,
     until,
 )
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, text_map, wait_for
 from upbit_fanout.collector.intents import NO_KEYS_REASON
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import detect_codec
@@ -210,7 +210,7 @@ async def test_invalid_intents_are_never_sent_and_are_reported(
             text = str(message)
             for needle in ("krw-btc", "bogus", "KRW-BTC.7", "myAsset", "myOrder"):
                 assert needle not in text
-        invalid = {k.decode(): v.decode() for k, v in (await r.hgetall(keys.invalid)).items()}
+        invalid = text_map(await r.hgetall(keys.invalid))
         assert set(invalid) == {
             *(f"sloppy {topic}" for topic in bad),
             "trader myOrder:*",

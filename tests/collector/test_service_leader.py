@@ -42,6 +42,7 @@ async def test_a_standby_takes_over_when_the_leader_stops(real_redis_url: str, k
             assert not second.is_leader
             assert len(emu.connections) == 1  # only the leader talks to Upbit
             first_value = await r.get(keys.leader)
+            assert first_value is not None
             assert parse_leader(first_value)[1] == "one"  # "{fencing token} {collector id}"
             assert (await status_of(r, keys))["collector_id"] == "one"  # the standby is silent
 

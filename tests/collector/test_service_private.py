@@ -16,7 +16,7 @@ from tests.collector.service_support import (
     union_becomes,
     until,
 )
-from tests.helpers import wait_for
+from tests.helpers import stream_entries, wait_for
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -75,8 +75,8 @@ async def test_private_intents_open_an_authenticated_connection_and_get_order_ev
         assert asset["assets"]
 
         # The durable copies: one stream entry per event (not one per topic).
-        order_entries = await r.xrange(keys.stream("myOrder"))
-        asset_entries = await r.xrange(keys.stream("myAsset"))
+        order_entries = stream_entries(await r.xrange(keys.stream("myOrder")))
+        asset_entries = stream_entries(await r.xrange(keys.stream("myAsset")))
         assert len(order_entries) == len(listener.messages[keys.channel("myOrder:KRW-BTC")])
         assert len(asset_entries) >= 1
         fields = order_entries[0][1]

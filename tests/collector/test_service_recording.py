@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.collector.service_support import Listener, running_collector
-from tests.helpers import wait_for
+from tests.helpers import stream_entries, text, wait_for
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
 from upbit_fanout.subscriptions.keys import Keys
@@ -20,17 +20,17 @@ pytestmark = pytest.mark.usefixtures("real_redis_url")
 
 ACCESS = "AkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAk"
 SECRET = "Sx9kTr4WqPz2LmN8vBc6Hd3Jf7Gy5Ue1Oi0Pa2Sd"
-KEYS = {"access_key": ACCESS, "secret_key": SECRET}
+KEYS: dict[str, Any] = {"access_key": ACCESS, "secret_key": SECRET}
 
 
 async def entries(r: aioredis.Redis, keys: Keys, type_name: str) -> list[dict[str, Any]]:
     out = []
-    for entry_id, fields in await r.xrange(keys.stream(type_name)):
+    for entry_id, fields in stream_entries(await r.xrange(keys.stream(type_name))):
         out.append(
             {
-                "id": entry_id.decode(),
-                "source": fields[b"source"].decode(),
-                "topic": fields[b"topic"].decode(),
+                "id": text(entry_id),
+                "source": text(fields[b"source"]),
+                "topic": text(fields[b"topic"]),
                 "event": decode_event(fields[b"payload"]),
             }
         )

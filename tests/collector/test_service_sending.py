@@ -20,6 +20,7 @@ from tests.collector.service_support import (
     union_becomes,
     until,
 )
+from tests.helpers import text
 from upbit_fanout.collector.intents import plan
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -63,7 +64,7 @@ async def test_a_thousand_changes_in_a_second_become_few_messages_within_the_bud
         async for key in r.scan_iter(match=keys.intents_pattern):
             members = await r.smembers(key)
             if members:
-                final[key.decode()] = [m.decode() for m in members]
+                final[text(key)] = [text(m) for m in members]
         expected = {str(t) for t in plan(final, private_allowed=False).public_topics}
         assert expected
         await c.wait_subscribed(lambda union: union == expected)

@@ -33,6 +33,7 @@ def emulator_process(request: pytest.FixtureRequest) -> Iterator[tuple[subproces
     )
     try:
         assert process.stdout is not None
+        assert process.stderr is not None
         url = process.stdout.readline().strip()
         assert url.startswith("ws://127.0.0.1:"), (
             url,

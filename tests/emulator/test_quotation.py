@@ -89,6 +89,7 @@ def test_errors_and_the_rate_limit_per_group(sim: MarketSimulator) -> None:
     assert body == {"error": {"name": 404, "message": "Code not found"}}
     status, body = get(api, "/v1/trades/ticks", "market=KRW-BTC&count=501")
     assert status == 400
+    assert isinstance(body, dict), body
     assert body["error"]["name"] == "validation_error"
     answers = [
         api.handle("/v1/trades/ticks", "market=KRW-BTC", address="a", now=10.0, now_ms=NOW)

@@ -67,7 +67,7 @@ async def test_simple_frames_match_the_simple_samples() -> None:
                 fmt="SIMPLE",
             )
         )
-        frames = {}
+        frames: dict[str, dict[str, Any]] = {}
         while len(frames) < 2:
             frame = await recv_json(ws)
             frames[frame["ty"]] = frame

@@ -102,7 +102,7 @@ async def test_my_order_and_my_asset_after_place_order_and_cancel() -> None:
         await ws.send(request({"type": "myOrder"}, {"type": "myAsset"}))
         assert await silent(ws, 0.1)  # realtime only: no snapshot
         uuid = far_below_market_bid(emu)
-        by_type = {}
+        by_type: dict[str, dict[str, Any]] = {}
         while len(by_type) < 2:
             frame = await recv_json(ws)
             by_type[frame["type"]] = frame

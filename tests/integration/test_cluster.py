@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from tests.collector.process_support import COMMAND, CollectorProcess, collector_processes
 from tests.collector.service_support import FAST
 from tests.deployments import ClusterDeployment
+from tests.helpers import stream_entries, text, text_map, texts
 from upbit_fanout.client import Event, FanoutClient, Gap
 from upbit_fanout.collector import Collector
 from upbit_fanout.collector.publisher import Publisher
@@ -90,7 +91,7 @@ class Sharded:
                     self.messages[channel].append((time.monotonic(), message["data"]))
                     self._arrived.set()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+            await pubsub.aclose()
 
     def on(self, channel: str, since: float = 0.0) -> list[bytes]:
         return [data for at, data in self.messages[channel] if at >= since]
@@ -112,10 +113,6 @@ async def _want(r: aioredis.Redis, keys: Keys, client_id: str, topics: Iterable[
     """What redis-cli -c does: SADD + EXPIRE, each routed to the node owning the key."""
     await r.sadd(keys.intents(client_id), *topics)
     await r.expire(keys.intents(client_id), 60)
-
-
-def _text(values: Iterable[bytes]) -> set[str]:
-    return {value.decode() for value in values}
 
 
 @asynccontextmanager
@@ -177,7 +174,7 @@ async def test_the_contract_on_a_three_primary_cluster(
                 assert channel_node(r, keys.last(topic)) == nodes[topic]
 
             # The status hash is readable (and written by the leader, in the {P} slot).
-            status = {k.decode(): v.decode() for k, v in (await r.hgetall(keys.status)).items()}
+            status = text_map(await r.hgetall(keys.status))
             assert status["collector_id"] == collector.collector_id
             assert status["state"] == "subscribed", status
             assert int(status["union_size"]) == len(TOPICS_A + TOPICS_B)
@@ -258,7 +255,7 @@ async def _field(r: aioredis.Redis, keys: Keys, name: str) -> bool:
 
 
 async def _union_is(r: aioredis.Redis, keys: Keys, topics: set[str]) -> bool:
-    return _text(await r.smembers(keys.union)) == topics
+    return texts(await r.smembers(keys.union)) == topics
 
 
 async def test_the_client_library_ssubscribes_and_snapshots_from_last_values(
@@ -352,7 +349,7 @@ async def test_a_resharding_under_a_running_collector_and_client(
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None and message["type"] == "smessage":
                             break
-                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+                await pubsub.aclose()
             finally:
                 await node.aclose()
         await collector_redis.aclose()
@@ -631,7 +628,7 @@ async def test_private_events_reach_their_stream_and_channel_on_the_cluster(
             await _until(lambda: _stream_at_least(r, keys, 40), 30)
             await sharded.wait_for(lambda: len(sharded.on(keys.channel(topic))) >= 40, 15)
             await asyncio.sleep(0.5)  # nothing more may come
-            entries = await r.xrange(keys.stream("myOrder"))
+            entries = stream_entries(await r.xrange(keys.stream("myOrder")))
             published = [orjson.loads(data) for data in sharded.on(keys.channel(topic))]
             assert await r.zcard(keys.stream_seen("myOrder")) >= 40  # the dedupe set is used
             seen_node = channel_node(r, keys.stream_seen("myOrder"))
@@ -649,9 +646,9 @@ async def test_private_events_reach_their_stream_and_channel_on_the_cluster(
 
 async def _field_starts(r: aioredis.Redis, keys: Keys, name: str, prefix: str) -> bool:
     value = await r.hget(keys.status, name)
-    return value is not None and value.decode().startswith(prefix)
+    return value is not None and text(value).startswith(prefix)
 
 
 async def _stream_at_least(r: aioredis.Redis, keys: Keys, count: int) -> bool:
-    entries = await r.xrange(keys.stream("myOrder"))
+    entries = stream_entries(await r.xrange(keys.stream("myOrder")))
     return sum(1 for _, fields in entries if fields[b"source"] == b"ws") >= count

@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.collector.service_support import until
+from tests.helpers import stream_entries, text
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
 from upbit_fanout.subscriptions.keys import Keys
@@ -102,9 +103,9 @@ async def _stop(process: Any) -> None:
 
 async def _entries(r: aioredis.Redis, keys: Keys) -> list[tuple[str, str, dict[str, Any]]]:
     out = []
-    for entry_id, fields in await r.xrange(keys.stream("myOrder")):
+    for entry_id, fields in stream_entries(await r.xrange(keys.stream("myOrder"))):
         event = decode_event(fields[b"payload"])
-        out.append((entry_id.decode(), fields[b"source"].decode(), event))
+        out.append((text(entry_id), text(fields[b"source"]), event))
     return out
 
 
@@ -115,7 +116,7 @@ def _buy(emu: Emulator) -> str:
 async def _reconciled(r: aioredis.Redis, keys: Keys, after: int) -> bool:
     status = await r.hgetall(keys.status)
     gaps = int(status.get(b"private_gaps", b"0") or 0)
-    result = status.get(b"private_last_reconcile", b"").decode()
+    result = text(status.get(b"private_last_reconcile", b""))
     at = int(status.get(b"private_last_reconcile_at", b"0") or 0)
     return gaps >= 1 and result.startswith("ok") and at > after
 
@@ -155,7 +156,7 @@ async def test_a_consumer_killed_mid_stream_processes_every_fill_exactly_once(
             reader = await consumer()  # the same consumer name comes back
             await until(lambda: _length_at_least(r, done_key, 300), within=60)
             await asyncio.sleep(0.5)  # nothing more may come
-            lines = [line.decode() for line in await r.lrange(done_key, 0, -1)]
+            lines = [text(line) for line in await r.lrange(done_key, 0, -1)]
             groups = await r.xinfo_groups(keys.stream("myOrder"))
         finally:
             await _stop(reader)
@@ -220,7 +221,7 @@ async def test_a_collector_killed_in_a_burst_is_reconciled_after_restart(
 
 async def _status_is(r: aioredis.Redis, keys: Keys, field: str, prefix: str) -> bool:
     value = await r.hget(keys.status, field)
-    return value is not None and value.decode().startswith(prefix)
+    return value is not None and text(value).startswith(prefix)
 
 
 async def _length_at_least(r: aioredis.Redis, key: str, count: int) -> bool:

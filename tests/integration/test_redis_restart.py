@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -42,7 +43,11 @@ async def test_clients_and_collector_recover_from_a_redis_restart(
     server = redis_server_factory()
     collector_redis = aioredis.Redis.from_url(server.url)
     admin = aioredis.Redis.from_url(server.url)
-    options = {"key_prefix": keys.prefix, "lease_seconds": 3.0, "health_check_interval": 0.5}
+    options: dict[str, Any] = {
+        "key_prefix": keys.prefix,
+        "lease_seconds": 3.0,
+        "health_check_interval": 0.5,
+    }
     try:
         async with (
             Emulator(rate=400, seed=7) as emu,

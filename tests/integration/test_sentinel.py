@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -73,7 +74,11 @@ async def test_a_sentinel_failover_under_a_running_collector_and_clients(
     sentinel_deployment: SentinelDeployment, keys: Keys, tmp_path: Path
 ) -> None:
     url = sentinel_deployment.url
-    options = {"key_prefix": keys.prefix, "lease_seconds": 3.0, "health_check_interval": 0.5}
+    options: dict[str, Any] = {
+        "key_prefix": keys.prefix,
+        "lease_seconds": 3.0,
+        "health_check_interval": 0.5,
+    }
     async with Emulator(port=0, rate=400, seed=11) as emu:
         collector = await asyncio.create_subprocess_exec(
             str(COMMAND),

@@ -22,6 +22,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     return env
 
 
-def _site_packages(venv: Venv) -> dict[str, object]:
+def _site_packages(venv: Venv) -> dict[str, Any]:
     """site-packages' entries and, per distribution, the top-level entries its RECORD owns."""
     script = """
 import json, os, sysconfig
@@ -157,12 +158,12 @@ def test_the_wheel_installs_a_working_command_and_no_generic_name(venv: Venv) ->
     assert check.returncode == 0, check.stdout
 
     site = _site_packages(venv)
-    owners: dict[str, list[str]] = site["owners"]  # type: ignore[assignment]
+    owners: dict[str, list[str]] = site["owners"]
     ours = set(owners["upbit-fanout"])
     assert {top for top in ours if not top.endswith(".dist-info")} == {"upbit_fanout"}
     assert len(ours) == 2, ours
     owned = {top for name, tops in owners.items() for top in tops}
-    entries = set(site["entries"])  # type: ignore[arg-type]
+    entries = set(site["entries"])
     assert entries - owned <= {"__pycache__"}, "site-packages holds files nobody installed"
     for name in GENERIC:
         for entry in (name, f"{name}.py"):

@@ -71,7 +71,7 @@ def test_28_digit_balance_survives_msgpack() -> None:
 def test_exponent_and_trailing_zeros_keep_their_text() -> None:
     obj = loads_exact(b'{"a":1.16539E8,"b":0.00077720,"c":8.428e-05}')
     for codec in ("json", "msgpack"):
-        decoded = decode_event(encode_event(obj, codec))  # type: ignore[arg-type]
+        decoded = decode_event(encode_event(obj, codec))
         assert [str(decoded[k]) for k in "abc"] == ["1.16539E+8", "0.00077720", "0.00008428"]
         assert decoded["a"].as_tuple() == Decimal("1.16539E8").as_tuple()
 
@@ -79,7 +79,7 @@ def test_exponent_and_trailing_zeros_keep_their_text() -> None:
 def test_wide_integers_survive_both_codecs() -> None:
     obj = {"n": 2**70, "m": -(2**63), "s": 17303368620470000}
     for codec in ("json", "msgpack"):
-        assert decode_event(encode_event(obj, codec)) == obj  # type: ignore[arg-type]
+        assert decode_event(encode_event(obj, codec)) == obj
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x00abc", b"hello", b"\xc1"])
@@ -91,7 +91,7 @@ def test_garbage_is_a_codec_error(payload: bytes) -> None:
 def test_truncated_payloads_are_codec_errors() -> None:
     obj = {"type": "ticker", "trade_price": Decimal("1.5")}
     for codec in ("json", "msgpack"):
-        payload = encode_event(obj, codec)  # type: ignore[arg-type]
+        payload = encode_event(obj, codec)
         with pytest.raises(CodecError):
             decode_event(payload[:-2])
 
@@ -116,7 +116,7 @@ values = st.recursive(
 @given(st.dictionaries(st.text(max_size=8), values, max_size=6))
 def test_codecs_round_trip_anything_with_the_same_number_text(obj: dict[str, Any]) -> None:
     for codec in ("json", "msgpack"):
-        decoded = decode_event(encode_event(obj, codec))  # type: ignore[arg-type]
+        decoded = decode_event(encode_event(obj, codec))
         assert _texts(decoded) == _texts(obj)
 
 

@@ -214,7 +214,7 @@ def test_desired_state_keeps_levels_apart() -> None:
 @given(unions)
 def test_a_listing_of_what_was_sent_agrees_with_or_without_depth_suffixes(texts: list[str]) -> None:
     sent = _sub(*texts)
-    as_sent = [
+    as_sent: list[dict[str, Any]] = [
         {"type": e.type, "codes": list(e.codes or ()), "level": float(e.level or 0)}
         for e in sent.entries
     ]
