@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -18,15 +19,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_for(
-    predicate: Callable[[], object], within: float = 5.0, interval: float = 0.02
+async def until(
+    check: Callable[[], object], within: float = 5.0, *, what: str = "", interval: float = 0.02
 ) -> None:
-    """Poll ``predicate`` until it is truthy; fail the test with a clear message on timeout."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(interval)
+    """Poll ``check`` until it is truthy; fail the test after ``within`` seconds.
+
+    The one polling helper of the suite. ``check`` may be a plain predicate (state in this
+    process: ``lambda: c.tracker.loaded``) or return an awaitable (state in Redis or in another
+    process: ``lambda: union_is(r, keys, {...})``, or an ``async def`` passed by name). A check
+    that hangs is cut off at the deadline too. Poll only for state nobody announces; where the
+    code under test sets an event or a future, await that instead.
+    """
+    try:
+        async with asyncio.timeout(within) as limit:
+            while True:
+                result = check()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        if not limit.expired():
+            raise  # the check itself raised it
+        label = what or getattr(check, "__qualname__", repr(check))
+        raise AssertionError(f"not within {within} s: {label}") from None
 
 
 # Redis replies. The tests' connections leave ``decode_responses`` off, so where redis-py types a

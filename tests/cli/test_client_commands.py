@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.client.support import sample_line, until, wait_subscribed
+from tests.client.support import sample_line, wait_subscribed
+from tests.helpers import until
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import encode_event

@@ -24,7 +24,7 @@ import redis
 import redis.asyncio as aioredis
 
 from tests.collector.service_support import running_collector
-from tests.helpers import free_port
+from tests.helpers import free_port, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.redis_errors import AUTH_FAILED, describe_redis_error
@@ -99,13 +99,6 @@ def _records(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRec
     return [r for r in caplog.records if text in r.getMessage()]
 
 
-async def _until(condition: object, within: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not callable(condition) or not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_the_collector_logs_a_refused_password_as_an_error(
     secured: int, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -115,7 +108,7 @@ async def test_the_collector_logs_a_refused_password_as_an_error(
         Emulator(port=0, seed=1) as emulator,
         running_collector(url, keys, emulator.public_url, leader_lease=None) as collector,
     ):
-        await _until(lambda: _records(caplog, AUTH_FAILED))
+        await until(lambda: _records(caplog, AUTH_FAILED), within=15)
         await asyncio.sleep(1.0)  # several retries of every part
         assert not collector.status.health.ok
     errors = _records(caplog, AUTH_FAILED)
@@ -141,7 +134,9 @@ async def test_one_refused_command_is_not_followed_by_reachable_again(
             Emulator(port=0, seed=1) as emulator,
             running_collector(url, keys, emulator.public_url, leader_lease=None) as collector,
         ):
-            await _until(lambda: collector.tracker.loaded and _records(caplog, AUTH_FAILED))
+            await until(
+                lambda: collector.tracker.loaded and _records(caplog, AUTH_FAILED), within=15
+            )
             # The status writer retries up to every 2 s, the tracker sweeps every 0.3 s: give
             # both several turns in which a false "reachable again" would be logged.
             await asyncio.sleep(4.5)

@@ -15,7 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from tests.conftest import RedisServer
-from tests.helpers import SAMPLES
+from tests.helpers import SAMPLES, until
 from upbit_fanout.client import FanoutClient
 from upbit_fanout.subscriptions.codec import CodecName, encode_event
 from upbit_fanout.subscriptions.jsontext import loads_exact
@@ -58,18 +58,6 @@ def with_fields(line: bytes, **fields: Any) -> bytes:
 def client(url: str, keys: Keys, **options: Any) -> FanoutClient:
     """A FanoutClient on the test's prefix with fast timings (``options`` override them)."""
     return FanoutClient(url, key_prefix=keys.prefix, **{**FAST, **options})
-
-
-async def until(predicate: Callable[[], Any], within: float = 5.0, what: str = "") -> None:
-    """Poll an async predicate until truthy; fail with ``what`` after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        if await predicate():
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within} s: {what or predicate}")
-        await asyncio.sleep(0.02)
 
 
 async def subscribers(redis: aioredis.Redis, channel: str) -> int:

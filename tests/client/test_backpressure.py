@@ -11,8 +11,9 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from tests.client.support import client, sample_line, until, wait_subscribed, with_fields
+from tests.client.support import client, sample_line, wait_subscribed, with_fields
 from tests.conftest import RedisServer
+from tests.helpers import until
 from upbit_fanout.client import Event, Gap
 from upbit_fanout.subscriptions.keys import Keys
 

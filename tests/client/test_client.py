@@ -14,15 +14,8 @@ from decimal import Decimal
 import pytest
 import redis.asyncio as aioredis
 
-from tests.client.support import (
-    Collected,
-    client,
-    notice,
-    payload,
-    sample_line,
-    until,
-    wait_subscribed,
-)
+from tests.client.support import Collected, client, notice, payload, sample_line, wait_subscribed
+from tests.helpers import until
 from upbit_fanout.client import (
     ClientError,
     Event,

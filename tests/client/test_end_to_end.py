@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.client.support import client
-from tests.helpers import texts
+from tests.helpers import texts, until
 from upbit_fanout.client import Event, FanoutClient, Orderbook, Ticker
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
@@ -187,7 +187,7 @@ async def test_ten_client_processes_share_one_collector(
         async def everyone_saw_all_their_topics() -> bool:
             return all(set(p.topics) >= set(INTENTS[cid]) for cid, p in processes.items())
 
-        await _until(everyone_saw_all_their_topics, 15)
+        await until(everyone_saw_all_their_topics, 15)
         for cid, process in processes.items():
             assert set(process.topics) == set(INTENTS[cid]), cid  # exactly its own topics
 
@@ -202,7 +202,7 @@ async def test_ten_client_processes_share_one_collector(
         async def others_still_receive() -> bool:
             return all(len(p.topics) > counts[cid] + 3 for cid, p in processes.items())
 
-        await _until(others_still_receive, 10)
+        await until(others_still_receive, 10)
         assert not await r.exists(keys.intents("bot-9"))  # expired, nobody cleaned up
     finally:
         for process in processes.values():
@@ -210,13 +210,6 @@ async def test_ten_client_processes_share_one_collector(
     # SIGTERM made every survivor leave its ``async with``: their leases were given back at once
     assert [key async for key in r.scan_iter(match=keys.intents_pattern)] == []
     assert all(p.process.returncode == 0 for p in processes.values())
-
-
-async def _until(predicate: Any, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not await predicate():
-        assert time.monotonic() < deadline, f"not within {within} s"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_client_and_the_collector_agree_on_names(

@@ -22,9 +22,9 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.client.support import client, payload, sample_line, until, wait_subscribed
+from tests.client.support import client, payload, sample_line, wait_subscribed
 from tests.conftest import RedisServer
-from tests.helpers import free_port
+from tests.helpers import free_port, until
 from upbit_fanout.client import BlockingClient, Event, FanoutClient, Gap, parse_event
 from upbit_fanout.client._fast_link import HiredisLink, _Reader
 from upbit_fanout.client._link import PubSubLink

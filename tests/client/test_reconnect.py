@@ -17,11 +17,11 @@ from tests.client.support import (
     client,
     restart_same_port,
     sample_line,
-    until,
     wait_subscribed,
     with_fields,
 )
 from tests.conftest import RedisServer
+from tests.helpers import until
 from upbit_fanout.client import Event, FanoutClient, Gap, RedisUnavailableError
 from upbit_fanout.subscriptions.keys import Keys
 

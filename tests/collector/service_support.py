@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from tests.helpers import text_map, texts
+from tests.helpers import text_map, texts, until
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
@@ -215,17 +215,6 @@ async def union_of(redis: aioredis.Redis, keys: Keys) -> set[str]:
 
 async def status_of(redis: aioredis.Redis, keys: Keys) -> dict[str, str]:
     return text_map(await redis.hgetall(keys.status))
-
-
-async def until(
-    check: Callable[[], Awaitable[object]], within: float = 5.0, interval: float = 0.05
-) -> None:
-    """Poll an async ``check`` until it is truthy (for state that lives in Redis)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(interval)
 
 
 async def union_becomes(

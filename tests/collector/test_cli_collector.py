@@ -16,9 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from tests.collector.service_support import status_of, union_becomes, until
+from tests.collector.service_support import status_of, union_becomes
 from tests.collector.test_health_canary import http_get
-from tests.helpers import free_port
+from tests.helpers import free_port, until
 from upbit_fanout.commands.collector import collector_options, private_url
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.settings import Settings

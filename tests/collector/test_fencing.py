@@ -25,7 +25,8 @@ from tests.collector.process_support import (
     collector_processes,
     notice_is,
 )
-from tests.collector.service_support import status_of, until
+from tests.collector.service_support import status_of
+from tests.helpers import until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import parse_leader

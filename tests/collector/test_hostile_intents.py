@@ -28,9 +28,8 @@ from tests.collector.service_support import (
     status_of,
     topics_of,
     union_becomes,
-    until,
 )
-from tests.helpers import free_port, text_map, wait_for
+from tests.helpers import free_port, text_map, until
 from upbit_fanout.collector.intents import Limits
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -167,7 +166,7 @@ async def test_a_typo_is_refused_with_the_closest_market_and_never_sent(
     real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis
 ) -> None:
     async with running_collector(real_redis_url, keys, emu.public_url) as c:
-        await wait_for(lambda: c.markets is not None and c.markets.current is not None)
+        await until(lambda: c.markets is not None and c.markets.current is not None)
         await r.sadd(keys.intents("typo"), "ticker:KRW-BTC", "ticker:KRW-BTX")
         await r.expire(keys.intents("typo"), 30)
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})

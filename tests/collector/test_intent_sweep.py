@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.collector.service_support import running_collector
-from tests.helpers import wait_for
+from tests.helpers import until
 from upbit_fanout.collector.intents import IntentTracker
 from upbit_fanout.collector.status import RedisHealth, Status
 from upbit_fanout.emulator import Emulator
@@ -43,7 +43,7 @@ async def test_events_keep_being_published_while_thousands_of_keys_are_swept(
     await _write_clients(r, keys, 6000, "ticker:KRW-BTC")
     async with running_collector(real_redis_url, keys, emu.public_url, sweep_interval=60) as c:
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"}, timeout=30)
-        await wait_for(lambda: c.publisher.events_published > 0, within=10)
+        await until(lambda: c.publisher.events_published > 0, within=10)
         tracker = c.tracker
         published_at_chunk: list[int] = []
         read = tracker._read

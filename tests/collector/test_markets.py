@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, until
 from upbit_fanout.collector.markets import (
     MarketList,
     MarketSet,
@@ -131,13 +131,13 @@ async def test_without_rest_it_says_so_retries_and_loads_when_it_comes_back() ->
     )
     task = asyncio.create_task(markets.run())
     try:
-        await wait_for(lambda: markets.failures >= 2, within=10)
+        await until(lambda: markets.failures >= 2, within=10)
         assert not notes or "not loaded" in notes[-1]
         assert _loaded(markets) is None
         assert markets.note.startswith("not loaded (")
         assert "market codes are not checked, retrying" in markets.note
         async with Emulator(port=port, seed=1, rate=10):
-            await wait_for(lambda: markets.current is not None, within=10)
+            await until(lambda: markets.current is not None, within=10)
         assert _loaded(markets) == UPBIT
         assert markets.note.startswith("855 markets, loaded ")
         assert notes[-1] == markets.note

@@ -21,9 +21,9 @@ from tests.collector.process_support import (
     Recorder,
     collector_processes,
 )
-from tests.collector.service_support import status_of, until
+from tests.collector.service_support import status_of
 from tests.conftest import RedisServer
-from tests.helpers import texts
+from tests.helpers import texts, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 

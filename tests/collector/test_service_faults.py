@@ -21,10 +21,9 @@ from tests.collector.service_support import (
     status_of,
     topics_of,
     union_becomes,
-    until,
 )
 from tests.conftest import RedisServer
-from tests.helpers import wait_for
+from tests.helpers import until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -55,7 +54,7 @@ async def recovered(emu: Emulator, listener: Listener, keys: Keys, sends_before:
     """The union was re-sent on a new connection, a gap was announced, events flow again."""
     btc = keys.channel("ticker:KRW-BTC")
     await listener.wait(lambda: gaps(listener, keys))
-    await wait_for(lambda: len(sent_messages(emu)) > sends_before)
+    await until(lambda: len(sent_messages(emu)) > sends_before)
     assert topics_of(sent_messages(emu)[-1]) == WANTED  # no intent lost
     assert len(emu.connections) == 1
     seen = len(listener.messages[btc])
@@ -125,7 +124,7 @@ async def test_a_malformed_frame_is_counted_and_changes_nothing_else(
     ):
         await c.wait_subscribed(lambda union: union == WANTED)
         assert await emu.send_malformed() == 1
-        await wait_for(lambda: c.counters["malformed_frames"] == 1)
+        await until(lambda: c.counters["malformed_frames"] == 1)
         seen = len(listener.messages[btc])
         await listener.wait(lambda: len(listener.messages[btc]) > seen)
         assert emu.counters["connections"] == 1
@@ -145,7 +144,7 @@ async def test_refused_connections_are_retried_until_accepted(
         before = len(sent_messages(emu))
         emu.refuse_connections(1.0)
         await emu.drop_all()
-        await wait_for(lambda: emu.counters["refused_connections"] >= 2)
+        await until(lambda: emu.counters["refused_connections"] >= 2)
         assert c.state == "reconnecting"
         assert "503" in c.status.snapshot()["last_error"]
         await recovered(emu, listener, keys, before)
@@ -185,7 +184,7 @@ async def test_redis_going_away_keeps_the_upstream_and_is_reported_when_back(
             await c.wait_subscribed(lambda union: union == WANTED)
             await r.aclose()
             server.kill()
-            await wait_for(lambda: not c.status.health.ok, within=5)
+            await until(lambda: not c.status.health.ok, within=5)
             events = c.counters["events_total"]
             await asyncio.sleep(0.5)
             # Intents cannot be read, yet nothing was unsubscribed: events still arrive.
@@ -210,7 +209,7 @@ async def test_redis_going_away_keeps_the_upstream_and_is_reported_when_back(
             assert int(status["dropped_events"]) > 0
             await union_becomes(r, keys, WANTED)
             # The queued events go out once the publisher's retry comes, with a gap notice.
-            await wait_for(lambda: any("events were dropped" in m for m in _logged(caplog)))
+            await until(lambda: any("events were dropped" in m for m in _logged(caplog)))
         assert sum("Redis unreachable" in m for m in _logged(caplog)) == 1  # once per outage
     finally:
         await r.aclose()

@@ -24,9 +24,8 @@ from tests.collector.service_support import (
     status_of,
     topics_of,
     union_becomes,
-    until,
 )
-from tests.helpers import free_port, text_map, wait_for
+from tests.helpers import free_port, text_map, until
 from upbit_fanout.collector.intents import NO_KEYS_REASON
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import detect_codec
@@ -110,7 +109,7 @@ async def test_a_redis_cli_client_is_served_within_a_second_by_keyspace_notifica
 ) -> None:
     # A sweep every 30 s: only the notifications can explain a fast reaction.
     async with running_collector(real_redis_url, keys, emu.public_url, sweep_interval=30) as c:
-        await wait_for(lambda: c.tracker.loaded)
+        await until(lambda: c.tracker.loaded)
         assert c.tracker.notifications
         started = time.monotonic()
         await r.execute_command("SADD", keys.intents("cli"), "ticker:KRW-BTC")
@@ -129,7 +128,7 @@ async def test_without_notifications_the_sweep_serves_a_client_within_one_interv
 ) -> None:
     server = redis_server_factory()  # type: ignore[operator]
     async with running_collector(server.url, keys, emu.public_url, sweep_interval=0.5) as c:
-        await wait_for(lambda: c.tracker.loaded)
+        await until(lambda: c.tracker.loaded)
         sync = redis.Redis.from_url(server.url)
         try:
             sync.config_set("notify-keyspace-events", "")  # someone turned them off
@@ -177,7 +176,7 @@ async def test_when_config_is_refused_it_says_so_once_and_relies_on_the_sweep(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="collector")
     async with running_collector(locked_redis_url, keys, emu.public_url, sweep_interval=0.3) as c:
-        await wait_for(lambda: c.tracker.loaded)
+        await until(lambda: c.tracker.loaded)
         assert not c.tracker.notifications
         sync = redis.Redis.from_url(locked_redis_url)
         try:
@@ -203,8 +202,8 @@ async def test_invalid_intents_are_never_sent_and_are_reported(
         await r.expire(keys.intents("trader"), 30)
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
         sweeps = c.tracker.sweeps
-        await wait_for(lambda: c.tracker.sweeps >= sweeps + 3)  # re-read a few times
-        await wait_for(lambda: c.status.counters["invalid_intents"] == 5)
+        await until(lambda: c.tracker.sweeps >= sweeps + 3)  # re-read a few times
+        await until(lambda: c.status.counters["invalid_intents"] == 5)
 
         for message in sent_messages(emu):
             text = str(message)
@@ -229,7 +228,7 @@ async def test_invalid_intents_are_never_sent_and_are_reported(
         # The report is kept current: when the intents go, so do the entries.
         await r.delete(keys.intents("sloppy"), keys.intents("trader"))
         await c.wait_subscribed(lambda union: not union)
-        await wait_for(lambda: c.status.counters["invalid_intents"] == 0)
+        await until(lambda: c.status.counters["invalid_intents"] == 0)
         await asyncio.sleep(0.1)
         assert await r.hgetall(keys.invalid) == {}
 

@@ -7,8 +7,8 @@ import contextlib
 import pytest
 import redis.asyncio as aioredis
 
-from tests.collector.service_support import running_collector, status_of, until
-from tests.helpers import wait_for
+from tests.collector.service_support import running_collector, status_of
+from tests.helpers import until
 from upbit_fanout.collector import State
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -37,7 +37,7 @@ async def test_a_standby_takes_over_when_the_leader_stops(real_redis_url: str, k
                     real_redis_url, keys, emu.public_url, leader_lease=1.0, collector_id="two"
                 )
             )
-            await wait_for(lambda: second.tracker.loaded)  # warm: it tracks intents already
+            await until(lambda: second.tracker.loaded)  # warm: it tracks intents already
             assert second.state == State.STANDBY
             assert not second.is_leader
             assert len(emu.connections) == 1  # only the leader talks to Upbit

@@ -9,14 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from tests.collector.service_support import (
-    Listener,
-    running_collector,
-    status_of,
-    union_becomes,
-    until,
-)
-from tests.helpers import stream_entries, wait_for
+from tests.collector.service_support import Listener, running_collector, status_of, union_becomes
+from tests.helpers import stream_entries, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -84,14 +78,14 @@ async def test_private_intents_open_an_authenticated_connection_and_get_order_ev
         assert fields[b"payload"] == listener.messages[keys.channel("myOrder:KRW-BTC")][0]
 
         # Both connections confirmed their subscription with LIST_SUBSCRIPTIONS.
-        await wait_for(lambda: c.counters["subscription_checks"] >= 2, within=10)
-        await wait_for(lambda: c.private is not None and c.private.applied)
+        await until(lambda: c.counters["subscription_checks"] >= 2, within=10)
+        await until(lambda: c.private is not None and c.private.applied)
         assert c.counters["subscription_mismatches"] == 0
 
         # When nobody wants private topics any more, the private socket is closed.
         await r.delete(keys.intents("trader"))
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
-        await wait_for(lambda: [conn.private for conn in emu.connections] == [False])
+        await until(lambda: [conn.private for conn in emu.connections] == [False])
 
 
 async def test_wrong_keys_are_refused_reported_and_never_revealed(
@@ -118,12 +112,12 @@ async def test_wrong_keys_are_refused_reported_and_never_revealed(
         await r.sadd(keys.intents("trader"), "myAsset", "ticker:KRW-BTC")
         await r.expire(keys.intents("trader"), 30)
         await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"})
-        await wait_for(lambda: emu.counters["auth_failures"] >= 3)  # it keeps retrying
+        await until(lambda: emu.counters["auth_failures"] >= 3)  # it keeps retrying
         await until(lambda: _refused(r, keys))
         # the REST reconciliation is refused as Upbit refuses it, and reported once
         recorder = c.recorder
         assert recorder is not None
-        await wait_for(lambda: recorder.reconciliations >= 1)
+        await until(lambda: recorder.reconciliations >= 1)
         assert recorder.last_result == "refused: jwt_verification (HTTP 401)"
         await recorder.reconcile(0, 1)  # a second attempt: refused again, not logged again
         assert emu.counters["rest_refused:401"] >= 2

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.collector.service_support import Listener, running_collector
-from tests.helpers import stream_entries, text, wait_for
+from tests.helpers import stream_entries, text, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
 from upbit_fanout.subscriptions.keys import Keys
@@ -53,11 +53,11 @@ async def test_every_order_is_recorded_once_with_no_intent_alive(
             real_redis_url, keys, emu.public_url, private_url=emu.private_url, **KEYS
         ) as c,
     ):
-        await wait_for(lambda: any(conn.private for conn in emu.connections), within=10)
+        await until(lambda: any(conn.private for conn in emu.connections), within=10)
         assert c.recorder is not None
-        await wait_for(lambda: c.recorder is not None and c.recorder.reconciliations >= 1)
+        await until(lambda: c.recorder is not None and c.recorder.reconciliations >= 1)
         placed = [buy(emu) for _ in range(60)]  # 60 orders: 120 order and 120 asset events
-        await wait_for(lambda: c.publisher.stream_entries >= 241, within=15)
+        await until(lambda: c.publisher.stream_entries >= 241, within=15)
         orders = await entries(r, keys, "myOrder")
         assets = await entries(r, keys, "myAsset")
         assert c.union == frozenset()  # nobody asked for a channel
@@ -87,18 +87,18 @@ async def test_a_hole_in_the_private_socket_is_a_gap_entry_and_rest_fills_it(
     ):
         recorder = c.recorder
         assert recorder is not None
-        await wait_for(lambda: recorder.reconciliations >= 1, within=10)
+        await until(lambda: recorder.reconciliations >= 1, within=10)
         before = [buy(emu) for _ in range(5)]
-        await wait_for(lambda: c.publisher.stream_entries >= 21, within=10)  # 10 + 10 + start
+        await until(lambda: c.publisher.stream_entries >= 21, within=10)  # 10 + 10 + start
 
         emu.refuse_connections(1.5)
         await emu.drop_all()
-        await wait_for(lambda: not any(conn.private for conn in emu.connections), within=5)
+        await until(lambda: not any(conn.private for conn in emu.connections), within=5)
         during = [buy(emu) for _ in range(7)]  # nobody hears these live
-        await wait_for(lambda: recorder.reconciliations >= 2, within=20)
+        await until(lambda: recorder.reconciliations >= 2, within=20)
         await asyncio.sleep(0.3)  # the reconciled entries' publish round trip
         after = buy(emu)
-        await wait_for(
+        await until(
             lambda: any(conn.private and conn.frames_sent >= 3 for conn in emu.connections),
             within=10,
         )
@@ -147,18 +147,18 @@ async def test_an_old_order_finished_in_the_hole_is_asked_for_by_uuid(
     ):
         recorder = c.recorder
         assert recorder is not None
-        await wait_for(lambda: recorder.reconciliations >= 1, within=10)
+        await until(lambda: recorder.reconciliations >= 1, within=10)
         price = (emu.simulator.last_price("KRW-BTC") / 2).quantize(Decimal(1000))
         resting = emu.place_order(
             code="KRW-BTC", side="bid", ord_type="limit", price=price, volume="0.0002"
         )
-        await wait_for(lambda: c.publisher.stream_entries >= 3, within=10)  # wait + asset
+        await until(lambda: c.publisher.stream_entries >= 3, within=10)  # wait + asset
         await asyncio.sleep(0.3)
         emu.refuse_connections(1.0)
         await emu.drop_all()
-        await wait_for(lambda: not any(conn.private for conn in emu.connections), within=5)
+        await until(lambda: not any(conn.private for conn in emu.connections), within=5)
         emu.cancel_order(resting)
-        await wait_for(lambda: recorder.reconciliations >= 2, within=20)
+        await until(lambda: recorder.reconciliations >= 2, within=20)
         await asyncio.sleep(0.3)
         orders = await entries(r, keys, "myOrder")
         requests = emu.counters["rest_requests"]

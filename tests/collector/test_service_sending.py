@@ -18,9 +18,8 @@ from tests.collector.service_support import (
     status_of,
     topics_of,
     union_becomes,
-    until,
 )
-from tests.helpers import text
+from tests.helpers import text, until
 from upbit_fanout.collector.intents import plan
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -55,7 +54,7 @@ async def test_a_thousand_changes_in_a_second_become_few_messages_within_the_bud
             await asyncio.sleep(rng.uniform(0.0, 0.04))
 
     async with running_collector(real_redis_url, keys, emu.public_url) as c:
-        await until(lambda: _true(c.tracker.loaded))
+        await until(lambda: c.tracker.loaded)
         started = time.monotonic()
         await asyncio.gather(*(writer(i) for i in range(writers)))
         assert time.monotonic() - started < 2.0  # 1,000 changes in about a second
@@ -78,10 +77,6 @@ async def test_a_thousand_changes_in_a_second_become_few_messages_within_the_bud
         assert sum(1 for t in times[i:] if t < start + 1.0) <= 5, "more than 5 in one second"
     assert len(messages) <= 5 * 3  # coalesced: a few per second, not one per change
     assert topics_of(messages[-1]) == expected  # the last message is the final union
-
-
-async def _true(value: object) -> bool:
-    return bool(value)
 
 
 async def test_a_new_topic_gets_its_snapshot_and_old_topics_get_no_second_one(
@@ -166,7 +161,7 @@ async def test_heartbeats_and_repeats_send_nothing(
             await r.publish(keys.control, "a")
             await r.sadd(keys.intents("b"), "ticker:KRW-BTC")  # same topic, another client
             await r.expire(keys.intents("b"), 30)
-        await until(lambda: _true(c.tracker.sweeps >= sweeps + 2))
+        await until(lambda: c.tracker.sweeps >= sweeps + 2)
         assert len(sent_messages(emu)) == 1  # the desired state never changed
         assert c.counters["sends_total"] == 1
 

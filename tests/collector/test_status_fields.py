@@ -9,7 +9,8 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from tests.collector.service_support import running_collector, status_of, until
+from tests.collector.service_support import running_collector, status_of
+from tests.helpers import until
 from upbit_fanout.commands.status import gather, render_text
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys

@@ -18,8 +18,8 @@ from tests.collector.service_support import (
     sent_messages,
     status_of,
     topics_of,
-    until,
 )
+from tests.helpers import until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -47,7 +47,7 @@ async def test_adding_one_topic_to_a_union_of_300_costs_one_snapshot(
         await _want(r, keys, "big", *union)
         await c.wait_subscribed(lambda u: len(u) == 300, timeout=20)
         connection = emu.connections[0]
-        await until(lambda: _true(connection.snapshots_sent == 300), within=10)
+        await until(lambda: connection.snapshots_sent == 300, within=10)
 
         await _want(r, keys, "one", extra)
         await c.wait_subscribed(lambda u: extra in u, timeout=20)
@@ -92,7 +92,7 @@ async def test_list_subscriptions_catches_a_code_upbit_dropped_and_the_collector
         events = listener.events(eth)
         assert events[0]["stream_type"] == "SNAPSHOT"
 
-        await until(lambda: _true(c.counters["subscription_checks"] >= 2), within=10)
+        await until(lambda: c.counters["subscription_checks"] >= 2, within=10)
         assert c.counters["subscription_mismatches"] == 1  # the second check found it right
         status = await _status_when(r, keys, "subscription_verified_at")
         assert status["subscription_mismatches"] == "1"
@@ -108,7 +108,7 @@ async def test_checks_never_delay_a_subscribe_and_stay_within_the_budget(
             await _want(r, keys, f"c{index}", f"ticker:{code}")
             await asyncio.sleep(0.1)
         await c.wait_subscribed(lambda u: len(u) == len(codes), timeout=10)
-        await until(lambda: _true(c.counters["subscription_checks"] >= 1), within=10)
+        await until(lambda: c.counters["subscription_checks"] >= 1, within=10)
     times = [record.monotonic for record in emu.received]
     assert all(record.error is None for record in emu.received)  # never TOO_MANY_REQUESTS
     for i, start in enumerate(times):
@@ -155,8 +155,8 @@ async def test_level_topics_deliver_grouped_books_and_other_quotes_are_refused(
         assert reason is not None
         assert b"KRW markets only" in reason
         # LIST_SUBSCRIPTIONS lists the level object as sent: the check agrees
-        await until(lambda: _true(c.counters["subscription_checks"] >= 1), within=10)
-        await until(lambda: _true(c.public.applied), within=5)
+        await until(lambda: c.counters["subscription_checks"] >= 1, within=10)
+        await until(lambda: c.public.applied, within=5)
         assert c.counters["subscription_mismatches"] == 0
 
 
@@ -180,7 +180,7 @@ async def test_simple_frames_upstream_are_republished_as_the_same_default_bytes(
             await plain.wait_subscribed(lambda u: len(u) == len(topics), timeout=15)
             await simple.wait_subscribed(lambda u: len(u) == len(topics), timeout=15)
             await until(
-                lambda: _true(
+                lambda: (
                     sorted(conn.format.value for conn in emu.connections) == ["DEFAULT", "SIMPLE"]
                 ),
                 within=15,
@@ -201,7 +201,7 @@ async def test_simple_frames_upstream_are_republished_as_the_same_default_bytes(
 
             await listener.wait(lambda: common() >= 10, within=20)
             # the check asks in SIMPLE too, and its SIMPLE answer (mthd, rslt, cds) agrees
-            await until(lambda: _true(simple.counters["subscription_checks"] >= 1), within=15)
+            await until(lambda: simple.counters["subscription_checks"] >= 1, within=15)
             assert list_requests(emu)[-1][-1] in ({"format": "SIMPLE"}, {"format": "DEFAULT"})
             assert any(m[-1] == {"format": "SIMPLE"} for m in list_requests(emu))
             assert simple.counters["subscription_mismatches"] == 0
@@ -223,10 +223,6 @@ async def test_simple_frames_upstream_are_republished_as_the_same_default_bytes(
 
 def _raw(raw: str | bytes) -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
-
-
-async def _true(value: object) -> bool:
-    return bool(value)
 
 
 async def _status_when(r: aioredis.Redis, keys: Keys, field: str) -> dict[str, str]:
@@ -270,9 +266,9 @@ async def test_repeated_differences_are_resent_after_longer_waits(
     delay = 0.3
     async with running_collector(real_redis_url, keys, emu.public_url, verify_delay=delay) as c:
         await _want(r, keys, "a", "ticker:KRW-BTC", "ticker:KRW-ETH")
-        await until(lambda: _true(c.counters["subscription_mismatches"] == 2), within=20)
-        await until(lambda: _true(len(sent_messages(emu)) == 3), within=20)  # the 2nd re-send
-        await until(lambda: _true(emu.connections[0].subscription is not None), within=5)
+        await until(lambda: c.counters["subscription_mismatches"] == 2, within=20)
+        await until(lambda: len(sent_messages(emu)) == 3, within=20)  # the 2nd re-send
+        await until(lambda: emu.connections[0].subscription is not None, within=5)
     sends = [rec.monotonic for rec in emu.received if b"LIST" not in _raw(rec.raw)]
     checks = [rec.monotonic for rec in emu.received if b"LIST" in _raw(rec.raw)]
     assert len(sends) == 3

@@ -14,7 +14,7 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from tests.collector.process_support import COMMAND, CollectorProcess, collector_processes
 from tests.collector.service_support import FAST
 from tests.deployments import ClusterDeployment
-from tests.helpers import stream_entries, text, text_map, texts
+from tests.helpers import stream_entries, text, text_map, texts, until
 from upbit_fanout.client import Event, FanoutClient, Gap
 from upbit_fanout.collector import Collector
 from upbit_fanout.collector.publisher import Publisher
@@ -103,12 +103,6 @@ class Sharded:
                 await self._arrived.wait()
 
 
-async def _until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    async with asyncio.timeout(within):
-        while not await check():  # noqa: ASYNC110 - the state is in Redis, polled
-            await asyncio.sleep(0.1)
-
-
 async def _want(r: aioredis.Redis, keys: Keys, client_id: str, topics: Iterable[str]) -> None:
     """What redis-cli -c does: SADD + EXPIRE, each routed to the node owning the key."""
     await r.sadd(keys.intents(client_id), *topics)
@@ -151,7 +145,7 @@ async def test_the_contract_on_a_three_primary_cluster(
             await _want(r, keys, "b", TOPICS_B)
             # Events on every sharded channel, whichever node owns it.
             await sharded.wait_for(lambda: all(sharded.on(ch) for ch in channels), 20)
-            await _until(
+            await until(
                 lambda: _union_is(r, keys, set(TOPICS_A + TOPICS_B)), 10
             )  # P:union, in the collector's own slot
 
@@ -189,7 +183,7 @@ async def test_the_contract_on_a_three_primary_cluster(
             # The canary is published and received through sharded pub/sub too.
             await sharded.wait_for(lambda: bool(sharded.on(keys.canary)), 15)
             # ... and the collector's own canary listener (SSUBSCRIBEd on its node) got it back.
-            await _until(lambda: _field(r, keys, "canary_ok_at"), 15)
+            await until(lambda: _field(r, keys, "canary_ok_at"), 15)
             check = await asyncio.create_subprocess_exec(
                 str(COMMAND), "check", "--redis-url", redis_cluster.url,
                 "--key-prefix", keys.prefix, stdout=asyncio.subprocess.PIPE,
@@ -227,7 +221,7 @@ async def test_the_contract_on_a_three_primary_cluster(
 
             # Expiry shrinks the union: b's lease runs out on whichever node holds its key.
             await r.pexpire(keys.intents("b"), 200)
-            await _until(lambda: _union_is(r, keys, set(TOPICS_A)), 10)
+            await until(lambda: _union_is(r, keys, set(TOPICS_A)), 10)
             assert int((await r.hget(keys.status, "union_size")) or 0) == len(TOPICS_A)
         await collector_redis.aclose()
 
@@ -399,7 +393,7 @@ async def test_a_paused_leader_publishes_nothing_on_any_node_after_a_takeover(
 
             stopped_wall = time.time_ns() // 1_000_000
             a.signal(signal.SIGSTOP)  # a's socket keeps filling with frames
-            await _until(lambda: _leader_is(r, keys, "b"), lease * 3 + 10)
+            await until(lambda: _leader_is(r, keys, "b"), lease * 3 + 10)
             took = time.monotonic()
             await sharded.wait_for(
                 lambda: all(sharded.on(ch, took) for ch in channels), 15
@@ -580,7 +574,7 @@ async def test_a_primary_failover_under_a_running_collector_and_client(
             # A new client's intent, written after the failover, is served: the tracker
             # sweeps and listens on the promoted node too.
             await _want(r, keys, "late", ["trade:KRW-BTC"])
-            await _until(lambda: _in_union(r, keys, "trade:KRW-BTC"), 15)
+            await until(lambda: _in_union(r, keys, "trade:KRW-BTC"), 15)
             assert collector.is_leader
         await collector_redis.aclose()
 
@@ -620,12 +614,12 @@ async def test_private_events_reach_their_stream_and_channel_on_the_cluster(
             ),
         ):
             await _want(r, keys, "books", [topic])
-            await _until(lambda: _field_starts(r, keys, "private_last_reconcile", "ok"), 30)
+            await until(lambda: _field_starts(r, keys, "private_last_reconcile", "ok"), 30)
             placed = [
                 emu.place_order(code="KRW-BTC", side="bid", ord_type="price", price="6000")
                 for _ in range(20)
             ]
-            await _until(lambda: _stream_at_least(r, keys, 40), 30)
+            await until(lambda: _stream_at_least(r, keys, 40), 30)
             await sharded.wait_for(lambda: len(sharded.on(keys.channel(topic))) >= 40, 15)
             await asyncio.sleep(0.5)  # nothing more may come
             entries = stream_entries(await r.xrange(keys.stream("myOrder")))

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from tests.collector.service_support import until
-from tests.helpers import stream_entries, text
+from tests.helpers import stream_entries, text, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
 from upbit_fanout.subscriptions.keys import Keys

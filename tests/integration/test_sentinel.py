@@ -13,7 +13,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.deployments import SentinelDeployment
+from tests.helpers import until
 from upbit_fanout.client import Event, FanoutClient, Gap
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions import Keys
@@ -51,12 +52,6 @@ async def _next(client: FanoutClient, kind: type, topic: str | None, within: flo
             ):
                 return item
     raise AssertionError("the event stream ended")
-
-
-async def _until(check: Callable[[], Awaitable[bool]], within: float) -> None:
-    async with asyncio.timeout(within):
-        while not await check():  # noqa: ASYNC110 - the state is in Redis, polled
-            await asyncio.sleep(0.1)
 
 
 def _env(keys: Keys) -> dict[str, str]:
@@ -147,7 +142,7 @@ async def test_a_sentinel_failover_under_a_running_collector_and_clients(
                             and await primary.hget(keys.status, "state") == b"subscribed"
                         )
 
-                    await _until(settled, within=15)
+                    await until(settled, within=15)
 
                     # It keeps its leadership there, in the same fenced term (the lease and its
                     # token were replicated), and it never closed the upstream socket.
@@ -155,7 +150,7 @@ async def test_a_sentinel_failover_under_a_running_collector_and_clients(
                         value = await primary.get(keys.leader)
                         return value is not None and parse_leader(value)[1] == "sentinel-test"
 
-                    await _until(leads, within=15)
+                    await until(leads, within=15)
                     assert await primary.get(keys.leader) == term_before
                     # one upstream connection, ever: the failover never closed it
                     assert emu.counters["connections"] == 1, dict(emu.counters)

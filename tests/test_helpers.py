@@ -1,0 +1,63 @@
+"""The suite's own helpers: a polling helper that cannot time out, or a reply check that lets a
+wrong type through, would make every test built on it unable to fail."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.helpers import stream_entries, text, text_map, texts, until
+
+
+async def test_until_takes_plain_and_async_checks() -> None:
+    calls = {"plain": 0, "async": 0}
+
+    def plain() -> bool:
+        calls["plain"] += 1
+        return calls["plain"] >= 3
+
+    async def in_redis() -> bool:
+        await asyncio.sleep(0)
+        calls["async"] += 1
+        return calls["async"] >= 3
+
+    await until(plain, within=5)
+    await until(in_redis, within=5)
+    assert calls == {"plain": 3, "async": 3}
+
+
+async def test_until_fails_with_what_it_waited_for() -> None:
+    with pytest.raises(AssertionError, match=r"not within 0\.1 s: the union"):
+        await until(lambda: False, within=0.1, what="the union")
+
+
+async def test_until_cuts_off_a_check_that_hangs() -> None:
+    async def hangs() -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    with pytest.raises(AssertionError, match=r"not within 0\.1 s"):
+        await until(hangs, within=0.1)
+
+
+async def test_until_lets_the_checks_own_timeout_through() -> None:
+    async def times_out() -> bool:
+        raise TimeoutError("from the check")
+
+    with pytest.raises(TimeoutError, match="from the check"):
+        await until(times_out, within=5)
+
+
+def test_reply_helpers_refuse_what_the_tests_connections_never_return() -> None:
+    assert text(b"ok") == "ok"
+    assert texts([b"a", b"b"]) == {"a", "b"}
+    assert text_map({b"k": b"v"}) == {"k": "v"}
+    assert stream_entries([(b"1-0", {b"f": b"v"})]) == [(b"1-0", {b"f": b"v"})]
+    for wrong in ("ok", None, 1):
+        with pytest.raises(AssertionError):
+            text(wrong)
+    with pytest.raises(AssertionError):
+        stream_entries(None)
+    with pytest.raises(AssertionError):
+        stream_entries([("1-0", {b"f": b"v"})])
