@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import fakeredis
 import pytest
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 
 from tests.deployments import ClusterDeployment
 from tests.helpers import free_port
+from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
 
@@ -182,3 +184,14 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterD
         yield deployment
     finally:
         deployment.stop()
+
+
+@pytest.fixture
+async def emu(request: pytest.FixtureRequest) -> AsyncIterator[Emulator]:
+    """The project's Upbit emulator on a free loopback port, closed after the test. Its options
+    come from the closest ``pytest.mark.emulator(seed=..., rate=..., ...)`` (a module's
+    ``pytestmark`` or the test's own); without one, seed 1 at 300 events/s."""
+    marker = request.node.get_closest_marker("emulator")
+    options: dict[str, Any] = {"seed": 1, "rate": 300, **(marker.kwargs if marker else {})}
+    async with Emulator(port=0, **options) as emulator:
+        yield emulator

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import socket
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
+
+TIME_SCALE = max(1.0, float(os.environ.get("UPBIT_FANOUT_TEST_TIME_SCALE", "1")))
+"""How much slower than an idle developer machine this one may be (a loaded CI runner: 3).
+Every time limit of the suite's helpers (``until``, ``ClientProcess.start``) and every upper
+bound a test puts on elapsed wall-clock time (``scaled``) is multiplied by it; lower bounds
+("not before 0.1 s") are not. Never below 1."""
+
+
+def scaled(seconds: float) -> float:
+    """An upper bound on elapsed wall-clock time (or its slack), times ``TIME_SCALE``."""
+    return seconds * TIME_SCALE
+
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "upbit-samples"
 """Real Upbit frames from public sources, kept in the repository (sources: README.md there)."""
@@ -31,7 +45,7 @@ async def until(
     code under test sets an event or a future, await that instead.
     """
     try:
-        async with asyncio.timeout(within) as limit:
+        async with asyncio.timeout(scaled(within)) as limit:
             while True:
                 result = check()
                 if inspect.isawaitable(result):
@@ -43,7 +57,57 @@ async def until(
         if not limit.expired():
             raise  # the check itself raised it
         label = what or getattr(check, "__qualname__", repr(check))
-        raise AssertionError(f"not within {within} s: {label}") from None
+        raise AssertionError(f"not within {scaled(within)} s: {label}") from None
+
+
+class ClientProcess:
+    """A client in a process of its own: real signals, a real crash.
+
+    ``start`` runs ``python -c script *args`` and returns once the script printed ``ready`` (one
+    line); every line it prints afterwards is kept in ``lines``. ``stop()`` sends SIGTERM (a
+    clean leave: the script gives its lease back), ``stop(kill=True)`` SIGKILL (a crash: no
+    goodbye, the lease must run out).
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(
+        cls, script: str, *args: str, ready: str, within: float = 20.0
+    ) -> ClientProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, *args, stdout=asyncio.subprocess.PIPE
+        )
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), scaled(within))
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AssertionError(
+                f"the client did not say {ready!r} within {scaled(within)} s"
+            ) from None
+        assert line.decode().strip() == ready, line
+        return cls(process)
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            self.lines.append(line.decode().strip())
+
+    async def stop(self, *, kill: bool = False) -> int:
+        """End the process (SIGTERM, or SIGKILL with ``kill``); its exit code."""
+        if self.process.returncode is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+        returncode = await self.process.wait()
+        await self._reader  # ends at the pipe's EOF
+        return returncode
 
 
 # Redis replies. The tests' connections leave ``decode_responses`` off, so where redis-py types a

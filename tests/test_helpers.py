@@ -4,10 +4,11 @@ wrong type through, would make every test built on it unable to fail."""
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 
-from tests.helpers import stream_entries, text, text_map, texts, until
+from tests.helpers import ClientProcess, stream_entries, text, text_map, texts, until
 
 
 async def test_until_takes_plain_and_async_checks() -> None:
@@ -28,7 +29,7 @@ async def test_until_takes_plain_and_async_checks() -> None:
 
 
 async def test_until_fails_with_what_it_waited_for() -> None:
-    with pytest.raises(AssertionError, match=r"not within 0\.1 s: the union"):
+    with pytest.raises(AssertionError, match=r"not within [0-9.]+ s: the union"):
         await until(lambda: False, within=0.1, what="the union")
 
 
@@ -37,7 +38,7 @@ async def test_until_cuts_off_a_check_that_hangs() -> None:
         await asyncio.Event().wait()
         return True
 
-    with pytest.raises(AssertionError, match=r"not within 0\.1 s"):
+    with pytest.raises(AssertionError, match=r"not within [0-9.]+ s"):
         await until(hangs, within=0.1)
 
 
@@ -61,3 +62,17 @@ def test_reply_helpers_refuse_what_the_tests_connections_never_return() -> None:
         stream_entries(None)
     with pytest.raises(AssertionError):
         stream_entries([("1-0", {b"f": b"v"})])
+
+
+async def test_a_client_process_keeps_its_lines_and_ends_on_a_signal() -> None:
+    script = "import time\nprint('ready', flush=True)\nprint('a', flush=True)\ntime.sleep(60)\n"
+    process = await ClientProcess.start(script, ready="ready")
+    await until(lambda: process.lines == ["a"], within=10)
+    assert await process.stop() == -signal.SIGTERM
+    crashed = await ClientProcess.start(script, ready="ready")
+    assert await crashed.stop(kill=True) == -signal.SIGKILL
+
+
+async def test_a_client_process_that_never_gets_ready_fails_the_test() -> None:
+    with pytest.raises(AssertionError, match="did not say 'ready'"):
+        await ClientProcess.start("import time\ntime.sleep(60)\n", ready="ready", within=0.5)

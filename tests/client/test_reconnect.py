@@ -21,7 +21,7 @@ from tests.client.support import (
     with_fields,
 )
 from tests.conftest import RedisServer
-from tests.helpers import until
+from tests.helpers import scaled, until
 from upbit_fanout.client import Event, FanoutClient, Gap, RedisUnavailableError
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -54,7 +54,7 @@ async def test_redis_restart_gap_intents_repaired_events_flow_again(
         assert isinstance(gap, Gap)
         assert gap.kind == "gap"
         assert gap.topics == (TOPIC, "trade:KRW-BTC")
-        assert 0 <= gap.duration < 10
+        assert 0 <= gap.duration < scaled(10)
         await gaps.wait_count(1)
         assert c.reconnects == 1
         admin = aioredis.Redis.from_url(server.url)

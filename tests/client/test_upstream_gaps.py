@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,15 +21,10 @@ from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
-pytestmark = pytest.mark.usefixtures("real_redis_url")
-
 TOPIC = "ticker:KRW-BTC"
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(port=0, seed=11, rate=300) as emulator:
-        yield emulator
+pytestmark = [pytest.mark.usefixtures("real_redis_url"), pytest.mark.emulator(seed=11, rate=300)]
 
 
 async def first_event(c: FanoutClient, collector: Collector) -> None:

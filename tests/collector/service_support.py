@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from tests.helpers import text_map, texts, until
+from tests.helpers import ClientProcess, text_map, texts, until
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
@@ -60,35 +59,19 @@ async def running_collector(
         await redis.aclose()
 
 
-class ClientProcess:
-    """A heartbeating client in its own process (kill it to simulate a crash)."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    @classmethod
-    async def start(
-        cls, redis_url: str, keys: Keys, client_id: str, topics: Iterable[str], lease: int = 2
-    ) -> ClientProcess:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            CLIENT_SCRIPT,
-            redis_url,
-            keys.intents(client_id),
-            str(lease),
-            *topics,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), 10)
-        assert line.strip() == b"beat", line
-        return cls(process)
-
-    async def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-        await self.process.wait()
+async def start_client(
+    redis_url: str, keys: Keys, client_id: str, topics: Iterable[str], lease: int = 2
+) -> ClientProcess:
+    """A heartbeating intent writer (CLIENT_SCRIPT) in its own process, after its first beat."""
+    return await ClientProcess.start(
+        CLIENT_SCRIPT,
+        redis_url,
+        keys.intents(client_id),
+        str(lease),
+        *topics,
+        ready="beat",
+        within=10,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -98,16 +81,13 @@ async def client_processes(
     procs: dict[str, ClientProcess] = {}
     try:
         started = await asyncio.gather(
-            *(
-                ClientProcess.start(redis_url, keys, cid, topics, lease)
-                for cid, topics in intents.items()
-            )
+            *(start_client(redis_url, keys, cid, topics, lease) for cid, topics in intents.items())
         )
         procs = dict(zip(intents, started, strict=True))
         yield procs
     finally:
         for proc in procs.values():
-            await proc.kill()
+            await proc.stop(kill=True)
 
 
 class Listener:

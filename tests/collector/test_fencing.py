@@ -26,7 +26,7 @@ from tests.collector.process_support import (
     notice_is,
 )
 from tests.collector.service_support import status_of
-from tests.helpers import until
+from tests.helpers import scaled, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import parse_leader
@@ -96,7 +96,7 @@ async def test_a_paused_leader_publishes_nothing_after_the_standby_took_over(
         a.signal(signal.SIGSTOP)  # a keeps its socket; the emulator keeps writing to it
         took = await rec.wait_for(notice_is("leader", collector_id="b"), since=stopped)
         takeover = took.at - stopped
-        assert takeover <= LEASE + 1.0 + TOLERANCE, f"takeover took {takeover:.2f} s"
+        assert takeover <= LEASE + 1.0 + scaled(TOLERANCE), f"takeover took {takeover:.2f} s"
         await rec.wait_for(lambda m: m.channel == channel, since=took.at)  # b publishes
         await asyncio.sleep(2.0)  # a's socket fills with frames b publishes too
 
@@ -168,7 +168,7 @@ async def test_sigkill_failover_publishes_a_gap_and_takes_over_within_the_lease(
         flowing = await rec.wait_for(lambda m: m.channel == channel, since=took.at)
 
         takeover = took.at - killed
-        assert takeover <= LEASE + 1.0 + TOLERANCE, f"takeover took {takeover:.2f} s"
+        assert takeover <= LEASE + 1.0 + scaled(TOLERANCE), f"takeover took {takeover:.2f} s"
         body = gap.json()
         assert "failover" in body["reason"]
         assert body["since"] <= killed_wall <= body["until"]  # the window covers the death

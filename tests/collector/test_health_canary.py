@@ -13,13 +13,14 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
 
 from tests.collector.service_support import running_collector
 from tests.conftest import RedisServer
+from tests.helpers import scaled
 from upbit_fanout.collector.metrics import MetricsServer
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -27,10 +28,7 @@ from upbit_fanout.subscriptions.keys import Keys
 TOPIC = "ticker:KRW-BTC"
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(port=0, seed=5, rate=200) as emulator:
-        yield emulator
+pytestmark = pytest.mark.emulator(seed=5, rate=200)
 
 
 async def collector_user(server: RedisServer, keys: Keys, *, events_allowed: bool) -> str:
@@ -109,7 +107,7 @@ async def test_check_fails_when_the_acl_denies_the_event_channels(
             code, line = await run_check(server, keys)
             if code == 1:
                 break
-            assert time.monotonic() - started < 3 + 10, f"check still says {line!r}"
+            assert time.monotonic() - started < 3 + scaled(10), f"check still says {line!r}"
             await asyncio.sleep(0.5)
         assert line.startswith("unhealthy: delivery not confirmed"), line
         assert "NOPERM" in line or "consumers may receive nothing" in line

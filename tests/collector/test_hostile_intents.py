@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -34,18 +33,13 @@ from upbit_fanout.collector.intents import Limits
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
-pytestmark = pytest.mark.usefixtures("real_redis_url")
-
 COMMAND = Path(sys.executable).with_name("upbit-fanout")
 needs_command = pytest.mark.skipif(
     not COMMAND.exists(), reason="run `make .venv/.installed-dev` (the console script)"
 )
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(port=0, seed=11, rate=300) as emulator:
-        yield emulator
+pytestmark = [pytest.mark.usefixtures("real_redis_url"), pytest.mark.emulator(seed=11, rate=300)]
 
 
 def _env(keys: Keys, **extra: str) -> dict[str, str]:

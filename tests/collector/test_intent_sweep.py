@@ -3,8 +3,6 @@ changes. Real Redis (multi-key Lua), the emulator for the delivery test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -15,13 +13,7 @@ from upbit_fanout.collector.status import RedisHealth, Status
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
-pytestmark = pytest.mark.usefixtures("real_redis_url")
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(port=0, seed=1, rate=1000) as emulator:
-        yield emulator
+pytestmark = [pytest.mark.usefixtures("real_redis_url"), pytest.mark.emulator(seed=1, rate=1000)]
 
 
 async def _write_clients(r: aioredis.Redis, keys: Keys, count: int, topic: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,17 +13,15 @@ from tests.helpers import stream_entries, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
-pytestmark = pytest.mark.usefixtures("real_redis_url")
-
 ACCESS = "AkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAk"  # 40 characters, like Upbit's
 SECRET = "Sx9kTr4WqPz2LmN8vBc6Hd3Jf7Gy5Ue1Oi0Pa2Sd"
 WRONG = "Wr0ngWr0ngWr0ngWr0ngWr0ngWr0ngWr0ngWr0ng"
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(port=0, seed=4, rate=300, access_key=ACCESS, secret_key=SECRET) as e:
-        yield e
+pytestmark = [
+    pytest.mark.usefixtures("real_redis_url"),
+    pytest.mark.emulator(seed=4, rate=300, access_key=ACCESS, secret_key=SECRET),
+]
 
 
 async def test_private_intents_open_an_authenticated_connection_and_get_order_events(

@@ -4,7 +4,6 @@ confirmed by LIST_SUBSCRIPTIONS, grouped orderbooks (``level``), and SIMPLE fram
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import orjson
@@ -23,13 +22,7 @@ from tests.helpers import until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
-pytestmark = pytest.mark.usefixtures("real_redis_url")
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(port=0, seed=5, rate=100) as emulator:
-        yield emulator
+pytestmark = [pytest.mark.usefixtures("real_redis_url"), pytest.mark.emulator(seed=5, rate=100)]
 
 
 async def _want(r: aioredis.Redis, keys: Keys, client: str, *topics: str) -> None:

@@ -8,6 +8,7 @@ import json
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.helpers import scaled
 from upbit_fanout import emulator
 
 
@@ -80,4 +81,4 @@ async def test_aclose_has_a_time_limit_even_with_a_client_that_never_reads() -> 
         loop = asyncio.get_running_loop()
         begin = loop.time()
         await emu.aclose(within=3.0)
-        assert loop.time() - begin < 6.0
+        assert loop.time() - begin < scaled(6.0)

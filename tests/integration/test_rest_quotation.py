@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
@@ -21,13 +20,10 @@ from upbit_fanout.client import Event, Gap, Notice, Orderbook, Ticker, Trade
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
-pytestmark = pytest.mark.usefixtures("real_redis_url")
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(port=0, seed=5, rate=400, trading=["KRW-BTC"]) as emulator:
-        yield emulator
+pytestmark = [
+    pytest.mark.usefixtures("real_redis_url"),
+    pytest.mark.emulator(seed=5, rate=400, trading=["KRW-BTC"]),
+]
 
 
 async def test_cold_snapshots_come_from_rest_without_a_websocket_message(
