@@ -59,7 +59,7 @@ def uuid_of(item: StreamEvent) -> str:
 
 async def add_order(r: aioredis.Redis, keys: Keys, uuid: str, state: str = "wait") -> str:
     fields = {"payload": order_payload(uuid, state), "topic": "myOrder:KRW-BTC", "source": "ws"}
-    entry_id = await r.xadd(keys.stream("myOrder"), fields)  # type: ignore[arg-type]
+    entry_id = await r.xadd(keys.stream("myOrder"), fields)  # type: ignore[arg-type, unused-ignore]
     return text(entry_id)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -166,10 +167,13 @@ async def test_a_rate_limit_error_frame_slows_the_sender_down(
 
 
 async def test_redis_going_away_keeps_the_upstream_and_is_reported_when_back(
-    keys: Keys, emu: Emulator, redis_server_factory: object, caplog: pytest.LogCaptureFixture
+    keys: Keys,
+    emu: Emulator,
+    redis_server_factory: Callable[[], RedisServer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="collector")
-    server: RedisServer = redis_server_factory()  # type: ignore[operator]
+    server: RedisServer = redis_server_factory()
     r = aioredis.Redis.from_url(server.url)
     try:
         await r.sadd(keys.intents("bot"), *WANTED)

@@ -10,6 +10,7 @@ import logging
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -24,6 +25,7 @@ from tests.collector.service_support import (
     topics_of,
     union_becomes,
 )
+from tests.conftest import RedisServer
 from tests.helpers import free_port, scaled, text_map, until
 from upbit_fanout.collector.intents import NO_KEYS_REASON
 from upbit_fanout.emulator import Emulator
@@ -117,9 +119,9 @@ async def test_a_redis_cli_client_is_served_within_a_second_by_keyspace_notifica
 
 
 async def test_without_notifications_the_sweep_serves_a_client_within_one_interval(
-    keys: Keys, emu: Emulator, redis_server_factory: object
+    keys: Keys, emu: Emulator, redis_server_factory: Callable[[], RedisServer]
 ) -> None:
-    server = redis_server_factory()  # type: ignore[operator]
+    server = redis_server_factory()
     async with running_collector(server.url, keys, emu.public_url, sweep_interval=0.5) as c:
         await until(lambda: c.tracker.loaded)
         sync = redis.Redis.from_url(server.url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import warnings
+from typing import Any
 
 import jwt
 import pytest
@@ -15,7 +16,9 @@ ACCESS = "test-access-key-0123456789"
 SECRET = "s3cr3t-" * 10  # 70 bytes: long enough for PyJWT's HS512 key-length check
 
 
-def check(header: str | None, nonces: NonceMemory | None = None, **keys: str | None) -> dict:  # type: ignore[type-arg]
+def check(
+    header: str | None, nonces: NonceMemory | None = None, **keys: str | None
+) -> dict[str, Any]:
     return verify_authorization(
         header,
         access_key=keys.get("access_key", ACCESS),

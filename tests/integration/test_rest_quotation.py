@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 import redis.asyncio as aioredis
 
-from tests.client.support import client
+from tests.client.support import client, wait_subscribed
 from tests.collector.service_support import running_collector
 from upbit_fanout.client import Event, Gap, Notice, Orderbook, Ticker, Trade
 from upbit_fanout.emulator import Emulator
@@ -37,7 +37,7 @@ async def test_cold_snapshots_come_from_rest_without_a_websocket_message(
         "candle.1m:KRW-ETH",
     ]
     async with running_collector(real_redis_url, keys, emu.public_url) as collector:
-        await asyncio.sleep(0.3)  # the leader's snapshot listener subscribes
+        await _listener_subscribed(real_redis_url, keys)
         async with client(real_redis_url, keys) as c:
             events = await c.snapshots(topics, timeout=10)
         assert collector.snapshots is not None
@@ -88,7 +88,7 @@ async def test_rest_snapshot_has_the_streams_shape(
 ) -> None:
     """Same DEFAULT field names, in the same order, as the stream's events of that type."""
     async with running_collector(real_redis_url, keys, emu.public_url):
-        await asyncio.sleep(0.3)
+        await _listener_subscribed(real_redis_url, keys)
         async with client(real_redis_url, keys) as c:
             cold = await c.snapshots(["trade:KRW-ETH", "orderbook:KRW-ETH"], timeout=10)
             await c.subscribe("trade:KRW-BTC", "orderbook:KRW-BTC")
@@ -239,3 +239,12 @@ async def test_a_trade_tape_has_no_hole_across_a_failover(
     window = [sid for sid in record if seen[0] <= sid <= max(seen)]
     missing = sorted(set(window) - set(seen))
     assert missing == [], f"{len(missing)} of {len(window)} trades missing"
+
+
+async def _listener_subscribed(url: str, keys: Keys) -> None:
+    """The leader listens on P:snapshot: a request published now is heard (pub/sub keeps none)."""
+    r = aioredis.Redis.from_url(url)
+    try:
+        await wait_subscribed(r, keys.snapshot_requests)
+    finally:
+        await r.aclose()

@@ -92,7 +92,7 @@ async def test_a_sentinel_client_asks_for_the_named_service_and_closes_its_senti
         "redis+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/svc/5", socket_connect_timeout=0.2
     )
     pool = client.connection_pool
-    assert pool.service_name == "svc"  # type: ignore[attr-defined]
+    assert pool.service_name == "svc"  # type: ignore[attr-defined, unused-ignore]
     assert pool.connection_kwargs["db"] == 5
     assert pool.connection_kwargs["password"] == "pw"
     await client.aclose()  # no Sentinel answers: closing must still not raise or leak
