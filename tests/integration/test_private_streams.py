@@ -94,6 +94,10 @@ async def _collector(url: str, emu: Emulator, keys: Keys, cwd: Path) -> Any:
     )
 
 
+async def _a_standby_is_listed(r: aioredis.Redis, keys: Keys) -> bool:
+    return bool([key async for key in r.scan_iter(match=keys.standby_pattern)])
+
+
 async def _stop(process: Any) -> None:
     if process.returncode is None:
         process.kill()
@@ -187,7 +191,8 @@ async def test_a_collector_killed_in_a_burst_is_reconciled_after_restart(
             await until(lambda: _status_is(r, keys, "private_last_reconcile", "ok"), within=30)
             if takeover == "standby":
                 standby = await _collector(real_redis_url, emu, keys, tmp_path)
-                await asyncio.sleep(1.0)  # it is up, waiting for the lease
+                # it is up and says so: a standby, waiting for the lease
+                await until(lambda: _a_standby_is_listed(r, keys), within=30)
             placed = []
             for n in range(120):
                 placed.append(_buy(emu))
