@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +35,18 @@ async def entries(r: aioredis.Redis, keys: Keys, type_name: str) -> list[dict[st
             }
         )
     return out
+
+
+async def recorded(
+    r: aioredis.Redis, keys: Keys, uuids: Iterable[str], source: str, state: str
+) -> bool:
+    """Every one of these orders has a myOrder entry from ``source`` in ``state``."""
+    found = {
+        e["event"]["uuid"]
+        for e in await entries(r, keys, "myOrder")
+        if e["source"] == source and e["event"]["state"] == state
+    }
+    return set(uuids) <= found
 
 
 def buy(emu: Emulator) -> str:
@@ -96,13 +108,14 @@ async def test_a_hole_in_the_private_socket_is_a_gap_entry_and_rest_fills_it(
         await until(lambda: not any(conn.private for conn in emu.connections), within=5)
         during = [buy(emu) for _ in range(7)]  # nobody hears these live
         await until(lambda: recorder.reconciliations >= 2, within=20)
-        await asyncio.sleep(0.3)  # the reconciled entries' publish round trip
+        # the reconciled entries are in the stream before the next order is placed
+        await until(lambda: recorded(r, keys, during, "rest", "done"), within=10)
         after = buy(emu)
         await until(
             lambda: any(conn.private and conn.frames_sent >= 3 for conn in emu.connections),
             within=10,
         )
-        await asyncio.sleep(0.3)
+        await until(lambda: recorded(r, keys, [after], "ws", "done"), within=10)
         orders = await entries(r, keys, "myOrder")
         assets = await entries(r, keys, "myAsset")
         assert recorder.last_result.startswith("ok:")
@@ -153,13 +166,13 @@ async def test_an_old_order_finished_in_the_hole_is_asked_for_by_uuid(
             code="KRW-BTC", side="bid", ord_type="limit", price=price, volume="0.0002"
         )
         await until(lambda: c.publisher.stream_entries >= 3, within=10)  # wait + asset
-        await asyncio.sleep(0.3)
+        await until(lambda: recorded(r, keys, [resting], "ws", "wait"), within=10)
         emu.refuse_connections(1.0)
         await emu.drop_all()
         await until(lambda: not any(conn.private for conn in emu.connections), within=5)
         emu.cancel_order(resting)
         await until(lambda: recorder.reconciliations >= 2, within=20)
-        await asyncio.sleep(0.3)
+        await until(lambda: recorded(r, keys, [resting], "rest", "cancel"), within=10)
         orders = await entries(r, keys, "myOrder")
         requests = emu.counters["rest_requests"]
 
