@@ -98,10 +98,7 @@ async def test_check_fails_when_the_acl_denies_the_event_channels(
         await c.wait_subscribed(timeout=15)
         started = time.monotonic()
         # The collector runs, is subscribed, receives events from the upstream...
-        deadline = time.monotonic() + 15
-        while c.counters["events_total"] == 0:
-            assert time.monotonic() < deadline, "no events from the emulator"
-            await asyncio.sleep(0.05)
+        await until(lambda: c.counters["events_total"] > 0, within=15, what="events from upstream")
         # ...but nothing reaches Redis subscribers: check says so within the threshold.
         while True:
             code, line = await run_check(server, keys)
@@ -160,10 +157,11 @@ async def test_check_passes_when_the_same_collector_may_publish(
         assert metric(text, "upbit_fanout_canaries_received_total") > 0
         assert metric(text, "upbit_fanout_canary_latency_seconds_count") > 0
         # keep-alive pongs are recorded (ping every 1 s here): a quiet market is not a dead one
-        deadline = time.monotonic() + 10
-        while not c.status.snapshot().get("upstream_alive_at"):
-            assert time.monotonic() < deadline, "no keep-alive pong recorded"
-            await asyncio.sleep(0.1)
+        await until(
+            lambda: c.status.snapshot().get("upstream_alive_at"),
+            within=10,
+            what="a keep-alive pong recorded",
+        )
 
 
 async def test_check_fails_when_the_private_side_is_refused_while_keys_are_set(

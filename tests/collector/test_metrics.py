@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import redis.asyncio as aioredis
 
 from tests.collector.service_support import Listener, running_collector
 from tests.collector.test_health_canary import http_get, metric
+from tests.helpers import until
 from upbit_fanout.collector.metrics import MetricsServer
 from upbit_fanout.commands.collector import configure
 from upbit_fanout.emulator import Emulator
@@ -65,10 +65,11 @@ async def test_the_counters_match_what_a_consumer_received(
             MetricsServer(c) as metrics,
         ):  # fmt: skip
             await c.wait_subscribed(lambda union: union == frozenset(TOPICS), timeout=15)
-            deadline = time.monotonic() + 20
-            while min(len(consumer.messages[ch]) for ch in channels) < 5:
-                assert time.monotonic() < deadline, "events did not flow"
-                await asyncio.sleep(0.05)
+            await until(
+                lambda: min(len(consumer.messages[ch]) for ch in channels) >= 5,
+                within=20,
+                what="events flowing on every channel",
+            )
             emu.stall()  # no more events: let everything in flight arrive, then compare
             previous = -1
             while True:
