@@ -185,7 +185,8 @@ async def test_a_client_and_the_collector_agree_on_names(
         async with asyncio.timeout(10):
             async for item in c:
                 if isinstance(item, Event):
-                    seen[item.topic] = len(item.typed.orderbook_units)  # type: ignore[union-attr]
+                    assert isinstance(item.typed, Orderbook), item.typed
+                    seen[item.topic] = len(item.typed.orderbook_units)
                     if len(seen) == 2:
                         break
         assert seen == {"orderbook:KRW-BTC.5": 5, "orderbook:KRW-BTC": 30}

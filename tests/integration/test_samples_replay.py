@@ -24,6 +24,7 @@ from tests.helpers import SAMPLES
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions import Keys, decode_event
+from upbit_fanout.subscriptions.codec import CodecName
 from upbit_fanout.subscriptions.jsontext import RawNumber
 from upbit_fanout.subscriptions.upbit_fields import infer_type, inverse, nested_tables, table_for
 
@@ -124,7 +125,7 @@ def test_every_data_sample_is_covered() -> None:
 
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
 async def test_samples_come_out_on_their_channels_with_exact_digits(
-    codec: str, real_redis_url: str, keys: Keys, tmp_path: Path
+    codec: CodecName, real_redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
     for number, round_events in enumerate(_rounds(SAMPLE_EVENTS)):
         replay = tmp_path / f"round{number}.jsonl"
@@ -135,7 +136,7 @@ async def test_samples_come_out_on_their_channels_with_exact_digits(
 
 
 async def _replay_round(
-    codec: str,
+    codec: CodecName,
     redis_url: str,
     keys: Keys,
     replay: Path,
@@ -157,7 +158,7 @@ async def _replay_round(
                 private_url=emu.private_url,
                 access_key=ACCESS,
                 secret_key=SECRET,
-                codec=codec,  # type: ignore[arg-type]
+                codec=codec,
                 sweep_interval=0.3,
             ),
         ):

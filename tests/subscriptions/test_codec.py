@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import SAMPLES
 from upbit_fanout.subscriptions import CodecError, decode_event, detect_codec, encode_event
+from upbit_fanout.subscriptions.codec import CodecName
 from upbit_fanout.subscriptions.jsontext import dumps_exact, loads_exact
 
 
@@ -39,11 +40,11 @@ def test_exact_json_round_trip_keeps_every_byte(where: str, line: str) -> None:
 
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
 @pytest.mark.parametrize(("where", "line"), SAMPLE_LINES)
-def test_both_codecs_give_the_samples_digits(codec: str, where: str, line: str) -> None:
+def test_both_codecs_give_the_samples_digits(codec: CodecName, where: str, line: str) -> None:
     source = loads_exact(line)
     objects = source if isinstance(source, list) else [source]
     for obj in objects:
-        payload = encode_event(obj, codec)  # type: ignore[arg-type]
+        payload = encode_event(obj, codec)
         assert detect_codec(payload) == codec
         decoded = decode_event(payload)
         expected = json.loads(dumps_exact(obj), parse_float=Decimal)
