@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
@@ -22,6 +23,7 @@ from upbit_fanout.client import (
     FanoutClient,
     Gap,
     InvalidTopicError,
+    Item,
     MyAsset,
     Notice,
     Orderbook,
@@ -39,8 +41,8 @@ ORDERBOOK_EXP = sample_line("orderbook", lambda line: b"1.16539E8" in line)
 MY_ASSET = sample_line("myAsset")
 
 
-async def next_item(iterator: object, within: float = 5.0) -> object:
-    return await asyncio.wait_for(iterator.__anext__(), within)  # type: ignore[attr-defined]
+async def next_item(iterator: AsyncIterator[Item], within: float = 5.0) -> Item:
+    return await asyncio.wait_for(anext(iterator), within)
 
 
 async def test_lease_is_written_refreshed_and_released(
