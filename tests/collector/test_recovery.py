@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from tests.collector.process_support import (
 )
 from tests.collector.service_support import status_of
 from tests.conftest import RedisServer
-from tests.helpers import texts, until
+from tests.helpers import ClientProcess, texts, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -72,10 +71,9 @@ async def test_a_redis_restart_under_running_clients_never_closes_the_upstream_s
     server = redis_server_factory()
     admin = aioredis.Redis.from_url(server.url)
     channel = keys.channel("trade:KRW-BTC")
-    client = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SLOW_CLIENT, server.url, keys.intents("a"), "trade:KRW-BTC",
-        stdout=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    client = await ClientProcess.start(
+        SLOW_CLIENT, server.url, keys.intents("a"), "trade:KRW-BTC", ready="beat"
+    )  # its intent is written
     try:
         async with (
             Emulator(port=0, seed=21, rate=200) as emu,
@@ -115,8 +113,7 @@ async def test_a_redis_restart_under_running_clients_never_closes_the_upstream_s
         assert "keeping the intents of" in log
         assert "took it back" in log  # its lease vanished with Redis: re-taken, sockets kept
     finally:
-        client.kill()
-        await client.wait()
+        await client.stop(kill=True)
         await admin.aclose()
 
 
