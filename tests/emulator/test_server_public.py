@@ -168,6 +168,7 @@ async def test_level_on_krw_only() -> None:
         snap = await recv_json(ws)
         assert (snap["code"], snap["level"]) == ("KRW-BTC", 100000)
         prices = [u["ask_price"] for u in snap["orderbook_units"] if u["ask_price"]]
+        assert prices  # all() of nothing would pass
         assert all(p % 100000 == 0 for p in prices)
         frames = [await recv_json(ws) for _ in range(10)]
         assert {f["code"] for f in frames} == {"KRW-BTC"}  # USDT-BTC with a level: nothing
