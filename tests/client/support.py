@@ -15,7 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from tests.conftest import RedisServer
-from tests.helpers import SAMPLES, until
+from tests.helpers import SAMPLES, scaled, until
 from upbit_fanout.client import FanoutClient
 from upbit_fanout.subscriptions.codec import CodecName, encode_event
 from upbit_fanout.subscriptions.jsontext import loads_exact
@@ -93,7 +93,7 @@ class Collected:
         self._changed.set()
 
     async def wait_count(self, count: int, within: float = 5.0) -> None:
-        async with asyncio.timeout(within):
+        async with asyncio.timeout(scaled(within)):
             while len(self.items) < count:
                 self._changed.clear()
                 await self._changed.wait()

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from tests.helpers import scaled
 from upbit_fanout.subscriptions.keys import Keys
 
 COMMAND = Path(sys.executable).with_name("upbit-fanout")
@@ -85,7 +86,7 @@ class CollectorProcess:
 
     async def wait_log(self, text: str, within: float = 20.0) -> str:
         """Wait for a stderr line containing ``text``; return it."""
-        async with asyncio.timeout(within):
+        async with asyncio.timeout(scaled(within)):
             while True:
                 for line in self.lines:
                     if text in line:
@@ -193,7 +194,7 @@ class Recorder:
     ) -> Received:
         """The first message (received at or after ``since``) that satisfies ``predicate``."""
         seen = 0
-        async with asyncio.timeout(within):
+        async with asyncio.timeout(scaled(within)):
             while True:
                 for message in self.messages[seen:]:
                     if message.at >= since and predicate(message):

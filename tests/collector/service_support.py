@@ -16,7 +16,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from tests.helpers import ClientProcess, text_map, texts, until
+from tests.helpers import ClientProcess, scaled, text_map, texts, until
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
@@ -143,7 +143,7 @@ class Listener:
         return [json.loads(payload) for payload in self.messages.get(channel, [])]
 
     async def wait(self, predicate: Callable[[], object], within: float = 5.0) -> None:
-        async with asyncio.timeout(within):
+        async with asyncio.timeout(scaled(within)):
             while not predicate():
                 if self._task is not None and self._task.done():
                     self._task.result()  # raises what killed the listener
