@@ -3,8 +3,10 @@ wrong type through, would make every test built on it unable to fail."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +78,19 @@ async def test_a_client_process_keeps_its_lines_and_ends_on_a_signal() -> None:
 async def test_a_client_process_that_never_gets_ready_fails_the_test() -> None:
     with pytest.raises(AssertionError, match="did not say 'ready'"):
         await ClientProcess.start("import time\ntime.sleep(60)\n", ready="ready", within=0.5)
+
+
+def test_the_suite_has_one_polling_helper() -> None:
+    """``until`` is defined in tests/helpers.py only: the suite once had seven pollers under three
+    names, with different defaults and failure messages."""
+    tests = Path(__file__).resolve().parent
+    polling_names = {"until", "wait_for", "eventually", "poll"}
+    copies = [
+        f"{path.relative_to(tests)}:{node.lineno} {node.name}"
+        for path in sorted(tests.rglob("*.py"))
+        if path.name != "helpers.py"
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.strip("_") in polling_names
+    ]
+    assert copies == [], "import until from tests.helpers instead"
