@@ -80,17 +80,23 @@ async def test_a_client_process_that_never_gets_ready_fails_the_test() -> None:
         await ClientProcess.start("import time\ntime.sleep(60)\n", ready="ready", within=0.5)
 
 
-def test_the_suite_has_one_polling_helper() -> None:
-    """``until`` is defined in tests/helpers.py only: the suite once had seven pollers under three
-    names, with different defaults and failure messages."""
+def _module_functions(names: set[str], home: str) -> list[str]:
+    """Module-level functions of the suite named ``names`` (leading ``_`` ignored), outside
+    ``home``."""
     tests = Path(__file__).resolve().parent
-    polling_names = {"until", "wait_for", "eventually", "poll"}
-    copies = [
+    return [
         f"{path.relative_to(tests)}:{node.lineno} {node.name}"
         for path in sorted(tests.rglob("*.py"))
-        if path.name != "helpers.py"
+        if path.name != home
         for node in ast.parse(path.read_text(encoding="utf-8")).body
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.name.strip("_") in polling_names
+        and node.name.strip("_") in names
     ]
-    assert copies == [], "import until from tests.helpers instead"
+
+
+def test_the_suite_has_one_polling_helper_and_one_emulator_fixture() -> None:
+    """``until`` lives in tests/helpers.py and the ``emu`` fixture in tests/conftest.py only: the
+    suite once had seven pollers under three names and ten emulator fixtures, each with its own
+    defaults."""
+    assert _module_functions({"until", "wait_for", "eventually", "poll"}, "helpers.py") == []
+    assert _module_functions({"emu", "emulator"}, "conftest.py") == []
