@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis for integration tests, and throwaway redis-servers.
+"""Shared fixtures: a real Redis for integration tests, throwaway redis-servers, and the
+emulator (``emu``, configured per module with ``pytest.mark.emulator(...)``).
 
 Redis policy: use the server on 127.0.0.1:6379 when it answers (CI has one); otherwise
 start a ``redis-server`` on a free loopback port if the binary exists; otherwise fall back to
