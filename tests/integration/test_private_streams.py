@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from tests.helpers import stream_entries, text, until
+from tests.helpers import ClientProcess, stream_entries, text, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
 from upbit_fanout.subscriptions.keys import Keys
@@ -46,6 +46,7 @@ async def main(url, prefix, done_key):
     r = aioredis.Redis.from_url(url)
     group = StreamGroup(r, "myOrder", group="books", consumer="books-1", key_prefix=prefix,
                         block=0.2, count=20)
+    print("ready", flush=True)
     while True:
         for item in await group.read():
             line = item.entry_id
@@ -129,15 +130,9 @@ async def test_a_consumer_killed_mid_stream_processes_every_fill_exactly_once(
 ) -> None:
     done_key = f"{keys.prefix}:test:processed"
 
-    async def consumer() -> Any:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            CONSUMER,
-            real_redis_url,
-            keys.prefix,
-            done_key,
-            stdout=asyncio.subprocess.DEVNULL,
+    async def consumer() -> ClientProcess:
+        return await ClientProcess.start(
+            CONSUMER, real_redis_url, keys.prefix, done_key, ready="ready"
         )
 
     async with Emulator(port=0, seed=11, rate=100, access_key=ACCESS, secret_key=SECRET) as emu:
@@ -152,8 +147,7 @@ async def test_a_consumer_killed_mid_stream_processes_every_fill_exactly_once(
                 placed.append(_buy(emu))
                 await asyncio.sleep(0.002)
             await until(lambda: _length_at_least(r, done_key, 100), within=60)
-            reader.send_signal(signal.SIGKILL)  # in the middle of the 300 fills
-            await reader.wait()
+            await reader.stop(kill=True)  # in the middle of the 300 fills
             killed_at = await r.llen(done_key)
             assert killed_at < 300
             reader = await consumer()  # the same consumer name comes back
@@ -162,7 +156,7 @@ async def test_a_consumer_killed_mid_stream_processes_every_fill_exactly_once(
             lines = [text(line) for line in await r.lrange(done_key, 0, -1)]
             groups = await r.xinfo_groups(keys.stream("myOrder"))
         finally:
-            await _stop(reader)
+            await reader.stop(kill=True)
             await _stop(collector)
 
     entry_ids = [line.split()[0] for line in lines]
