@@ -198,7 +198,8 @@ async def test_a_collector_killed_in_a_burst_is_reconciled_after_restart(
             if standby is None:
                 collector = await _collector(real_redis_url, emu, keys, tmp_path)
             await until(lambda: _reconciled(r, keys, killed), within=60)
-            await asyncio.sleep(0.5)  # the reconciled entries' round trip
+            # the reconciled entries' round trip: every order placed has its final state
+            await until(lambda: _all_done(r, keys, placed), within=10)
             entries = await _entries(r, keys)
         finally:
             await _stop(collector)
@@ -215,6 +216,15 @@ async def test_a_collector_killed_in_a_burst_is_reconciled_after_restart(
     states = Counter((event["uuid"], event["state"]) for _, event in orders)
     assert max(states.values()) == 1  # ... and nothing twice
     assert any(source == "rest" for source, _ in orders)  # some came back only through REST
+
+
+async def _all_done(r: aioredis.Redis, keys: Keys, uuids: list[str]) -> bool:
+    done = {
+        event["uuid"]
+        for _, source, event in await _entries(r, keys)
+        if source != "gap" and event.get("state") == "done"
+    }
+    return set(uuids) <= done
 
 
 async def _status_is(r: aioredis.Redis, keys: Keys, field: str, prefix: str) -> bool:
