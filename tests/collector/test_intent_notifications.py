@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.deployments import ClusterDeployment
-from tests.helpers import wait_for
+from tests.helpers import until
 from upbit_fanout.collector.intents import DEFAULT_LIMITS, IntentTracker, Limits
 from upbit_fanout.collector.status import RedisHealth, Status
 from upbit_fanout.subscriptions.connection import open_redis
@@ -37,7 +37,7 @@ async def running_tracker(
     )
     task = asyncio.create_task(tracker.run())
     try:
-        await wait_for(lambda: tracker.loaded, within=WITHIN)
+        await until(lambda: tracker.loaded, within=WITHIN)
         assert tracker.notifications
         yield tracker
     finally:
@@ -59,7 +59,7 @@ async def check_notifications(r: aioredis.Redis, keys: Keys, *, rename: bool) ->
 
         # Added: SADD then PEXPIRE, no P:control message.
         await heartbeat(r, keys, "a", BTC)
-        await wait_for(lambda: tracker.intents.get("a") == frozenset({BTC}), within=WITHIN)
+        await until(lambda: tracker.intents.get("a") == frozenset({BTC}), within=WITHIN)
 
         # Heartbeats: the same SADD (adds nothing, so Redis sends no "sadd") and the PEXPIRE
         # ("expire", which nobody subscribed to). Then a marker change; notifications arrive
@@ -70,32 +70,32 @@ async def check_notifications(r: aioredis.Redis, keys: Keys, *, rename: bool) ->
         await r.persist(keys.intents("a"))  # left to the full sweep (the test below)
         await heartbeat(r, keys, "a", BTC)
         await heartbeat(r, keys, "marker", ETH)
-        await wait_for(lambda: "marker" in tracker.intents, within=WITHIN)
+        await until(lambda: "marker" in tracker.intents, within=WITHIN)
         assert tracker.notified == before + 1  # the marker's "sadd", nothing else
 
         # Removed: one topic of two, then the last one (Redis deletes the emptied key).
         await r.sadd(keys.intents("a"), ETH)
-        await wait_for(lambda: tracker.intents.get("a") == frozenset({BTC, ETH}), within=WITHIN)
+        await until(lambda: tracker.intents.get("a") == frozenset({BTC, ETH}), within=WITHIN)
         await r.srem(keys.intents("a"), BTC)
-        await wait_for(lambda: tracker.intents.get("a") == frozenset({ETH}), within=WITHIN)
+        await until(lambda: tracker.intents.get("a") == frozenset({ETH}), within=WITHIN)
         await r.srem(keys.intents("a"), ETH)
-        await wait_for(lambda: "a" not in tracker.intents, within=WITHIN)
+        await until(lambda: "a" not in tracker.intents, within=WITHIN)
 
         # Deleted.
         await r.delete(keys.intents("marker"))
-        await wait_for(lambda: "marker" not in tracker.intents, within=WITHIN)
+        await until(lambda: "marker" not in tracker.intents, within=WITHIN)
 
         # Expired: a lease that runs out (Redis's active expiry deletes it within ~100 ms).
         await r.sadd(keys.intents("short"), BTC)
         await r.pexpire(keys.intents("short"), 200)
-        await wait_for(lambda: tracker.intents.get("short") == frozenset({BTC}), within=WITHIN)
-        await wait_for(lambda: "short" not in tracker.intents, within=WITHIN)
+        await until(lambda: tracker.intents.get("short") == frozenset({BTC}), within=WITHIN)
+        await until(lambda: "short" not in tracker.intents, within=WITHIN)
 
         if rename:  # RENAME needs both keys in one slot: not across a cluster's nodes
             await heartbeat(r, keys, "old", BTC)
-            await wait_for(lambda: "old" in tracker.intents, within=WITHIN)
+            await until(lambda: "old" in tracker.intents, within=WITHIN)
             await r.rename(keys.intents("old"), keys.intents("new"))
-            await wait_for(
+            await until(
                 lambda: (
                     "old" not in tracker.intents and tracker.intents.get("new") == frozenset({BTC})
                 ),
@@ -170,7 +170,7 @@ async def test_every_command_that_makes_or_changes_an_intent_set_is_noticed(
             view = tracker.intents
 
             async def sees(check: Callable[[], bool]) -> None:
-                await wait_for(check, within=WITHIN)
+                await until(check, within=WITHIN)
 
             await heartbeat(r, keys, "x", BTC, ETH)
             await sees(lambda: view.get("x") == frozenset({BTC, ETH}))
