@@ -41,7 +41,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from upbit_fanout.emulator.protocol import SlidingWindow, error_frame
-from upbit_fanout.emulator.rest import RestAnswer
+from upbit_fanout.emulator.rest import RestAnswer, _bad, _int, _one, _Refused
 from upbit_fanout.emulator.simulation import CANDLE_UNIT_MS, MarketSimulator
 from upbit_fanout.subscriptions.jsontext import RawNumber, dumps_exact
 
@@ -90,14 +90,6 @@ _TICKER_FIELDS: Final = (
     "lowest_52_week_price",
     "lowest_52_week_date",
 )
-
-
-class _Refused(Exception):
-    def __init__(self, status: http.HTTPStatus, name: str | int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.name = name
-        self.message = message
 
 
 def quotation_group(path: str) -> str | None:
@@ -376,24 +368,3 @@ def _error(name: str | int, message: str) -> bytes:
     if isinstance(name, int):
         return dumps_exact({"error": {"name": name, "message": message}})
     return error_frame(name, message)
-
-
-def _one(params: Mapping[str, Sequence[str]], name: str) -> str | None:
-    values = params.get(name)
-    return values[-1] if values else None
-
-
-def _int(text: str | None, *, default: int, low: int, high: int) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise _bad(f"{text!r} is not an integer") from None
-    if not low <= value <= high:
-        raise _bad(f"{value} is out of range {low}..{high}")
-    return value
-
-
-def _bad(message: str) -> _Refused:
-    return _Refused(http.HTTPStatus.BAD_REQUEST, "validation_error", message)

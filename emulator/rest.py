@@ -59,7 +59,10 @@ class RestAnswer:
 
 
 class _Refused(Exception):
-    def __init__(self, status: http.HTTPStatus, name: str, message: str) -> None:
+    """A request the emulator refuses as Upbit would: HTTP status, Upbit's error name (or, on the
+    quotation API, a numeric one) and message. Shared with :mod:`emulator.quotation`."""
+
+    def __init__(self, status: http.HTTPStatus, name: str | int, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.name = name
@@ -151,8 +154,9 @@ class RestApi:
             params = parse_qs(query, keep_blank_values=True)
             body = self._answer(path, params, now_ms)
         except _Refused as refused:
-            self.refused[refused.name] = self.refused.get(refused.name, 0) + 1
-            return RestAnswer(refused.status, error_frame(refused.name, refused.message), remaining)
+            key = str(refused.name)
+            self.refused[key] = self.refused.get(key, 0) + 1
+            return RestAnswer(refused.status, error_frame(key, refused.message), remaining)
         return RestAnswer(http.HTTPStatus.OK, dumps_exact(body), remaining)
 
     # -- endpoints ----------------------------------------------------------------------------
