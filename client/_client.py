@@ -46,7 +46,7 @@ from typing import Any, Final, Literal, TypeAlias
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from upbit_fanout.client._buffer import Buffer, Overflow
 from upbit_fanout.client._cluster_link import ClusterLink
@@ -243,7 +243,7 @@ class FanoutClient:
             await self._detect_cluster()
             await self._redis.ping()
             link = await self._open_link()
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             self._state = "closed"
             await self._close_redis()
             raise wrap_redis_error(exc, f"connecting to {self._url}") from exc

@@ -17,7 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+)
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import RedisError as _RedisError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
@@ -65,7 +71,9 @@ def is_retryable(exc: BaseException) -> bool:
     """True for a connection problem worth retrying; False for a refusal (auth, ACL, bug)."""
     if isinstance(exc, AuthenticationError | AuthorizationError):
         return False
-    return isinstance(exc, _RedisConnectionError | _RedisTimeoutError | OSError)
+    return isinstance(
+        exc, _RedisConnectionError | _RedisTimeoutError | RedisClusterUnreachableError | OSError
+    )
 
 
 def wrap_redis_error(exc: BaseException, doing: str) -> ClientError:
@@ -76,6 +84,6 @@ def wrap_redis_error(exc: BaseException, doing: str) -> ClientError:
         return RedisUnavailableError(
             f"Redis refused {doing}: {exc} (check the user, password and ACL permissions)"
         )
-    if isinstance(exc, _RedisError):
+    if isinstance(exc, _RedisError | RedisClusterException):  # the latter is no RedisError
         return ClientError(f"Redis refused {doing}: {exc}")
     return ClientError(f"failed while {doing}: {exc!r}")

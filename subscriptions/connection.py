@@ -51,7 +51,12 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
@@ -320,6 +325,14 @@ async def _initialize(redis: Redis) -> None:
         return
     try:
         await cluster.initialize()
+    except RedisClusterException as exc:
+        # Not a RedisError in redis-py: callers that report Redis errors (one line, exit 1)
+        # would let it through as a traceback. Unreachable nodes are a connection error.
+        await cluster.aclose()
+        error = (
+            RedisConnectionError if isinstance(exc, RedisClusterUnreachableError) else RedisError
+        )
+        raise error(str(exc)) from exc
     except BaseException:
         await cluster.aclose()
         raise

@@ -222,6 +222,28 @@ async def test_status_and_check_fail_clearly_when_redis_is_unreachable(
     assert check.stdout.startswith("unhealthy: Redis unreachable")
 
 
+async def test_an_unreachable_cluster_is_one_line_not_a_traceback(
+    keys: Keys, tmp_path: Path
+) -> None:
+    """redis-py's RedisClusterUnreachableError is no RedisError: without care it escaped every
+    command as a traceback. Each says it in one line, without the password."""
+    url = "redis+cluster://:s3cret@127.0.0.1:1,127.0.0.1:2/"
+    shown = "redis+cluster://:***@127.0.0.1:1,127.0.0.1:2/"
+    status = cli("status", url=url, keys=keys, cwd=tmp_path)
+    assert status.returncode == 1
+    assert status.stderr.startswith(f"upbit-fanout status: Redis unreachable at {shown}")
+    check = cli("check", url=url, keys=keys, cwd=tmp_path)
+    assert check.returncode == 1
+    assert check.stdout.startswith(f"unhealthy: Redis unreachable at {shown}")
+    tail = cli("tail", "ticker:KRW-BTC", "--count", "1", url=url, keys=keys, cwd=tmp_path)
+    assert tail.returncode != 0
+    assert tail.stderr.startswith("upbit-fanout tail: Redis unreachable while connecting to ")
+    for run in (status, check, tail):
+        assert "Traceback" not in run.stderr
+        assert "s3cret" not in run.stdout + run.stderr
+        assert len(run.stderr.strip().splitlines()) <= 1
+
+
 async def test_check_without_a_collector_and_with_stale_events(
     real_redis_url: str, keys: Keys, r: aioredis.Redis, tmp_path: Path
 ) -> None:
