@@ -42,6 +42,7 @@ table.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote
@@ -118,8 +119,21 @@ class SentinelURL:
 
 
 def is_sentinel_url(url: str) -> bool:
+    return _has_scheme(url, SENTINEL_SCHEMES)
+
+
+def _has_scheme(url: str, schemes: Container[str]) -> bool:
     scheme, sep, _ = url.partition("://")
-    return bool(sep) and scheme.lower() in SENTINEL_SCHEMES
+    return bool(sep) and scheme.lower() in schemes
+
+
+def _userinfo(netloc: str) -> tuple[str, str | None, str | None]:
+    """``(hosts, username, password)`` of a URL's ``[user[:password]@]hosts`` part, unquoted."""
+    if "@" not in netloc:
+        return netloc, None, None
+    userinfo, _, hosts = netloc.rpartition("@")
+    user_text, colon, password_text = userinfo.partition(":")
+    return hosts, unquote(user_text) or None, unquote(password_text) if colon else None
 
 
 def _host_port(text: str, default_port: int = DEFAULT_SENTINEL_PORT) -> tuple[str, int]:
@@ -149,12 +163,7 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     rest, _, query = rest.partition("?")
     rest = rest.partition("#")[0]
     netloc, _, path = rest.partition("/")
-    username = password = None
-    if "@" in netloc:
-        userinfo, _, netloc = netloc.rpartition("@")
-        user_text, colon, password_text = userinfo.partition(":")
-        username = unquote(user_text) or None
-        password = unquote(password_text) if colon else None
+    netloc, username, password = _userinfo(netloc)
     if not netloc:
         raise ValueError(
             "a Sentinel URL names its Sentinels: redis+sentinel://host:26379,host:26380/mymaster"
@@ -208,8 +217,7 @@ class ClusterURL:
 
 
 def is_cluster_url(url: str) -> bool:
-    scheme, sep, _ = url.partition("://")
-    return bool(sep) and scheme.lower() in CLUSTER_SCHEMES
+    return _has_scheme(url, CLUSTER_SCHEMES)
 
 
 def parse_cluster_url(url: str) -> ClusterURL:
@@ -226,12 +234,7 @@ def parse_cluster_url(url: str) -> ClusterURL:
         raise ValueError("a Cluster URL takes no parameters: redis+cluster://host:port,host:port/")
     rest = rest.partition("#")[0]
     netloc, _, path = rest.partition("/")
-    username = password = None
-    if "@" in netloc:
-        userinfo, _, netloc = netloc.rpartition("@")
-        user_text, colon, password_text = userinfo.partition(":")
-        username = unquote(user_text) or None
-        password = unquote(password_text) if colon else None
+    netloc, username, password = _userinfo(netloc)
     nodes = tuple(_host_port(part, DEFAULT_REDIS_PORT) for part in netloc.split(",") if part)
     if not nodes:
         raise ValueError("a Cluster URL names at least one node: redis+cluster://host:7000/")
