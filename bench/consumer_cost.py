@@ -452,7 +452,7 @@ def orchestrate(opts: argparse.Namespace) -> int:
                 "sent": rs[0]["sent"],
                 "achieved_rate": [r["achieved_rate"] for r in rs],
             }
-        base = results[BASELINE]["cpu_us_per_event"]
+        base = results[BASELINE]["cpu_us_per_event"] if BASELINE in results else None
         for result in results.values():
             value = result["cpu_us_per_event"]
             result["vs_redis_py"] = round(value / base, 3) if value and base else None
@@ -481,7 +481,9 @@ def orchestrate(opts: argparse.Namespace) -> int:
         cells = []
         for scenario in report_scenarios:
             res = scenario["results"][variant]
-            cells.append(f"{res['cpu_us_per_event']:>8.1f} us ({res['vs_redis_py']:>5.2f}x)")
+            value, ratio = res["cpu_us_per_event"], res["vs_redis_py"]
+            us = f"{value:>8.1f} us" if value is not None else f"{'-':>11}"
+            cells.append(us + (f" ({ratio:>5.2f}x)" if ratio is not None else " (  -  )"))
         print(f"{variant:<24}" + "".join(f"{c:>22}" for c in cells))
     print(f"\n(x: CPU per event relative to {BASELINE} in the same run; {report['machine']})")
     if not opts.quick:

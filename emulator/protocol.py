@@ -32,7 +32,7 @@ import orjson
 
 from upbit_fanout.subscriptions import upbit_fields
 from upbit_fanout.subscriptions.errors import UpbitFanoutError
-from upbit_fanout.subscriptions.jsontext import dumps_exact
+from upbit_fanout.subscriptions.jsontext import dumps_exact, reject_constant
 
 __all__ = [
     "DEPTHS",
@@ -192,7 +192,7 @@ def parse_request(data: str | bytes, *, private: bool) -> Request:
     if text.strip() == "PING":
         return PING
     try:
-        items = json.loads(text)
+        items = json.loads(text, parse_constant=reject_constant)  # NaN/Infinity: not JSON
     except ValueError:
         raise RequestError("WRONG_FORMAT") from None
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):

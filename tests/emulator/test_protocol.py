@@ -61,6 +61,9 @@ BAD = "INVALID_PARAM"
         ('{"ticket":"t"}', False, "WRONG_FORMAT"),
         ('[{"ticket":"t"}, "ticker"]', False, "WRONG_FORMAT"),
         (b"\xff\xfe", False, "WRONG_FORMAT"),
+        # NaN and Infinity are not JSON numbers (Python's json would take them)
+        ('[{"ticket":"t"},{"type":"orderbook","codes":["KRW-BTC"],"level":NaN}]', False, "WRONG_FORMAT"),  # noqa: E501
+        ('[{"ticket":"t"},{"type":"orderbook","codes":["KRW-BTC"],"level":-Infinity}]', False, "WRONG_FORMAT"),  # noqa: E501
         ("[]", False, "NO_TICKET"),
         ('[{"type":"ticker","codes":["KRW-BTC"]}]', False, "NO_TICKET"),
         ('[{"ticket":""},{"type":"ticker","codes":["KRW-BTC"]}]', False, "NO_TICKET"),
