@@ -13,14 +13,19 @@
    subscribed to). What a watched event does not cover is left to the sweep (``expire``,
    ``persist``: a TTL raised above ``max_lease``; a ``SET``, ``SORT ... STORE`` or ``Z*STORE``
    writing another type over an intent key);
-3. a periodic sweep (``SCAN MATCH P:intents:*``, every ``sweep_interval`` s), so correctness
-   never depends on notifications (Redis sends them fire-and-forget, and an expiry only when it
-   actually deletes the key; SCAN makes it do so). While notifications work most passes are
-   light (:meth:`IntentTracker.light_sweep`: read only unknown and unleased keys, drop the gone
-   ones) and every ``full_sweep_every``-th re-reads everything (:meth:`IntentTracker.sweep`);
-   both go one SCAN reply and one chunk of keys at a time, so the event loop runs between
-   chunks, and apply changes in place, per client (:meth:`IntentTracker.take_changes` tells
-   which: the service's :class:`collector.union.UnionIndex` works from that, never O(clients)).
+3. a periodic pass (every ``sweep_interval`` s), so correctness never depends on
+   notifications (Redis sends them fire-and-forget, and an expiry only when it actually
+   deletes the key, which for a key nobody touches can be long after its TTL ran out). While
+   notifications work most passes are light (:meth:`IntentTracker.light_sweep`): they touch
+   only the keys whose lease ran out by the view's own reckoning (each read notes the key's
+   PTTL) and the keys still without one, so a pass costs what changed, not what exists: at
+   10,000 clients with 30 s leases, about 700 PTTLs every 2 s instead of a SCAN of 10,000 keys.
+   Touching an expired key makes Redis delete it there and then. Every ``full_sweep_every``-th
+   pass is full (:meth:`IntentTracker.sweep`: ``SCAN MATCH P:intents:*`` and a re-read of
+   everything), the safety net for what no notification announces. Both go one chunk of keys
+   at a time, so the event loop runs between chunks, and apply changes in place, per client
+   (:meth:`IntentTracker.take_changes` tells which: the service's
+   :class:`collector.union.UnionIndex` works from that, never O(clients)).
 
 Every key is read with one bounded Lua call (``_READ_SCRIPT``), whatever a client wrote into it.
 Hostile input is normal input: keys of the wrong type, client ids outside the contract, keys
@@ -685,6 +690,17 @@ return out
 """
 
 
+# The lease check of a light pass: PTTL of every key in KEYS (-2: gone, -1: no TTL), one reply.
+# Touching a key whose TTL ran out makes Redis delete it (and send its ``expired`` event).
+_PTTL_MANY_SCRIPT = """
+local out = {}
+for k, key in ipairs(KEYS) do out[k] = redis.call('PTTL', key) end
+return out
+"""
+
+_LEASE_SLACK = 0.005  # s after a noted expiry before a light pass checks the key
+
+
 @dataclass(frozen=True, slots=True)
 class _Read:
     kind: str
@@ -739,6 +755,7 @@ class IntentTracker:
         self._clock = clock
         self._script = redis.register_script(_READ_SCRIPT)
         self._read_many = redis.register_script(_READ_MANY_SCRIPT)
+        self._pttl_many = redis.register_script(_PTTL_MANY_SCRIPT)
         # One Lua call per chunk of keys, except on a Redis Cluster (the keys live in different
         # slots) or once Redis refused a multi-key script: then one call per key, pipelined.
         self._many_keys = cluster_of(redis) is None
@@ -754,6 +771,14 @@ class IntentTracker:
         self.refused_keys: dict[str, KeyRefusal] = {}
         self.seen: dict[str, float] = {}
         self._unleased: dict[str, float] = {}
+        # When each key's lease runs out, as last read (this tracker's clock), with the key
+        # itself; a heap of (deadline, name) orders them (entries a newer reading replaced are
+        # skipped when they come up).
+        self._leases: dict[str, tuple[float, bytes]] = {}
+        self._due: list[tuple[float, str]] = []
+        self._lost_notifications = 0
+        self.lease_checks = 0
+        """Keys whose lease a light pass checked (PTTL) because it had run out."""
         self.loaded = False
         """True once a first sweep succeeded (until then the view is empty, not known)."""
         self.notifications = False
@@ -819,42 +844,84 @@ class IntentTracker:
         return changed or removed or first
 
     async def light_sweep(self) -> bool:
-        """The frequent pass while notifications work: SCAN every key (which also makes Redis
-        delete expired ones, sending their notifications), read only the keys the view does not
-        know yet and the ones still without a lease, and drop the clients whose key is gone.
-        Changes to known keys come from notifications; :meth:`sweep` re-reads everything every
-        ``full_sweep_every`` passes as the safety net. Each SCAN reply is dealt with as it
-        arrives, so no step holds the event loop for long. Raises RedisError."""
-        names: set[str] = set()
+        """The frequent pass while notifications work: check the keys whose lease ran out by
+        the view's reckoning, re-read the ones still without a lease, and nothing else.
+
+        Every read notes when the key's TTL runs out. A heartbeat renews it without a
+        notification, so at that moment the key is asked its PTTL (one Lua call per
+        ``read_chunk`` keys): gone (``-2``, and Redis deletes an expired key right there) drops
+        the client; a new lease moves its deadline; no TTL, or one above ``max_lease``, gets
+        the key re-read whole (and judged: a lease refused after the grace). Changes to members
+        come from notifications; a key created, changed or removed without any is found by
+        :meth:`sweep` every ``full_sweep_every`` passes, the safety net. Cost: one small
+        command per client per lease, not a SCAN of every key every pass. Raises RedisError."""
+        now = self._clock()
+        due: list[tuple[str, bytes]] = []
+        heap, leases = self._due, self._leases
+        while heap and heap[0][0] <= now:
+            deadline, name = heapq.heappop(heap)
+            entry = leases.get(name)
+            if entry is not None and entry[0] == deadline:
+                del leases[name]
+                due.append((name, entry[1]))
+        reread: list[bytes] = []
+        for name in self._unleased:
+            try:
+                reread.append(_raw(self._keys.intents(name)))
+            except ValueError:
+                continue
         changed = False
-        prefix = len(self._prefix)
-        self._refreshed = set()
-        try:
-            async for chunk in self.key_chunks():
-                intents, refused, unleased = self.intents, self.refused_keys, self._unleased
-                wanted: list[bytes] = []
-                for key in chunk:
-                    raw_id = key[prefix:]
-                    name = _text(raw_id)
-                    names.add(name)
-                    if name in intents and name not in unleased:
-                        continue
-                    if name in unleased or name not in refused:
-                        wanted.append(key)  # new to the view, unleased, or an invalid id
-                    if valid_client_id(raw_id, self.limits) is None:
-                        names.add(escape(raw_id))
-                changed |= await self._read_and_apply(wanted, set(), notify=True)
-        finally:
-            refreshed, self._refreshed = self._refreshed, None
-        gone = (self.intents.keys() | self.refused_keys.keys()) - names - (refreshed or set())
-        removed = False
-        for name in gone:
-            removed |= self._apply(name, None, None)
-        if removed:
-            self._on_change()
+        step = self._read_chunk
+        for start in range(0, len(due), step):
+            chunk = due[start : start + step]
+            ttls = await self._pttls([key for _, key in chunk])
+            self.lease_checks += len(chunk)
+            chunk_changed = False
+            max_ms = self.limits.max_lease * 1000
+            for (name, key), ttl_ms in zip(chunk, ttls, strict=True):
+                if ttl_ms == -2:
+                    chunk_changed |= self._apply(name, None, None)
+                elif 0 <= ttl_ms <= max_ms:
+                    self._note_lease(name, key, ttl_ms)
+                else:
+                    reread.append(key)
+            if chunk_changed:
+                changed = True
+                self._on_change()
+        if reread:
+            changed |= await self._reread(reread)
         self.sweeps += 1
         self._passes_since_full += 1
-        return changed or removed
+        return changed
+
+    async def _pttls(self, intent_keys: list[bytes]) -> list[int]:
+        """PTTL of each key, in order (one Lua call; one command each, pipelined, on a Redis
+        Cluster, where the keys live in different slots)."""
+        if self._many_keys:
+            try:
+                return [int(ttl) for ttl in await self._pttl_many(keys=intent_keys)]
+            except ResponseError as exc:
+                if "CROSSSLOT" not in str(exc) and "slot" not in str(exc).lower():
+                    raise
+                self._many_keys = False  # logged by _read when it meets the same refusal
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in intent_keys:
+                pipe.pttl(key)
+            return [int(ttl) for ttl in await pipe.execute()]
+
+    def _note_lease(self, name: str, key: bytes, ttl_ms: int) -> None:
+        """Remember when ``name``'s lease runs out (``ttl_ms`` from now); forget it without
+        one (a negative TTL: no lease, or gone)."""
+        if ttl_ms < 0:
+            self._leases.pop(name, None)
+            return
+        deadline = self._clock() + ttl_ms / 1000 + _LEASE_SLACK
+        self._leases[name] = (deadline, key)
+        heap = self._due
+        heapq.heappush(heap, (deadline, name))
+        if len(heap) > 2 * len(self._leases) + 1024:  # mostly replaced entries: rebuild
+            self._due = [(when, who) for who, (when, _) in self._leases.items()]
+            heapq.heapify(self._due)
 
     async def key_chunks(self) -> AsyncIterator[list[bytes]]:
         """Every intent key, one SCAN reply at a time (the sweep's source of keys; on a Redis
@@ -892,23 +959,34 @@ class IntentTracker:
                 wanted.append(_raw(self._keys.intents(client_id)))
             except ValueError:
                 continue
-        if not wanted:
-            return False
-        reads = await self._read(wanted)
+        return await self._reread(wanted)
+
+    async def _reread(self, wanted: list[bytes]) -> bool:
+        """Re-read the intent keys ``wanted`` (``read_chunk`` at a time) and apply what they
+        hold, a key gone included; call ``on_change`` after each chunk that changed something."""
         changed = False
-        for key in wanted:
-            raw_id = key[len(self._prefix) :]
-            name = _text(raw_id)
-            if self._refreshed is not None:
-                self._refreshed.add(name)
-            read = reads.get(raw_id)
-            judged = self._judge(raw_id, read) if read is not None else None
-            if judged is None:
-                changed |= self._apply(name, None, None)
-            else:
-                changed |= self._apply(*judged)
-        if changed:
-            self._on_change()
+        prefix = len(self._prefix)
+        step = self._read_chunk
+        for start in range(0, len(wanted), step):
+            chunk = wanted[start : start + step]
+            reads = await self._read(chunk)
+            chunk_changed = False
+            for key in chunk:
+                raw_id = key[prefix:]
+                read = reads.get(raw_id)
+                judged = self._judge(raw_id, read) if read is not None else None
+                if judged is None:
+                    name = valid_client_id(raw_id, self.limits) or escape(raw_id)
+                    chunk_changed |= self._apply(name, None, None)
+                else:
+                    name = judged[0]
+                    self._note_lease(name, key, read.ttl_ms if read is not None else -2)
+                    chunk_changed |= self._apply(*judged)
+                if self._refreshed is not None:
+                    self._refreshed.add(name)
+            if chunk_changed:
+                changed = True
+                self._on_change()
         return changed
 
     async def _read_and_apply(self, keys: list[bytes], names: set[str], *, notify: bool) -> bool:
@@ -924,6 +1002,7 @@ class IntentTracker:
                 if judged is None:
                     continue
                 names.add(judged[0])
+                self._note_lease(judged[0], self._prefix + raw_id, read.ttl_ms)
                 chunk_changed |= self._apply(*judged)
             if chunk_changed:
                 changed = True
@@ -948,6 +1027,7 @@ class IntentTracker:
         if members is None and refusal is None:
             self.seen.pop(name, None)
             self._unleased.pop(name, None)
+            self._leases.pop(name, None)
         else:
             self.seen.setdefault(name, self._clock())
         if changed:
@@ -1099,6 +1179,30 @@ class IntentTracker:
                 )
             return False
 
+    async def notifications_lost(self) -> bool:
+        """True when a node's ``notify-keyspace-events`` lacks a flag the tracker needs: someone
+        turned notifications off since they were enabled (a light pass would then miss changes;
+        one CONFIG GET per primary and pass). False when CONFIG is not allowed."""
+        cluster = cluster_of(self._redis)
+        try:
+            if cluster is None:
+                replies = [await self._redis.config_get("notify-keyspace-events")]
+            else:
+                replies = [
+                    await cluster.config_get("notify-keyspace-events", target_nodes=node)
+                    for node in cluster.get_primaries()
+                ]
+        except ResponseError:
+            return False
+        for reply in replies:
+            current = ""
+            for name, value in dict(reply).items():
+                if name is not None and _text(name) == "notify-keyspace-events":
+                    current = _text(value or "")
+            if merge_notify_flags(current) != current:
+                return True
+        return False
+
     async def _subscribe(self) -> PubSub | NodesPubSub:
         db = self.db
         channels = [self._keys.keyevent_channel(db, event) for event in WATCHED_EVENTS]
@@ -1165,6 +1269,18 @@ class IntentTracker:
                                 pubsub = None
                                 continue
                         if self._full_due():
+                            await self.sweep()
+                        elif await self.notifications_lost():
+                            self._lost_notifications += 1
+                            if self._lost_notifications in (1, 10) or not (
+                                self._lost_notifications % 100
+                            ):
+                                log.warning(
+                                    "keyspace notifications were turned off on Redis (%d times "
+                                    "so far); turning them on again and sweeping every key",
+                                    self._lost_notifications,
+                                )
+                            await self.enable_notifications()
                             await self.sweep()
                         else:
                             await self.light_sweep()

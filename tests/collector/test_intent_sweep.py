@@ -3,6 +3,8 @@ changes. Real Redis (multi-key Lua), the emulator for the delivery test."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -59,33 +61,62 @@ def _tracker(r: aioredis.Redis, keys: Keys, now: list[float]) -> IntentTracker:
     return IntentTracker(r, keys, health=health, on_change=lambda: None, clock=lambda: now[0])
 
 
-async def test_light_passes_find_new_and_gone_keys_and_changes_are_per_client(
+async def test_light_passes_check_only_run_out_leases_and_changes_are_per_client(
     keys: Keys, r: aioredis.Redis
 ) -> None:
     now = [100.0]
     tracker = _tracker(r, keys, now)
-    await _write_clients(r, keys, 300, "ticker:KRW-BTC")
+    await _write_clients(r, keys, 300, "ticker:KRW-BTC")  # 60 s leases
     assert await tracker.sweep()
     assert tracker.take_changes() is None  # the first view: everything is new
     assert len(tracker.intents) == 300
 
-    # No notification is listened to here: the light pass must find these by itself.
+    # Within the leases the tracker noted, a light pass asks Redis nothing about the 300 keys
+    # (no notification is listened to here, so this DEL goes unseen for now).
+    await r.delete(keys.intents("c7"))
+    assert not await tracker.light_sweep()
+    assert tracker.lease_checks == 0
+    assert "c7" in tracker.intents
+
+    # Once they ran out by the tracker's clock, each key is asked its PTTL once: the gone one
+    # is dropped, the others (renewed, as far as the tracker knows) get their new deadline.
+    now[0] += 61
+    assert await tracker.light_sweep()
+    assert tracker.lease_checks == 300
+    assert "c7" not in tracker.intents
+    assert len(tracker.intents) == 299
+    assert tracker.take_changes() == {"c7"}
+    assert not await tracker.light_sweep()
+    assert tracker.lease_checks == 300  # the new deadlines lie ahead
+
+    # Keys made or changed without a notification wait for the full sweep (the safety net).
     await r.sadd(keys.intents("late"), "trade:KRW-ETH")
     await r.pexpire(keys.intents("late"), 60_000)
-    await r.delete(keys.intents("c7"))
-    assert await tracker.light_sweep()
-    assert tracker.intents["late"] == {"trade:KRW-ETH"}
-    assert "c7" not in tracker.intents
-    assert tracker.take_changes() == {"late", "c7"}
-    assert tracker.full_sweeps == 1
-
-    # A light pass does not re-read known keys: a member added without a notification waits
-    # for the full sweep (the safety net), which finds it.
     await r.sadd(keys.intents("c1"), "trade:KRW-BTC")
     assert not await tracker.light_sweep()
+    assert "late" not in tracker.intents
     assert await tracker.sweep()
+    assert tracker.intents["late"] == {"trade:KRW-ETH"}
     assert tracker.intents["c1"] == {"ticker:KRW-BTC", "trade:KRW-BTC"}
-    assert tracker.take_changes() == {"c1"}
+    assert tracker.take_changes() == {"late", "c1"}
+    assert tracker.full_sweeps == 2
+
+
+async def test_a_lease_that_really_ran_out_is_dropped_by_the_next_light_pass(
+    keys: Keys, r: aioredis.Redis
+) -> None:
+    health = RedisHealth(Status(r, keys, collector_id="test", version="0"))
+    tracker = IntentTracker(r, keys, health=health, on_change=lambda: None)  # the real clock
+    await r.sadd(keys.intents("brief"), "ticker:KRW-BTC")
+    await r.pexpire(keys.intents("brief"), 300)
+    await r.sadd(keys.intents("steady"), "ticker:KRW-ETH")
+    await r.pexpire(keys.intents("steady"), 60_000)
+    await tracker.sweep()
+    assert set(tracker.intents) == {"brief", "steady"}
+    await until(lambda: not tracker._due or tracker._due[0][0] <= time.monotonic(), within=5)
+    assert await tracker.light_sweep()  # its PTTL made Redis delete it, whatever active expiry did
+    assert set(tracker.intents) == {"steady"}
+    assert tracker.lease_checks == 1
 
 
 async def test_a_key_without_a_lease_is_refused_after_the_grace_by_a_light_pass(
