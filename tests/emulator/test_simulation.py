@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.emulator.shapes import json_type
 from tests.helpers import SAMPLES
-from upbit_fanout.emulator import simulation
+from upbit_fanout.emulator import fixedpoint
 from upbit_fanout.emulator.markets import KNOWN_BASES, default_markets
 from upbit_fanout.emulator.simulation import (
     CANDLE_UNIT_MS,
@@ -648,12 +648,12 @@ def test_next_rows_are_the_same_market_as_next_events() -> None:
 
 @given(st.integers(min_value=0, max_value=10**90))
 def test_number_text_is_the_decimals_own(units: int) -> None:
-    assert simulation._size_text(units) == str(simulation._size(units))
-    assert simulation._amount_text(units) == str(simulation._amount(units))
+    assert fixedpoint.size_text(units) == str(fixedpoint.size_decimal(units))
+    assert fixedpoint.amount_text(units) == str(fixedpoint.amount_decimal(units))
 
 
 @pytest.mark.parametrize("units", [0, 1, 99, 100, 10**8 - 1, 10**8, 10**10, 10**16, 10**28, 10**80])
 def test_number_text_at_the_notation_boundaries(units: int) -> None:
     for u in (units, units + 1, max(0, units - 1)):
-        assert simulation._size_text(u) == str(simulation._size(u))
-        assert simulation._amount_text(u) == str(simulation._amount(u))
+        assert fixedpoint.size_text(u) == str(fixedpoint.size_decimal(u))
+        assert fixedpoint.amount_text(u) == str(fixedpoint.amount_decimal(u))
