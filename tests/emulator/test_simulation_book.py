@@ -7,18 +7,18 @@ grid's tick is 5 KRW on both sides of the tables' prices), since both sides foll
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from upbit_fanout.emulator.book import (
     BOOK_DEPTH,
     P_FOLLOW,
     P_REFILL,
+    Level,
     OrderBook,
     draw_size,
 )
 from upbit_fanout.emulator.fixedpoint import SCALE, size_text
+from upbit_fanout.emulator.protocol import BookUnits
 from upbit_fanout.emulator.ticks import KRW_GRID
 
 LEVEL_SIZE = 1_000
@@ -59,15 +59,21 @@ def sides(book: OrderBook) -> tuple[list[tuple[int, int]], list[tuple[int, int]]
     )
 
 
-def scripted(values: list[float]) -> Callable[[], float]:
+def with_cache(book: OrderBook) -> tuple[Level, Level, int, int, int, int, BookUnits]:
+    """Mark ``book`` as rendered (as if its units were cached) and return the cache."""
+    cache = (book.asks[0], book.bids[0], 0, 0, 0, 0, BookUnits(("0", "0", "0", "0"), ()))
+    book.book_cache = cache
+    return cache
+
+
+class Scripted:
     """A ``random()`` that returns ``values`` in order (and fails if asked for more)."""
-    left = list(values)
 
-    def draw() -> float:
-        return left.pop(0)
+    def __init__(self, values: list[float]) -> None:
+        self.left = list(values)
 
-    draw.left = left  # type: ignore[attr-defined]
-    return draw
+    def __call__(self) -> float:
+        return self.left.pop(0)
 
 
 def bits(k: int) -> int:
@@ -162,11 +168,11 @@ def test_take_best_level_on_either_side(
             [MIRROR - p for p in bids], [MIRROR - p for p in asks], target=target, gap=gap
         )
         want = (mirror(bids_after), mirror(asks_after))
-    book.book_cache = (book.asks[0], book.bids[0], 0, 0, 0, 0, None)  # type: ignore[assignment]
-    random = scripted(draws)
+    with_cache(book)
+    random = Scripted(draws)
     book.take_best_level(ask, sweep, random, bits)
     assert sides(book) == want, case
-    assert random.left == []  # type: ignore[attr-defined]
+    assert random.left == []
     assert book.book_cache is None  # the book's structure changed: no reuse of its units
 
 
@@ -183,10 +189,10 @@ def test_tighten_leaves_the_usual_spread(
     asks: list[int], bids: list[int], draws: list[float], asks_after: Side, bids_after: Side
 ) -> None:
     book = make_book(asks, bids, spread=2)
-    random = scripted(draws)
+    random = Scripted(draws)
     book.tighten(random, bits)
     assert sides(book) == (asks_after, bids_after)
-    assert random.left == []  # type: ignore[attr-defined]
+    assert random.left == []
 
 
 @pytest.mark.parametrize("ask", [True, False])
@@ -219,22 +225,21 @@ def test_insert_level_trims_a_side_grown_past_its_target(ask: bool) -> None:
 def test_append_level_stops_at_the_bottom_of_the_grid() -> None:
     book = make_book([5010], [])
     book.bids = [book.new_level(1, OLD)]  # the lowest price there is
-    book.append_level(False, 1, scripted([0.5]), bits)
+    book.append_level(False, 1, Scripted([0.5]), bits)
     assert [lvl.price for lvl in book.bids] == [1]
 
 
 @pytest.mark.parametrize("ask", [True, False])
 def test_append_level_keeps_the_cached_book_only_beyond_its_depth(ask: bool) -> None:
     shallow = make_book([5010, 5020], [5000, 4990])
-    shallow.book_cache = (shallow.asks[0], shallow.bids[0], 0, 0, 0, 0, None)  # type: ignore[assignment]
-    shallow.append_level(ask, (5020 if ask else 4990) * SCALE, scripted([0.0]), bits)
+    with_cache(shallow)
+    shallow.append_level(ask, (5020 if ask else 4990) * SCALE, Scripted([0.0]), bits)
     assert shallow.book_cache is None  # the new level is one of the rendered units
     asks = [5010 + 5 * i for i in range(BOOK_DEPTH)]
     bids = [5000 - 5 * i for i in range(BOOK_DEPTH)]
     deep = make_book(asks, bids)
-    cache = (deep.asks[0], deep.bids[0], 0, 0, 0, 0, None)
-    deep.book_cache = cache  # type: ignore[assignment]
-    deep.append_level(ask, (asks[-1] if ask else bids[-1]) * SCALE, scripted([0.0]), bits)
+    cache = with_cache(deep)
+    deep.append_level(ask, (asks[-1] if ask else bids[-1]) * SCALE, Scripted([0.0]), bits)
     assert deep.book_cache is cache  # beyond the depth: the rendered units did not change
     assert len(deep.asks if ask else deep.bids) == BOOK_DEPTH + 1
 
