@@ -337,8 +337,8 @@ def _activity_weight(code: str, quote: str, real: bool, rng: random.Random) -> f
     weight = _TOP_WEIGHTS.get(code)
     if weight is None:
         quote_factor = {"KRW": 1.0, "USDT": 0.08, "BTC": 0.03}.get(quote, 0.05)
-        base_w = rng.uniform(2.0, 10.0) if real else min(15.0, 0.05 * rng.paretovariate(1.1))
-        weight = base_w * quote_factor
+        base_weight = rng.uniform(2.0, 10.0) if real else min(15.0, 0.05 * rng.paretovariate(1.1))
+        weight = base_weight * quote_factor
     return weight
 
 
@@ -426,34 +426,34 @@ def new_market_state(
     day_start = now_ms - now_ms % DAY_MS
     m.day_end_ms = day_start + DAY_MS
     mean_gap_ms = min(6 * 3_600_000.0, 1_500.0 / weight)
-    ts0 = max(0, now_ms - 1 - int(rng.expovariate(1.0 / mean_gap_ms)))
+    last_trade_ms = max(0, now_ms - 1 - int(rng.expovariate(1.0 / mean_gap_ms)))
     bid_side = rng.random() < 0.5
     bid_side = bid_side or not m.bids
     top = m.asks[0] if bid_side else m.bids[0]
-    px = top.price
+    last_price = top.price
     volume = draw_size(m.trade_size, rng.getrandbits(12))
     top.size = max(top.size, volume + 1)
     top.size_text = size_text(top.size)
-    m.book_timestamp = ts0
-    m.book_sent_ms = ts0
-    m.trade_price = px
+    m.book_timestamp = last_trade_ms
+    m.book_sent_ms = last_trade_ms
+    m.trade_price = last_price
     trades_per_day = weight * 3_000.0
     daily = int(trades_per_day * m.trade_size * 2.3)
     elapsed = (now_ms - day_start) / DAY_MS
-    if ts0 >= day_start:
+    if last_trade_ms >= day_start:
         m.no_trade_today = False
-        m.prev_closing_price = grid.snap_down(int(px * math.exp(rng.gauss(0, 0.025))))
+        m.prev_closing_price = grid.snap_down(int(last_price * math.exp(rng.gauss(0, 0.025))))
         m.opening_price = grid.snap_down(int(m.prev_closing_price * math.exp(rng.gauss(0, 0.003))))
-        hi = int(max(m.opening_price, px) * (1 + abs(rng.gauss(0, 0.012))))
-        lo = int(min(m.opening_price, px) * (1 - abs(rng.gauss(0, 0.012))))
-        m.high_price = max(grid.snap_up(hi), m.opening_price, px)
-        m.low_price = min(grid.snap_down(max(1, lo)), m.opening_price, px)
+        high = int(max(m.opening_price, last_price) * (1 + abs(rng.gauss(0, 0.012))))
+        low = int(min(m.opening_price, last_price) * (1 - abs(rng.gauss(0, 0.012))))
+        m.high_price = max(grid.snap_up(high), m.opening_price, last_price)
+        m.low_price = min(grid.snap_down(max(1, low)), m.opening_price, last_price)
         m.acc_trade_volume = max(volume, int(daily * elapsed * rng.uniform(0.7, 1.3)))
     else:
         m.no_trade_today = True
-        m.prev_closing_price = m.opening_price = m.high_price = m.low_price = px
+        m.prev_closing_price = m.opening_price = m.high_price = m.low_price = last_price
         m.acc_trade_volume = 0
-    m.acc_trade_price = m.acc_trade_volume * px
+    m.acc_trade_price = m.acc_trade_volume * last_price
     m.acc_bid_volume = int(m.acc_trade_volume * rng.uniform(0.4, 0.6))
     m.acc_ask_volume = m.acc_trade_volume - m.acc_bid_volume
     m.acc_ask_volume_text = m.acc_bid_volume_text = (-1, "")
@@ -462,13 +462,15 @@ def new_market_state(
     elif m.acc_trade_volume and not bid_side and m.acc_ask_volume < volume:
         m.acc_ask_volume, m.acc_bid_volume = volume, m.acc_trade_volume - volume
     m.carried_trade_volume_24h = int(daily * rng.uniform(0.4, 0.6))
-    m.carried_trade_price_24h = m.carried_trade_volume_24h * px
+    m.carried_trade_price_24h = m.carried_trade_volume_24h * last_price
     m.prev_closing_price_text = m.price_text(m.prev_closing_price)
 
     # 52 weeks
-    m.highest_52_week_price = max(m.high_price, grid.snap_up(int(px * rng.uniform(1.15, 2.6))))
+    m.highest_52_week_price = max(
+        m.high_price, grid.snap_up(int(last_price * rng.uniform(1.15, 2.6)))
+    )
     m.lowest_52_week_price = min(
-        m.low_price, grid.snap_down(max(1, int(px * rng.uniform(0.25, 0.85))))
+        m.low_price, grid.snap_down(max(1, int(last_price * rng.uniform(0.25, 0.85))))
     )
     m.highest_52_week_date = day_text(day_start - rng.randint(1, 360) * DAY_MS)
     m.lowest_52_week_date = day_text(day_start - rng.randint(1, 360) * DAY_MS)
@@ -482,24 +484,26 @@ def new_market_state(
     m.low_price_text = m.price_text(m.low_price)
     m.highest_52_week_price_text = m.price_text(m.highest_52_week_price)
     m.lowest_52_week_price_text = m.price_text(m.lowest_52_week_price)
-    m.buy_probability = buy_probability(px, m.anchor_price)
+    m.buy_probability = buy_probability(last_price, m.anchor_price)
 
-    trade_date, trade_time = time.strftime("%Y-%m-%d|%H:%M:%S", time.gmtime(ts0 // 1000)).split("|")
-    change, change_price, _, _, _ = m.change_text_at(px)
+    trade_date, trade_time = time.strftime(
+        "%Y-%m-%d|%H:%M:%S", time.gmtime(last_trade_ms // 1000)
+    ).split("|")
+    change, change_price, _, _, _ = m.change_text_at(last_price)
     best_bid = m.bids[0] if m.bids else EMPTY_LEVEL
     m.last_trade = (  # a TRADE_ROW row
         m.code_json,
-        ts0,
+        last_trade_ms,
         trade_date,
         trade_time,
-        ts0,
-        m.price_text(px),
+        last_trade_ms,
+        m.price_text(last_price),
         size_text(volume),
         "BID" if bid_side else "ASK",
         m.prev_closing_price_text,
         change,
         change_price,
-        ts0 * 10_000 + index % 10_000,
+        last_trade_ms * 10_000 + index % 10_000,
         m.asks[0].price_text,
         m.asks[0].size_text,
         best_bid.price_text,
@@ -507,8 +511,11 @@ def new_market_state(
     )
     if m.tape is not None:
         m.tape.append(m.last_trade)
-    m.candles = [Candle(ts0 - ts0 % ms, px, volume, ts0) for _, ms in CANDLE_UNITS]
-    m.candle_second = ts0 // 1000
+    m.candles = [
+        Candle(last_trade_ms - last_trade_ms % ms, last_price, volume, last_trade_ms)
+        for _, ms in CANDLE_UNITS
+    ]
+    m.candle_second = last_trade_ms // 1000
     m.fold_active = False
     m.fold_opening_price = m.fold_high_price = m.fold_low_price = 0
     m.fold_start_acc_trade_volume = m.fold_start_acc_trade_price = 0

@@ -144,15 +144,15 @@ def ticker_payload(m: MarketState, now_ms: int) -> dict[str, Any]:
     change, change_price, signed_change_price, change_rate, signed_change_rate = m.change_at(price)
     trade_date: str = last[_TRADE_DATE]
     trade_time: str = last[_TRADE_TIME]
-    px = m.price_decimal
+    decimal = m.price_decimal
     return {
         "type": "ticker",
         "code": m.code,
-        "opening_price": px(m.opening_price),
-        "high_price": px(m.high_price),
-        "low_price": px(m.low_price),
-        "trade_price": px(price),
-        "prev_closing_price": px(m.prev_closing_price),
+        "opening_price": decimal(m.opening_price),
+        "high_price": decimal(m.high_price),
+        "low_price": decimal(m.low_price),
+        "trade_price": decimal(price),
+        "prev_closing_price": decimal(m.prev_closing_price),
         "change": change,
         "change_price": change_price,
         "signed_change_price": signed_change_price,
@@ -169,9 +169,9 @@ def ticker_payload(m: MarketState, now_ms: int) -> dict[str, Any]:
         "ask_bid": last[_TRADE_SIDE],
         "acc_ask_volume": size_decimal(m.acc_ask_volume),
         "acc_bid_volume": size_decimal(m.acc_bid_volume),
-        "highest_52_week_price": px(m.highest_52_week_price),
+        "highest_52_week_price": decimal(m.highest_52_week_price),
         "highest_52_week_date": m.highest_52_week_date,
-        "lowest_52_week_price": px(m.lowest_52_week_price),
+        "lowest_52_week_price": decimal(m.lowest_52_week_price),
         "lowest_52_week_date": m.lowest_52_week_date,
         "market_state": "ACTIVE",
         "is_trading_suspended": False,
@@ -268,8 +268,8 @@ def candle_payload(
             time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(candle.start_ms // 1000)),
             time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((candle.start_ms + _KST_MS) // 1000)),
         )
-    decimals = m.price_decimals
-    px = m.price_decimal
+    cached = m.price_decimals
+    decimal = m.price_decimal
     volume = candle.acc_trade_volume
     amount = candle.acc_trade_price
     return {
@@ -277,10 +277,10 @@ def candle_payload(
         "code": m.code,
         "candle_date_time_utc": names[0],
         "candle_date_time_kst": names[1],
-        "opening_price": decimals.get(candle.opening_price) or px(candle.opening_price),
-        "high_price": decimals.get(candle.high_price) or px(candle.high_price),
-        "low_price": decimals.get(candle.low_price) or px(candle.low_price),
-        "trade_price": decimals.get(candle.trade_price) or px(candle.trade_price),
+        "opening_price": cached.get(candle.opening_price) or decimal(candle.opening_price),
+        "high_price": cached.get(candle.high_price) or decimal(candle.high_price),
+        "low_price": cached.get(candle.low_price) or decimal(candle.low_price),
+        "trade_price": cached.get(candle.trade_price) or decimal(candle.trade_price),
         "candle_acc_trade_volume": Decimal(volume) * E8 if volume else ZERO,
         "candle_acc_trade_price": Decimal(amount).scaleb(-16, WIDE) if amount else ZERO,
         "timestamp": candle.timestamp,
@@ -352,48 +352,54 @@ def grouped_book_payload(
 
     def groups(side: list[Level], ask: bool) -> list[tuple[int, int]]:
         out: list[tuple[int, int]] = []
-        for lvl in side:
-            p = lvl.price
-            g = -(-p // level_units) * level_units if ask else p // level_units * level_units
-            if g <= 0:
+        for book_level in side:
+            price = book_level.price
+            group = (
+                -(-price // level_units) * level_units
+                if ask
+                else price // level_units * level_units
+            )
+            if group <= 0:
                 break
-            if out and out[-1][0] == g:
-                out[-1] = (g, out[-1][1] + lvl.size)
+            if out and out[-1][0] == group:
+                out[-1] = (group, out[-1][1] + book_level.size)
             else:
                 if len(out) == depth:
                     break
-                out.append((g, lvl.size))
+                out.append((group, book_level.size))
         while 0 < len(out) < depth:
-            g = out[-1][0] + level_units if ask else out[-1][0] - level_units
-            if g <= 0:
+            group = out[-1][0] + level_units if ask else out[-1][0] - level_units
+            if group <= 0:
                 break
-            k = 1 + int(rng.random() * per_group)
-            s = sum((m.level_size * SIZE_MULTIPLIERS[rng.getrandbits(12)]) >> 10 for _ in range(k))
-            out.append((g, max(1, s)))
+            orders = 1 + int(rng.random() * per_group)
+            size = sum(
+                (m.level_size * SIZE_MULTIPLIERS[rng.getrandbits(12)]) >> 10 for _ in range(orders)
+            )
+            out.append((group, max(1, size)))
         return out
 
     # asks round up and bids round down, so the best ask group stays above the best bid
     asks = groups(m.asks, True)
     bids = groups(m.bids, False)
-    px = m.price_decimal
+    decimal = m.price_decimal
     units = []
     for i in range(depth):
-        a = asks[i] if i < len(asks) else (0, 0)
-        b = bids[i] if i < len(bids) else (0, 0)
+        ask_price, ask_size = asks[i] if i < len(asks) else (0, 0)
+        bid_price, bid_size = bids[i] if i < len(bids) else (0, 0)
         units.append(
             {
-                "ask_price": px(a[0]),
-                "bid_price": px(b[0]),
-                "ask_size": size_decimal(a[1]),
-                "bid_size": size_decimal(b[1]),
+                "ask_price": decimal(ask_price),
+                "bid_price": decimal(bid_price),
+                "ask_size": size_decimal(ask_size),
+                "bid_size": size_decimal(bid_size),
             }
         )
     return {
         "type": "orderbook",
         "code": m.code,
         "timestamp": m.book_timestamp,
-        "total_ask_size": size_decimal(sum(s for _, s in asks)),
-        "total_bid_size": size_decimal(sum(s for _, s in bids)),
+        "total_ask_size": size_decimal(sum(size for _, size in asks)),
+        "total_bid_size": size_decimal(sum(size for _, size in bids)),
         "orderbook_units": units,
         "level": level,
     }

@@ -522,6 +522,7 @@ class MarketSimulator:
             m.book_timestamp = ts
             if price != m.trade_price:
                 m.trade_price = price
+                # market_state.buy_probability(), inlined: this is the hot path
                 m.buy_probability = 0.5 - REVERSION * (price - m.anchor_price) / m.anchor_price
                 if m.fold_active:
                     if price > m.fold_high_price:
