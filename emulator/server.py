@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import http
 import itertools
-import json
 import logging
 import time
 from collections import Counter, deque
@@ -51,7 +50,7 @@ from upbit_fanout.emulator.admin import admin_response, json_response
 from upbit_fanout.emulator.auth import AuthError, NonceMemory, verify_authorization
 from upbit_fanout.emulator.connection import EmulatorConnection, Socket
 from upbit_fanout.emulator.fanout import Fanout, snapshot_frames
-from upbit_fanout.emulator.markets import Market, default_markets, market_all_payload
+from upbit_fanout.emulator.markets import Market, default_markets
 from upbit_fanout.emulator.pacing import Pacer
 from upbit_fanout.emulator.protocol import (
     STATUS_UP,
@@ -69,9 +68,13 @@ from upbit_fanout.emulator.protocol import (
     render_list_subscriptions,
     without_code,
 )
-from upbit_fanout.emulator.quotation import QUOTATION_PER_SECOND, QuotationApi, quotation_group
+from upbit_fanout.emulator.quotation import QUOTATION_PER_SECOND, QuotationApi
 from upbit_fanout.emulator.replay import ReplayFrame, load_replay, replay_codes
-from upbit_fanout.emulator.rest import REST_PATHS, RestApi
+from upbit_fanout.emulator.rest import RestApi
+from upbit_fanout.emulator.routes import (
+    MARKET_ALL_PATH,  # noqa: F401 - importable from here too
+    HttpRoutes,
+)
 from upbit_fanout.emulator.simulation import (
     TRADE_ROW,
     MarketSimulator,
@@ -93,7 +96,6 @@ DEFAULT_RATE: Final = 1000.0
 
 PUBLIC_PATH: Final = "/websocket/v1"
 PRIVATE_PATH: Final = "/websocket/v1/private"
-MARKET_ALL_PATH: Final = "/v1/market/all"
 ADMIN_PREFIX: Final = "/_emulator/"
 
 _DEFLATE: Final = ServerPerMessageDeflateFactory(
@@ -185,7 +187,7 @@ class Emulator:
         self._secret_key = secret_key
         self._nonces = NonceMemory(nonce_memory)
         self.rest_per_second = rest_per_second
-        self._rest: RestApi | None = None
+        self._routes: HttpRoutes | None = None
         self._quotation = QuotationApi(lambda: self.simulator, per_second=quotation_per_second)
         self._trading: frozenset[str] = frozenset(trading)
         """Markets that trade whether or not anyone watches (as Upbit's do); their last
@@ -229,7 +231,6 @@ class Emulator:
         self._resume_handle: asyncio.TimerHandle | None = None
         self._refuse_until = 0.0
         self._drop_codes: deque[str | None] = deque()
-        self._market_all: dict[bool, bytes] = {}
         self._seed = seed
         self.certificates: TestCertificates | None = make_certificates() if tls else None
         """With ``tls=True``: the server's context and the authority's PEM (``write_ca``)."""
@@ -251,12 +252,19 @@ class Emulator:
         for code in self._trading:
             self._sim.keep_trades(code, self._trading_tape)
         self._account = Account(seed=self._seed)
-        self._rest = RestApi(
+        rest = RestApi(
             self._account,
             access_key=self._access_key,
             secret_key=self._secret_key,
             nonces=self._nonces,
             per_second=self.rest_per_second,
+        )
+        self._routes = HttpRoutes(
+            markets=self.markets,
+            known=self._known,
+            rest=rest,
+            quotation=self._quotation,
+            counters=self.counters,
         )
         self._server = await serve(
             self._handle,
@@ -569,29 +577,22 @@ class Emulator:
             return await admin_response(
                 self, path[len(ADMIN_PREFIX) :], parse_qs(query), request.method
             )
-        if path == MARKET_ALL_PATH:
-            details = parse_qs(query).get("is_details", ["false"])[-1].lower() == "true"
-            body = self._market_all.get(details)
-            if body is None:
-                # In replay mode the file's codes are markets too: a client that checks codes
-                # against this list (the collector does) must accept what the file serves.
-                listed = {market.code for market in self.markets}
-                extra = [Market(code, code, code, False) for code in sorted(self._known - listed)]
-                payload = market_all_payload([*self.markets, *extra], is_details=details)
-                body = self._market_all[details] = json.dumps(
-                    payload, ensure_ascii=False, separators=(",", ":")
-                ).encode()
-            return json_response(http.HTTPStatus.OK, body)
-        if path in REST_PATHS and self._rest is not None:
-            return self._rest_response(path, query, request.headers.get("Authorization"))
-        if quotation_group(path) is not None:
-            return self._quotation_response(ws, path, query)
-        if path not in (PUBLIC_PATH, PRIVATE_PATH):
-            return json_response(http.HTTPStatus.NOT_FOUND, error_frame("NOT_FOUND", "Not Found"))
-
-        loop = asyncio.get_running_loop()
         remote = ws.remote_address
         address = str(remote[0]) if remote else "?"
+        loop = asyncio.get_running_loop()
+        if self._routes is not None:
+            answer = self._routes.answer(
+                path,
+                query,
+                authorization=request.headers.get("Authorization"),
+                address=address,
+                now=loop.time(),
+                now_ms=now_ms(),
+            )
+            if answer is not None:
+                return answer
+        if path not in (PUBLIC_PATH, PRIVATE_PATH):
+            return json_response(http.HTTPStatus.NOT_FOUND, error_frame("NOT_FOUND", "Not Found"))
         if self._refusing():
             self.counters["refused_connections"] += 1
             return json_response(
@@ -619,38 +620,6 @@ class Emulator:
             ws.private = True
         await self._running.wait()
         return None
-
-    def _rest_response(self, path: str, query: str, authorization: str | None) -> Response:
-        """The exchange REST API (emulator/rest.py), counted and with ``Remaining-Req``."""
-        assert self._rest is not None
-        answer = self._rest.handle(
-            path, query, authorization, now=asyncio.get_running_loop().time(), now_ms=now_ms()
-        )
-        self.counters["rest_requests"] += 1
-        if answer.status != http.HTTPStatus.OK:
-            self.counters[f"rest_refused:{answer.status.value}"] += 1
-        response = json_response(answer.status, answer.body)
-        if answer.remaining_req is not None:
-            response.headers["Remaining-Req"] = answer.remaining_req
-        return response
-
-    def _quotation_response(self, ws: ServerConnection, path: str, query: str) -> Response:
-        """The quotation REST API (emulator/quotation.py), counted and with ``Remaining-Req``."""
-        remote = ws.remote_address
-        answer = self._quotation.handle(
-            path,
-            query,
-            address=str(remote[0]) if remote else "?",
-            now=asyncio.get_running_loop().time(),
-            now_ms=now_ms(),
-        )
-        self.counters["quotation_requests"] += 1
-        if answer.status != http.HTTPStatus.OK:
-            self.counters[f"quotation_refused:{answer.status.value}"] += 1
-        response = json_response(answer.status, answer.body)
-        if answer.remaining_req is not None:
-            response.headers["Remaining-Req"] = answer.remaining_req
-        return response
 
     def trade_record(self, code: str) -> list[dict[str, Any]]:
         """The emulator's own record of ``code``'s trades, oldest first (the latest 10,000 of a
