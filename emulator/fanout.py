@@ -288,7 +288,11 @@ class Fanout(Generic[C]):
                 data = render_row(spec, row, "REALTIME", simple=client.simple)
             if client.listed:
                 data = wrap_list(data)
-            self.push(client, data, frame_binary(data) if client.raw else None)
+            if client.push(data, frame_binary(data) if client.raw else None):  # push, inlined
+                self.frames_sent += 1
+                if not client.dirty:
+                    client.dirty = True
+                    self._dirty.append(client)
             return
         frames: dict[str, list[Any]] = {}
         for client, _ in targets:
