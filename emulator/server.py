@@ -1,18 +1,20 @@
-"""The emulator's asyncio server: sockets, tasks and fan-out around the pure core.
+"""The emulator's asyncio server: sockets, tasks and lifecycle around the pure core.
 
 Decisions are made elsewhere: what a client message means and which error it earns
-(:mod:`emulator.protocol`), whether a private handshake is allowed (:mod:`emulator.auth`), what
-a recorded frame looks like in each format (:mod:`emulator.replay`), what the market and the
-account do (:mod:`emulator.simulation`, :mod:`emulator.account`); a connection's queue lives in
-:mod:`emulator.connection` and the admin HTTP answers in :mod:`emulator.admin`. This module wires
-them to ``websockets``:
+(:mod:`emulator.protocol`), whether a private handshake is allowed (:mod:`emulator.auth`), which
+connection is sent which frame (:mod:`emulator.fanout`), how fast the generators run
+(:mod:`emulator.pacing`), what a recorded frame looks like in each format
+(:mod:`emulator.replay`), what the market and the account do (:mod:`emulator.simulation`,
+:mod:`emulator.account`); a connection's queue lives in :mod:`emulator.connection` and the
+admin HTTP answers in :mod:`emulator.admin`. This module wires them to ``websockets``:
 
 - one :class:`Emulator` owns the websockets server and three to four background tasks (market
   generator, ``{"status":"UP"}`` ticker, idle reaper, optional private activity), and one replay
   task per subscribed connection in replay mode; :meth:`Emulator.aclose` cancels and awaits them;
-- every event is rendered once per (format, orderbook depth, level) and the same bytes are written
-  to every connection that wants it;
-- frames are written synchronously into each connection's transport buffer and flushed once per
+- the handshake (routing of plain HTTP paths, refusals, connect rate limit, private auth), the
+  request loop of each connection (message rate limit, errors and their close, subscribe, list)
+  and the faults a test injects;
+- the fan-out queues frames on the connections; this module writes them, flushed once per
   batch (one ``transport.write`` per connection per batch). That buffer is the connection's
   outgoing queue. Policy: in paced mode a connection whose buffer exceeds ``max_buffer`` bytes is
   dropped abruptly (counted as ``slow_consumer_drops``), like an exchange drops a slow reader; in
@@ -28,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import http
 import itertools
-import json
 import logging
 import time
 from collections import Counter, deque
@@ -48,13 +49,13 @@ from upbit_fanout.emulator.account import Account, PrivateEvent
 from upbit_fanout.emulator.admin import admin_response, json_response
 from upbit_fanout.emulator.auth import AuthError, NonceMemory, verify_authorization
 from upbit_fanout.emulator.connection import EmulatorConnection, Socket
-from upbit_fanout.emulator.markets import Market, default_markets, market_all_payload
+from upbit_fanout.emulator.fanout import Fanout, snapshot_frames
+from upbit_fanout.emulator.markets import Market, default_markets
 from upbit_fanout.emulator.pacing import Pacer
 from upbit_fanout.emulator.protocol import (
     STATUS_UP,
     ConnectionSubscription,
     ConnectLimiter,
-    Format,
     ListRequest,
     Ping,
     RequestError,
@@ -63,24 +64,21 @@ from upbit_fanout.emulator.protocol import (
     SubscribeRequest,
     compile_subscription,
     error_frame,
-    frame_binary,
-    frame_header,
     parse_request,
-    render_event,
     render_list_subscriptions,
-    render_row,
     without_code,
-    wrap_list,
 )
-from upbit_fanout.emulator.quotation import QUOTATION_PER_SECOND, QuotationApi, quotation_group
-from upbit_fanout.emulator.replay import ReplayFrame, load_replay, matching_items, replay_codes
-from upbit_fanout.emulator.rest import REST_PATHS, RestApi
+from upbit_fanout.emulator.quotation import QUOTATION_PER_SECOND, QuotationApi
+from upbit_fanout.emulator.replay import ReplayFrame, load_replay, replay_codes
+from upbit_fanout.emulator.rest import RestApi
+from upbit_fanout.emulator.routes import (
+    MARKET_ALL_PATH,  # noqa: F401 - importable from here too
+    HttpRoutes,
+)
 from upbit_fanout.emulator.simulation import (
-    ROW_SPECS,
     TRADE_ROW,
     MarketSimulator,
     RowEvent,
-    orderbook_at_depth,
 )
 from upbit_fanout.emulator.tls import TestCertificates, make_certificates
 from upbit_fanout.subscriptions.clock import now_ms
@@ -98,26 +96,7 @@ DEFAULT_RATE: Final = 1000.0
 
 PUBLIC_PATH: Final = "/websocket/v1"
 PRIVATE_PATH: Final = "/websocket/v1/private"
-MARKET_ALL_PATH: Final = "/v1/market/all"
 ADMIN_PREFIX: Final = "/_emulator/"
-
-_ROW_DEPTH: Final = 30  # the units of the simulator's orderbook rows
-_UNSET: Final[Any] = object()
-_HEADERS: dict[int, bytes] = {}  # payload length -> binary frame header (frame_binary's)
-
-
-def _header(length: int) -> bytes:
-    header = frame_header(length)
-    if len(_HEADERS) < 65_536:
-        _HEADERS[length] = header
-    return header
-
-
-# REALTIME templates (DEFAULT, SIMPLE) of the rows written without a units field
-_ROW_TEMPLATES: Final = {
-    type_: spec.realtime for type_, spec in ROW_SPECS.items() if spec.units_at is None
-}
-
 
 _DEFLATE: Final = ServerPerMessageDeflateFactory(
     server_max_window_bits=12,
@@ -208,7 +187,7 @@ class Emulator:
         self._secret_key = secret_key
         self._nonces = NonceMemory(nonce_memory)
         self.rest_per_second = rest_per_second
-        self._rest: RestApi | None = None
+        self._routes: HttpRoutes | None = None
         self._quotation = QuotationApi(lambda: self.simulator, per_second=quotation_per_second)
         self._trading: frozenset[str] = frozenset(trading)
         """Markets that trade whether or not anyone watches (as Upbit's do); their last
@@ -231,20 +210,14 @@ class Emulator:
         self.received: deque[Received] = deque(maxlen=received_limit)
         """Every client message (the last ``received_limit`` of them), oldest first."""
         self.received_total = 0
-        self.frames_sent = 0
-        """Frames written to clients since start (all connections, all kinds)."""
         self.counters: Counter[str] = Counter()
         """Lifetime counters: connections, frames, errors by name, limits hit, drops..."""
 
         self._clients: dict[int, EmulatorConnection] = {}
         self._ids = itertools.count(1)
-        self._index: dict[tuple[str, str], list[tuple[EmulatorConnection, Stream]]] = {}
-        self._private: list[EmulatorConnection] = []
-        self._generated_codes: frozenset[str] = frozenset()
-        self._generated_types: frozenset[str] = frozenset()
+        self._fanout: Fanout[EmulatorConnection] = Fanout(book_at=self._book_at)
         self._order_codes: set[str] = set()
         self._orders_placed = False
-        self._dirty: list[EmulatorConnection] = []
         self._sim: MarketSimulator | None = None
         self._account: Account | None = None
         self._server: Server | None = None
@@ -258,7 +231,6 @@ class Emulator:
         self._resume_handle: asyncio.TimerHandle | None = None
         self._refuse_until = 0.0
         self._drop_codes: deque[str | None] = deque()
-        self._market_all: dict[bool, bytes] = {}
         self._seed = seed
         self.certificates: TestCertificates | None = make_certificates() if tls else None
         """With ``tls=True``: the server's context and the authority's PEM (``write_ca``)."""
@@ -280,12 +252,19 @@ class Emulator:
         for code in self._trading:
             self._sim.keep_trades(code, self._trading_tape)
         self._account = Account(seed=self._seed)
-        self._rest = RestApi(
+        rest = RestApi(
             self._account,
             access_key=self._access_key,
             secret_key=self._secret_key,
             nonces=self._nonces,
             per_second=self.rest_per_second,
+        )
+        self._routes = HttpRoutes(
+            markets=self.markets,
+            known=self._known,
+            rest=rest,
+            quotation=self._quotation,
+            counters=self.counters,
         )
         self._server = await serve(
             self._handle,
@@ -343,6 +322,12 @@ class Emulator:
             name, exc = crash
             raise EmulatorCrashError(f"emulator task {name} crashed: {exc!r}") from exc
 
+    def _book_at(self, stream: Stream, stamp: int) -> Mapping[str, Any]:
+        """The fan-out's orderbooks at a price level: cut from the simulated book."""
+        return self.simulator.orderbook(
+            stream.code, now_ms=stamp, depth=stream.depth, level=stream.level
+        )
+
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.spawn(name, coro)
 
@@ -375,6 +360,11 @@ class Emulator:
     def http_url(self) -> str:
         scheme = "https" if self.certificates else "http"
         return f"{scheme}://{self._url_host}:{self.port}"
+
+    @property
+    def frames_sent(self) -> int:
+        """Frames written to clients since start (all connections, all kinds)."""
+        return self._fanout.frames_sent
 
     @property
     def connections(self) -> tuple[EmulatorConnection, ...]:
@@ -488,7 +478,7 @@ class Emulator:
         """Send one binary frame of garbage (not JSON) to every connection; returns how many."""
         count = 0
         for client in list(self._clients.values()):
-            if self._push(client, data):
+            if self._fanout.push(client, data):
                 count += 1
         self._flush()
         self.counters["malformed_sent"] += count
@@ -533,13 +523,10 @@ class Emulator:
         count = 0
         for client in list(self._clients.values()):
             if frame is None:
-                count += self._push(client, raw)
+                count += self._fanout.push(client, raw)
                 continue
-            picked = matching_items(frame, client.subscription)
-            if picked:
+            if self._fanout.offer(frame, client):
                 count += 1
-                for data in frame.render(client.format, picked):
-                    self._push(client, data)
         self._flush()
         self.counters["injected"] += 1
         return count
@@ -590,29 +577,22 @@ class Emulator:
             return await admin_response(
                 self, path[len(ADMIN_PREFIX) :], parse_qs(query), request.method
             )
-        if path == MARKET_ALL_PATH:
-            details = parse_qs(query).get("is_details", ["false"])[-1].lower() == "true"
-            body = self._market_all.get(details)
-            if body is None:
-                # In replay mode the file's codes are markets too: a client that checks codes
-                # against this list (the collector does) must accept what the file serves.
-                listed = {market.code for market in self.markets}
-                extra = [Market(code, code, code, False) for code in sorted(self._known - listed)]
-                payload = market_all_payload([*self.markets, *extra], is_details=details)
-                body = self._market_all[details] = json.dumps(
-                    payload, ensure_ascii=False, separators=(",", ":")
-                ).encode()
-            return json_response(http.HTTPStatus.OK, body)
-        if path in REST_PATHS and self._rest is not None:
-            return self._rest_response(path, query, request.headers.get("Authorization"))
-        if quotation_group(path) is not None:
-            return self._quotation_response(ws, path, query)
-        if path not in (PUBLIC_PATH, PRIVATE_PATH):
-            return json_response(http.HTTPStatus.NOT_FOUND, error_frame("NOT_FOUND", "Not Found"))
-
-        loop = asyncio.get_running_loop()
         remote = ws.remote_address
         address = str(remote[0]) if remote else "?"
+        loop = asyncio.get_running_loop()
+        if self._routes is not None:
+            answer = self._routes.answer(
+                path,
+                query,
+                authorization=request.headers.get("Authorization"),
+                address=address,
+                now=loop.time(),
+                now_ms=now_ms(),
+            )
+            if answer is not None:
+                return answer
+        if path not in (PUBLIC_PATH, PRIVATE_PATH):
+            return json_response(http.HTTPStatus.NOT_FOUND, error_frame("NOT_FOUND", "Not Found"))
         if self._refusing():
             self.counters["refused_connections"] += 1
             return json_response(
@@ -640,38 +620,6 @@ class Emulator:
             ws.private = True
         await self._running.wait()
         return None
-
-    def _rest_response(self, path: str, query: str, authorization: str | None) -> Response:
-        """The exchange REST API (emulator/rest.py), counted and with ``Remaining-Req``."""
-        assert self._rest is not None
-        answer = self._rest.handle(
-            path, query, authorization, now=asyncio.get_running_loop().time(), now_ms=now_ms()
-        )
-        self.counters["rest_requests"] += 1
-        if answer.status != http.HTTPStatus.OK:
-            self.counters[f"rest_refused:{answer.status.value}"] += 1
-        response = json_response(answer.status, answer.body)
-        if answer.remaining_req is not None:
-            response.headers["Remaining-Req"] = answer.remaining_req
-        return response
-
-    def _quotation_response(self, ws: ServerConnection, path: str, query: str) -> Response:
-        """The quotation REST API (emulator/quotation.py), counted and with ``Remaining-Req``."""
-        remote = ws.remote_address
-        answer = self._quotation.handle(
-            path,
-            query,
-            address=str(remote[0]) if remote else "?",
-            now=asyncio.get_running_loop().time(),
-            now_ms=now_ms(),
-        )
-        self.counters["quotation_requests"] += 1
-        if answer.status != http.HTTPStatus.OK:
-            self.counters[f"quotation_refused:{answer.status.value}"] += 1
-        response = json_response(answer.status, answer.body)
-        if answer.remaining_req is not None:
-            response.headers["Remaining-Req"] = answer.remaining_req
-        return response
 
     def trade_record(self, code: str) -> list[dict[str, Any]]:
         """The emulator's own record of ``code``'s trades, oldest first (the latest 10,000 of a
@@ -749,7 +697,9 @@ class Emulator:
             if request.format is not None:
                 client.format = request.format
             listing = client.subscription.listing if client.subscription else ()
-            self._push(client, render_list_subscriptions(listing, request.ticket, client.format))
+            self._fanout.push(
+                client, render_list_subscriptions(listing, request.ticket, client.format)
+            )
             self._flush()
         else:
             if self._drop_codes:
@@ -777,7 +727,7 @@ class Emulator:
     async def _fail(self, client: EmulatorConnection, error: RequestError) -> bool:
         """Error frame, nothing else, then close 1000 after ``error_close_delay`` (§7)."""
         self.counters[f"error:{error.name}"] += 1
-        self._push(client, error.frame())
+        self._fanout.push(client, error.frame())
         self._flush()
         client.closing = True
         if client.subscription is not None:
@@ -800,62 +750,29 @@ class Emulator:
             return
         sim = self.simulator
         stamp = now_ms()
-        for stream in subscription.snapshots:
-            payload = sim.snapshot(
-                stream.type,
-                stream.code,
-                now_ms=stamp,
-                depth=stream.depth or 30,
-                level=stream.level,
+
+        def snapshot(stream: Stream) -> dict[str, Any] | None:
+            depth = stream.depth or 30
+            return sim.snapshot(
+                stream.type, stream.code, now_ms=stamp, depth=depth, level=stream.level
             )
-            if payload is None:
-                continue
-            data = render_event(stream.type, payload, "SNAPSHOT", simple=client.format.simple)
-            if self._push(client, wrap_list(data) if client.format.listed else data):
+
+        for data in snapshot_frames(subscription, snapshot):
+            if self._fanout.push(client, data):
                 client.snapshots_sent += 1
                 self.counters["snapshots_sent"] += 1
         self._flush()
 
     def _rebuild_index(self) -> None:
-        index: dict[tuple[str, str], list[tuple[EmulatorConnection, Stream]]] = {}
-        private: list[EmulatorConnection] = []
-        for client in self._clients.values():
-            subscription = client.subscription
-            if subscription is None or client.closing:
-                continue
-            if subscription.my_order is not None or subscription.my_asset:
-                private.append(client)
-            for key, streams in subscription.realtime.items():
-                targets = index.setdefault(key, [])
-                targets.extend((client, stream) for stream in streams)
-        self._index = index
-        self._private = private
-        codes = frozenset(code for _, code in index) | frozenset(self._order_codes) | self._trading
-        types = frozenset(type_ for type_, _ in index)
-        if self._order_codes or self._trading:
-            types |= {"trade"}  # resting orders fill on trades (Account.on_trade)
-        if codes != self._generated_codes or types != self._generated_types:
-            self._generated_codes = codes
-            self._generated_types = types
+        always = self._order_codes | self._trading
+        if self._fanout.rebuild(self._clients.values(), always=always):
             self._codes_changed.set()
 
     # --- writing -------------------------------------------------------------------------------
 
-    def _push(self, client: EmulatorConnection, data: bytes, framed: bytes | None = None) -> bool:
-        """Queue one frame on a connection; :meth:`_flush` writes it."""
-        if not client.push(data, framed):
-            return False
-        self.frames_sent += 1
-        if not client.dirty:
-            client.dirty = True
-            self._dirty.append(client)
-        return True
-
     def _flush(self) -> None:
-        """Write what :meth:`_push` queued (one write per connection); apply the queue policy."""
-        dirty, self._dirty = self._dirty, []
-        for client in dirty:
-            client.dirty = False
+        """Write what the fan-out queued (one write per connection); apply the queue policy."""
+        for client in self._fanout.take_dirty():
             try:
                 buffered = client.flush()
             except Exception:  # the transport failed under us: treat it as lost
@@ -895,118 +812,9 @@ class Emulator:
 
     # --- market events -------------------------------------------------------------------------
 
-    def _dispatch(
-        self, type_: str, code: str, payload: Mapping[str, Any] | tuple[Any, ...]
-    ) -> None:
-        """Render a REALTIME event once per (format, depth, level) and queue it.
-
-        ``payload`` is a dict or, for the simulator's trades, tickers and books, a row
-        (``MarketSimulator.next_rows``), written by template.
-        """
-        targets = self._index.get((type_, code))
-        if not targets:
-            return
-        if isinstance(payload, tuple):
-            if type_ != "orderbook" or all(
-                s.depth == _ROW_DEPTH and not s.level for _, s in targets
-            ):
-                self._dispatch_row(type_, payload, targets)
-                return
-            payload = ROW_SPECS[type_].payload(payload)  # other depths or levels: cut from it
-        # keys are plain strings/tuples: hashing the Format enum costs a Python call each time
-        frames: dict[Any, list[Any]] = {}
-        objects: dict[Any, bytes] = {}
-        for client, stream in targets:
-            fmt_key = client.format_key
-            key = fmt_key if not stream.depth else (fmt_key, stream.depth, stream.level)
-            hit = frames.get(key)
-            if hit is None:
-                simple = client.simple
-                inner_key = (simple, stream.depth, stream.level)
-                data = objects.get(inner_key)
-                if data is None:
-                    body = payload
-                    if type_ == "orderbook":
-                        body = self._orderbook_variant(payload, stream)
-                    data = render_event(type_, body, "REALTIME", simple=simple)
-                    objects[inner_key] = data
-                hit = frames[key] = [wrap_list(data) if client.listed else data, None]
-            if client.raw:
-                if hit[1] is None:
-                    hit[1] = frame_binary(hit[0])
-                self._push(client, hit[0], hit[1])
-            else:
-                self._push(client, hit[0])
-
-    def _dispatch_row(
-        self,
-        type_: str,
-        row: tuple[Any, ...],
-        targets: list[tuple[EmulatorConnection, Stream]],
-    ) -> None:
-        """:meth:`_dispatch` of a row: one object per key set, one frame per format (orderbook
-        rows: only for streams at the row's own depth and level 0)."""
-        spec = ROW_SPECS[type_]
-        if len(targets) == 1:  # the usual case, without the sharing below
-            client = targets[0][0]
-            if spec.units_at is None:
-                data = (spec.realtime[client.simple] % row).encode()
-            else:
-                data = render_row(spec, row, "REALTIME", simple=client.simple)
-            if client.listed:
-                data = wrap_list(data)
-            if client.push(data, frame_binary(data) if client.raw else None):
-                self.frames_sent += 1
-                if not client.dirty:
-                    client.dirty = True
-                    self._dirty.append(client)
-            return
-        frames: dict[str, list[Any]] = {}
-        for client, _ in targets:
-            hit = frames.get(client.format_key)
-            if hit is None:
-                data = render_row(spec, row, "REALTIME", simple=client.simple)
-                hit = frames[client.format_key] = [
-                    wrap_list(data) if client.listed else data,
-                    None,
-                ]
-            if client.raw:
-                if hit[1] is None:
-                    hit[1] = frame_binary(hit[0])
-                self._push(client, hit[0], hit[1])
-            else:
-                self._push(client, hit[0])
-
-    def _orderbook_variant(self, payload: Mapping[str, Any], stream: Stream) -> Mapping[str, Any]:
-        """The orderbook event at the stream's depth and level (totals for the units sent)."""
-        if stream.level:
-            return self.simulator.orderbook(
-                stream.code,
-                now_ms=int(payload.get("timestamp") or now_ms()),
-                depth=stream.depth,
-                level=stream.level,
-            )
-        units = payload.get("orderbook_units")
-        if not isinstance(units, list) or len(units) <= stream.depth:
-            return payload
-        return orderbook_at_depth(dict(payload), stream.depth)
-
     def _dispatch_private(self, events: Iterable[PrivateEvent]) -> None:
         self._track_open_orders()
-        for type_, code, payload in events:
-            rendered: dict[Format, bytes] = {}
-            for client in self._private:
-                subscription = client.subscription
-                if subscription is None or not subscription.wants(type_, code):
-                    continue
-                fmt = client.format
-                data = rendered.get(fmt)
-                if data is None:
-                    data = render_event(type_, payload, "REALTIME", simple=fmt.simple)
-                    if fmt.listed:
-                        data = wrap_list(data)
-                    rendered[fmt] = data
-                self._push(client, data)
+        self._fanout.deliver_private(events)
 
     def _track_open_orders(self) -> None:
         """Markets with resting orders keep trading (so the orders can fill), watched or not."""
@@ -1025,7 +833,7 @@ class Emulator:
         firehose = pacer.firehose
         while True:
             await self._running.wait()
-            codes = self._generated_codes
+            codes = self._fanout.generated_codes
             if not codes:
                 self._codes_changed.clear()
                 await self._codes_changed.wait()
@@ -1039,7 +847,7 @@ class Emulator:
             if count == 0:
                 continue
             events = sim.next_rows(
-                codes, now_ms=now_ms(), max_events=count, types=self._generated_types
+                codes, now_ms=now_ms(), max_events=count, types=self._fanout.generated_types
             )
             self._deliver(events)
             self.counters["events_generated"] += len(events)
@@ -1047,37 +855,15 @@ class Emulator:
                 await self._drain(list(self._clients.values()))
                 await asyncio.sleep(0)
 
-    def _deliver(self, events: Iterable[RowEvent]) -> None:
+    def _deliver(self, events: Sequence[RowEvent]) -> None:
+        """A generated batch: to the subscribers, then to the account (fills), then written."""
         account = self._account if self._order_codes else None
-        private: list[PrivateEvent] = []
-        index = self._index
-        # raw connections' frame queues, looked up once per batch: nothing in this synchronous
-        # loop can close a connection (writes happen in _flush)
-        queues: dict[EmulatorConnection, list[bytes] | None] = {}
-        sent: dict[EmulatorConnection, int] = {}
-        for type_, code, payload in events:
-            if not isinstance(payload, tuple) or (templates := _ROW_TEMPLATES.get(type_)) is None:
-                self._dispatch(type_, code, payload)
-            elif targets := index.get((type_, code)):
-                if len(targets) == 1:  # _dispatch_row's single-subscriber case, inlined
-                    client = targets[0][0]
-                    data = (templates[client.simple] % payload).encode()
-                    if client.listed:
-                        data = wrap_list(data)
-                    queue = queues.get(client, _UNSET)
-                    if queue is _UNSET:
-                        queue = queues[client] = client.raw_queue()
-                        sent[client] = 0
-                    if queue is not None:  # frame_binary's header, then the payload as it is
-                        n = len(data)
-                        queue.append(_HEADERS.get(n) or _header(n))
-                        queue.append(data)
-                        sent[client] += 1
-                    else:
-                        self._push(client, data)
-                else:
-                    self._dispatch_row(type_, payload, targets)
-            if account is not None and type_ == "trade":
+        self._fanout.deliver(events)
+        if account is not None:
+            private: list[PrivateEvent] = []
+            for type_, code, payload in events:
+                if type_ != "trade":
+                    continue
                 trade = TRADE_ROW.payload(payload) if isinstance(payload, tuple) else payload
                 private.extend(
                     account.on_trade(
@@ -1087,15 +873,8 @@ class Emulator:
                         now_ms=int(trade.get("trade_timestamp") or now_ms()),
                     )
                 )
-        for client, count in sent.items():
-            if count:
-                client.frames_sent += count
-                self.frames_sent += count
-                if not client.dirty:
-                    client.dirty = True
-                    self._dirty.append(client)
-        if private:
-            self._dispatch_private(private)
+            if private:
+                self._dispatch_private(private)
         self._flush()
 
     async def _activity_loop(self) -> None:
@@ -1104,7 +883,7 @@ class Emulator:
         while True:
             await asyncio.sleep(self.private_activity)
             await self._running.wait()
-            codes = sorted(code for _, code in self._index) or ["KRW-BTC"]
+            codes = sorted(self._fanout.watched_codes) or ["KRW-BTC"]
             prices = {code: sim.last_price(code) for code in codes}
             events = account.random_activity(codes, prices, now_ms=now_ms())
             if events:
@@ -1134,11 +913,7 @@ class Emulator:
                 await asyncio.sleep(pacer.delay(loop.time()))
                 continue
             for frame in frames[position : position + count]:
-                picked = matching_items(frame, client.subscription)
-                if picked:
-                    for data in frame.render(client.format, picked):
-                        self._push(client, data)
-                        client.replay_frames += 1
+                client.replay_frames += self._fanout.offer(frame, client)
             done = min(len(frames), position + count) - position
             position += done
             client.replay_lines += done
@@ -1157,7 +932,7 @@ class Emulator:
             await self._running.wait()
             for client in list(self._clients.values()):
                 if client.status_up and not client.closing:
-                    self._push(client, STATUS_UP)
+                    self._fanout.push(client, STATUS_UP)
             self._flush()
 
     async def _idle_loop(self) -> None:
