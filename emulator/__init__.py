@@ -12,8 +12,12 @@ docs/emulator.md lists every behaviour, and every choice made where Upbit's is u
 
 Modules: :mod:`emulator.protocol` (requests, errors, formats; pure), :mod:`emulator.auth`
 (private-endpoint JWT), :mod:`emulator.replay` (recorded frames), :mod:`emulator.server`
-(the asyncio server), :mod:`emulator.markets`, :mod:`emulator.simulation` and
-:mod:`emulator.account` (the data behind it).
+(sockets, handshake, request loop, lifecycle), :mod:`emulator.fanout` (which connection is sent
+which frame; no sockets), :mod:`emulator.routes` (the plain-HTTP and REST answers),
+:mod:`emulator.pacing` (the pacer), :mod:`emulator.markets`, :mod:`emulator.simulation` (with
+:mod:`emulator.market_state`, :mod:`emulator.book`, :mod:`emulator.ticks`,
+:mod:`emulator.fixedpoint`, :mod:`emulator.payloads`) and :mod:`emulator.account` (the data
+behind it).
 """
 
 from upbit_fanout.emulator.account import Account, OrderRejected

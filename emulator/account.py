@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_UP, Context, Decimal, localcontext
 from typing import Any, Final
 
-from upbit_fanout.emulator.simulation import is_valid_price, min_order_total, tick_size
+from upbit_fanout.emulator.ticks import is_valid_price, min_order_total, tick_size
 from upbit_fanout.subscriptions.errors import UpbitFanoutError
 
 __all__ = ["Account", "OrderRejected", "PrivateEvent"]
