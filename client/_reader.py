@@ -102,6 +102,7 @@ class Reader:
         self._link_class = link_class
         self._topics = topics
         self._dispatch = dispatch
+        self._stream = dispatch.stream  # the hot path's (a Dispatch keeps its buffers for life)
         self._intents = intents
         self._fail = fail
         self._running = running
@@ -330,8 +331,8 @@ class Reader:
             self._defer(replies, 0)
             return
         channels = self._channels
+        stream = self._stream
         dispatch = self._dispatch
-        stream = dispatch.stream
         idle = dispatch.stream_idle  # none of these change while this runs: no await in it
         handlers = dispatch.has_handlers
         message = _MESSAGE
