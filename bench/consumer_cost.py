@@ -269,7 +269,7 @@ async def hot_path(redis_url: str, events: int = 200_000) -> dict[str, float]:
             rounds = events // batch
             start = time.process_time()
             for _ in range(rounds):
-                client._accept(replies)
+                client._reader.accept(replies)
                 for _ in range(batch):
                     await anext(stream)
             result[f"accept_and_iterate_us_batch_{batch}"] = round(

@@ -52,6 +52,11 @@ class Buffer(Generic[T]):
     def maxsize(self) -> int:
         return self._maxsize
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def offer(self, item: T) -> bool:
         """Add ``item`` if there is room (always, under ``drop_oldest``); False if full."""
         items = self._items

@@ -1,114 +1,78 @@
-"""The asyncio client: :class:`FanoutClient`.
+"""The asyncio client: :class:`FanoutClient`, a thin composition of three parts.
 
-Tasks (each owned by the client, cancelled and awaited on close with a time limit; a crash is
-logged in one place, :meth:`FanoutClient._task_done`, and fails the client loudly):
-
-==============  ==================================================================================
-``reader``      owns the pub/sub link (:mod:`client._link`): the link hands every socket read's
-                messages to :meth:`FanoutClient._accept`, which files them into the buffers
-                synchronously; a ``drain`` child task takes over, in order, whatever cannot be
-                filed at once (a full buffer under ``block``: the link stops reading meanwhile; a
-                notice). It pings the link when idle (a silent network cut is noticed),
-                reconnects with capped backoff and jitter, re-asserts the intents, reports a
-                :class:`Gap`, refreshes from the last values
-``heartbeat``   refreshes the intent key every third of the lease (SADD + PEXPIRE in one
-                MULTI/EXEC); independent of the consumer, so a slow consumer never loses the lease
-``dispatcher``  runs the callbacks registered with :meth:`FanoutClient.on`, ``on_gap`` and
-                ``on_notice``, one item at a time, in order
-==============  ==================================================================================
+================================  ==============================================================
+``client/_intents.py``            :class:`IntentKey`: the client's intent key and its lease: the
+                                  one transaction that writes it, the ``heartbeat`` task (every
+                                  third of the lease, independent of the consumer, so a slow
+                                  consumer never loses the lease), the release on close
+``client/_reader.py``             :class:`Reader`: the ``reader`` task. It owns the pub/sub link,
+                                  files every socket read's messages into the buffers on its hot
+                                  path (a ``drain`` child takes over what cannot be filed at once:
+                                  a full buffer under ``block`` pauses the link), pings the link
+                                  when idle, reconnects with capped backoff and jitter,
+                                  re-asserts the intents, reports a :class:`Gap`, refreshes from
+                                  the last values; collector gap notices too
+``client/_dispatch.py``           :class:`Dispatch`: the two bounded buffers and the callbacks;
+                                  the ``dispatcher`` task runs the callbacks registered with
+                                  :meth:`FanoutClient.on`, ``on_gap`` and ``on_notice``, one item
+                                  at a time, in order
+================================  ==============================================================
 
 Data path::
 
-    Redis ──pub/sub──▶ link ─accept()─▶ stream buffer ───▶ ``async for item in client``
-                                 └────▶ callback buffer ─▶ dispatcher ─▶ callbacks
+    Redis ──pub/sub──▶ link ─Reader.accept()─▶ stream buffer ───▶ ``async for item in client``
+                                         └────▶ callback buffer ─▶ dispatcher ─▶ callbacks
 
-Both buffers are bounded (``queue_size``) with the same ``overflow`` policy (see
-:mod:`client._buffer`). While the client has event callbacks and nobody has started iterating,
-the stream buffer only keeps the latest ``queue_size`` items and never makes the reader wait: a
-callbacks-only program cannot stall on a buffer nobody reads.
+This module holds what a user calls: the lifecycle (open, close, the tasks and the one place a
+crash is noticed, :meth:`FanoutClient._task_done`), ``subscribe``/``unsubscribe`` (the topics,
+kept in one mapping the three parts read), the iterators, snapshots and private streams.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import json
 import math
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from types import TracebackType
-from typing import Any, Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 from redis.asyncio import Redis
-from redis.client import NEVER_DECODE
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from upbit_fanout.client._buffer import Buffer, Overflow
-from upbit_fanout.client._cluster_link import ClusterLink
-from upbit_fanout.client._errors import (
-    ClientError,
-    RedisUnavailableError,
-    SnapshotTimeoutError,
-    is_retryable,
-    wrap_redis_error,
-)
-from upbit_fanout.client._fast_link import HiredisLink, hiredis_available
-from upbit_fanout.client._items import Event, Gap, Item, Notice
-from upbit_fanout.client._link import Link, PubSubLink
+from upbit_fanout.client._dispatch import Dispatch, EventCallback, GapCallback, NoticeCallback
+from upbit_fanout.client._errors import ClientError, SnapshotTimeoutError, wrap_redis_error
+from upbit_fanout.client._intents import IntentKey
+from upbit_fanout.client._items import Event, Item
 from upbit_fanout.client._log import log
-from upbit_fanout.client._policy import GiveUp, Liveness, Outage
+from upbit_fanout.client._reader import PubSubReader, Reader, link_class, stop_client_tasks
 from upbit_fanout.client._snapshot import take_snapshots
 from upbit_fanout.client._streams import PrivateStream, StreamGroup
 from upbit_fanout.client._util import default_client_id, transient_id
 from upbit_fanout.subscriptions.connection import (
     cluster_of,
-    follow_primary,
     is_sentinel_url,
     open_redis,
     redis_from_url,
 )
 from upbit_fanout.subscriptions.errors import InvalidTopicError
 from upbit_fanout.subscriptions.keys import Keys
-from upbit_fanout.subscriptions.lease import heartbeat_commands, lease_ms, release_commands
+from upbit_fanout.subscriptions.lease import lease_ms
 from upbit_fanout.subscriptions.redact import redact_url
-from upbit_fanout.subscriptions.tasks import stop_tasks
 from upbit_fanout.subscriptions.topics import Topic, parse_topic
-from upbit_fanout.subscriptions.upbit_fields import PRIVATE_TYPES
 
-__all__ = ["EventCallback", "FanoutClient", "GapCallback", "NoticeCallback"]
+__all__ = [
+    "EventCallback",
+    "FanoutClient",
+    "GapCallback",
+    "NoticeCallback",
+    "PubSubReader",
+]
 
-EventCallback: TypeAlias = Callable[[Event], Awaitable[None] | None]
-GapCallback: TypeAlias = Callable[[Gap], Awaitable[None] | None]
-NoticeCallback: TypeAlias = Callable[[Notice], Awaitable[None] | None]
 TopicLike: TypeAlias = str | Topic
-PubSubReader: TypeAlias = Literal["auto", "hiredis", "redis-py"]
 
-_GLOB_CHARS: Final = frozenset("*?[")
-_MESSAGE: Final = b"message"
-_SMESSAGE: Final = b"smessage"
 _BATCH: Final = 1024
-_RELEASE_TIMEOUT: Final = 2.0
-_LOGGED_CALLBACK_ERRORS: Final = 10
-_PRIVATE: Final = frozenset(PRIVATE_TYPES)
-
-
-@dataclass(frozen=True, slots=True)
-class _CallbacksOnly:
-    """Backlog entry: an event already in the stream buffer, still due to the callbacks."""
-
-    event: Event
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class _Handler:
-    pattern: str
-    glob: bool
-    callback: EventCallback
 
 
 class FanoutClient:
@@ -150,8 +114,12 @@ class FanoutClient:
             raise ValueError("health_check_interval must be a positive number of seconds")
         if max_outage is not None and max_outage <= 0:
             raise ValueError("max_outage must be positive (or None: retry forever)")
-        self._stream: Buffer[Item] = Buffer(queue_size, overflow)  # validates both
-        self._callbacks: Buffer[Item] = Buffer(queue_size, overflow)
+        self._topics: dict[str, Topic] = {}
+        """The topics this client holds: written here (under the intent lock), read by the
+        three parts (the intent key's members, the reader's resubscriptions and gaps, the
+        filter that drops buffered events of a topic given up)."""
+        self._dispatch = Dispatch(queue_size, overflow, self._topics, notices=notices)
+        self._stream: Buffer[Item] = self._dispatch.stream  # the iterators' hot path
         self._keys = Keys(key_prefix)
         self.client_id = client_id if client_id is not None else default_client_id()
         self._keys.intents(self.client_id)  # validates the client id at once
@@ -164,55 +132,45 @@ class FanoutClient:
             self._url = "the given Redis client"
             self._redis = redis
             self._owns_redis = False
-        self._cluster = cluster_of(self._redis) is not None
-        if self._cluster:
+        if cluster_of(self._redis) is not None:
             self._keys = self._keys.clustered()  # docs/contract.md, "Redis Cluster"
         self._lease = float(lease_seconds)
-        self._notices_wanted = notices
-        self._upstream_gaps = upstream_gaps
         self._health_interval = float(health_check_interval)
         self._max_reconnect_delay = float(max_reconnect_delay)
         self._max_outage = max_outage
+        self._upstream_gaps = upstream_gaps
         self._close_timeout = float(close_timeout)
-        self._link_class = _link_class(pubsub_reader)
-
-        self._topics: dict[str, Topic] = {}
-        self._channels: dict[bytes, tuple[str, Topic]] = {}
-        self._notices_channel = self._keys.notices
-        self._notices_channel_bytes = self._notices_channel.encode()
-        self._handlers: list[_Handler] = []
-        self._handler_cache: dict[str, tuple[EventCallback, ...]] = {}
-        self._gap_handlers: list[GapCallback] = []
-        self._notice_handlers: list[NoticeCallback] = []
-        self._stream_started = False
-        self._stream_idle = False
-        self._has_handlers = False
-
-        self._intent_lock = asyncio.Lock()
-        self._ever_wrote = False
-        self._asserted = False
-        self._dirty = False
+        self._link_class = link_class(pubsub_reader)
         self._snapshot_seq = 0
 
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._failure: BaseException | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._link: Link | None = None
-        self._connected = False
-        self._rx_count = 0
-        self._reader_blocked = False
-        # Replies the link handed over that accept() could not file at once, in order; while
-        # it is not empty the link is paused and the drain task owns delivery (at most one
-        # socket read's worth, plus what the reconnect logic adds).
-        self._backlog: deque[Any] = deque()
-        self._backlog_ready = asyncio.Event()
-        self._reply_errors = 0
-        self.callback_errors = 0
-        """Callbacks that raised (each is logged; the first ones with a traceback)."""
-        self.reconnects = 0
-        """Times the client lost Redis and came back (one :class:`Gap` each)."""
-        self.upstream_gaps = 0
-        """Collector gap notices reported as a :class:`Gap` (``upstream_gaps=True``)."""
+        self._build_parts()
+
+    def _build_parts(self) -> None:
+        """The intent key and the reader, on the current Redis client (and again when opening
+        found a Redis Cluster behind a plain URL)."""
+        self._intents = IntentKey(
+            self._redis, self._keys, self.client_id, self._lease, self._topics
+        )
+        self._reader = Reader(
+            self._redis,
+            self._keys,
+            client_id=self.client_id,
+            url=self._url,
+            link_class=self._link_class,
+            topics=self._topics,
+            dispatch=self._dispatch,
+            intents=self._intents,
+            fail=self._fail,
+            running=self._is_open,
+            health_check_interval=self._health_interval,
+            max_reconnect_delay=self._max_reconnect_delay,
+            max_outage=self._max_outage,
+            close_timeout=self._close_timeout,
+            upstream_gaps=self._upstream_gaps,
+        )
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -223,13 +181,28 @@ class FanoutClient:
     @property
     def connected(self) -> bool:
         """True while the pub/sub connection is up."""
-        return self._connected
+        return self._reader.connected
 
     @property
     def dropped(self) -> int:
         """Items discarded by the ``drop_oldest`` policy (0 under ``block``), summed over the
         iterator's and the callbacks' buffers."""
-        return self._stream.dropped + self._callbacks.dropped
+        return self._dispatch.dropped
+
+    @property
+    def callback_errors(self) -> int:
+        """Callbacks that raised (each is logged; the first ones with a traceback)."""
+        return self._dispatch.callback_errors
+
+    @property
+    def reconnects(self) -> int:
+        """Times the client lost Redis and came back (one :class:`Gap` each)."""
+        return self._reader.reconnects
+
+    @property
+    def upstream_gaps(self) -> int:
+        """Collector gap notices reported as a :class:`Gap` (``upstream_gaps=True``)."""
+        return self._reader.upstream_gaps
 
     @property
     def key_prefix(self) -> str:
@@ -242,7 +215,7 @@ class FanoutClient:
         try:
             await self._detect_cluster()
             await self._redis.ping()
-            link = await self._open_link()
+            link = await self._reader.open_link()
         except (RedisError, RedisClusterException, OSError) as exc:
             self._state = "closed"
             await self._close_redis()
@@ -252,11 +225,10 @@ class FanoutClient:
             await self._close_redis()
             raise
         self._state = "open"
-        self._link = link
-        self._connected = True
-        self._spawn("reader", self._run_reader(link))
-        self._spawn("heartbeat", self._heartbeat())
-        self._spawn("dispatcher", self._dispatch())
+        self._reader.adopt(link)
+        self._spawn("reader", self._reader.run(link))
+        self._spawn("heartbeat", self._intents.heartbeat())
+        self._spawn("dispatcher", self._dispatch.run())
         return self
 
     async def __aexit__(
@@ -276,24 +248,20 @@ class FanoutClient:
             await self._close_redis()
             return
         self._state = "closing"
-        self._stream.close()
-        self._callbacks.close()
+        self._dispatch.close()
         current = asyncio.current_task()  # aclose() from a callback: not the dispatcher itself
-        await _stop_tasks(
+        await stop_client_tasks(
             [task for task in self._tasks.values() if task is not current], self._close_timeout
         )
         self._tasks.clear()
-        if self._link is not None:
-            await self._close_link(self._link)
-            self._link = None
-        if self._ever_wrote:
-            await self._release()
+        await self._reader.close()
+        await self._intents.release()
         await self._close_redis()
         self._state = "closed"
 
     async def _detect_cluster(self) -> None:
         """A plain URL of a Redis Cluster node: switch to a cluster client (and cluster names)."""
-        if self._cluster or not self._owns_redis:
+        if cluster_of(self._redis) is not None or not self._owns_redis:
             return
         url = self._redis_url
         if url is None or is_sentinel_url(url) or url.startswith("unix:"):
@@ -303,28 +271,16 @@ class FanoutClient:
             await redis.aclose()
             return
         await self._redis.aclose()
-        self._redis, self._cluster, self._keys = redis, True, self._keys.clustered()
-
-    async def _release(self) -> None:
-        try:
-            async with asyncio.timeout(_RELEASE_TIMEOUT):
-                async with self._redis.pipeline(transaction=not self._cluster) as pipe:
-                    for command in release_commands(self._keys, self.client_id):
-                        pipe.execute_command(*command)
-                    await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning(
-                "could not release the intents of client %s (%s); they expire with the lease "
-                "within %.0f s",
-                self.client_id,
-                exc,
-                self._lease,
-            )
+        self._redis, self._keys = redis, self._keys.clustered()
+        self._build_parts()
 
     async def _close_redis(self) -> None:
         if self._owns_redis:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.aclose()
+
+    def _is_open(self) -> bool:
+        return self._state == "open"
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -347,19 +303,20 @@ class FanoutClient:
         """
         wanted = _expand(topics, codes)
         self._check_open()
-        async with self._intent_lock:
+        intents, reader = self._intents, self._reader
+        async with intents.lock:
             added = [topic for topic in wanted if str(topic) not in self._topics]
             if not added:
                 return
             channels = [self._add_topic(topic) for topic in added]
-            await self._send_to_link("SUBSCRIBE", channels)
+            await reader.send("SUBSCRIBE", channels)
             try:
-                await self._write_intents(replace=self._dirty, control=True)
+                await intents.write(replace=intents.dirty, control=True)
             except (RedisError, OSError) as exc:
                 for topic in added:
                     self._remove_topic(str(topic))
-                self._dirty = True
-                await self._send_to_link("UNSUBSCRIBE", channels)
+                intents.dirty = True
+                await reader.send("UNSUBSCRIBE", channels)
                 raise wrap_redis_error(exc, "writing the subscription intent") from exc
 
     async def unsubscribe(self, *topics: TopicLike, codes: Iterable[str] | None = None) -> None:
@@ -369,474 +326,27 @@ class FanoutClient:
         """
         wanted = _expand(topics, codes)
         self._check_open()
-        async with self._intent_lock:
+        intents = self._intents
+        async with intents.lock:
             removed = [str(topic) for topic in wanted if str(topic) in self._topics]
             if not removed:
                 return
             channels = [self._remove_topic(name) for name in removed]
-            await self._send_to_link("UNSUBSCRIBE", channels)
+            await self._reader.send("UNSUBSCRIBE", channels)
             try:
-                await self._write_intents(replace=True, control=True)
+                await intents.write(replace=True, control=True)
             except (RedisError, OSError) as exc:
-                self._dirty = True  # the next heartbeat rewrites the set
+                intents.dirty = True  # the next heartbeat rewrites the set
                 raise wrap_redis_error(exc, "writing the subscription intent") from exc
 
     def _add_topic(self, topic: Topic) -> str:
         name = str(topic)
-        channel = self._keys.channel(name)
         self._topics[name] = topic
-        self._channels[channel.encode()] = (name, topic)
-        return channel
+        return self._reader.route(name, topic)
 
     def _remove_topic(self, name: str) -> str:
-        channel = self._keys.channel(name)
         self._topics.pop(name, None)
-        self._channels.pop(channel.encode(), None)
-        return channel
-
-    async def _send_to_link(self, command: str, channels: list[str]) -> None:
-        """Best effort: when the link is down, the reader resubscribes everything on reconnect."""
-        link = self._link
-        if link is None or not self._connected:
-            return
-        try:
-            await link.send(command, *channels)
-        except (RedisError, OSError) as exc:
-            log.debug("could not send %s on the pub/sub connection (%s)", command, exc)
-
-    async def _write_intents(self, *, replace: bool, control: bool) -> tuple[bool, bool]:
-        """Write the intent key (caller holds the lock). Returns (key existed, key expected)."""
-        key = self._keys.intents(self.client_id)
-        names = list(self._topics)
-        commands = heartbeat_commands(
-            self._keys, self.client_id, names, self._lease, replace=replace
-        )
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.execute_command("EXISTS", key)
-            for command in commands:
-                pipe.execute_command(*command)
-            if control and not self._cluster:
-                pipe.execute_command("PUBLISH", self._keys.control, self.client_id)
-            results = await pipe.execute()
-        if control and self._cluster:  # a cluster transaction stays in the key's slot
-            await self._redis.publish(self._keys.control, self.client_id)
-        expected = self._asserted
-        self._asserted = bool(names)
-        self._ever_wrote = True
-        self._dirty = False
-        return bool(results[0]), expected
-
-    # -- heartbeat ----------------------------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        interval = self._lease / 3
-        delay = interval
-        failing = False
-        while True:
-            await asyncio.sleep(delay)
-            if not self._topics and not self._dirty:
-                delay = interval
-                continue
-            try:
-                async with self._intent_lock:
-                    existed, expected = await self._write_intents(
-                        replace=self._dirty, control=False
-                    )
-                    if expected and not existed:
-                        log.warning(
-                            "the intent key of client %s had expired (Redis restarted, or this "
-                            "process was stalled past its %.0f s lease); re-asserted it",
-                            self.client_id,
-                            self._lease,
-                        )
-                        await self._redis.publish(self._keys.control, self.client_id)
-            except (RedisError, OSError) as exc:
-                if not failing:
-                    log.warning("heartbeat of client %s failed (%s); retrying", self.client_id, exc)
-                failing = True
-                delay = min(interval, 1.0)
-                continue
-            if failing:
-                log.info("heartbeat of client %s works again", self.client_id)
-                failing = False
-            delay = interval
-
-    # -- reader -------------------------------------------------------------------------------
-    async def _open_link(self) -> Link:
-        link: Link = (
-            ClusterLink(self._redis, [self._notices_channel])
-            if self._cluster
-            else self._link_class(self._redis)
-        )
-        channels = [self._notices_channel, *(self._keys.channel(name) for name in self._topics)]
-        try:
-            await link.open(channels)
-        except BaseException:
-            await self._close_link(link)
-            raise
-        return link
-
-    async def _close_link(self, link: Link) -> None:
-        try:
-            await link.close()
-        except (RedisError, OSError) as exc:
-            log.debug("closing a pub/sub connection: %s", exc)
-
-    async def _run_reader(self, first: Link) -> None:
-        """Read, and when the connection breaks, reconnect until it works or cannot."""
-        loop = asyncio.get_running_loop()
-        link: Link | None = first
-        outage_wall = 0.0
-        reason = ""
-        outage = Outage(
-            loop.time(), max_outage=self._max_outage, max_delay=self._max_reconnect_delay
-        )
-        while self._state == "open":
-            if link is None:
-                try:
-                    link = await self._open_link()
-                except (RedisError, OSError) as exc:
-                    if not is_retryable(exc):
-                        self._fail(wrap_redis_error(exc, f"reconnecting to {self._url}"), exc)
-                        return
-                    step = outage.attempt_failed(loop.time())
-                    if isinstance(step, GiveUp):
-                        self._fail(
-                            RedisUnavailableError(
-                                f"Redis at {self._url} unreachable for {step.waited:.0f} s "
-                                f"(max_outage={self._max_outage:g} s); giving up: {exc}"
-                            ),
-                            exc,
-                        )
-                        return
-                    if step.report:
-                        log.warning(
-                            "Redis at %s unreachable (%s); retrying (attempt %d, next in %.1f s)",
-                            self._url,
-                            exc,
-                            step.attempt,
-                            step.delay,
-                        )
-                    await asyncio.sleep(step.delay)
-                    continue
-                try:
-                    await self._recover(outage_wall, reason)
-                except (RedisError, OSError) as exc:
-                    await self._close_link(link)
-                    link = None
-                    if not is_retryable(exc):
-                        self._fail(wrap_redis_error(exc, "re-asserting the intents"), exc)
-                        return
-                    await asyncio.sleep(outage.recovery_failed())
-                    continue
-            self._link = link
-            self._connected = True  # from here on, subscribe() sends SUBSCRIBE itself
-            try:
-                await self._catch_up(link)
-                await self._run_link(link)
-            except (RedisError, OSError) as exc:
-                if not is_retryable(exc):
-                    self._fail(wrap_redis_error(exc, "reading from the pub/sub connection"), exc)
-                    return
-                reason = f"Redis connection lost: {exc}"
-                outage_wall = time.time()
-                outage.lost(loop.time())
-                log.warning("client %s: %s; reconnecting", self.client_id, reason)
-            finally:
-                self._connected = False
-                self._link = None
-                await self._close_link(link)
-            link = None
-
-    async def _catch_up(self, link: Link) -> None:
-        """(Un)subscribe what changed while the link was being opened (subscribe() skipped it)."""
-        wanted = {self._keys.channel(name) for name in self._topics} | {self._notices_channel}
-        missing = wanted - link.channels
-        extra = link.channels - wanted
-        if missing:
-            await link.send("SUBSCRIBE", *sorted(missing))
-        if extra:
-            await link.send("UNSUBSCRIBE", *sorted(extra))
-
-    async def _run_link(self, link: Link) -> None:
-        """Read the link while watching its health; raise when either fails.
-
-        Messages the link had handed over but not yet delivered (the backlog) are delivered
-        before this raises: they were received, so they come before the Gap.
-        """
-        self._backlog.clear()
-        self._backlog_ready.clear()
-        self._reader_blocked = False
-        name = f"fanout-{self.client_id}"
-        run = asyncio.create_task(link.run(self._accept), name=f"{name}-link")
-        watch = asyncio.create_task(self._watch(link), name=f"{name}-watch")
-        drain = asyncio.create_task(self._drain(link), name=f"{name}-drain")
-        children = [run, watch, drain]
-        try:
-            done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
-            # Several can end together (a failover drops the connection as the watch notices
-            # it): every exception is retrieved, the first child's is raised.
-            errors = [task.exception() for task in children if task in done]
-            for error in errors:
-                if error is not None:
-                    raise error
-            raise RedisConnectionError("the pub/sub reader stopped")  # pragma: no cover
-        except (RedisError, OSError):
-            await _stop_tasks(children, self._close_timeout)
-            await self._flush_backlog()
-            raise
-        finally:
-            await _stop_tasks(children, self._close_timeout)
-            for task in children:
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: one that ended while being stopped
-            self._reader_blocked = False
-
-    async def _watch(self, link: Link) -> None:
-        """Notice a dead connection: PING when nothing arrived for an interval, then expect
-        something (the PONG at least) within the next one."""
-        interval = self._health_interval
-        liveness = Liveness(self._rx_count)
-        while True:
-            await asyncio.sleep(interval)
-            if await follow_primary(self._redis):
-                raise RedisConnectionError("the Redis primary moved (Sentinel failover)")
-            if link.replaced:
-                raise RedisConnectionError(
-                    "the pub/sub connection was re-established underneath; subscriptions lost"
-                )
-            verdict = liveness.tick(self._rx_count, busy=self._reader_blocked)
-            if verdict == "dead":
-                raise RedisConnectionError(
-                    f"no reply to a health-check PING within {interval:g} s (silent network cut?)"
-                )
-            if verdict == "ping":
-                await link.send("PING")
-
-    def _accept(self, replies: list[Any]) -> None:
-        """The hot path, called by the link with the replies of one socket read.
-
-        Each message becomes an :class:`Event` (topic and bytes; decoding happens later, if
-        the consumer asks) and goes into the buffers without waiting. What cannot be filed
-        now (a full buffer under ``block``, a notice, which needs awaiting) goes to the
-        backlog with everything after it, the link is paused and the drain task delivers it.
-        """
-        self._rx_count += len(replies)
-        if self._backlog:
-            self._defer(replies, 0)
-            return
-        channels = self._channels
-        stream = self._stream
-        message = _MESSAGE
-        index = -1
-        for msg in replies:
-            index += 1
-            if (
-                not isinstance(msg, list)
-                or len(msg) != 3
-                or (msg[0] != message and msg[0] != _SMESSAGE)
-            ):
-                if isinstance(msg, Exception):
-                    self._reply_error(msg)
-                continue  # subscribe/unsubscribe confirmations, PONG
-            entry = channels.get(msg[1])
-            if entry is None:
-                if msg[1] == self._notices_channel_bytes:
-                    self._defer(replies, index)
-                    return
-                continue  # a channel just unsubscribed
-            event = Event(entry[0], entry[1], msg[2])
-            if self._stream_idle:
-                stream.push_dropping(event)
-            elif not stream.offer(event):
-                self._defer(replies, index + 1, event)
-                return
-            if (
-                self._has_handlers
-                and self._handlers_for(entry[0])
-                and not self._callbacks.offer(event)
-            ):
-                self._defer(replies, index + 1, _CallbacksOnly(event))
-                return
-
-    def _defer(self, replies: list[Any], start: int, first: Any = None) -> None:
-        """Backlog ``first`` (an Event or _CallbacksOnly) and ``replies[start:]``; pause."""
-        backlog = self._backlog
-        if first is not None:
-            backlog.append(first)
-        backlog.extend(replies[start:] if start else replies)
-        if backlog and not self._reader_blocked:
-            self._reader_blocked = True
-            link = self._link
-            if link is not None:
-                link.pause()
-            self._backlog_ready.set()
-
-    def _reply_error(self, error: Exception) -> None:
-        """An error reply on the pub/sub connection (a SUBSCRIBE refused by an ACL): logged,
-        the first ones each, then one in a thousand."""
-        self._reply_errors += 1
-        count = self._reply_errors
-        if count <= _LOGGED_CALLBACK_ERRORS or count % 1000 == 0:
-            log.warning("Redis refused a pub/sub command: %s (%d so far)", error, count)
-
-    async def _drain(self, link: Link) -> None:
-        """Deliver the backlog in order (waiting for room as needed), then resume the link."""
-        ready = self._backlog_ready
-        while True:
-            await ready.wait()
-            ready.clear()
-            await self._flush_backlog()
-            self._reader_blocked = False
-            link.resume()
-
-    async def _flush_backlog(self) -> None:
-        backlog = self._backlog
-        channels = self._channels
-        while backlog:
-            work = backlog.popleft()
-            if type(work) is Event:
-                await self._deliver_event(work, to_stream=True)
-            elif type(work) is _CallbacksOnly:
-                await self._deliver_event(work.event, to_stream=False)
-            elif isinstance(work, list) and len(work) == 3 and work[0] in (_MESSAGE, _SMESSAGE):
-                entry = channels.get(work[1])
-                if entry is not None:
-                    await self._deliver_event(Event(entry[0], entry[1], work[2]), to_stream=True)
-                elif work[1] == self._notices_channel_bytes:
-                    await self._on_notice(work[2])
-            elif isinstance(work, Exception):
-                self._reply_error(work)
-
-    async def _deliver_event(self, event: Event, *, to_stream: bool) -> None:
-        if to_stream:
-            if self._stream_idle:
-                self._stream.push_dropping(event)
-            elif not self._stream.offer(event):
-                await self._put_waiting(self._stream, event)
-        if (
-            self._has_handlers
-            and self._handlers_for(event.topic)
-            and not self._callbacks.offer(event)
-        ):
-            await self._put_waiting(self._callbacks, event)
-
-    async def _put_waiting(self, buffer: Buffer[Item], item: Item) -> None:
-        blocked, self._reader_blocked = self._reader_blocked, True
-        try:
-            await buffer.put(item)
-        finally:
-            self._reader_blocked = blocked
-
-    async def _deliver(self, item: Item) -> None:
-        """Deliver a non-hot-path item (gap, notice, refreshed event) to whoever wants it."""
-        if isinstance(item, Notice):
-            to_stream = self._notices_wanted
-            to_callbacks = bool(self._notice_handlers)
-        elif isinstance(item, Gap):
-            to_stream = True
-            to_callbacks = bool(self._gap_handlers)
-        else:
-            to_stream = True
-            to_callbacks = bool(self._handlers_for(item.topic))
-        if to_stream:
-            if self._stream_idle:
-                self._stream.push_dropping(item)
-            elif not self._stream.offer(item):
-                await self._put_waiting(self._stream, item)
-        if to_callbacks and not self._callbacks.offer(item):
-            await self._put_waiting(self._callbacks, item)
-
-    async def _on_notice(self, payload: bytes) -> None:
-        if not (self._notices_wanted or self._notice_handlers or self._upstream_gaps):
-            return
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            log.debug("ignoring a malformed notice: %r", payload[:200])
-            return
-        if not isinstance(body, dict):
-            return
-        at = body.get("at")
-        notice = Notice(
-            event=str(body.get("event", "")),
-            at=at if isinstance(at, int) and not isinstance(at, bool) else None,
-            data=body,
-        )
-        if self._notices_wanted or self._notice_handlers:
-            await self._deliver(notice)
-        if notice.event == "gap" and self._upstream_gaps:
-            await self._collector_gap(notice)
-
-    async def _collector_gap(self, notice: Notice) -> None:
-        """A collector ``gap`` notice: a :class:`Gap` for the topics it concerns, then their
-        last values (as after a Redis outage)."""
-        body = notice.data
-        connection = body.get("connection")
-        connection = connection if isinstance(connection, str) else None
-        # "public"/"private": that connection's topics; none, or "all" (a failover, a lapsed
-        # lease, the collector stopping), or any other word: every topic of this client.
-        names = tuple(
-            name
-            for name in sorted(self._topics)
-            if connection not in ("public", "private")
-            or (self._topics[name].type in _PRIVATE) == (connection == "private")
-        )
-        if not names:
-            return
-        ended = notice.at / 1000 if notice.at is not None else time.time()
-        since = body.get("since")
-        started = ended
-        if isinstance(since, int) and not isinstance(since, bool) and 0 < since / 1000 <= ended:
-            started = since / 1000
-        reason = body.get("reason")
-        gap = Gap(
-            reason=f"collector: {reason}"
-            if isinstance(reason, str) and reason
-            else "collector gap",
-            started_at=started,
-            ended_at=ended,
-            topics=names,
-            source="collector",
-            connection=connection,
-        )
-        self.upstream_gaps += 1
-        await self._deliver(gap)
-        await self._refresh(names)
-
-    async def _recover(self, started: float, reason: str) -> None:
-        """After a reconnect: intents back (replace), then a Gap, then the last values."""
-        async with self._intent_lock:
-            await self._write_intents(replace=True, control=True)
-        self.reconnects += 1
-        ended = time.time()
-        names = tuple(sorted(self._topics))
-        log.info(
-            "client %s reconnected to Redis after %.1f s; intents re-asserted, %d topic(s) "
-            "resubscribed",
-            self.client_id,
-            ended - started,
-            len(names),
-        )
-        await self._deliver(Gap(reason=reason, started_at=started, ended_at=ended, topics=names))
-        await self._refresh(names)
-
-    async def _refresh(self, names: tuple[str, ...]) -> None:
-        """Deliver the last value of each of ``names`` as a cached :class:`Event`."""
-        if not names:
-            return
-        topics = [(name, self._topics[name]) for name in names]
-        if self._cluster:  # last values live in their channels' slots: a GET each, one trip
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for name, _ in topics:
-                    pipe.execute_command("GET", self._keys.last(name), **{NEVER_DECODE: True})
-                values = await pipe.execute()
-        else:
-            values = await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "MGET", *(self._keys.last(name) for name, _ in topics), **{NEVER_DECODE: True}
-            )
-        for (name, topic), value in zip(topics, values, strict=True):
-            if value is not None and name in self._topics:
-                await self._deliver(Event(name, topic, bytes(value), cached=True))
+        return self._reader.unroute(name)
 
     # -- consuming ----------------------------------------------------------------------------
     def __aiter__(self) -> AsyncIterator[Item]:
@@ -850,8 +360,7 @@ class FanoutClient:
         already received) when the client gave up on Redis. One consumer per client: two
         iterators would share the items between them.
         """
-        self._stream_started = True
-        self._update_feed()
+        self._dispatch.start_stream()
         return _Events(self)
 
     def batches(self, max_items: int = _BATCH) -> AsyncIterator[list[Item]]:
@@ -864,8 +373,7 @@ class FanoutClient:
         """
         if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
             raise ValueError(f"max_items must be a positive int, got {max_items!r}")
-        self._stream_started = True
-        self._update_feed()
+        self._dispatch.start_stream()
         return _Batches(self, max_items)
 
     async def _next_batch(self, limit: int, wait: float | None) -> list[Item] | None:
@@ -873,8 +381,7 @@ class FanoutClient:
 
         ``[]`` means the timeout passed, None that the client is closed.
         """
-        self._stream_started = True
-        self._update_feed()
+        self._dispatch.start_stream()
         buffer = self._stream
         while True:
             if self._state != "open":
@@ -908,92 +415,16 @@ class FanoutClient:
         :attr:`callback_errors`. Returns a function that removes the callback. Registering
         callbacks does not subscribe: call :meth:`subscribe` for the topics.
         """
-        if not isinstance(pattern, str):
-            raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
-        glob = any(ch in _GLOB_CHARS for ch in pattern)
-        if not glob:
-            pattern = str(parse_topic(pattern))
-        handler = _Handler(pattern, glob, callback)
-        self._handlers.append(handler)
-        self._handlers_changed()
-
-        def remove() -> None:
-            if handler in self._handlers:
-                self._handlers.remove(handler)
-                self._handlers_changed()
-
-        return remove
+        return self._dispatch.on(pattern, callback)
 
     def on_gap(self, callback: GapCallback) -> Callable[[], None]:
         """Call ``callback(gap)`` for each :class:`Gap` (a Redis reconnect of this client, or a
         collector gap notice). Returns a remover."""
-        self._gap_handlers.append(callback)
-        return lambda: _remove(self._gap_handlers, callback)
+        return self._dispatch.on_gap(callback)
 
     def on_notice(self, callback: NoticeCallback) -> Callable[[], None]:
         """Call ``callback(notice)`` for each collector notice. Returns a remover."""
-        self._notice_handlers.append(callback)
-        return lambda: _remove(self._notice_handlers, callback)
-
-    def _handlers_changed(self) -> None:
-        self._handler_cache.clear()
-        self._has_handlers = bool(self._handlers)
-        self._update_feed()
-
-    def _update_feed(self) -> None:
-        # With callbacks and no iteration (yet), the stream keeps only the latest queue_size
-        # items and never blocks the reader: a callbacks-only program must not stall on a
-        # buffer nobody reads, and one that starts iterating later still gets recent items.
-        self._stream_idle = bool(self._handlers) and not self._stream_started
-
-    def _handlers_for(self, topic: str) -> tuple[EventCallback, ...]:
-        found = self._handler_cache.get(topic)
-        if found is None:
-            found = tuple(
-                handler.callback
-                for handler in self._handlers
-                if (
-                    fnmatchcase(topic, handler.pattern)
-                    if handler.glob
-                    else topic == handler.pattern
-                )
-            )
-            self._handler_cache[topic] = found
-        return found
-
-    async def _dispatch(self) -> None:
-        buffer = self._callbacks
-        while True:
-            item = buffer.pop()
-            if item is None:
-                if self._state != "open" or self._failure is not None:
-                    return  # closed, or failed (its buffer is closed: wait() would not wait)
-                await buffer.wait()
-                continue
-            if isinstance(item, Event):
-                if item.topic in self._topics:
-                    for callback in self._handlers_for(item.topic):
-                        await self._call(callback, item)
-            elif isinstance(item, Gap):
-                for gap_callback in tuple(self._gap_handlers):
-                    await self._call(gap_callback, item)
-            else:
-                for notice_callback in tuple(self._notice_handlers):
-                    await self._call(notice_callback, item)
-
-    async def _call(self, callback: Callable[[Any], Awaitable[None] | None], item: Item) -> None:
-        try:
-            result = callback(item)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            self.callback_errors += 1
-            count = self.callback_errors
-            name = getattr(callback, "__qualname__", repr(callback))
-            if count <= _LOGGED_CALLBACK_ERRORS:
-                log.exception("callback %s failed on %r", name, item)
-            elif count % 1000 == 0:
-                log.error("callback %s failed on %r (%d callback errors so far)", name, item, count)
+        return self._dispatch.on_notice(callback)
 
     # -- snapshots ----------------------------------------------------------------------------
     async def snapshot(
@@ -1107,8 +538,7 @@ class FanoutClient:
         error.__cause__ = cause
         self._failure = error
         log.error("client %s gave up: %s", self.client_id, error)
-        self._stream.close()
-        self._callbacks.close()
+        self._dispatch.close()
 
 
 class _Events:
@@ -1123,7 +553,7 @@ class _Events:
         return self
 
     async def __anext__(self) -> Item:
-        # FanoutClient._next inlined: this runs once per event, every coroutine frame counts.
+        # Inlined: this runs once per event, every coroutine frame counts.
         client = self._client
         buffer = client._stream
         topics = client._topics
@@ -1169,39 +599,6 @@ class _Batches:
             if client._failure is not None:
                 raise client._failure  # after the items received before the failure
             await buffer.waiter()
-
-
-async def _stop_tasks(tasks: list[asyncio.Task[None]], limit: float) -> None:
-    """Cancel ``tasks`` and wait for them, at most ``limit`` seconds
-    (:func:`subscriptions.tasks.stop_tasks`: the cancellation is repeated every 0.1 s, since some
-    redis-py calls swallow one). A task still alive after ``limit`` is logged, not waited for."""
-    pending = await stop_tasks(tasks, within=limit)
-    for task in pending:
-        log.error("client task %s did not stop within %.1f s", task.get_name(), limit)
-
-
-def _link_class(reader: PubSubReader) -> Callable[[Redis], Link]:
-    """The link for ``pubsub_reader`` (``"auto"``: hiredis when importable, else redis-py)."""
-    if reader == "redis-py":
-        return PubSubLink
-    if reader not in ("auto", "hiredis"):
-        raise ValueError(f"pubsub_reader must be 'auto', 'hiredis' or 'redis-py', not {reader!r}")
-    if hiredis_available():
-        return HiredisLink
-    if reader == "hiredis":
-        raise ClientError(
-            "pubsub_reader='hiredis' needs the hiredis package: pip install 'redis[hiredis]'"
-        )
-    log.warning(  # pragma: no cover - hiredis comes with redis[hiredis], our dependency
-        "the hiredis package is missing: the client reads pub/sub through redis-py, several "
-        "times slower per event; install 'redis[hiredis]'"
-    )
-    return PubSubLink  # pragma: no cover
-
-
-def _remove(items: list[Any], item: Any) -> None:
-    if item in items:
-        items.remove(item)
 
 
 def _expand(topics: tuple[TopicLike, ...], codes: Iterable[str] | None) -> list[Topic]:

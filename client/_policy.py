@@ -10,7 +10,7 @@ only an unanswered ``PING`` does.
 (:func:`upbit_fanout.subscriptions.backoff.backoff`), reported on the first attempt and every
 tenth after it, or give up once the outage lasted longer than ``max_outage``.
 
-``FanoutClient`` (``client/_client.py``) performs what they answer; they are tested from tables
+The client's reader (``client/_reader.py``) performs what they answer; they are tested from tables
 in ``tests/client/test_policy.py``.
 """
 

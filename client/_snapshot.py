@@ -13,9 +13,10 @@
    receivers: no collector, or one too old to answer), when the collector's ``snapshot`` notice
    says a topic failed, or after ``rest_wait`` seconds, the topics still missing go the old way:
 4. ONE transaction writes a transient intent key for them and tells the collector on
-   ``P:control`` (live topics without a last value go this way at once). The intent is deleted
-   as soon as every topic answered or the timeout passed; its lease (``timeout`` + 2 s) covers a
-   process that dies meanwhile.
+   ``P:control`` (:func:`client._intents.write_intent`, as for the client's own key; live topics
+   without a last value go this way at once). The intent is deleted as soon as every topic
+   answered or the timeout passed; its lease (``timeout`` + 2 s) covers a process that dies
+   meanwhile.
 
 The snapshot never uses the client's main connection or buffers, so it works while the consumer
 is behind, and its events never show up in the client's stream.
@@ -35,13 +36,14 @@ from redis.exceptions import RedisError, ResponseError
 
 from upbit_fanout.client._cluster_link import ClusterLink
 from upbit_fanout.client._errors import SnapshotTimeoutError
+from upbit_fanout.client._intents import RELEASE_TIMEOUT, release_intent, write_intent
 from upbit_fanout.client._items import Event
 from upbit_fanout.client._link import PubSubLink
 from upbit_fanout.client._log import log
 from upbit_fanout.subscriptions.connection import cluster_of
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.keys import MAX_CLIENT_ID, Keys, invalid_field
-from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS, heartbeat_commands, release_commands
+from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS
 from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["take_snapshots"]
@@ -152,7 +154,7 @@ async def take_snapshots(
                 fallback |= set(pending)
             fallback = {name for name in fallback if name not in result and name not in intent}
             if fallback:
-                await _write_transient(redis, keys, transient_client_id, fallback, lease)
+                await write_intent(redis, keys, transient_client_id, fallback, lease)
                 wrote = True
                 intent |= fallback
                 fallback = set()
@@ -198,27 +200,10 @@ def _failed_topics(payload: bytes, request_ids: set[str]) -> set[str]:
     return {str(name) for name in failed} if isinstance(failed, dict) else set()
 
 
-async def _write_transient(
-    redis: Redis, keys: Keys, client_id: str, topics: set[str], lease: float
-) -> None:
-    cluster = cluster_of(redis) is not None
-    async with redis.pipeline(transaction=True) as pipe:
-        for command in heartbeat_commands(keys, client_id, topics, lease):
-            pipe.execute_command(*command)
-        if not cluster:
-            pipe.execute_command("PUBLISH", keys.control, client_id)
-        await pipe.execute()
-    if cluster:  # a cluster transaction stays in the intent key's slot
-        await redis.publish(keys.control, client_id)
-
-
 async def _release_transient(redis: Redis, keys: Keys, client_id: str) -> None:
     try:
-        async with asyncio.timeout(2.0):
-            async with redis.pipeline(transaction=cluster_of(redis) is None) as pipe:
-                for command in release_commands(keys, client_id):
-                    pipe.execute_command(*command)
-                await pipe.execute()
+        async with asyncio.timeout(RELEASE_TIMEOUT):
+            await release_intent(redis, keys, client_id)
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("could not delete the snapshot intent %s (%s); it expires soon", client_id, exc)
 

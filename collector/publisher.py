@@ -31,8 +31,9 @@ Fencing. With :attr:`Publisher.fence` set (the service sets it while it holds th
 collector's value (fencing token and id): the script checks it before its first write and
 otherwise writes NOTHING (no PUBLISH, no SET, no XADD) and :meth:`Publisher.publish` raises
 :class:`subscriptions.lease.LeaseLost`. The pipeline mode does the same with ``WATCH P:leader``,
-``GET``, ``MULTI``/``EXEC`` (an EXEC aborted because the key changed is a ``LeaseLost`` too; the
-identities it had marked as seen for that batch are then removed again, best effort).
+``GET``, ``MULTI``/``EXEC`` (:func:`subscriptions.transactions.transaction`; an EXEC aborted
+because the key changed is a ``LeaseLost`` too; the identities it had marked as seen for that
+batch are then removed again, best effort).
 
 Failures. Redis errors propagate as :class:`redis.exceptions.RedisError` (the caller counts them
 and keeps going). A failed batch may have been PARTIALLY applied: the connection can drop after
@@ -51,14 +52,16 @@ from typing import Final, Literal
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.connection import cluster_of, refresh_slots
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import LeaseLost, parse_leader
+from upbit_fanout.subscriptions.transactions import transaction
 
 __all__ = ["PUBLISH_SCRIPT", "PublishMode", "Publisher"]
 
@@ -486,20 +489,18 @@ class Publisher:
     ) -> tuple[int, int]:
         """The same writes without Lua. Dedupe then takes its own commands (ZADD NX of every
         identity) before the writes and is not atomic with the XADDs: a crash between them loses
-        those entries. With a fence, ``WATCH P:leader`` is set before anything, and the writes
-        are one ``MULTI``/``EXEC`` that Redis aborts if the lease changed meanwhile."""
+        those entries. With a fence the writes are one fenced transaction
+        (:func:`subscriptions.transactions.transaction`: ``WATCH P:leader``, checked before the
+        identities are marked, and an ``EXEC`` that Redis aborts if the lease changed)."""
         entries = _entries(stream)
         fresh = [True] * len(entries)
         now = self._clock()
         checked = [i for i, entry in enumerate(entries) if entry[2]]
-        fence = self.fence
-        async with self._redis.pipeline(transaction=fence is not None) as pipe:
-            if fence is not None:
-                await pipe.watch(fence[0])
-                holder = await pipe.get(fence[0])
-                if holder != fence[1]:
-                    raise LeaseLost(holder if isinstance(holder, bytes) else None)
-            marked: list[tuple[bytes | str | int, bytes | str | int]] = []
+        marked: list[tuple[bytes | str | int, bytes | str | int]] = []
+        added = 0
+
+        async def queue(pipe: Pipeline) -> None:
+            nonlocal added
             if checked:
                 check = self._redis.pipeline(transaction=False)
                 for i in checked:
@@ -510,8 +511,6 @@ class Publisher:
                     fresh[i] = int(result) == 1
                     if fresh[i]:
                         marked.append((entries[i][1], entries[i][2]))
-            if fence is not None:
-                pipe.multi()  # type: ignore[no-untyped-call]
             execute = pipe.execute_command
             for i in range(0, len(publish), 2):
                 if publish[i]:
@@ -523,7 +522,6 @@ class Publisher:
             if mset:
                 execute("MSET", *mset)
             trimmed: set[bytes | str | int] = set()
-            added = 0
             for (stream_key, seen, _ident, fields), ok in zip(entries, fresh, strict=True):
                 if not ok:
                     continue
@@ -534,11 +532,18 @@ class Publisher:
                     trimmed.add(seen)
                     execute("ZREMRANGEBYRANK", seen, 0, -(self.seen_cap + 1))
                     execute("PEXPIRE", seen, self.seen_ttl_ms)
-            try:
+
+        fence = self.fence
+        if fence is None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                await queue(pipe)
                 await pipe.execute()
-            except WatchError:  # P:leader changed since the GET: nothing was written
+        else:
+            try:
+                await transaction(self._redis, queue, fence=fence)
+            except LeaseLost:  # nothing was written: forget the identities marked for it
                 await self._unmark(marked)
-                raise LeaseLost() from None
+                raise
         return added, len(entries) - added
 
     async def _unmark(self, marked: list[tuple[bytes | str | int, bytes | str | int]]) -> None:

@@ -16,9 +16,10 @@ to Redis by the writer task:
 Besides the hash fields it keeps what the metrics read (:mod:`collector.metrics`): latency
 :class:`Histogram` s, events received and items published per type, the time of the last write.
 
-All of one flush goes in a single MULTI/EXEC; with :attr:`Status.fence` set (a leader), it is
-preceded by ``WATCH P:leader`` and a check of its value, so a collector that lost its lease
-writes nothing (not even a status claiming it leads): :class:`subscriptions.lease.LeaseLost`.
+All of one flush goes in a single MULTI/EXEC (:func:`subscriptions.transactions.transaction`);
+with :attr:`Status.fence` set (a leader), it is preceded by ``WATCH P:leader`` and a check of its
+value, so a collector that lost its lease writes nothing (not even a status claiming it leads):
+:class:`subscriptions.lease.LeaseLost`.
 When Redis is unreachable nothing is lost but the oldest notices: the dirty flags stay set and
 the writer retries. No field or notice ever holds a
 secret: callers pass descriptions, never keys or tokens.
@@ -39,13 +40,15 @@ from typing import Any, Final
 import msgpack
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.connection import cluster_of
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import LeaseLost
 from upbit_fanout.subscriptions.redis_errors import describe_redis_error, is_auth_error
+from upbit_fanout.subscriptions.transactions import transaction
 
 __all__ = [
     "COUNTERS",
@@ -497,13 +500,8 @@ class Status:
                 self._standby_written = False
                 self.last_written_at = time.time()
                 return
-            async with self._redis.pipeline(transaction=True) as pipe:
-                if fence is not None:
-                    await pipe.watch(fence[0])
-                    holder = await pipe.get(fence[0])
-                    if holder != fence[1]:
-                        raise LeaseLost(holder if isinstance(holder, bytes) else None)
-                    pipe.multi()  # type: ignore[no-untyped-call]
+
+            def queue(pipe: Pipeline) -> None:
                 if self._standby_written:  # a standby that took over: not a standby any more
                     pipe.delete(self._keys.standby(self._fields["collector_id"]))
                 if fields is not None:
@@ -518,10 +516,9 @@ class Status:
                         pipe.hset(self._keys.invalid, mapping=invalid)  # type: ignore[arg-type]
                 for body in notices:
                     pipe.publish(self._keys.notices, body)
-                try:
-                    await pipe.execute()
-                except WatchError:  # P:leader changed (expired, taken, or refreshed by us)
-                    raise LeaseLost() from None
+
+            # P:leader changed (expired, taken, or refreshed by us): LeaseLost, nothing written
+            await transaction(self._redis, queue, fence=fence)
             self._standby_written = False
             self.last_written_at = time.time()
         except BaseException:

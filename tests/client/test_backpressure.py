@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from tests.client.support import client, sample_line, wait_subscribed, with_fields
 from tests.conftest import RedisServer
 from tests.helpers import until
-from upbit_fanout.client import Event, Gap
+from upbit_fanout.client import Event, FanoutClient, Gap
 from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
@@ -92,8 +92,8 @@ async def test_block_keeps_everything_and_the_lease_while_the_consumer_pauses(
         assert c.reconnects == 0
 
 
-async def _blocked(c: object) -> bool:
-    return bool(getattr(c, "_reader_blocked"))  # noqa: B009
+async def _blocked(c: FanoutClient) -> bool:
+    return c._reader.blocked  # the link paused, its last read held back in order
 
 
 async def test_block_policy_reports_a_gap_when_redis_drops_the_slow_subscriber(

@@ -1,77 +1,28 @@
 """snapshot(): from the last-value cache when the topic is live, else through a short-lived intent.
 
-The collector is SIMULATED here (contract level): :class:`FakeCollector` listens on ``P:control``
-as the real one does, reads the intent key named there and publishes one event per topic on the
-topic's channel. tests/client/test_end_to_end.py does the same with the real collector.
+The collector is SIMULATED here (contract level): :class:`tests.client.fakes.FakeCollector` listens
+on ``P:control`` as the real one does, reads the intent key named there and publishes one event per
+topic on the topic's channel. tests/client/test_end_to_end.py does the same with the real
+collector.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
+from tests.client.fakes import FakeCollector
 from tests.client.support import client, sample_line, with_fields
-from tests.helpers import scaled, texts
+from tests.helpers import scaled
 from upbit_fanout.client import Event, SnapshotTimeoutError, Ticker
 from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 
 TICKER = sample_line("ticker")
-
-
-class FakeCollector:
-    """Answers intents as a collector would: the first event of each wanted topic. Records what
-    it saw: ``intents`` maps each intent key's client id to its topics and PTTL."""
-
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, refuse: str | None = None) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.refuse = refuse
-        self.intents: dict[str, tuple[set[str], int]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-
-    async def __aenter__(self) -> FakeCollector:
-        self._task = asyncio.create_task(self._run())
-        await self._ready.wait()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        pubsub = self.redis.pubsub()
-        try:
-            await pubsub.subscribe(self.keys.control)
-            self._ready.set()
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                if message is None:
-                    continue
-                client_id = message["data"].decode()
-                key = self.keys.intents(client_id)
-                members = texts(await self.redis.smembers(key))
-                if not members:
-                    continue  # a release
-                self.intents[client_id] = (members, await self.redis.pttl(key))
-                for topic in sorted(members):
-                    if topic == self.refuse:
-                        await self.redis.hset(
-                            self.keys.invalid, f"{client_id} {topic}", "no API keys configured"
-                        )
-                        continue
-                    await self.redis.publish(
-                        self.keys.channel(topic), with_fields(TICKER, code=topic.split(":")[1])
-                    )
-        finally:
-            await pubsub.aclose()
 
 
 @pytest.fixture
