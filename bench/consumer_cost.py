@@ -360,7 +360,12 @@ def measure(
         channel = Keys(prefix).channel(TOPIC).encode()
         achieved = publish((host, int(port)), command(channel, data), rate, per_write, count + warm)
         out, _ = proc.communicate(timeout=opts.seconds * 3 + 30)
-        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        lines = out.strip().splitlines()
+        if not lines:  # e.g. Redis dropped a subscriber that fell past its output-buffer limit
+            print(f"  consumer {variant} printed no result (exit {proc.returncode})", flush=True)
+            result: dict[str, Any] = {"variant": variant, "received": 0, "cpu_us_per_event": None}
+        else:
+            result = json.loads(lines[-1])
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -459,7 +464,7 @@ def orchestrate(opts: argparse.Namespace) -> int:
         report_scenarios.append({"rate": rate, "per_write": per_write, "results": results})
     report = {
         "bench": "consumer_cost",
-        "command": "python bench/consumer_cost.py" + (" --quick" if opts.quick else ""),
+        "command": " ".join([".venv/bin/python bench/consumer_cost.py", *sys.argv[1:]]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": f"{os.cpu_count()} cores, shared with other work (load average before "
