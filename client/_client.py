@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Final, Literal, TypeAlias
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisError
 
 from upbit_fanout.client._buffer import Buffer, Overflow
 from upbit_fanout.client._dispatch import Dispatch, EventCallback, GapCallback, NoticeCallback
@@ -51,6 +51,7 @@ from upbit_fanout.client._snapshot import take_snapshots
 from upbit_fanout.client._streams import PrivateStream, StreamGroup
 from upbit_fanout.client._util import default_client_id, transient_id
 from upbit_fanout.subscriptions.connection import (
+    REDIS_FAILURES,
     cluster_of,
     is_sentinel_url,
     open_redis,
@@ -216,7 +217,7 @@ class FanoutClient:
             await self._detect_cluster()
             await self._redis.ping()
             link = await self._reader.open_link()
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._state = "closed"
             await self._close_redis()
             raise wrap_redis_error(exc, f"connecting to {self._url}") from exc
@@ -312,7 +313,7 @@ class FanoutClient:
             await reader.send("SUBSCRIBE", channels)
             try:
                 await intents.write(replace=intents.dirty, control=True)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 for topic in added:
                     self._remove_topic(str(topic))
                 intents.dirty = True
@@ -335,7 +336,7 @@ class FanoutClient:
             await self._reader.send("UNSUBSCRIBE", channels)
             try:
                 await intents.write(replace=True, control=True)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 intents.dirty = True  # the next heartbeat rewrites the set
                 raise wrap_redis_error(exc, "writing the subscription intent") from exc
 
@@ -479,7 +480,7 @@ class FanoutClient:
             )
         except SnapshotTimeoutError:
             raise  # a TimeoutError, hence an OSError: not a Redis failure
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise wrap_redis_error(exc, "taking a snapshot") from exc
 
     # -- private streams ----------------------------------------------------------------------

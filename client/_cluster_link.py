@@ -32,7 +32,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from upbit_fanout.client._link import ReadLoop
-from upbit_fanout.subscriptions.connection import channel_node, node_client, refresh_slots
+from upbit_fanout.subscriptions.connection import (
+    REDIS_FAILURES,
+    channel_node,
+    node_client,
+    refresh_slots,
+)
 from upbit_fanout.subscriptions.tasks import stop_tasks
 
 __all__ = ["ClusterLink"]
@@ -164,7 +169,7 @@ class ClusterLink(ReadLoop):
                             f"the cluster moved the slot of {msg[1].decode()}; resubscribing"
                         )
                 await put(msg)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             await put(exc)
 
     async def read(self, wait: float | None = None) -> Any:

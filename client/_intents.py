@@ -21,10 +21,9 @@ from typing import Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
 
 from upbit_fanout.client._log import log
-from upbit_fanout.subscriptions.connection import cluster_of
+from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import heartbeat_commands, release_commands
 from upbit_fanout.subscriptions.topics import Topic
@@ -160,7 +159,7 @@ class IntentKey:
                             self._lease,
                         )
                         await self._redis.publish(self._keys.control, self._client_id)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 if not failing:
                     log.warning(
                         "heartbeat of client %s failed (%s); retrying", self._client_id, exc
@@ -181,7 +180,7 @@ class IntentKey:
         try:
             async with asyncio.timeout(RELEASE_TIMEOUT):
                 await release_intent(self._redis, self._keys, self._client_id)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (*REDIS_FAILURES, TimeoutError) as exc:
             log.warning(
                 "could not release the intents of client %s (%s); they expire with the lease "
                 "within %.0f s",

@@ -33,7 +33,6 @@ from typing import Any, Final, Literal, TypeAlias
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from upbit_fanout.client._cluster_link import ClusterLink
 from upbit_fanout.client._dispatch import Dispatch
@@ -49,7 +48,7 @@ from upbit_fanout.client._items import Event, Gap, Notice
 from upbit_fanout.client._link import Link, PubSubLink
 from upbit_fanout.client._log import log
 from upbit_fanout.client._policy import GiveUp, Liveness, Outage
-from upbit_fanout.subscriptions.connection import cluster_of, follow_primary
+from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of, follow_primary
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.tasks import stop_tasks
 from upbit_fanout.subscriptions.topics import Topic
@@ -154,7 +153,7 @@ class Reader:
             return
         try:
             await link.send(command, *channels)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.debug("could not send %s on the pub/sub connection (%s)", command, exc)
 
     # -- the link -----------------------------------------------------------------------------
@@ -198,7 +197,7 @@ class Reader:
             if link is None:
                 try:
                     link = await self.open_link()
-                except (RedisError, OSError) as exc:
+                except REDIS_FAILURES as exc:
                     if not is_retryable(exc):
                         self._fail(wrap_redis_error(exc, f"reconnecting to {self._url}"), exc)
                         return
@@ -224,7 +223,7 @@ class Reader:
                     continue
                 try:
                     await self._recover(outage_wall, reason)
-                except (RedisError, OSError) as exc:
+                except REDIS_FAILURES as exc:
                     await _close_link(link)
                     link = None
                     if not is_retryable(exc):
@@ -237,7 +236,7 @@ class Reader:
             try:
                 await self._catch_up(link)
                 await self._run_link(link)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 if not is_retryable(exc):
                     self._fail(wrap_redis_error(exc, "reading from the pub/sub connection"), exc)
                     return
@@ -284,7 +283,7 @@ class Reader:
                 if error is not None:
                     raise error
             raise RedisConnectionError("the pub/sub reader stopped")  # pragma: no cover
-        except (RedisError, OSError):
+        except REDIS_FAILURES:
             await stop_client_tasks(children, self._close_timeout)
             await self._flush_backlog()
             raise
@@ -513,7 +512,7 @@ class Reader:
 async def _close_link(link: Link) -> None:
     try:
         await link.close()
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         log.debug("closing a pub/sub connection: %s", exc)
 
 

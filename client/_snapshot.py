@@ -32,7 +32,7 @@ from typing import Final, cast
 
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from upbit_fanout.client._cluster_link import ClusterLink
 from upbit_fanout.client._errors import SnapshotTimeoutError
@@ -40,7 +40,7 @@ from upbit_fanout.client._intents import RELEASE_TIMEOUT, release_intent, write_
 from upbit_fanout.client._items import Event
 from upbit_fanout.client._link import PubSubLink
 from upbit_fanout.client._log import log
-from upbit_fanout.subscriptions.connection import cluster_of
+from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.keys import MAX_CLIENT_ID, Keys, invalid_field
 from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS
@@ -204,7 +204,7 @@ async def _release_transient(redis: Redis, keys: Keys, client_id: str) -> None:
     try:
         async with asyncio.timeout(RELEASE_TIMEOUT):
             await release_intent(redis, keys, client_id)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (*REDIS_FAILURES, TimeoutError) as exc:
         log.warning("could not delete the snapshot intent %s (%s); it expires soon", client_id, exc)
 
 
@@ -220,7 +220,7 @@ async def _timeout_message(
             reasons = await redis.hmget(
                 keys.invalid, [invalid_field(client_id, name) for name in missing]
             )
-    except (RedisError, OSError, TimeoutError):
+    except (*REDIS_FAILURES, TimeoutError):
         return message + f"; is a collector running for key prefix {keys.prefix!r}?"
     refused = [
         f"{name}: {_text(reason)}"

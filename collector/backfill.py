@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from upbit_fanout.collector.exchange import ExchangeError
 from upbit_fanout.collector.outbox import Outbox
@@ -55,6 +54,7 @@ from upbit_fanout.collector.routing import Outgoing, Router
 from upbit_fanout.collector.status import Status
 from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.codec import decode_event, encode_event
+from upbit_fanout.subscriptions.connection import REDIS_FAILURES
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.topics import Topic
@@ -198,7 +198,7 @@ class Backfiller:
             payload = await self._redis.get(self._keys.last(hole.topic))
             raw = payload.encode() if isinstance(payload, str) else payload
             event = decode_event(raw) if raw else None
-        except (RedisError, OSError, CodecError) as exc:
+        except (*REDIS_FAILURES, CodecError) as exc:
             log.warning("back-fill of %s: no anchor from its last value (%s)", hole.topic, exc)
             return None
         if not isinstance(event, dict):

@@ -36,6 +36,7 @@ from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.collector.status import LogLimiter, Status, now_ms
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.connection import (
+    REDIS_FAILURES,
     channel_node,
     cluster_of,
     node_client,
@@ -175,7 +176,7 @@ class Canary:
                     if isinstance(data, bytes | str):
                         raw = data.encode() if isinstance(data, str) else data
                         self._arrived(raw)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 text = f"cannot listen on {channel}: {type(exc).__name__}: {exc}"
                 self._status.set(canary_error=text)
                 allowed, held = self._logs.allow("listen")
@@ -190,7 +191,7 @@ class Canary:
                         await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                         if node is not None:
                             await node.aclose()
-                except (RedisError, OSError, TimeoutError):
+                except (*REDIS_FAILURES, TimeoutError):
                     pass
             await asyncio.sleep(next(delays))
 

@@ -65,6 +65,7 @@ from upbit_fanout.collector.markets import MarketSet
 from upbit_fanout.collector.status import LogLimiter, RedisHealth
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.connection import (
+    REDIS_FAILURES,
     cluster_of,
     cluster_primaries,
     node_client,
@@ -1290,7 +1291,7 @@ class IntentTracker:
                     dirty = await self._collect(pubsub, max(0.0, next_sweep - loop.time()))
                     if dirty:
                         await self.refresh(dirty)
-                except (RedisError, OSError) as exc:
+                except REDIS_FAILURES as exc:
                     self._health.failed("intent tracker", exc)
                     if pubsub is not None:
                         await _close_quietly(pubsub)
@@ -1401,7 +1402,7 @@ class NodesPubSub:
                     self._queue.put_nowait(message)
                 except asyncio.QueueFull:
                     self.dropped += 1
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(exc)
 

@@ -32,7 +32,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from upbit_fanout.collector.exchange import ExchangeClient, ExchangeError
 from upbit_fanout.collector.outbox import Outbox
@@ -52,6 +51,7 @@ from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.collector.status import Status
 from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.codec import decode_event, encode_event
+from upbit_fanout.subscriptions.connection import REDIS_FAILURES
 from upbit_fanout.subscriptions.errors import CodecError
 from upbit_fanout.subscriptions.keys import Keys
 
@@ -160,7 +160,7 @@ class PrivateRecorder:
             pass
         try:
             since = await self._recorded_until()
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             log.warning("cannot read the private streams' last position (%s)", exc)
             since = None
         now = self._clock()
@@ -192,7 +192,7 @@ class PrivateRecorder:
     async def _mark(self) -> None:
         try:
             await self._redis.set(self._keys.private_mark, str(self._clock()))
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             log.debug("could not write the private mark (%s)", exc)
 
     def _gap(self, start: int, end: int, reason: str) -> None:
@@ -234,7 +234,7 @@ class PrivateRecorder:
                 if exc.name not in self._reported:
                     self._reported.add(exc.name)
                     log.warning("private reconciliation over REST failed: %s", exc)
-            except RedisError as exc:
+            except REDIS_FAILURES as exc:
                 result = f"failed: Redis {type(exc).__name__}"
                 log.warning("private reconciliation could not read Redis (%s)", exc)
         self.last_result = result

@@ -58,7 +58,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.clock import now_ms
-from upbit_fanout.subscriptions.connection import cluster_of, refresh_slots
+from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of, refresh_slots
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import LeaseLost, parse_leader
 from upbit_fanout.subscriptions.transactions import transaction
@@ -557,7 +557,7 @@ class Publisher:
         try:
             async with undo:
                 await undo.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning(
                 "could not forget %d stream identities of a fenced batch (%s)", len(marked), exc
             )

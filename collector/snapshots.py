@@ -38,7 +38,6 @@ from typing import Any, Final, Literal
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.exchange import ExchangeError
@@ -48,6 +47,7 @@ from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.collector.status import LogLimiter, Status
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.codec import encode_event
+from upbit_fanout.subscriptions.connection import REDIS_FAILURES
 from upbit_fanout.subscriptions.errors import CodecError, InvalidTopicError
 from upbit_fanout.subscriptions.keys import MAX_CLIENT_ID, Keys, is_client_id
 from upbit_fanout.subscriptions.topics import Topic, parse_topic
@@ -199,7 +199,7 @@ class SnapshotServer:
                     data = message.get("data")
                     if message.get("type") == "message" and isinstance(data, bytes | str):
                         self.receive(data.encode() if isinstance(data, str) else data)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 allowed, held = self._logs.allow("listen")
                 if allowed:
                     log.warning(
@@ -212,7 +212,7 @@ class SnapshotServer:
                 try:
                     async with asyncio.timeout(2.0):
                         await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
-                except (RedisError, OSError, TimeoutError):
+                except (*REDIS_FAILURES, TimeoutError):
                     pass
             await asyncio.sleep(next(delays))
 

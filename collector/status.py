@@ -41,10 +41,9 @@ import msgpack
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
 
 from upbit_fanout.subscriptions.clock import now_ms
-from upbit_fanout.subscriptions.connection import cluster_of
+from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import LeaseLost
 from upbit_fanout.subscriptions.redis_errors import describe_redis_error, is_auth_error
@@ -599,7 +598,7 @@ class Status:
                 await asyncio.sleep(retry)
                 retry = min(_RETRY_MAX, retry * 2)
                 continue
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 self._urgent = True
                 self.health.failed("status writer", exc)
                 await asyncio.sleep(retry)

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import parse_qs, unquote
 
 from redis.asyncio import Redis
@@ -62,6 +62,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
     "CLUSTER_SCHEMES",
+    "REDIS_FAILURES",
     "SENTINEL_SCHEMES",
     "ClusterURL",
     "SentinelURL",
@@ -82,6 +83,10 @@ __all__ = [
 ]
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+REDIS_FAILURES: Final = (RedisError, RedisClusterException, OSError)
+"""What a call to Redis raises when Redis is away or refuses: redis-py's errors, its Cluster
+client's own (``RedisClusterException``: a whole Cluster unreachable, a slot no node covers,
+which are no ``RedisError``) and socket errors. Every loop that retries Redis catches these."""
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_SENTINEL_PORT = 26379
 DEFAULT_REDIS_PORT = 6379

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from tests.collector.process_support import COMMAND, CollectorProcess, collector_processes
 from tests.collector.service_support import FAST
 from tests.deployments import ClusterDeployment
-from tests.helpers import stream_entries, text, text_map, texts, until
+from tests.helpers import scaled, stream_entries, text, text_map, texts, until
 from upbit_fanout.client import Event, FanoutClient, Gap
 from upbit_fanout.collector import Collector
 from upbit_fanout.collector.publisher import Publisher
@@ -657,3 +657,53 @@ async def _field_starts(r: aioredis.Redis, keys: Keys, name: str, prefix: str) -
 async def _stream_at_least(r: aioredis.Redis, keys: Keys, count: int) -> bool:
     entries = stream_entries(await r.xrange(keys.stream("myOrder")))
     return sum(1 for _, fields in entries if fields[b"source"] == b"ws") >= count
+
+
+def _power_back(deployment: ClusterDeployment) -> None:
+    """Start every stopped node again on its port, with its cluster configuration (the slots
+    each owns) and no data: what a cluster without persistence is after a power cut."""
+    for port in deployment.ports:
+        deployment._spawn(port)
+    deployment.wait_ready()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not COMMAND.exists(), reason="run `make .venv/.installed-dev`")
+async def test_the_whole_cluster_going_away_and_coming_back(tmp_path: Path, keys: Keys) -> None:
+    """A power cut: every node stopped for a few seconds, then started again, empty. redis-py's
+    cluster client raises ``RedisClusterException`` then (no ``RedisError``): the collector
+    process stays up and reports the outage without a traceback or a crashed task, and the
+    client reconnects by itself, says ``Gap``, re-asserts its intent and gets live events."""
+    deployment = ClusterDeployment(tmp_path / "cluster")
+    deployment.workdir.mkdir()
+    deployment.start()
+    try:
+        async with Emulator(port=0, rate=200, seed=27) as emu, collector_processes() as procs:
+            process = await CollectorProcess.start(
+                deployment.url, keys, emu.public_url, "cut", tmp_path
+            )
+            procs.append(process)
+            async with FanoutClient(
+                redis=deployment.url,
+                key_prefix=keys.prefix,
+                client_id="survivor",
+                health_check_interval=0.5,
+            ) as client:
+                await client.subscribe("ticker:KRW-BTC")
+                await _next_live(client, "ticker:KRW-BTC")
+                deployment.stop()
+                await process.wait_log("Redis unreachable", within=15)
+                await asyncio.sleep(scaled(2))
+                _power_back(deployment)
+                gap_seen = False
+                async with asyncio.timeout(scaled(60)):
+                    async for item in client:
+                        if isinstance(item, Gap):
+                            gap_seen = True
+                        elif gap_seen and isinstance(item, Event) and not item.cached:
+                            break
+            assert process.process.returncode is None
+            assert "Traceback" not in process.log, process.log
+            assert "crashed" not in process.log
+    finally:
+        deployment.stop()
