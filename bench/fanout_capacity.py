@@ -291,9 +291,7 @@ async def run_one(
         payload = (
             b'{"type":"ticker","code":"KRW-C000","trade_price":"1.0","pad":"' + b"x" * 140 + b'"}'
         )
-        items = [
-            Outgoing(topic=name, payload=payload, private=False, type="ticker") for name in names
-        ]
+        items = [Outgoing(topic=name, payload=payload, type="ticker") for name in names]
         stop = asyncio.Event()
         sent = {"n": 0}
 

@@ -43,8 +43,8 @@ async def run(url: str, events: int, batch: int) -> dict[str, object]:
                 Outgoing(
                     "myOrder:KRW-BTC",
                     payload,
-                    True,
                     "myOrder",
+                    private=True,
                     publish=False,
                     identity=None if mode == "plain" else idents[n],
                 )
