@@ -5,9 +5,10 @@ Every process is a real ``redis-server`` on a free loopback port, with its files
 directory, stopped when the deployment is closed. Nothing is started when the binary is missing
 (the test is skipped, saying why).
 
-bench/fanout_capacity.py starts its Redis processes with the same pieces (this module's
-:class:`ClusterDeployment`; :func:`redis_server_args`, :func:`spawn`, :func:`wait_ping` and
-:func:`stop_processes` for its single server), so how a node is started is written once.
+The single servers of tests/conftest.py (``RedisServer``) and bench/fanout_capacity.py are
+started with the same pieces (:func:`redis_server_args`, :func:`spawn`, :func:`wait_ping`,
+:func:`stop_processes`), and the bench's Cluster is a :class:`ClusterDeployment`: how a node is
+started is written once.
 """
 
 from __future__ import annotations
