@@ -117,7 +117,7 @@ class Deployment:
             return
         port = free_port()
         self._single.append(
-            spawn(redis_server_args(REDIS_SERVER, port, self.workdir, *PUBSUB_BUFFER))
+            spawn(redis_server_args(REDIS_SERVER, port, *PUBSUB_BUFFER, workdir=self.workdir))
         )
         wait_ping(port)
         self.ports = [port]

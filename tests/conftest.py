@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -45,9 +43,8 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server binary not installed; this test needs a Redis it can restart")
-        workdir = Path(tempfile.gettempdir())  # nothing is written there: no persistence
         self.process = spawn(
-            redis_server_args(binary, self.port, workdir, "--notify-keyspace-events", "Egsxe")
+            redis_server_args(binary, self.port, "--notify-keyspace-events", "Egsxe")
         )
         wait_ping(self.port)
 

@@ -28,17 +28,20 @@ from tests.helpers import free_port
 SERVICE = "fanout"
 
 
-def redis_server_args(binary: str, port: int, workdir: Path, *extra: str) -> list[str]:
-    """The command line of one loopback ``redis-server`` without persistence, its files (a
-    cluster's node file, a dump nobody asked for) in ``workdir``; ``extra`` is appended."""
+def redis_server_args(
+    binary: str, port: int, *extra: str, workdir: Path | None = None
+) -> list[str]:
+    """The command line of one loopback ``redis-server`` without persistence; ``extra`` is
+    appended. ``workdir``: where its files go (a cluster node's file; a dump nobody asked for);
+    without one it writes none."""
+    files = ["--dir", str(workdir), "--dbfilename", f"dump-{port}.rdb"] if workdir else []
     return [
         binary,
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--save", "",
         "--appendonly", "no",
-        "--dir", str(workdir),
-        "--dbfilename", f"dump-{port}.rdb",
+        *files,
         *extra,
     ]  # fmt: skip
 
@@ -62,10 +65,12 @@ def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
     processes.clear()
 
 
-def wait_ping(port: int, within: float = 10.0) -> None:
+def wait_ping(port: int, within: float = 10.0, *, password: str | None = None) -> None:
     """Until the server on ``port`` answers PING (its error after ``within`` seconds)."""
     deadline = time.monotonic() + within
-    client = redis.Redis(port=port, socket_connect_timeout=0.2, socket_timeout=1.0)
+    client = redis.Redis(
+        port=port, password=password, socket_connect_timeout=0.2, socket_timeout=1.0
+    )
     try:
         while True:
             try:
@@ -102,7 +107,7 @@ class SentinelDeployment:
         self.data_ports = [primary, replica]
         for port in self.data_ports:
             args = redis_server_args(
-                binary, port, self.workdir, "--notify-keyspace-events", "Egsxe"
+                binary, port, "--notify-keyspace-events", "Egsxe", workdir=self.workdir
             )
             if port == replica:
                 args += ["--replicaof", "127.0.0.1", str(primary)]
@@ -294,13 +299,14 @@ class ClusterDeployment:
     def _spawn(self, port: int) -> None:
         server, _ = self._binaries
         args = redis_server_args(
-            server, port, self.workdir,
+            server, port,
             "--cluster-enabled", "yes",
             "--cluster-config-file", f"nodes-{port}.conf",
             "--cluster-node-timeout", str(self.node_timeout_ms),
             "--notify-keyspace-events", "Egsxe",
             "--repl-diskless-sync-delay", "0",  # a replica syncs at once (default: 5 s later)
             *self.extra_args,
+            workdir=self.workdir,
         )  # fmt: skip
         self._processes.append(spawn(args))
 

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import redis
 import redis.asyncio as aioredis
 
 from tests.collector.service_support import running_collector
+from tests.deployments import redis_server_args, spawn, wait_ping
 from tests.helpers import COMMAND, command_env, free_port, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -39,23 +39,10 @@ def secured() -> Iterator[int]:
     if binary is None:
         pytest.skip("redis-server binary not installed")
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--requirepass", PASSWORD],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    process = spawn(redis_server_args(binary, port, "--requirepass", PASSWORD))
     client = redis.Redis(port=port, password=PASSWORD, socket_connect_timeout=0.2)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_ping(port, password=PASSWORD)
         client.execute_command(
             "ACL", "SETUSER", LIMITED, "on", f">{PASSWORD}", "~*", "&*", "+@all", "-hset"
         )
