@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import _common
 import redis.asyncio as aioredis
 
 from upbit_fanout.client import FanoutClient
@@ -88,8 +89,7 @@ async def one_mode(redis_url: str, *, rest: bool, count: int, per_min: int) -> d
                 "next_live_subscription_ms": round(live_after * 1000, 1),
             }
     finally:
-        async for key in redis.scan_iter(match=f"{keys.prefix}:*"):
-            await redis.delete(key)
+        await _common.delete_prefix(redis, keys.prefix)
         await redis.aclose()
 
 

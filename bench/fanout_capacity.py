@@ -9,7 +9,9 @@ What runs, per deployment and per N:
 
 - Redis: a ``redis-server`` the bench starts on a free loopback port (``--save ""``), and a
   Cluster of three ``redis-server --cluster-enabled yes`` joined with ``redis-cli --cluster
-  create`` (no replicas). Both are stopped at the end. Nothing touches the shared server.
+  create`` (no replicas), started by tests/deployments.py as the tests start theirs (with a
+  256 MB pub/sub output-buffer limit). Both are stopped at the end. Nothing touches the shared
+  server.
 - publisher: this process, the collector's own :class:`collector.publisher.Publisher` (fenced,
   as a leader publishes: one Lua script per batch on a single Redis; one script per node, with
   ``SPUBLISH``, on the Cluster), sending batches of ``--batch`` events round-robin over
@@ -59,8 +61,16 @@ from pathlib import Path
 from typing import Any
 
 import hiredis
-import redis
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.deployments
+from tests.deployments import (
+    ClusterDeployment,
+    redis_server_args,
+    spawn,
+    stop_processes,
+    wait_ping,
+)
+from tests.helpers import free_port
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.connection import channel_node, open_redis
@@ -70,134 +80,64 @@ from upbit_fanout.subscriptions.lease import TAKE_SCRIPT
 RESULTS = Path(__file__).resolve().parent / "results" / "fanout_capacity.json"
 CODES = [f"KRW-C{i:03d}" for i in range(1000)]
 TICKS = 1.0 / os.sysconf("SC_CLK_TCK")
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
 
 # -- deployments ------------------------------------------------------------------------------
-def _free_port() -> int:
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port > 55535:  # a cluster node's bus port is port + 10000
-            continue
-        try:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", port + 10000))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
-
-
-def _wait_ping(port: int) -> None:
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10
-    try:
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-    finally:
-        client.close()
+# Every Redis process gets this limit: a subscriber of the whole feed falls behind in bursts, and
+# the default (32 MB, or 8 MB for 60 s) would disconnect it in the middle of a measurement.
+PUBSUB_BUFFER = ("--client-output-buffer-limit", "pubsub 256mb 256mb 0")
 
 
 class Deployment:
+    """A single ``redis-server`` or a three-primary Cluster, started the way the tests start
+    theirs (tests/deployments.py), plus the CPU time of its processes."""
+
     def __init__(self, kind: str, workdir: Path) -> None:
         self.kind = kind
         self.workdir = workdir
         self.ports: list[int] = []
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self._single: list[subprocess.Popen[bytes]] = []
+        self._cluster = (
+            ClusterDeployment(workdir, extra_args=PUBSUB_BUFFER, node_timeout_ms=2000)
+            if kind == "cluster"
+            else None
+        )
 
     @property
     def url(self) -> str:
-        if self.kind == "single":
-            return f"redis://127.0.0.1:{self.ports[0]}/0"
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/"
+        if self._cluster is not None:
+            return self._cluster.url
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
 
     def start(self) -> None:
-        server = shutil.which("redis-server")
-        if server is None:
-            raise SystemExit("redis-server is not installed")
-        count = 1 if self.kind == "single" else 3
-        self.ports = [_free_port() for _ in range(count)]
-        for port in self.ports:
-            args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--dir", str(self.workdir),
-                    "--dbfilename", f"dump-{port}.rdb",
-                    "--client-output-buffer-limit", "pubsub 256mb 256mb 0"]  # fmt: skip
-            if self.kind == "cluster":
-                args += ["--cluster-enabled", "yes", "--cluster-config-file",
-                         f"nodes-{port}.conf", "--cluster-node-timeout", "2000"]  # fmt: skip
-            self.processes.append(
-                subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
-        for port in self.ports:
-            _wait_ping(port)
-        if self.kind == "cluster":
-            cli = shutil.which("redis-cli")
-            if cli is None:
-                raise SystemExit("redis-cli is not installed")
-            subprocess.run(
-                [
-                    cli,
-                    "--cluster",
-                    "create",
-                    *(f"127.0.0.1:{p}" for p in self.ports),
-                    "--cluster-replicas",
-                    "0",
-                    "--cluster-yes",
-                ],
-                check=True,
-                capture_output=True,
-            )
-            deadline = time.monotonic() + 30
-            while not all(self._ok(port) for port in self.ports):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the cluster did not settle")
-                time.sleep(0.1)
-
-    @staticmethod
-    def _ok(port: int) -> bool:
-        client = redis.Redis(port=port)
-        try:
-            info = client.cluster("INFO")
-            return bool(
-                info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == 3
-            )
-        finally:
-            client.close()
+        if self._cluster is not None:
+            self._cluster.start()
+            self.ports = self._cluster.ports
+            return
+        port = free_port()
+        self._single.append(
+            spawn(redis_server_args(REDIS_SERVER, port, *PUBSUB_BUFFER, workdir=self.workdir))
+        )
+        wait_ping(port)
+        self.ports = [port]
 
     def cpu_seconds(self) -> list[float]:
         """utime + stime of each Redis process, in seconds."""
+        pids = self._cluster.pids() if self._cluster is not None else [p.pid for p in self._single]
         out = []
-        for process in self.processes:
-            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             out.append((int(fields[11]) + int(fields[12])) * TICKS)
         return out
 
     def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        if self._cluster is not None:
+            self._cluster.stop()
+        stop_processes(self._single)
 
 
 # -- subscriber process -----------------------------------------------------------------------
-def _pack(*args: str) -> bytes:
-    out = [f"*{len(args)}\r\n".encode()]
-    for arg in args:
-        data = arg.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
 def subscriber(spec: dict[str, Any]) -> None:
     """Subscribe to every channel, count messages in the window, print the count at SIGTERM."""
     counts = {"total": 0, "opened": 0, "closed": 0}
@@ -221,7 +161,7 @@ def subscriber(spec: dict[str, Any]) -> None:
     for (host, port), channels in spec["by_node"]:
         sock = socket.create_connection((host, port))
         command = "SSUBSCRIBE" if spec["sharded"] else "SUBSCRIBE"
-        sock.sendall(b"".join(_pack(command, channel) for channel in channels))
+        sock.sendall(b"".join(hiredis.pack_command((command, channel)) for channel in channels))
         expected += len(channels)
         selector.register(sock, selectors.EVENT_READ, hiredis.Reader())
     confirmed = 0
@@ -291,9 +231,7 @@ async def run_one(
         payload = (
             b'{"type":"ticker","code":"KRW-C000","trade_price":"1.0","pad":"' + b"x" * 140 + b'"}'
         )
-        items = [
-            Outgoing(topic=name, payload=payload, private=False, type="ticker") for name in names
-        ]
+        items = [Outgoing(topic=name, payload=payload, type="ticker") for name in names]
         stop = asyncio.Event()
         sent = {"n": 0}
 
@@ -439,6 +377,9 @@ def cli() -> None:
         spec["by_node"] = [(tuple(node), channels) for node, channels in spec["by_node"]]
         subscriber(spec)
         return
+    missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+    if missing:
+        raise SystemExit(f"{' and '.join(missing)} not installed: this bench starts its own Redis")
     args.redis_version = subprocess.run(
         ["redis-server", "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()

@@ -36,6 +36,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import _common
 import redis.asyncio as aioredis
 
 from upbit_fanout.emulator import Emulator
@@ -75,8 +76,7 @@ async def run(redis_url: str, junk_keys: int, seconds: float, log_path: Path) ->
                 process.terminate()
                 await process.wait()
     finally:
-        async for key in r.scan_iter(match=f"{keys.prefix}:*"):
-            await r.delete(key)
+        await _common.delete_prefix(r, keys.prefix)
         await r.aclose()
 
 

@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+import _common
 import redis.asyncio as aioredis
 
 from upbit_fanout.collector.publisher import Publisher
@@ -43,8 +44,8 @@ async def run(url: str, events: int, batch: int) -> dict[str, object]:
                 Outgoing(
                     "myOrder:KRW-BTC",
                     payload,
-                    True,
                     "myOrder",
+                    private=True,
                     publish=False,
                     identity=None if mode == "plain" else idents[n],
                 )
@@ -62,8 +63,7 @@ async def run(url: str, events: int, batch: int) -> dict[str, object]:
             }
             print(f"{mode:<11} {events / elapsed:>10,.0f} entries/s  {results[mode]}")
     finally:
-        async for key in redis.scan_iter(match=f"{keys.prefix}:*"):
-            await redis.delete(key)
+        await _common.delete_prefix(redis, keys.prefix)
         await redis.aclose()
     return results
 

@@ -20,19 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
-import os
-import platform
-import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
+import _common
 import httpx
 import redis.asyncio as aioredis
 
@@ -40,7 +34,7 @@ from upbit_fanout.collector import Collector
 from upbit_fanout.subscriptions import reconcile
 from upbit_fanout.subscriptions.keys import Keys
 
-RESULTS = Path(__file__).parent / "results" / "resubscribe_snapshots.json"
+RESULTS = _common.RESULTS / "resubscribe_snapshots.json"
 _REQUEST = reconcile.Subscription.request
 
 
@@ -51,17 +45,6 @@ def _all_snapshots(
     applied: Collection[reconcile.StreamKey] = (),
 ) -> list[dict[str, Any]]:
     return _REQUEST(self, ticket, fmt, ())  # the request as it was: every code new
-
-
-async def _start_emulator(rate: float) -> tuple[subprocess.Popen[bytes], str]:
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once, read line by line
-        [sys.executable, "-m", "upbit_fanout.cli", "emulator", "--port", "0", "--seed", "3",
-         "--rate", str(rate)],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None
-    line = await asyncio.to_thread(process.stdout.readline)
-    return process, line.decode().strip()
 
 
 async def _connection(http: httpx.AsyncClient, base: str) -> dict[str, Any]:
@@ -111,8 +94,7 @@ async def _round(
         }
     finally:
         reconcile.Subscription.request = _REQUEST  # type: ignore[method-assign]
-        async for key in redis.scan_iter(match=f"{keys.prefix}:*"):
-            await redis.delete(key)
+        await _common.delete_prefix(redis, keys.prefix)
         await redis.aclose()
 
 
@@ -127,36 +109,26 @@ async def main() -> None:
 
     codes = [market.code for market in default_markets()]
     topics = [f"{kind}:{code}" for code in codes for kind in ("ticker", "trade", "orderbook")]
-    process, base = await _start_emulator(args.rate)
+    process, base = await _common.start_emulator_process(rate=args.rate, seed=3)
     rounds: dict[str, list[dict[str, Any]]] = {"realtime-only": [], "all-snapshots": []}
     try:
-        for index in range(args.rounds):
-            modes = ("realtime-only", "all-snapshots")
-            for mode in modes if index % 2 == 0 else modes[::-1]:
-                result = await _round(args.redis_url, base, mode, topics, args.window)
-                rounds[mode].append(result)
-                print(json.dumps(result), flush=True)
+        for mode in _common.alternating(list(rounds), args.rounds):
+            result = await _round(args.redis_url, base, mode, topics, args.window)
+            rounds[mode].append(result)
+            print(json.dumps(result), flush=True)
     finally:
-        process.terminate()
-        process.wait(10)
+        _common.stop_process(process)
     fields = ("snapshot_frames", "frames", "dropped_by_router", "collector_cpu_seconds")
-    summary = {
-        mode: {f: round(float(statistics.median(r[f] for r in rs)), 3) for f in fields}
-        for mode, rs in rounds.items()
-    }
+    summary = _common.medians(rounds, fields, 3)
     report = {
-        "bench": "resubscribe_snapshots",
-        "command": "python bench/resubscribe_snapshots.py " + " ".join(sys.argv[1:]),
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        **_common.report_head("resubscribe_snapshots"),
         "topics": len(topics),
         "window_seconds": args.window,
         "emulator_rate": args.rate,
         "median": summary,
         "rounds": rounds,
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    _common.write_report(RESULTS, report)
     print(json.dumps({"median": summary}, indent=2))
 
 

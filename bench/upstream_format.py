@@ -20,27 +20,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
-import os
-import platform
-import statistics
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
+import _common
 import redis.asyncio as aioredis
 
 from upbit_fanout.collector import Collector
 from upbit_fanout.collector import upstream as upstream_module
 from upbit_fanout.subscriptions.keys import Keys
 
-RESULTS = Path(__file__).parent / "results" / "upstream_format.json"
+RESULTS = _common.RESULTS / "upstream_format.json"
 
 _wire = {"bytes": 0}
+_payload = {"bytes": 0}
+_handle_many = upstream_module.Upstream.handle_many
 
 
 class _CountingConnection(upstream_module._KeepAliveConnection):
@@ -51,18 +48,16 @@ class _CountingConnection(upstream_module._KeepAliveConnection):
         super().data_received(data)
 
 
+def _counting_handle_many(self: upstream_module.Upstream, batch: Iterable[str | bytes]) -> None:
+    """Counts the messages' bytes as the collector reads them (after decompression). Patched
+    into the class before any connection: a socket is handed its ``handle_many`` at connect."""
+    batch = list(batch)
+    _payload["bytes"] += sum(len(data) for data in batch)
+    _handle_many(self, batch)
+
+
 upstream_module._KeepAliveConnection = _CountingConnection  # type: ignore[misc]
-
-
-async def _start_emulator(rate: float) -> tuple[subprocess.Popen[bytes], str]:
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once, read line by line
-        [sys.executable, "-m", "upbit_fanout.cli", "emulator", "--port", "0", "--seed", "7",
-         "--rate", str(rate)],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None
-    line = await asyncio.to_thread(process.stdout.readline)
-    return process, line.decode().strip()
+upstream_module.Upstream.handle_many = _counting_handle_many  # type: ignore[method-assign]
 
 
 async def _round(
@@ -83,41 +78,28 @@ async def _round(
             await redis.expire(keys.intents("bench"), 120)
             await collector.wait_subscribed(lambda u: len(u) == len(topics), timeout=20)
             await asyncio.sleep(1.0)  # snapshots and warm-up out of the window
-            payload = {"bytes": 0}
-            handle = collector.public.handle
-
-            def counting(data: str | bytes) -> None:
-                payload["bytes"] += len(data)
-                handle(data)
-
-            collector.public.handle = counting  # type: ignore[method-assign]
             events0 = collector.counters["events_total"]
-            wire0 = _wire["bytes"]
+            wire0, payload0 = _wire["bytes"], _payload["bytes"]
             cpu0, wall0 = time.process_time(), time.monotonic()
             await asyncio.sleep(seconds)
             cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
             events = collector.counters["events_total"] - events0
-            wire = _wire["bytes"] - wire0
+            wire, payload = _wire["bytes"] - wire0, _payload["bytes"] - payload0
             published = collector.public.router.counters()
         return {
             "format": fmt,
             "seconds": round(wall, 3),
             "events": events,
             "events_per_second": round(events / wall, 1),
-            "payload_bytes_per_event": round(payload["bytes"] / max(events, 1), 1),
+            "payload_bytes_per_event": round(payload / max(events, 1), 1),
             "wire_bytes_per_event": round(wire / max(events, 1), 1),
             "cpu_us_per_event": round(cpu / max(events, 1) * 1e6, 2),
             "passthrough": published["passthrough"],
             "encoded": published["encoded"],
         }
     finally:
-        async for key in redis.scan_iter(match=f"{keys.prefix}:*"):
-            await redis.delete(key)
+        await _common.delete_prefix(redis, keys.prefix)
         await redis.aclose()
-
-
-def _median(rounds: list[dict[str, Any]], field: str) -> float:
-    return round(float(statistics.median(r[field] for r in rounds)), 2)
 
 
 async def main() -> None:
@@ -129,42 +111,36 @@ async def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
 
-    process, base = await _start_emulator(args.rate)
+    process, base = await _common.start_emulator_process(rate=args.rate, seed=7)
     try:
         from upbit_fanout.emulator.markets import default_markets  # noqa: PLC0415
 
         codes = [m.code for m in default_markets() if m.code.startswith("KRW-")][: args.markets]
         topics = [f"{kind}:{code}" for code in codes for kind in ("ticker", "trade", "orderbook")]
         rounds: dict[str, list[dict[str, Any]]] = {"DEFAULT": [], "SIMPLE": []}
-        for index in range(args.rounds):
-            for fmt in ("DEFAULT", "SIMPLE") if index % 2 == 0 else ("SIMPLE", "DEFAULT"):
-                result = await _round(args.redis_url, base, fmt, topics, args.seconds)
-                rounds[fmt].append(result)
-                print(json.dumps(result), flush=True)
+        for fmt in _common.alternating(list(rounds), args.rounds):
+            result = await _round(args.redis_url, base, fmt, topics, args.seconds)
+            rounds[fmt].append(result)
+            print(json.dumps(result), flush=True)
     finally:
-        process.terminate()
-        process.wait(10)
+        _common.stop_process(process)
 
     fields = ("events_per_second", "payload_bytes_per_event", "wire_bytes_per_event",
               "cpu_us_per_event")  # fmt: skip
-    summary = {fmt: {f: _median(rs, f) for f in fields} for fmt, rs in rounds.items()}
+    summary = _common.medians(rounds, fields, 2)
     ratios = {
         f"simple_over_default_{f}": round(summary["SIMPLE"][f] / summary["DEFAULT"][f], 3)
         for f in fields[1:]
     }
     report = {
-        "bench": "upstream_format",
-        "command": "python bench/upstream_format.py " + " ".join(sys.argv[1:]),
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        **_common.report_head("upstream_format"),
         "topics": len(topics),
         "emulator_rate": args.rate,
         "median": summary,
         **ratios,
         "rounds": rounds,
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    _common.write_report(RESULTS, report)
     print(json.dumps({"median": summary, **ratios}, indent=2))
 
 

@@ -298,7 +298,7 @@ class Backfiller:
                 continue
         fresh = self._router.claim_trades(hole.code, [sid for sid, _ in encoded])
         items = [
-            Outgoing(hole.topic, data, False, "trade", last=False)
+            Outgoing(hole.topic, data, "trade", last=False)
             for (_, data), new in zip(encoded, fresh, strict=True)
             if new
         ]

@@ -136,7 +136,7 @@ class Canary:
         while True:
             payload = self.book.next_payload(self._clock(), now_ms())
             self._outbox.put_many(
-                [Outgoing(topic=CANARY_TOPIC, payload=payload, private=False, type=CANARY_TOPIC)]
+                [Outgoing(topic=CANARY_TOPIC, payload=payload, type=CANARY_TOPIC)]
             )
             self._status.set(canary_sent_at=now_ms())
             self._status.set_counter("canaries_sent", self.book.sent)

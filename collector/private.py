@@ -204,8 +204,8 @@ class PrivateRecorder:
                 Outgoing(
                     "",
                     payload,
-                    True,
                     type_name,
+                    private=True,
                     publish=False,
                     identity=gap_identity(type_name, start, end),
                     source="gap",
@@ -304,8 +304,8 @@ class PrivateRecorder:
                 Outgoing(
                     f"myOrder:{event['code']}",
                     encode_event(event, self._codec),
-                    True,
                     "myOrder",
+                    private=True,
                     publish=False,
                     identity=ident,
                     source="rest",
@@ -318,8 +318,8 @@ class PrivateRecorder:
                 Outgoing(
                     "myAsset",
                     encode_event(event, self._codec),
-                    True,
                     "myAsset",
+                    private=True,
                     publish=False,
                     identity=asset_identity(event),
                     source="rest",

@@ -282,7 +282,7 @@ class SnapshotServer:
         items = [
             # published only: the requester is subscribed, and a request must not create keys
             # (grouped-book topics are countless: P:last would grow without bound)
-            Outgoing(str(topic), payload, False, topic.type, last=False)
+            Outgoing(str(topic), payload, topic.type, last=False)
             for topic, payload in done.items()
             if str(topic) not in live
         ]

@@ -309,15 +309,21 @@ def node_client(redis: Redis, host: str, port: int) -> Redis:
     return Redis(host=host, port=port, **options)
 
 
-def _cluster_client(parsed: ClusterURL, options: dict[str, Any]) -> Redis:
+def _data_connection(parsed: ClusterURL | SentinelURL, options: dict[str, Any]) -> dict[str, Any]:
+    """The data connections' options: ``options`` with the URL's user, password and TLS."""
     connection: dict[str, Any] = dict(options)
-    connection.pop("db", None)
     if parsed.username is not None:
         connection["username"] = parsed.username
     if parsed.password is not None:
         connection["password"] = parsed.password
     if parsed.ssl:
         connection["ssl"] = True
+    return connection
+
+
+def _cluster_client(parsed: ClusterURL, options: dict[str, Any]) -> Redis:
+    connection = _data_connection(parsed, options)
+    connection.pop("db", None)
     cluster = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in parsed.nodes],
         require_full_coverage=False,
@@ -440,13 +446,7 @@ def redis_from_url(url: str, **options: Any) -> Redis:
         sentinel_kwargs["username"] = parsed.sentinel_username
     if parsed.sentinel_password is not None:
         sentinel_kwargs["password"] = parsed.sentinel_password
-    connection: dict[str, Any] = dict(options)
-    if parsed.username is not None:
-        connection["username"] = parsed.username
-    if parsed.password is not None:
-        connection["password"] = parsed.password
-    if parsed.ssl:
-        connection["ssl"] = True
+    connection = _data_connection(parsed, options)
     sentinels = list(parsed.sentinels)
     sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **connection)  # type: ignore[no-untyped-call, unused-ignore]
     client = sentinel.master_for(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from tests.deployments import ClusterDeployment
+from tests.deployments import ClusterDeployment, redis_server_args, spawn, wait_ping
 from tests.helpers import free_port
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -44,31 +43,10 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server binary not installed; this test needs a Redis it can restart")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--notify-keyspace-events", "Egsxe",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-        finally:
-            client.close()
+        self.process = spawn(
+            redis_server_args(binary, self.port, "--notify-keyspace-events", "Egsxe")
+        )
+        wait_ping(self.port)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -4,6 +4,11 @@ and a Redis Cluster of three primaries.
 Every process is a real ``redis-server`` on a free loopback port, with its files in a temporary
 directory, stopped when the deployment is closed. Nothing is started when the binary is missing
 (the test is skipped, saying why).
+
+The single servers of tests/conftest.py (``RedisServer``) and bench/fanout_capacity.py are
+started with the same pieces (:func:`redis_server_args`, :func:`spawn`, :func:`wait_ping`,
+:func:`stop_processes`), and the bench's Cluster is a :class:`ClusterDeployment`: how a node is
+started is written once.
 """
 
 from __future__ import annotations
@@ -23,9 +28,49 @@ from tests.helpers import free_port
 SERVICE = "fanout"
 
 
-def _wait_ping(port: int, within: float = 10.0) -> None:
+def redis_server_args(
+    binary: str, port: int, *extra: str, workdir: Path | None = None
+) -> list[str]:
+    """The command line of one loopback ``redis-server`` without persistence; ``extra`` is
+    appended. ``workdir``: where its files go (a cluster node's file; a dump nobody asked for);
+    without one it writes none."""
+    files = ["--dir", str(workdir), "--dbfilename", f"dump-{port}.rdb"] if workdir else []
+    return [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        *files,
+        *extra,
+    ]  # fmt: skip
+
+
+def spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    """Start a server process, its output discarded."""
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every process, in order, then wait for each (SIGKILL after 10 s); empties the
+    list."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    processes.clear()
+
+
+def wait_ping(port: int, within: float = 10.0, *, password: str | None = None) -> None:
+    """Until the server on ``port`` answers PING (its error after ``within`` seconds)."""
     deadline = time.monotonic() + within
-    client = redis.Redis(port=port, socket_connect_timeout=0.2, socket_timeout=1.0)
+    client = redis.Redis(
+        port=port, password=password, socket_connect_timeout=0.2, socket_timeout=1.0
+    )
     try:
         while True:
             try:
@@ -61,21 +106,14 @@ class SentinelDeployment:
         primary, replica = free_port(), free_port()
         self.data_ports = [primary, replica]
         for port in self.data_ports:
-            args = [
-                binary,
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
-                "--dbfilename", f"dump-{port}.rdb",
-                "--notify-keyspace-events", "Egsxe",
-            ]  # fmt: skip
+            args = redis_server_args(
+                binary, port, "--notify-keyspace-events", "Egsxe", workdir=self.workdir
+            )
             if port == replica:
                 args += ["--replicaof", "127.0.0.1", str(primary)]
-            self._spawn(args)
+            self._processes.append(spawn(args))
         for port in self.data_ports:
-            _wait_ping(port)
+            wait_ping(port)
         for _ in range(3):
             port = free_port()
             self.sentinel_ports.append(port)
@@ -90,15 +128,10 @@ class SentinelDeployment:
                 f"sentinel parallel-syncs {self.service} 1\n",
                 encoding="utf-8",
             )
-            self._spawn([binary, str(config), "--sentinel"])
+            self._processes.append(spawn([binary, str(config), "--sentinel"]))
         for port in self.sentinel_ports:
-            _wait_ping(port)
+            wait_ping(port)
         self.wait_ready()
-
-    def _spawn(self, args: list[str]) -> None:
-        self._processes.append(
-            subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
 
     def sentinel(self, index: int = 0) -> redis.Redis:
         return redis.Redis(port=self.sentinel_ports[index], socket_timeout=2.0)
@@ -170,18 +203,11 @@ class SentinelDeployment:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        for process in reversed(self._processes):
-            process.terminate()
-        for process in self._processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._processes.clear()
+        self._processes.reverse()  # the Sentinels first
+        stop_processes(self._processes)
 
 
-def _cluster_port() -> int:
+def cluster_port() -> int:
     """A free port whose cluster-bus port (port + 10000) is free as well."""
     for _ in range(200):
         port = free_port()
@@ -202,10 +228,14 @@ class ClusterDeployment:
 
     Started in a second or two: ``cluster-node-timeout`` is short and ``redis-cli --cluster
     create --cluster-yes`` assigns the slots; :meth:`start` returns once every node says
-    ``cluster_state:ok`` and knows the whole slot map.
+    ``cluster_state:ok`` and knows the whole slot map. ``extra_args`` go to every node's
+    ``redis-server`` command line (a bench's output-buffer limit).
     """
 
     workdir: Path
+    extra_args: tuple[str, ...] = ()
+    node_timeout_ms: int = 1000
+    """``cluster-node-timeout``: short, so that a failover is quick."""
     ports: list[int] = field(default_factory=list)
     replica_ports: list[int] = field(default_factory=list)
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
@@ -229,21 +259,21 @@ class ClusterDeployment:
         if server is None or cli is None:
             pytest.skip("redis-server and redis-cli are needed to start a Redis Cluster")
         self._binaries = (server, cli)
-        self.ports = [_cluster_port() for _ in range(primaries)]
+        self.ports = [cluster_port() for _ in range(primaries)]
         for port in self.ports:
             self._spawn(port)
         for port in self.ports:
-            _wait_ping(port)
+            wait_ping(port)
         self._cli(
             "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
             "--cluster-replicas", "0", "--cluster-yes",
         )  # fmt: skip
         self.wait_ready()
         if replica_of_first:
-            port = _cluster_port()
+            port = cluster_port()
             self.replica_ports.append(port)
             self._spawn(port)
-            _wait_ping(port)
+            wait_ping(port)
             first = self.node(self.ports[0])
             try:
                 first_id = first.execute_command("CLUSTER", "MYID").decode()
@@ -268,23 +298,17 @@ class ClusterDeployment:
 
     def _spawn(self, port: int) -> None:
         server, _ = self._binaries
-        args = [
-            server,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.workdir),
-            "--dbfilename", f"dump-{port}.rdb",
+        args = redis_server_args(
+            server, port,
             "--cluster-enabled", "yes",
             "--cluster-config-file", f"nodes-{port}.conf",
-            "--cluster-node-timeout", "1000",
+            "--cluster-node-timeout", str(self.node_timeout_ms),
             "--notify-keyspace-events", "Egsxe",
             "--repl-diskless-sync-delay", "0",  # a replica syncs at once (default: 5 s later)
-        ]  # fmt: skip
-        self._processes.append(
-            subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
+            *self.extra_args,
+            workdir=self.workdir,
+        )  # fmt: skip
+        self._processes.append(spawn(args))
 
     def _cli(self, *args: str) -> None:
         _, cli = self._binaries
@@ -410,15 +434,7 @@ class ClusterDeployment:
         return [process.pid for process in self._processes]
 
     def stop(self) -> None:
-        for process in self._processes:
-            process.terminate()
-        for process in self._processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._processes.clear()
+        stop_processes(self._processes)
 
 
 def _primary_port(sentinel: redis.Redis, service: str) -> int:

@@ -27,6 +27,19 @@ SAMPLES = Path(__file__).resolve().parent / "data" / "upbit-samples"
 """Real Upbit frames from public sources, kept in the repository (sources: README.md there)."""
 
 
+COMMAND = Path(sys.executable).with_name("upbit-fanout")
+"""This virtualenv's ``upbit-fanout`` command (a test that runs it skips when it is missing)."""
+
+
+def command_env(**settings: str) -> dict[str, str]:
+    """The environment of an ``upbit-fanout`` process: this one's without any ``UPBIT_FANOUT_*``
+    variable (a developer's own settings must not reach a test), plus ``settings`` as
+    ``UPBIT_FANOUT_{NAME}`` variables (``command_env(key_prefix=keys.prefix)``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
+    env.update({f"UPBIT_FANOUT_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ClientProcess, stream_entries, text, text_map, texts, until
+from tests.helpers import (
+    ClientProcess,
+    command_env,
+    stream_entries,
+    text,
+    text_map,
+    texts,
+    until,
+)
 
 
 async def test_until_takes_plain_and_async_checks() -> None:
@@ -100,3 +109,29 @@ def test_the_suite_has_one_polling_helper_and_one_emulator_fixture() -> None:
     defaults."""
     assert _module_functions({"until", "wait_for", "eventually", "poll"}, "helpers.py") == []
     assert _module_functions({"emu", "emulator"}, "conftest.py") == []
+
+
+def test_a_command_gets_the_tests_settings_and_none_of_the_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("UPBIT_FANOUT_CODEC", "msgpack")  # a developer's own setting
+    monkeypatch.setenv("UPBIT_FANOUT_KEY_PREFIX", "mine")
+    env = command_env(key_prefix="t1", sweep_interval="0.3")
+    assert "UPBIT_FANOUT_CODEC" not in env
+    assert env["UPBIT_FANOUT_KEY_PREFIX"] == "t1"
+    assert env["UPBIT_FANOUT_SWEEP_INTERVAL"] == "0.3"
+    assert env["PATH"] == os.environ["PATH"]
+
+
+def test_the_suite_builds_a_command_environment_in_one_place() -> None:
+    """``command_env`` drops the caller's ``UPBIT_FANOUT_*`` variables; eight test files once did
+    it themselves, and two that copied the environment forgot to."""
+    tests = Path(__file__).resolve().parent
+    copies = {
+        str(path.relative_to(tests))
+        for path in sorted(tests.rglob("*.py"))
+        if path.name not in {"helpers.py", "test_helpers.py"}
+        and 'startswith("UPBIT_FANOUT_")}' in path.read_text(encoding="utf-8")
+    }
+    # tests/emulator/test_tls.py is changed with the emulator's tests; then this set is empty.
+    assert copies <= {"emulator/test_tls.py"}

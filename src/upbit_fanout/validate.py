@@ -14,7 +14,7 @@ import argparse
 import math
 from collections.abc import Callable
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 __all__ = [
     "LOG_LEVELS",
@@ -55,21 +55,11 @@ def redis_url(text: str) -> str:
 
         parse_sentinel_url(text.strip())  # its ValueError says what would be right
         return text.strip()
-    try:
-        parts = urlsplit(text.strip())
-        the_port = parts.port
-    except ValueError:
-        raise ValueError(f"must be {expected}; its port must be 1-65535") from None
-    if parts.scheme not in _REDIS_SCHEMES:
-        raise ValueError(f"must be {expected}; the scheme given was {parts.scheme or 'none'!r}")
+    parts = _network_parts(text, _REDIS_SCHEMES, expected)
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// Redis URL needs the socket path: unix:///run/redis.sock")
         return text.strip()
-    if not parts.hostname:
-        raise ValueError(f"must be {expected}: the host is missing")
-    if the_port == 0:
-        raise ValueError(f"must be {expected}; its port must be 1-65535")
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ValueError(f"must be {expected}: the database after the host is a number (/0)")
@@ -77,6 +67,13 @@ def redis_url(text: str) -> str:
 
 
 def _network_url(text: str, schemes: tuple[str, ...], expected: str) -> str:
+    _network_parts(text, schemes, expected)
+    return text.strip()
+
+
+def _network_parts(text: str, schemes: tuple[str, ...], expected: str) -> SplitResult:
+    """``text`` split, once its port (if any) is 1-65535, its scheme one of ``schemes`` and,
+    unless it is ``unix://`` (a socket path), it names a host."""
     try:
         parts = urlsplit(text.strip())
         the_port = parts.port
@@ -84,11 +81,13 @@ def _network_url(text: str, schemes: tuple[str, ...], expected: str) -> str:
         raise ValueError(f"must be {expected}; its port must be 1-65535") from None
     if parts.scheme not in schemes:
         raise ValueError(f"must be {expected}; the scheme given was {parts.scheme or 'none'!r}")
+    if parts.scheme == "unix":
+        return parts
     if not parts.hostname:
         raise ValueError(f"must be {expected}: the host is missing")
     if the_port == 0:
         raise ValueError(f"must be {expected}; its port must be 1-65535")
-    return text.strip()
+    return parts
 
 
 def ws_url(text: str) -> str:

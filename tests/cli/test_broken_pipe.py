@@ -10,24 +10,22 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.helpers import COMMAND, command_env
 from upbit_fanout.subscriptions.keys import Keys
 
-CLI = Path(sys.executable).with_name("upbit-fanout")
 pytestmark = [
     pytest.mark.usefixtures("real_redis_url"),
-    pytest.mark.skipif(not CLI.exists(), reason="run `make .venv/.installed-dev`"),
+    pytest.mark.skipif(not COMMAND.exists(), reason="run `make .venv/.installed-dev`"),
 ]
 
 
 def env(url: str, keys: Keys) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    return {**clean, "UPBIT_FANOUT_REDIS_URL": url, "UPBIT_FANOUT_KEY_PREFIX": keys.prefix}
+    return command_env(redis_url=url, key_prefix=keys.prefix)
 
 
 @pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["check"]])
@@ -38,7 +36,7 @@ def test_a_reader_gone_before_the_first_write(
     os.close(read_end)  # nobody will ever read
     try:
         done = subprocess.run(
-            [str(CLI), *argv],
+            [str(COMMAND), *argv],
             stdout=write_end,
             stderr=subprocess.PIPE,
             env=env(real_redis_url, keys),
@@ -78,7 +76,7 @@ def test_status_piped_into_head(real_redis_url: str, keys: Keys, tmp_path: Path)
 
 def _status_into_head(url: str, keys: Keys, cwd: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        ["sh", "-c", f"{{ '{CLI}' status; echo \"status=$?\" >&2; }} | head -1"],
+        ["sh", "-c", f"{{ '{COMMAND}' status; echo \"status=$?\" >&2; }} | head -1"],
         capture_output=True,
         env=env(url, keys),
         cwd=cwd,

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.client.support import sample_line, wait_subscribed
-from tests.helpers import until
+from tests.helpers import COMMAND, command_env, until
 from upbit_fanout.collector import Collector
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import encode_event
@@ -29,30 +27,25 @@ from upbit_fanout.subscriptions.keys import Keys
 
 pytestmark = pytest.mark.usefixtures("real_redis_url")
 
-CLI = Path(sys.executable).with_name("upbit-fanout")
 TICKER = sample_line("ticker")
 MY_ASSET = sample_line("myAsset")
 
 
 @pytest.fixture(autouse=True)
 def _installed() -> None:
-    if not CLI.exists():
-        pytest.skip(f"{CLI} missing: run .venv/bin/pip install -e . --no-deps")
+    if not COMMAND.exists():
+        pytest.skip(f"{COMMAND} missing: run .venv/bin/pip install -e . --no-deps")
 
 
 def env(url: str, keys: Keys) -> dict[str, str]:
-    return {
-        **os.environ,
-        "UPBIT_FANOUT_REDIS_URL": url,
-        "UPBIT_FANOUT_KEY_PREFIX": keys.prefix,
-        "UPBIT_FANOUT_LEASE_SECONDS": "2",
-        "UPBIT_FANOUT_LOG_LEVEL": "WARNING",
-    }
+    return command_env(
+        redis_url=url, key_prefix=keys.prefix, lease_seconds="2", log_level="WARNING"
+    )
 
 
 def cli(*args: str, url: str, keys: Keys, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(CLI), *args],
+        [str(COMMAND), *args],
         env=env(url, keys),
         cwd=cwd,  # no stray .env file from the checkout
         capture_output=True,
@@ -64,7 +57,7 @@ def cli(*args: str, url: str, keys: Keys, cwd: Path) -> subprocess.CompletedProc
 
 async def start_tail(*args: str, url: str, keys: Keys, cwd: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        str(CLI),
+        str(COMMAND),
         "tail",
         *args,
         env=env(url, keys),

@@ -11,18 +11,16 @@ import os
 import re
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from tests.helpers import free_port
+from tests.helpers import COMMAND, command_env, free_port
 from upbit_fanout import localredis
 from upbit_fanout.cli import main
 from upbit_fanout.subscriptions.keys import Keys
 
-COMMAND = Path(sys.executable).with_name("upbit-fanout")
 STARTED = re.compile(r"started a Redis of its own \((?P<source>[^,]+), stopped on exit\) at "
                      r"(?P<url>redis://127\.0\.0\.1:(?P<port>\d+)/0)")  # fmt: skip
 
@@ -50,8 +48,7 @@ def _server_pids(port: int) -> list[int]:
 @pytest.mark.skipif(localredis.find_redis_server() is None, reason="no redis-server to start")
 async def test_the_demo_starts_and_stops_a_redis_of_its_own(keys: Keys, tmp_path: Path) -> None:
     nothing_there = f"redis://127.0.0.1:{free_port()}/0"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    env.update(UPBIT_FANOUT_KEY_PREFIX=keys.prefix, UPBIT_FANOUT_LOG_LEVEL="WARNING")
+    env = command_env(key_prefix=keys.prefix, log_level="WARNING")
     process = await asyncio.create_subprocess_exec(
         str(COMMAND), "demo", "--redis-url", nothing_there, env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

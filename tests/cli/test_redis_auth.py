@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,12 +21,12 @@ import redis
 import redis.asyncio as aioredis
 
 from tests.collector.service_support import running_collector
-from tests.helpers import free_port, until
+from tests.deployments import redis_server_args, spawn, wait_ping
+from tests.helpers import COMMAND, command_env, free_port, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.redis_errors import AUTH_FAILED, describe_redis_error
 
-CLI = Path(sys.executable).with_name("upbit-fanout")
 PASSWORD = "right-pass-0451"
 WRONG = "wrong-pass-9913"
 LIMITED = "nohset"  # an ACL user without HSET: the collector's status writer is refused
@@ -42,23 +39,10 @@ def secured() -> Iterator[int]:
     if binary is None:
         pytest.skip("redis-server binary not installed")
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--requirepass", PASSWORD],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    process = spawn(redis_server_args(binary, port, "--requirepass", PASSWORD))
     client = redis.Redis(port=port, password=PASSWORD, socket_connect_timeout=0.2)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_ping(port, password=PASSWORD)
         client.execute_command(
             "ACL", "SETUSER", LIMITED, "on", f">{PASSWORD}", "~*", "&*", "+@all", "-hset"
         )
@@ -70,14 +54,19 @@ def secured() -> Iterator[int]:
 
 
 def run_cli(*argv: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    env["UPBIT_FANOUT_REDIS_URL"] = url
+    env = command_env(redis_url=url)
     return subprocess.run(
-        [str(CLI), *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+        [str(COMMAND), *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
 
 
-@pytest.mark.skipif(not CLI.exists(), reason="run `make .venv/.installed-dev`")
+@pytest.mark.skipif(not COMMAND.exists(), reason="run `make .venv/.installed-dev`")
 @pytest.mark.parametrize("command", [["status"], ["check"], ["tail", "ticker:KRW-BTC"]])
 @pytest.mark.parametrize(
     "userinfo", [f":{WRONG}@", f"{LIMITED}:{WRONG}@", ""], ids=["WRONGPASS", "ACL user", "NOAUTH"]

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -19,23 +17,26 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from tests.helpers import scaled
+from tests.helpers import COMMAND, command_env, scaled
 from upbit_fanout.subscriptions.keys import Keys
 
-COMMAND = Path(sys.executable).with_name("upbit-fanout")
+__all__ = [
+    "COMMAND",  # from tests.helpers, kept importable here
+    "CollectorProcess",
+    "Received",
+    "Recorder",
+    "collector_env",
+    "collector_processes",
+    "notice_is",
+]
 
 
 def collector_env(keys: Keys, **settings: str) -> dict[str, str]:
-    """The environment of a collector process: this test's prefix, fast sweeps, and
-    ``settings`` as ``UPBIT_FANOUT_{NAME}`` variables (nothing inherited from the caller's)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    env.update(
-        UPBIT_FANOUT_KEY_PREFIX=keys.prefix,
-        UPBIT_FANOUT_SWEEP_INTERVAL="0.3",
-        UPBIT_FANOUT_LOG_LEVEL="INFO",
-    )
-    env.update({f"UPBIT_FANOUT_{name.upper()}": value for name, value in settings.items()})
-    return env
+    """The environment of a collector process: this test's prefix, fast sweeps, INFO logs, and
+    ``settings`` as ``UPBIT_FANOUT_{NAME}`` variables (they win; nothing inherited from the
+    caller's: :func:`tests.helpers.command_env`)."""
+    defaults = {"key_prefix": keys.prefix, "sweep_interval": "0.3", "log_level": "INFO"}
+    return command_env(**(defaults | settings))
 
 
 class CollectorProcess:

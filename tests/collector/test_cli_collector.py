@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +14,14 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
+from tests.collector.process_support import collector_env
 from tests.collector.service_support import status_of, union_becomes
 from tests.collector.test_health_canary import http_get
-from tests.helpers import free_port, until
+from tests.helpers import COMMAND, free_port, until
 from upbit_fanout.commands.collector import collector_options, private_url
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.settings import Settings
 from upbit_fanout.subscriptions.keys import Keys
-
-COMMAND = Path(sys.executable).with_name("upbit-fanout")
-
-
-def _env(keys: Keys, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    env.update(
-        UPBIT_FANOUT_KEY_PREFIX=keys.prefix,
-        UPBIT_FANOUT_SWEEP_INTERVAL="0.3",
-        UPBIT_FANOUT_LOG_LEVEL="INFO",
-        **extra,
-    )
-    return env
 
 
 @pytest.mark.skipif(not COMMAND.exists(), reason="run `.venv/bin/pip install -e . --no-deps`")
@@ -57,7 +43,7 @@ async def test_the_command_subscribes_and_stops_cleanly_on_sigterm(
                 emu.public_url,
                 "--metrics-port",
                 str(port),
-                env=_env(keys),
+                env=collector_env(keys),
                 cwd=tmp_path,  # no stray .env
                 stderr=asyncio.subprocess.PIPE,
             )
@@ -153,7 +139,7 @@ async def test_the_demo_runs_everything_until_ctrl_c(
         "demo",
         "--redis-url",
         real_redis_url,
-        env=_env(keys),
+        env=collector_env(keys),
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from tests.collector.process_support import collector_env
 from tests.collector.service_support import (
     Listener,
     client_processes,
@@ -28,30 +27,17 @@ from tests.collector.service_support import (
     topics_of,
     union_becomes,
 )
-from tests.helpers import free_port, text_map, until
+from tests.helpers import COMMAND, command_env, free_port, text_map, until
 from upbit_fanout.collector.intents import Limits
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
-COMMAND = Path(sys.executable).with_name("upbit-fanout")
 needs_command = pytest.mark.skipif(
     not COMMAND.exists(), reason="run `make .venv/.installed-dev` (the console script)"
 )
 
 
 pytestmark = [pytest.mark.usefixtures("real_redis_url"), pytest.mark.emulator(seed=11, rate=300)]
-
-
-def _env(keys: Keys, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    env.update(
-        UPBIT_FANOUT_KEY_PREFIX=keys.prefix,
-        UPBIT_FANOUT_SWEEP_INTERVAL="0.5",
-        UPBIT_FANOUT_LEADER_LEASE="0",
-        UPBIT_FANOUT_LOG_LEVEL="INFO",
-        **extra,
-    )
-    return env
 
 
 async def _invalid(r: aioredis.Redis, keys: Keys) -> dict[str, str]:
@@ -79,7 +65,8 @@ async def test_a_hostile_client_never_stops_market_data_and_its_junk_stays_small
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             str(COMMAND), "collector", "--redis-url", real_redis_url, "--upstream",
-            emu.public_url, env=_env(keys), cwd=tmp_path, stderr=log_file,
+            emu.public_url, env=collector_env(keys, sweep_interval="0.5", leader_lease="0"),
+            cwd=tmp_path, stderr=log_file,
         )  # fmt: skip
     try:
         async with (
@@ -322,8 +309,7 @@ async def _fresh_event(r: aioredis.Redis, keys: Keys) -> bool:
 
 
 def _cli(*args: str, url: str, keys: Keys, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    env.update(UPBIT_FANOUT_REDIS_URL=url, UPBIT_FANOUT_KEY_PREFIX=keys.prefix)
+    env = command_env(redis_url=url, key_prefix=keys.prefix)
     return subprocess.run(
         [str(COMMAND), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30,
         check=False,

@@ -71,10 +71,7 @@ async def _listen(
 
 def _batch(n: int) -> list[Outgoing]:
     topics = ["ticker:KRW-BTC", "trade:KRW-ETH", "orderbook:KRW-BTC.5"]
-    return [
-        Outgoing(topics[i % 3], b'{"n":%d}' % i, False, topics[i % 3].split(":")[0])
-        for i in range(n)
-    ]
+    return [Outgoing(topics[i % 3], b'{"n":%d}' % i, topics[i % 3].split(":")[0]) for i in range(n)]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -117,10 +114,10 @@ async def test_private_events_land_in_the_capped_stream_once(
     payload = bytes(range(256))  # any bytes survive (msgpack payloads are binary)
     await publisher.publish(
         [
-            Outgoing("myOrder:KRW-BTC", payload, True, "myOrder"),
-            Outgoing("myOrder:*", payload, True, "myOrder", stream=False),
-            Outgoing("myAsset", b'{"type":"myAsset"}', True, "myAsset"),
-            Outgoing("ticker:KRW-BTC", b"{}", False, "ticker"),
+            Outgoing("myOrder:KRW-BTC", payload, "myOrder", private=True),
+            Outgoing("myOrder:*", payload, "myOrder", private=True, stream=False),
+            Outgoing("myAsset", b'{"type":"myAsset"}', "myAsset", private=True),
+            Outgoing("ticker:KRW-BTC", b"{}", "ticker"),
         ]
     )
     entries = stream_entries(await client.xrange(keys.stream("myOrder")))
@@ -131,7 +128,7 @@ async def test_private_events_land_in_the_capped_stream_once(
     assert await client.xlen(keys.stream("myAsset")) == 1
     assert not await client.exists(keys.stream("ticker"))
 
-    private = [Outgoing("myAsset", b'{"n":%d}' % i, True, "myAsset") for i in range(600)]
+    private = [Outgoing("myAsset", b'{"n":%d}' % i, "myAsset", private=True) for i in range(600)]
     await publisher.publish(private[:300])
     await publisher.publish(private[300:])
     # MAXLEN ~ trims whole stream nodes (100 entries by default): capped, not exact.
@@ -146,7 +143,7 @@ async def test_a_batch_is_one_round_trip(
 ) -> None:
     publisher = Publisher(client, keys, mode=mode)
     await publisher.publish(_batch(3))  # first use may load the Lua script
-    private = [Outgoing("myAsset", b"{}", True, "myAsset") for _ in range(50)]
+    private = [Outgoing("myAsset", b"{}", "myAsset", private=True) for _ in range(50)]
     before = CountingConnection.writes
     await publisher.publish(_batch(500) + private)
     assert CountingConnection.writes - before == 1
@@ -197,7 +194,7 @@ async def test_without_scripting_it_falls_back_to_pipelines(keys: Keys) -> None:
 
 # -- fencing -------------------------------------------------------------------------------------
 def _private_batch() -> list[Outgoing]:
-    return [Outgoing("myAsset", b'{"type":"myAsset"}', True, "myAsset"), *_batch(2)]
+    return [Outgoing("myAsset", b'{"type":"myAsset"}', "myAsset", private=True), *_batch(2)]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -247,7 +244,12 @@ async def test_a_stream_entry_with_a_known_identity_is_refused(
 
     def order(n: int, ident: str | None, source: str = "ws") -> Outgoing:
         return Outgoing(
-            "myOrder:KRW-BTC", b'{"n":%d}' % n, True, "myOrder", identity=ident, source=source
+            "myOrder:KRW-BTC",
+            b'{"n":%d}' % n,
+            "myOrder",
+            private=True,
+            identity=ident,
+            source=source,
         )
 
     await publisher.publish([order(1, "a"), order(2, "b"), order(3, "a"), order(4, None)])
@@ -278,7 +280,7 @@ async def test_a_quiet_item_goes_to_the_stream_only(
     pubsub = client.pubsub()
     await pubsub.subscribe(keys.channel("myOrder:KRW-BTC"))
     await pubsub.get_message(timeout=1)
-    item = Outgoing("myOrder:KRW-BTC", b'{"q":1}', True, "myOrder", publish=False)
+    item = Outgoing("myOrder:KRW-BTC", b'{"q":1}', "myOrder", private=True, publish=False)
     await publisher.publish([item])
     assert await client.xlen(keys.stream("myOrder")) == 1
     assert not await client.exists(keys.last("myOrder:KRW-BTC"))

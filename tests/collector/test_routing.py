@@ -60,7 +60,7 @@ def test_json_passthrough_is_byte_identical() -> None:
     router = _router("ticker:KRW-BTC")
     data = _line("ticker.jsonl", 2)
     (item,) = router.route(_frame(data))
-    assert item == Outgoing("ticker:KRW-BTC", data, False, "ticker")
+    assert item == Outgoing("ticker:KRW-BTC", data, "ticker")
     assert item.payload is data
     assert router.passthrough == 1
     assert router.encoded == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from tests.collector.service_support import (
     union_becomes,
 )
 from tests.conftest import RedisServer
+from tests.deployments import redis_server_args, spawn, wait_ping
 from tests.helpers import free_port, scaled, text_map, until
 from upbit_fanout.collector.intents import NO_KEYS_REASON
 from upbit_fanout.emulator import Emulator
@@ -142,25 +142,11 @@ def locked_redis_url() -> object:
     if binary is None:
         pytest.skip("redis-server binary not installed")
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--rename-command", "CONFIG", ""],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port)
+    process = spawn(redis_server_args(binary, port, "--rename-command", "CONFIG", ""))
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+        wait_ping(port)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        client.close()
         process.terminate()
         process.wait(10)
 

@@ -466,7 +466,7 @@ async def test_fencing_holds_on_every_node_after_a_takeover(
     async with _cluster_client(redis_cluster) as r:
         topics = _spread(r, keys, [f"ticker:{code}" for code in CODES])
         items = [
-            Outgoing(topic=topic, payload=f'{{"n":"{topic}"}}'.encode(), private=False, type="x")
+            Outgoing(topic=topic, payload=f'{{"n":"{topic}"}}'.encode(), type="x")
             for topic in topics
         ]
         private = Outgoing(
@@ -486,7 +486,7 @@ async def test_fencing_holds_on_every_node_after_a_takeover(
             before = {ch: len(sharded.on(ch)) for ch in channels}
             stream_before = await r.xlen(keys.stream("myAsset"))
 
-            stale = [Outgoing(t, b'{"stale":1}', False, "x") for t in topics]
+            stale = [Outgoing(t, b'{"stale":1}', "x") for t in topics]
             with pytest.raises(LeaseLost):
                 await old.publish([*stale, private])
             # A node whose copy is gone (a restart, a slot moved): refused too, not re-installed.
@@ -497,7 +497,7 @@ async def test_fencing_holds_on_every_node_after_a_takeover(
             assert await r.exists(first_copy) == 0, "the former leader re-installed a fence"
 
             # The new leader puts the copy back by itself and publishes on every node.
-            fresh = [Outgoing(t, b'{"fresh":1}', False, "x") for t in topics]
+            fresh = [Outgoing(t, b'{"fresh":1}', "x") for t in topics]
             await new.publish(fresh)
             await sharded.wait_for(
                 lambda: all(b'{"fresh":1}' in sharded.on(ch) for ch in channels), 10

@@ -9,9 +9,7 @@ test, 120 orders for each collector crash (a restart, and a hot standby taking o
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,12 +18,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from tests.helpers import ClientProcess, stream_entries, text, until
+from tests.collector.process_support import collector_env
+from tests.helpers import COMMAND, ClientProcess, stream_entries, text, until
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.codec import decode_event
 from upbit_fanout.subscriptions.keys import Keys
 
-COMMAND = Path(sys.executable).with_name("upbit-fanout")
 ACCESS = "AkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAkAk"
 SECRET = "Sx9kTr4WqPz2LmN8vBc6Hd3Jf7Gy5Ue1Oi0Pa2Sd"
 
@@ -64,20 +62,15 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
-def _env(keys: Keys, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    env.update(
-        UPBIT_FANOUT_KEY_PREFIX=keys.prefix,
-        UPBIT_FANOUT_ACCESS_KEY=ACCESS,
-        UPBIT_FANOUT_SECRET_KEY=SECRET,
-        UPBIT_FANOUT_SWEEP_INTERVAL="0.3",
-        UPBIT_FANOUT_LEADER_LEASE="2",
-        UPBIT_FANOUT_BACKOFF_INITIAL="0.05",
-        UPBIT_FANOUT_BACKOFF_MAX="0.5",
-        UPBIT_FANOUT_LOG_LEVEL="INFO",
-        **extra,
+def _env(keys: Keys) -> dict[str, str]:
+    return collector_env(
+        keys,
+        access_key=ACCESS,
+        secret_key=SECRET,
+        leader_lease="2",
+        backoff_initial="0.05",
+        backoff_max="0.5",
     )
-    return env
 
 
 async def _collector(url: str, emu: Emulator, keys: Keys, cwd: Path) -> Any:

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from tests.helpers import COMMAND, command_env
 from upbit_fanout.subscriptions import Keys
 
-COMMAND = Path(sys.executable).with_name("upbit-fanout")
 REDIS_CLI = shutil.which("redis-cli")
 
 pytestmark = [
@@ -59,7 +57,7 @@ async def _first_message(url: str, channel: str) -> dict[str, object]:
 
 @pytest.fixture
 async def demo(real_redis_url: str, keys: Keys, tmp_path: Path) -> AsyncIterator[str]:
-    env = {**os.environ, "UPBIT_FANOUT_KEY_PREFIX": keys.prefix}
+    env = command_env(key_prefix=keys.prefix)
     process = await asyncio.create_subprocess_exec(
         str(COMMAND), "demo", "--redis-url", real_redis_url, env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,

@@ -10,9 +10,7 @@ collector (never restarted) leads and writes its status there.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from tests.collector.process_support import collector_env
 from tests.deployments import SentinelDeployment
-from tests.helpers import until
+from tests.helpers import COMMAND, until
 from upbit_fanout.client import Event, FanoutClient, Gap
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions import Keys
@@ -29,7 +28,6 @@ from upbit_fanout.subscriptions.lease import parse_leader
 
 pytestmark = pytest.mark.slow
 
-COMMAND = Path(sys.executable).with_name("upbit-fanout")
 TOPICS = {"a": "ticker:KRW-BTC", "b": "trade:KRW-BTC"}
 
 
@@ -54,16 +52,6 @@ async def _next(client: FanoutClient, kind: type, topic: str | None, within: flo
     raise AssertionError("the event stream ended")
 
 
-def _env(keys: Keys) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    env.update(
-        UPBIT_FANOUT_KEY_PREFIX=keys.prefix,
-        UPBIT_FANOUT_SWEEP_INTERVAL="0.3",
-        UPBIT_FANOUT_LOG_LEVEL="INFO",
-    )
-    return env
-
-
 @pytest.mark.skipif(not COMMAND.exists(), reason="the upbit-fanout command is not installed")
 async def test_a_sentinel_failover_under_a_running_collector_and_clients(
     sentinel_deployment: SentinelDeployment, keys: Keys, tmp_path: Path
@@ -84,7 +72,7 @@ async def test_a_sentinel_failover_under_a_running_collector_and_clients(
             emu.public_url,
             "--collector-id",
             "sentinel-test",
-            env=_env(keys),
+            env=collector_env(keys),
             cwd=tmp_path,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -166,7 +154,7 @@ async def test_a_sentinel_failover_under_a_running_collector_and_clients(
                     url,
                     "--key-prefix",
                     keys.prefix,
-                    env=_env(keys),
+                    env=collector_env(keys),
                     cwd=tmp_path,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
