@@ -31,7 +31,7 @@ class RateBudget:
     """At most ``count`` events in any ``seconds`` window, for each ``(count, seconds)`` limit."""
 
     __slots__ = (
-        "_horizon",
+        "_longest",
         "_last_penalty",
         "_level",
         "_limits",
@@ -60,7 +60,7 @@ class RateBudget:
         self.slack = float(slack)
         self.recovery = float(recovery)
         self.max_level = max_level
-        self._horizon = max((seconds for _, seconds in self._limits), default=0.0) + self.slack
+        self._longest = max((seconds for _, seconds in self._limits), default=0.0)
         self._times: deque[float] = deque()
         self._level = 0
         self._last_penalty = 0.0
@@ -119,5 +119,8 @@ class RateBudget:
 
     def _forget(self, now: float) -> None:
         times = self._times
-        while times and times[0] <= now - self._horizon:
+        # The very sum ``delay`` computes for the longest window (not ``now - horizon``, which
+        # rounds differently): an event is forgotten exactly when it stops counting there.
+        longest, slack = self._longest, self.slack
+        while times and times[0] + longest + slack <= now:
             times.popleft()

@@ -136,3 +136,21 @@ def test_an_optional_event_keeps_a_slot_free_for_a_necessary_one() -> None:
     budget.penalize(0.5)  # halved twice would be 1: nothing optional fits at all
     budget.penalize(0.5)
     assert budget.delay(0.5, reserve=1) == math.inf
+
+
+def test_a_window_edge_is_the_same_float_for_forgetting_and_waiting() -> None:
+    """Found by Hypothesis: ``now - horizon`` and ``t + seconds + slack`` rounded differently,
+    so an event was forgotten one ulp before ``delay`` would have let the next one go, and a
+    third event entered a 60.05 s window of a limit of 2."""
+    budget = RateBudget([(1, 1.0), (2, 60.0)], slack=0.05, recovery=5.0)
+    now, sent = 0.0, []
+    for index, gap in enumerate([0.0, 0.0, 1.2359881533834165, 0.0, 0.0, 0.0, 1.2359881533834165]):
+        now += gap
+        if index == 0:
+            budget.penalize(now)
+        while (wait := budget.delay(now)) > 0:
+            now += wait
+        budget.record(now)
+        sent.append(now)
+    for i, start in enumerate(sent):
+        assert len([t for t in sent[i:] if t < start + 60.0 + 0.05]) <= 2
