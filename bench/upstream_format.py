@@ -35,7 +35,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from upbit_fanout.collector import Collector
-from upbit_fanout.collector import upstream as upstream_module
+from upbit_fanout.collector import transport_websockets as upstream_module
 from upbit_fanout.subscriptions.keys import Keys
 
 RESULTS = Path(__file__).parent / "results" / "upstream_format.json"

@@ -84,7 +84,6 @@ from upbit_fanout.collector.transport import (
     UpstreamSocket,
     load_transport,
 )
-from upbit_fanout.collector.transport_websockets import _KeepAliveConnection  # noqa: F401
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.errors import FrameError, UpstreamError
 from upbit_fanout.subscriptions.reconcile import (
