@@ -936,6 +936,7 @@ def profile(opts: argparse.Namespace) -> None:
             redis_port=redis_port,
             compression=None,
             profile_out=out,
+            transport=opts.transports.split(",")[-1],  # --transports picows: profile that one
         )
         print(result)
     finally:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -55,6 +56,9 @@ _CONTINUATION: Final = WSMsgType.CONTINUATION
 _CLOSE: Final = WSMsgType.CLOSE
 _PONG: Final = WSMsgType.PONG
 _ABNORMAL: Final = 1006
+CHUNK: Final = 512
+"""Messages handed over in one call at most: a firehose read can hold megabytes (picows grows
+its read buffer while reads fill it), and the publisher must run in between."""
 
 _SECRET_LINE: Final = re.compile(
     rb"(?im)^((?:proxy-)?authorization|cookie):[^\r\n]*", re.IGNORECASE
@@ -94,6 +98,13 @@ class _Listener(WSListener):
         self.parts: list[bytes] | None = None  # a fragmented message being received
         self.compressed = False  # ... whose first frame had RSV1
         self.size = 0
+        self.backlog: deque[list[bytes]] = deque()  # chunks of a big read, handed over in turn
+        self.transport: WSTransport | None = None
+        self.draining = False
+        self._loop = asyncio.get_running_loop()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -168,13 +179,45 @@ class _Listener(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.flush()
+        while self.backlog and self.sink is not None:  # what was read is handed over
+            self.sink(self.backlog.popleft())
 
     def flush(self) -> None:
+        """Hand the read's messages over: at once when they are few; else in chunks of
+        :data:`CHUNK`, one per event-loop turn, with reading paused until the last (the others
+        tasks, the publisher first, run in between; the kernel's buffer holds the rest)."""
         batch = self.batch
-        if batch:
-            self.batch = []
-            if self.sink is not None:
-                self.sink(batch)
+        if not batch:
+            return
+        self.batch = []
+        sink = self.sink
+        if sink is None:
+            return
+        if len(batch) <= CHUNK and not self.backlog:
+            sink(batch)
+            return
+        start = 0 if self.backlog else CHUNK
+        if start:
+            sink(batch[:CHUNK])
+        self.backlog.extend(batch[i : i + CHUNK] for i in range(start, len(batch), CHUNK))
+        if not self.draining:
+            self.draining = True
+            if self.transport is not None:
+                self.transport.underlying_transport.pause_reading()
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        backlog = self.backlog
+        if backlog and self.sink is not None:
+            self.sink(backlog.popleft())
+        if backlog and self.sink is not None:
+            self._loop.call_soon(self._drain)
+            return
+        self.draining = False
+        backlog.clear()
+        transport = self.transport
+        if transport is not None and not transport.is_disconnected:
+            transport.underlying_transport.resume_reading()
 
 
 def _close_handshake(transport: WSTransport) -> Any:

@@ -40,7 +40,7 @@ from upbit_fanout.collector.transport import (
     UpstreamSocket,
     load_transport,
 )
-from upbit_fanout.collector.transport_picows import PicowsSocket
+from upbit_fanout.collector.transport_picows import CHUNK, PicowsSocket
 from upbit_fanout.collector.upstream import classify_connect_error
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
@@ -473,3 +473,45 @@ def test_picows_chosen_but_not_installed_is_one_line_at_start(tmp_path: Path) ->
 def test_an_unknown_transport_is_refused() -> None:
     with pytest.raises(ValueError, match="websockets, picows"):
         load_transport("aiohttp")
+
+
+async def test_picows_hands_a_big_read_over_in_chunks_between_other_tasks() -> None:
+    sent = [b'{"n":%d}' % i for i in range(40_000)]
+    wire = b"".join(_frame(0x82, payload) for payload in sent)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_upgrade()(await reader.readuntil(b"\r\n\r\n")))
+        writer.write(wire)  # far more than one read of picows' first buffers
+        await writer.drain()
+        await reader.read(4096)
+
+    turns = 0
+    seen_at: list[int] = []  # the other task's turns at each hand-over
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    class Counting(Sink):
+        def __call__(self, batch: list[bytes]) -> None:
+            seen_at.append(turns)
+            super().__call__(batch)
+
+    sink = Counting(len(sent))
+    async with raw_server(answer) as url:
+        ticker = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        try:
+            socket = await _open("picows", url, sink)
+            async with reading(socket), asyncio.timeout(scaled(20)):
+                await sink.complete.wait()
+        finally:
+            ticker.cancel()
+            await asyncio.wait([ticker])
+    assert sink.got == sent  # in order, nothing lost
+    assert max(sink.calls) <= CHUNK
+    big = [i for i, size in enumerate(sink.calls) if size == CHUNK]
+    assert len(big) > 10  # reads grew beyond one chunk ...
+    assert all(seen_at[i] > seen_at[i - 1] for i in big if i > 0)  # ... others ran between
