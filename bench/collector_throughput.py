@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/collector_throughput.py [--seconds 8] [--codes 50] [--source auto]
         [--rate 0] [--baseline main] [--rounds 1] [--modes ...] [--codecs json,msgpack]
+        [--transports websockets,picows,picows+uvloop]
 
 Processes (on a 2-core machine): the collector worker is pinned to CPU 0; the upstream source,
 a redis-server of the bench's own (loopback, no persistence) and a subscriber process that counts
@@ -34,6 +35,18 @@ of the service's variants); its figure is that process's CPU time per frame rece
 (its callbacks do nothing but count). cryptofeed refuses any address but ``wss://``, so with this
 mode the emulator serves TLS (``--tls``, implied) and every worker, the collector's too, connects
 over ``wss://`` trusting the emulator's authority (``SSL_CERT_FILE``): as they would to Upbit.
+``--transports websockets,picows,picows+uvloop`` runs the ``service`` mode once per upstream
+transport in every round (``UPBIT_FANOUT_UPSTREAM_TRANSPORT``, collector/transport.py;
+``+uvloop``: that worker on uvloop), beside cryptofeed when it is a mode too, and prints each
+variant's ratio to websockets (CPU per event, events/s; also under ``ratios`` in the JSON). The
+issue #12 figures come from one such run::
+
+    .venv/bin/python bench/collector_throughput.py --source auto --rate 5000 \
+        --modes service,cryptofeed --codecs json --transports websockets,picows,picows+uvloop \
+        --rounds 3 --seconds 8 --results bench/results/collector_transports.json
+
+(the emulator paced at 5,000 events/s with permessage-deflate over TLS, cryptofeed beside; then
+the replaying source, firehose, no compression).
 ``--no-msgspec`` adds a run of the current code with :mod:`msgspec` hidden (an ``ImportError`` put
 first on ``PYTHONPATH``): the collector with its typed fast path off.
 ``--baseline REF`` runs every worker a second time with another git revision's code (``main``, a

@@ -8,7 +8,8 @@ its answer.
 
 Life of a connection
     Nothing wanted -> no socket (state ``idle``). Something wanted -> wait for the shared connect
-    budget (5 new connections per second, docs/upbit-protocol.md §6), connect with protocol pings
+    budget (5 new connections per second, docs/upbit-protocol.md §6), connect (through the
+    chosen :mod:`collector.transport`: websockets by default, or picows) with protocol pings
     (``ping_interval``/``ping_timeout``: a missed pong closes the socket; a quiet market never
     does, there is no "no data for N s" timer), no Origin header (§6), a ``max_size`` large enough
     for big frames. Then a reader task decodes and routes every frame into the bounded outbox
