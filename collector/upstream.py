@@ -132,22 +132,10 @@ ConnectFailure = Literal[
 # -- pure decisions ------------------------------------------------------------------------------
 def classify_connect_error(exc: BaseException) -> tuple[ConnectFailure, str]:
     """What a failed connection attempt means, and a description with no secret in it."""
-    if isinstance(exc, InvalidStatus):
-        code = exc.response.status_code
-        if code in (401, 403):
-            return "auth", f"HTTP {code}: the Upbit API keys were refused"
-        if code in (418, 429):
-            return "rate_limited", f"HTTP {code}: too many connections"
-        return "unavailable", f"HTTP {code} on the WebSocket handshake"
-    if isinstance(exc, HandshakeError) and exc.status is not None:
-        code = exc.status
-        if code in (401, 403):
-            return "auth", f"HTTP {code}: the Upbit API keys were refused"
-        if code in (418, 429):
-            return "rate_limited", f"HTTP {code}: too many connections"
-        return "unavailable", f"HTTP {code} on the WebSocket handshake"
-    if isinstance(exc, HandshakeError):
-        return "protocol", str(exc)
+    if isinstance(exc, InvalidStatus):  # websockets' refusal
+        return _refused(exc.response.status_code)
+    if isinstance(exc, HandshakeError):  # another transport's
+        return _refused(exc.status) if exc.status is not None else ("protocol", str(exc))
     if isinstance(exc, TimeoutError):
         return "timeout", "the WebSocket handshake timed out"
     if isinstance(exc, ConnectionRefusedError):
@@ -157,6 +145,15 @@ def classify_connect_error(exc: BaseException) -> tuple[ConnectFailure, str]:
     if isinstance(exc, InvalidHandshake):
         return "protocol", f"{type(exc).__name__}: {exc}"
     return "protocol", type(exc).__name__
+
+
+def _refused(code: int) -> tuple[ConnectFailure, str]:
+    """What an HTTP status refusing the WebSocket handshake means."""
+    if code in (401, 403):
+        return "auth", f"HTTP {code}: the Upbit API keys were refused"
+    if code in (418, 429):
+        return "rate_limited", f"HTTP {code}: too many connections"
+    return "unavailable", f"HTTP {code} on the WebSocket handshake"
 
 
 RetryClass = Literal["fast", "limited", "auth"]
