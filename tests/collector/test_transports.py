@@ -400,11 +400,20 @@ async def test_a_rate_limit_error_and_close_are_read_in_order(
         assert events().index("error") < events().index("disconnected")
 
 
-@transports
-@pytest.mark.parametrize("compression", ["deflate", None])
+@pytest.mark.parametrize(
+    "case",  # (transport, compression, event loop)
+    [
+        ("websockets", "deflate", "asyncio"),
+        ("websockets", None, "asyncio"),
+        ("picows", "deflate", "asyncio"),
+        ("picows", None, "asyncio"),
+        ("picows", "deflate", "uvloop"),
+    ],
+)
 async def test_the_collector_command_over_wss_with_each_transport(
-    transport: str, compression: str | None, real_redis_url: str, keys: Keys, tmp_path: Path
+    case: tuple[str, str | None, str], real_redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
+    transport, compression, loop = case
     if not COMMAND.exists():
         pytest.skip("the upbit-fanout command is not installed")
     r = aioredis.Redis.from_url(real_redis_url)
@@ -418,6 +427,7 @@ async def test_the_collector_command_over_wss_with_each_transport(
                 UPBIT_FANOUT_KEY_PREFIX=keys.prefix,
                 UPBIT_FANOUT_SWEEP_INTERVAL="0.3",
                 UPBIT_FANOUT_UPSTREAM_TRANSPORT=transport,
+                UPBIT_FANOUT_EVENT_LOOP=loop,
             )
             await r.sadd(keys.intents("tls"), "ticker:KRW-BTC")
             await r.expire(keys.intents("tls"), 30)
@@ -443,17 +453,25 @@ async def test_the_collector_command_over_wss_with_each_transport(
         await r.aclose()
 
 
-def test_picows_chosen_but_not_installed_is_one_line_at_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("package", "variable", "value"),
+    [("picows", "UPSTREAM_TRANSPORT", "picows"), ("uvloop", "EVENT_LOOP", "uvloop")],
+)
+def test_a_fast_package_chosen_but_not_installed_is_one_line_at_start(
+    package: str, variable: str, value: str, tmp_path: Path
+) -> None:
     if not COMMAND.exists():
         pytest.skip("the upbit-fanout command is not installed")
-    hidden = tmp_path / "hidden" / "picows"
+    hidden = tmp_path / "hidden" / package
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
     env.update(
-        PYTHONPATH=str(hidden.parent),
-        UPBIT_FANOUT_UPSTREAM_TRANSPORT="picows",
-        UPBIT_FANOUT_REDIS_URL="redis://127.0.0.1:1/0",  # never reached
+        {
+            "PYTHONPATH": str(hidden.parent),
+            f"UPBIT_FANOUT_{variable}": value,
+            "UPBIT_FANOUT_REDIS_URL": "redis://127.0.0.1:1/0",  # never reached
+        }
     )
     done = subprocess.run(
         [str(COMMAND), "collector"],
@@ -464,10 +482,10 @@ def test_picows_chosen_but_not_installed_is_one_line_at_start(tmp_path: Path) ->
         timeout=60,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "upbit-fanout collector: the picows upstream transport needs the picows package "
-        "(pip install 'upbit-fanout[fast]'), which is not installed"
-    ]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("upbit-fanout collector: ")
+    assert f"needs the {package} package (pip install 'upbit-fanout[fast]')" in lines[0]
 
 
 def test_an_unknown_transport_is_refused() -> None:

@@ -137,6 +137,17 @@ def _secret(value: SecretStr | None) -> str | None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop  # noqa: PLC0415 - extra fast, only when chosen
+        except ImportError:
+            print(
+                "upbit-fanout collector: UPBIT_FANOUT_EVENT_LOOP=uvloop needs the uvloop package "
+                "(pip install 'upbit-fanout[fast]'), which is not installed",
+                file=sys.stderr,
+            )
+            return 2
+        return int(uvloop.run(_main(args, settings)))
     return asyncio.run(_main(args, settings))
 
 
