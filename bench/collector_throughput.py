@@ -39,7 +39,7 @@ over ``wss://`` trusting the emulator's authority (``SSL_CERT_FILE``): as they w
 transport in every round (``UPBIT_FANOUT_UPSTREAM_TRANSPORT``, collector/transport.py;
 ``+uvloop``: that worker on uvloop), beside cryptofeed when it is a mode too, and prints each
 variant's ratio to websockets (CPU per event, events/s; also under ``ratios`` in the JSON). The
-issue #12 figures come from one such run::
+transport figures of the README come from one such run::
 
     .venv/bin/python bench/collector_throughput.py --source auto --rate 5000 \
         --modes service,cryptofeed --codecs json --transports websockets,picows,picows+uvloop \

@@ -10,7 +10,7 @@ one per message).
 
 A server answer the client cannot accept (an extension it did not offer, an unknown or repeated
 parameter, a window outside 8..15) raises :class:`collector.transport.HandshakeError`: the client
-must fail the connection (RFC 7692 §5). No answer: the socket runs uncompressed.
+must fail the connection (RFC 7692, section 5). No answer: the socket runs uncompressed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ NAME: Final = "permessage-deflate"
 OFFER: Final = f"{NAME}; client_max_window_bits"
 """The ``Sec-WebSocket-Extensions`` header the client sends."""
 
-_TAIL: Final = b"\x00\x00\xff\xff"  # removed by the sender from every message (RFC 7692 §7.2.1)
+_TAIL: Final = b"\x00\x00\xff\xff"  # removed by the sender from every message (RFC 7692, 7.2.1)
 _FLAGS: Final = frozenset({"server_no_context_takeover", "client_no_context_takeover"})
 _BITS: Final = frozenset({"server_max_window_bits", "client_max_window_bits"})
 

@@ -141,7 +141,7 @@ class WebsocketsTransport:
         ws = await connect(
             url,
             additional_headers=dict(options.headers) if options.headers else None,
-            origin=None,  # never an Origin header: it drops Upbit's limit to 1 per 10 s (§6)
+            origin=None,  # an Origin header cuts the limit to 1/10 s (docs/upbit-protocol.md §6)
             user_agent_header=options.user_agent,
             proxy=None,
             compression="deflate" if options.compression else None,

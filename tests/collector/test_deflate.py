@@ -67,7 +67,7 @@ def _sender(bits: int) -> zlib._Compress:
 def _message(sender: zlib._Compress, data: bytes) -> bytes:
     out = sender.compress(data) + sender.flush(zlib.Z_SYNC_FLUSH)
     assert out.endswith(b"\x00\x00\xff\xff")
-    return out[:-4]  # what goes on the wire (RFC 7692 §7.2.1)
+    return out[:-4]  # what goes on the wire (RFC 7692, 7.2.1)
 
 
 MESSAGES = [b'{"type":"ticker","code":"KRW-BTC","trade_price":%d}' % i for i in range(50)]

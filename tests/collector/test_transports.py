@@ -301,7 +301,7 @@ async def test_the_private_streams_token_never_reaches_picows_debug_log(
         socket = await _open("picows", url, Sink(1), headers={"Authorization": "Bearer s3cr3t"})
         await socket.close()
     assert b"Authorization: Bearer s3cr3t" in heard[0]  # sent to the server ...
-    assert b"Origin" not in heard[0]  # (never an Origin header: Upbit's limit drops, §6)
+    assert b"Origin" not in heard[0]  # (no Origin: docs/upbit-protocol.md §6)
     assert any("Send upgrade request" in r.getMessage() for r in caplog.records)
     assert "s3cr3t" not in caplog.text  # ... and never logged
 
