@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/collector_throughput.py [--seconds 8] [--codes 50] [--source auto]
         [--rate 0] [--baseline main] [--rounds 1] [--modes ...] [--codecs json,msgpack]
+        [--transports websockets,picows,picows+uvloop]
 
 Processes (on a 2-core machine): the collector worker is pinned to CPU 0; the upstream source,
 a redis-server of the bench's own (loopback, no persistence) and a subscriber process that counts
@@ -34,6 +35,18 @@ of the service's variants); its figure is that process's CPU time per frame rece
 (its callbacks do nothing but count). cryptofeed refuses any address but ``wss://``, so with this
 mode the emulator serves TLS (``--tls``, implied) and every worker, the collector's too, connects
 over ``wss://`` trusting the emulator's authority (``SSL_CERT_FILE``): as they would to Upbit.
+``--transports websockets,picows,picows+uvloop`` runs the ``service`` mode once per upstream
+transport in every round (``UPBIT_FANOUT_UPSTREAM_TRANSPORT``, collector/transport.py;
+``+uvloop``: that worker on uvloop), beside cryptofeed when it is a mode too, and prints each
+variant's ratio to websockets (CPU per event, events/s; also under ``ratios`` in the JSON). The
+transport figures of the README come from one such run::
+
+    .venv/bin/python bench/collector_throughput.py --source auto --rate 5000 \
+        --modes service,cryptofeed --codecs json --transports websockets,picows,picows+uvloop \
+        --rounds 3 --seconds 8 --results bench/results/collector_transports.json
+
+(the emulator paced at 5,000 events/s with permessage-deflate over TLS, cryptofeed beside; then
+the replaying source, firehose, no compression).
 ``--no-msgspec`` adds a run of the current code with :mod:`msgspec` hidden (an ``ImportError`` put
 first on ``PYTHONPATH``): the collector with its typed fast path off.
 ``--baseline REF`` runs every worker a second time with another git revision's code (``main``, a
@@ -371,6 +384,8 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
             ping_timeout=600,
             sweep_interval=600,
             queue_size=100_000,
+            # only when asked: a baseline revision may not know the option
+            **({"upstream_transport": opts.transport} if opts.transport != "websockets" else {}),
         )
         await redis.sadd(keys.intents("bench"), *topics)
         await redis.pexpire(keys.intents("bench"), 3_600_000)
@@ -537,7 +552,12 @@ def cryptofeed_worker(opts: argparse.Namespace) -> None:
 
 
 def worker_main(opts: argparse.Namespace) -> None:
-    result = asyncio.run(run_worker(opts))
+    if opts.uvloop:
+        import uvloop  # noqa: PLC0415 - extra fast, this variant only
+
+        result = uvloop.run(run_worker(opts))
+    else:
+        result = asyncio.run(run_worker(opts))
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -554,6 +574,7 @@ def run_mode(
     compression: str | None,
     profile_out: str | None = None,
     python_path: Path | None = None,
+    transport: str = "websockets",
 ) -> dict[str, Any]:
     env = dict(os.environ)
     if opts.ca is not None:
@@ -575,7 +596,10 @@ def run_mode(
         "--seconds", str(opts.seconds), "--warmup", str(opts.warmup),
         "--codes", str(opts.codes), "--batch", str(opts.batch),
         "--compression", compression or "none",
+        "--transport", transport.removesuffix("+uvloop"),
     ]  # fmt: skip
+    if transport.endswith("+uvloop"):
+        args.append("--uvloop")
     if opts.ca is not None:
         args.append("--tls")
     if profile_out:
@@ -674,6 +698,7 @@ def _orchestrate(
     if opts.source == "emulator":
         sources = ["emulator"]
     modes = opts.modes.split(",")
+    transports = opts.transports.split(",")
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -681,6 +706,8 @@ def _orchestrate(
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
         "websockets": websockets.__version__,
+        "picows": _version("picows"),
+        "transports": transports,
         "redis_py": sync_redis.__version__,
         "redis_server": None,
         "codes": len(codes),
@@ -749,20 +776,26 @@ def _orchestrate(
                                     report["runs"].append(result)
                                     _print(result)
                                 continue
-                            variants: list[tuple[str, Path | None]] = [("current", None)]
+                            variants: list[tuple[str, Path | None, str]] = [
+                                ("current", None, "websockets")
+                            ]
+                            if mode == "service" and transports != ["websockets"]:
+                                variants = [(spec, None, spec) for spec in transports]
                             if base is not None:
-                                variants.insert(0, (f"baseline {opts.baseline}", base))
+                                variants.insert(
+                                    0, (f"baseline {opts.baseline}", base, "websockets")
+                                )
                             if no_msgspec is not None:
-                                variants.insert(-1, ("no msgspec", no_msgspec))
+                                variants.insert(-1, ("no msgspec", no_msgspec, "websockets"))
                             if (
                                 mode == "service"
                                 and "cryptofeed" in modes
                                 and source == "emulator"
                                 and paired
                             ):
-                                variants.append(("cryptofeed", None))  # each round, beside
+                                variants.append(("cryptofeed", None, ""))  # each round, beside
                             for _ in range(opts.rounds):
-                                for code, path in variants:
+                                for code, path, transport in variants:
                                     result = run_mode(
                                         opts,
                                         "cryptofeed" if code == "cryptofeed" else mode,
@@ -771,6 +804,7 @@ def _orchestrate(
                                         redis_port=redis_port,
                                         compression=compression,
                                         python_path=path,
+                                        transport=transport or "websockets",
                                     )
                                     result["code"] = code
                                     result["source"] = source
@@ -790,6 +824,13 @@ def _orchestrate(
     report["medians"] = _medians(report["runs"])
     for row in report["medians"]:
         print("median  " + _line(row))
+    report["ratios"] = _ratios(report["medians"])
+    for ratio in report["ratios"]:
+        print(
+            f"ratio   {ratio['code']:>13} / {ratio['against']} ({ratio['source']}, "
+            f"{ratio['compression']}, {ratio['codec']}): CPU/event x{ratio['cpu_us_per_event']}, "
+            f"events/s x{ratio['events_per_s']}"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     opts.results.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written {opts.results}")
@@ -818,6 +859,48 @@ def _medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[name] = statistics.median(values) if values else None
         out.append(row)
     return out
+
+
+def _ratios(medians: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each service variant against websockets (or ``current``) of the same source, compression
+    and codec: the ratio of the medians (below 1: less CPU per event, more events/s above 1)."""
+    out: list[dict[str, Any]] = []
+    index = {(m["source"], m["compression"], m["codec"], m["code"]): m for m in medians}
+    for row in medians:
+        if row["code"] in ("websockets", "current") or row["mode"] not in ("service", "cryptofeed"):
+            continue
+        codec = "json" if row["code"] == "cryptofeed" else row["codec"]
+        for against in ("websockets", "current"):
+            ref = index.get((row["source"], row["compression"], codec, against))
+            if ref is not None and ref["mode"] == "service":
+                break
+        else:
+            continue
+        out.append(
+            {
+                "code": row["code"],
+                "against": against,
+                "source": row["source"],
+                "compression": row["compression"],
+                "codec": codec,
+                "cpu_us_per_event": _ratio(row["cpu_us_per_event"], ref["cpu_us_per_event"]),
+                "events_per_s": _ratio(row["events_per_s"], ref["events_per_s"]),
+            }
+        )
+    return out
+
+
+def _ratio(value: float | None, ref: float | None) -> float | None:
+    return round(value / ref, 3) if value and ref else None
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -866,6 +949,7 @@ def profile(opts: argparse.Namespace) -> None:
             redis_port=redis_port,
             compression=None,
             profile_out=out,
+            transport=opts.transports.split(",")[-1],  # --transports picows: profile that one
         )
         print(result)
     finally:
@@ -902,6 +986,12 @@ def main() -> None:
         action="store_true",
         help="the emulator serves TLS, workers use wss:// (implied by the cryptofeed mode)",
     )
+    parser.add_argument(
+        "--transports",
+        default="websockets",
+        help="the service's upstream transports, each a variant of the current code in every "
+        "round: websockets, picows, picows+uvloop (the worker on uvloop)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     # internal
     parser.add_argument("--cryptofeed-worker", action="store_true", help=argparse.SUPPRESS)
@@ -910,6 +1000,8 @@ def main() -> None:
     parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--compression", default="none", help=argparse.SUPPRESS)
+    parser.add_argument("--transport", default="websockets", help=argparse.SUPPRESS)
+    parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     parser.add_argument("--serve-replay", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--subscriber", nargs="+", help=argparse.SUPPRESS)

@@ -30,7 +30,7 @@ import _common
 import redis.asyncio as aioredis
 
 from upbit_fanout.collector import Collector
-from upbit_fanout.collector import upstream as upstream_module
+from upbit_fanout.collector import transport_websockets as upstream_module
 from upbit_fanout.subscriptions.keys import Keys
 
 RESULTS = _common.RESULTS / "upstream_format.json"

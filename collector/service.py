@@ -163,6 +163,7 @@ class Collector:
         private_mark_interval: float = 2.0,
         private_start_wait: float = 5.0,
         upstream_format: Literal["DEFAULT", "SIMPLE"] = "DEFAULT",
+        upstream_transport: str = "websockets",  # or "picows" (collector/transport.py)
         verify_subscriptions: bool = True,
         verify_delay: float = 1.0,
         warm_seconds: float = 60.0,
@@ -249,6 +250,7 @@ class Collector:
                 backoff_fast_max=backoff_fast_max,
                 coalesce=coalesce,
                 upstream_format=upstream_format,
+                transport=upstream_transport,
                 verify=verify_subscriptions,
                 verify_delay=verify_delay,
                 warm_seconds=warm_seconds,

@@ -8,7 +8,8 @@ its answer.
 
 Life of a connection
     Nothing wanted -> no socket (state ``idle``). Something wanted -> wait for the shared connect
-    budget (5 new connections per second, docs/upbit-protocol.md §6), connect with protocol pings
+    budget (5 new connections per second, docs/upbit-protocol.md §6), connect (through the
+    chosen :mod:`collector.transport`: websockets by default, or picows) with protocol pings
     (``ping_interval``/``ping_timeout``: a missed pong closes the socket; a quiet market never
     does, there is no "no data for N s" timer), no Origin header (§6), a ``max_size`` large enough
     for big frames. Then a reader task decodes and routes every frame into the bounded outbox
@@ -51,23 +52,14 @@ Failures
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    InvalidHandshake,
-    InvalidStatus,
-    InvalidURI,
-)
-from websockets.frames import Frame, Opcode
-from websockets.protocol import Event
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.decode import InvalidEvent, decode_frame_report
@@ -86,6 +78,13 @@ from upbit_fanout.collector.sendplan import (
     Warm,
 )
 from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
+from upbit_fanout.collector.transport import (
+    ConnectOptions,
+    HandshakeError,
+    Transport,
+    UpstreamSocket,
+    load_transport,
+)
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.errors import FrameError, UpstreamError
 from upbit_fanout.subscriptions.reconcile import (
@@ -95,7 +94,6 @@ from upbit_fanout.subscriptions.reconcile import (
     listed_streams,
     parking_message,
 )
-from upbit_fanout.subscriptions.redact import redacting_logger
 from upbit_fanout.subscriptions.tasks import stop_tasks
 from upbit_fanout.subscriptions.topics import Topic
 
@@ -134,13 +132,10 @@ ConnectFailure = Literal[
 # -- pure decisions ------------------------------------------------------------------------------
 def classify_connect_error(exc: BaseException) -> tuple[ConnectFailure, str]:
     """What a failed connection attempt means, and a description with no secret in it."""
-    if isinstance(exc, InvalidStatus):
-        code = exc.response.status_code
-        if code in (401, 403):
-            return "auth", f"HTTP {code}: the Upbit API keys were refused"
-        if code in (418, 429):
-            return "rate_limited", f"HTTP {code}: too many connections"
-        return "unavailable", f"HTTP {code} on the WebSocket handshake"
+    if isinstance(exc, InvalidStatus):  # websockets' refusal
+        return _refused(exc.response.status_code)
+    if isinstance(exc, HandshakeError):  # another transport's
+        return _refused(exc.status) if exc.status is not None else ("protocol", str(exc))
     if isinstance(exc, TimeoutError):
         return "timeout", "the WebSocket handshake timed out"
     if isinstance(exc, ConnectionRefusedError):
@@ -150,6 +145,15 @@ def classify_connect_error(exc: BaseException) -> tuple[ConnectFailure, str]:
     if isinstance(exc, InvalidHandshake):
         return "protocol", f"{type(exc).__name__}: {exc}"
     return "protocol", type(exc).__name__
+
+
+def _refused(code: int) -> tuple[ConnectFailure, str]:
+    """What an HTTP status refusing the WebSocket handshake means."""
+    if code in (401, 403):
+        return "auth", f"HTTP {code}: the Upbit API keys were refused"
+    if code in (418, 429):
+        return "rate_limited", f"HTTP {code}: too many connections"
+    return "unavailable", f"HTTP {code} on the WebSocket handshake"
 
 
 RetryClass = Literal["fast", "limited", "auth"]
@@ -174,76 +178,6 @@ def is_rate_limit_error(name: str) -> bool:
     Requests``, ``I'm a teapot``: §6, §7)."""
     normalized = name.upper().replace(" ", "_").replace("'", "")
     return "TOO_MANY" in normalized or "TEAPOT" in normalized or "RATE_LIMIT" in normalized
-
-
-_WS_LOGGER = redacting_logger("websockets.client")
-
-
-class _KeepAliveConnection(ClientConnection):
-    """A client connection that says when a keep-alive pong arrived (``on_pong``): the proof
-    that a quiet upstream is alive (``P:status`` ``upstream_alive_at``), and hands every
-    complete data frame of one read to ``on_frames`` in one call.
-
-    The lean read path: websockets parses every frame of the bytes one socket read returned
-    (``data_received``, deflate undone there); the unfragmented data frames among them go
-    straight to ``on_frames`` as one list, in order, with no message queue, task wake-up or
-    ``recv()`` per frame. Anything else (a fragmented message, or a frame behind one still
-    queued) takes websockets' own path, :meth:`recv`, which the reader task drains, calling
-    :meth:`message_taken` for each: frames never overtake each other. Without ``on_frames``
-    the connection is an ordinary websockets one. Flow control: the sink is synchronous and the
-    outbox drops its oldest items when full, so reading never has to pause.
-    """
-
-    on_pong: Callable[[], None] | None = None
-    on_frames: Callable[[list[bytes]], None] | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._batch: list[bytes] = []
-        self._fragmented = False  # a fragmented message is being received: websockets' path
-        self._queued = 0  # messages handed to websockets' queue and not yet taken by recv()
-
-    def acknowledge_pings(self, data: bytes) -> None:
-        super().acknowledge_pings(data)
-        if self.on_pong is not None:
-            self.on_pong()
-
-    def process_event(self, event: Event) -> None:
-        if self.on_frames is not None and type(event) is Frame and self.response is not None:
-            opcode = event.opcode
-            if opcode is Opcode.BINARY or opcode is Opcode.TEXT:
-                if event.fin and not self._fragmented and not self._queued:
-                    data = event.data
-                    # a text frame too: the decoder checks UTF-8 itself, as for binary frames
-                    self._batch.append(data if type(data) is bytes else bytes(data))
-                    return
-                if event.fin:
-                    self._queued += 1
-                else:
-                    self._fragmented = True
-            elif opcode is Opcode.CONT and event.fin:
-                self._fragmented = False
-                self._queued += 1
-        super().process_event(event)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._flush()
-
-    def eof_received(self) -> None:
-        super().eof_received()
-        self._flush()
-
-    def _flush(self) -> None:
-        batch = self._batch
-        if batch and self.on_frames is not None:
-            self._batch = []
-            self.on_frames(batch)
-
-    def message_taken(self) -> None:
-        """The reader took one message from websockets' queue (see the class docstring)."""
-        if self._queued:
-            self._queued -= 1
 
 
 def new_ticket() -> str:
@@ -290,8 +224,15 @@ class Upstream:
         on_change: Callable[[], None] = lambda: None,
         on_gap: Callable[[int, frozenset[Topic]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        transport: str | Transport = "websockets",
+        compression: bool = True,
     ) -> None:
         self.name = name
+        self.transport: Transport = (
+            load_transport(transport) if isinstance(transport, str) else transport
+        )
+        """How sockets are opened (:mod:`collector.transport`: ``websockets``, ``picows``)."""
+        self._compression = compression
         self.url = url
         self.router = router
         self._outbox = outbox
@@ -448,25 +389,22 @@ class Upstream:
             self.connected.clear()
             self._set_state(State.STOPPED)
 
-    async def _connect(self) -> ClientConnection:
-        headers = dict(self._headers()) if self._headers is not None else None
-        ws = await connect(
-            self.url,
-            additional_headers=headers,
-            origin=None,  # never an Origin header: it drops Upbit's limit to 1 per 10 s (§6)
-            user_agent_header="upbit-fanout",
-            proxy=None,
+    async def _connect(self) -> UpstreamSocket:
+        options = ConnectOptions(
+            headers=dict(self._headers()) if self._headers is not None else None,
             open_timeout=self._open_timeout,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             close_timeout=self._close_timeout,
             max_size=MAX_FRAME_BYTES,
-            logger=_WS_LOGGER,
-            create_connection=_KeepAliveConnection,
+            compression=self._compression,
         )
-        if isinstance(ws, _KeepAliveConnection):
-            ws.on_pong = lambda: self._field(upstream_alive_at=now_ms())
-            ws.on_frames = self.handle_many
+        ws = await self.transport.connect(
+            self.url,
+            options,
+            self.handle_many,
+            lambda: self._field(upstream_alive_at=now_ms()),
+        )
         self.connections += 1
         self._rate_limited = False  # about this socket from now on
         if self._recovering:  # after a loss or a failed attempt (not a reopen after idle)
@@ -508,9 +446,9 @@ class Upstream:
             log.debug("%s upstream %s: cannot connect (%s)", self.name, self.url, text)
         return kind
 
-    def _lost(self, ws: ClientConnection, delay: float) -> None:
+    def _lost(self, ws: UpstreamSocket, delay: float) -> None:
         code = ws.close_code
-        reason = ws.close_reason or ""
+        reason = ws.close_reason
         description = f"connection lost (close code {code}{': ' + reason if reason else ''})"
         self._recovering = True
         if self.union and not self._gap_pending:
@@ -521,18 +459,16 @@ class Upstream:
         self._set_state(State.RECONNECTING)
         log.warning("%s upstream: %s; reconnecting in %.2f s", self.name, description, delay)
 
-    async def _close(self, ws: ClientConnection) -> None:
-        with contextlib.suppress(ConnectionClosed, OSError):
-            await ws.close()
+    async def _close(self, ws: UpstreamSocket) -> None:
+        await ws.close()
 
     # -- one open socket ------------------------------------------------------------------------
-    async def _serve(self, ws: ClientConnection) -> Literal["idle", "lost"]:
-        reader = asyncio.create_task(self._read(ws), name=f"{self.name}-reader")
+    async def _serve(self, ws: UpstreamSocket) -> Literal["idle", "lost"]:
+        reader = asyncio.create_task(ws.read(), name=f"{self.name}-reader")
         try:
             return await self._send_loop(ws, reader)
         finally:
-            if isinstance(ws, _KeepAliveConnection):
-                ws.on_frames = None  # nothing read after this socket's service is routed
+            ws.detach()  # nothing read after this socket's service is routed
             # stop_tasks, not ``cancel(); with suppress(CancelledError): await reader``: that
             # pattern also swallows a cancellation of THIS task arriving during the await.
             await stop_tasks([reader], within=_READER_STOP)
@@ -556,7 +492,7 @@ class Upstream:
                 await stop_tasks([changed], within=_READER_STOP)
 
     async def _send_loop(
-        self, ws: ClientConnection, reader: asyncio.Task[None]
+        self, ws: UpstreamSocket, reader: asyncio.Task[None]
     ) -> Literal["idle", "lost"]:
         """Perform what the planner decides until the socket is lost or closed for lack of
         topics (the decisions: :mod:`upbit_fanout.collector.sendplan`)."""
@@ -598,14 +534,12 @@ class Upstream:
             return "idle"
         return "lost"
 
-    async def _send_subscription(self, ws: ClientConnection, action: Send) -> bool:
+    async def _send_subscription(self, ws: UpstreamSocket, action: Send) -> bool:
         """Send the desired subscription; False when the socket is gone."""
         subscription, topics, fresh = action.subscription, action.topics, action.fresh
         message = subscription.request(self.ticket, self.upstream_format, action.realtime)
         self.router.set_topics(topics, fresh_connection=fresh)
-        try:
-            await ws.send(orjson.dumps(message).decode())
-        except ConnectionClosed:
+        if not await ws.send(orjson.dumps(message).decode()):
             return False
         before = self.union
         self.planner.subscribed(action, self._clock())
@@ -633,11 +567,10 @@ class Upstream:
         return True
 
     # -- verification (LIST_SUBSCRIPTIONS) ---------------------------------------------------------
-    async def _send_list(self, ws: ClientConnection) -> bool:
+    async def _send_list(self, ws: UpstreamSocket) -> bool:
         """Ask which streams the socket carries; False when the socket is gone."""
-        try:
-            await ws.send(orjson.dumps(list_message(self.ticket, self.upstream_format)).decode())
-        except ConnectionClosed:
+        request = orjson.dumps(list_message(self.ticket, self.upstream_format)).decode()
+        if not await ws.send(request):
             return False
         self.planner.listing_sent(self._clock())
         self._status.count("subscription_checks")
@@ -675,14 +608,11 @@ class Upstream:
         self._changed.set()  # the planner scheduled the resend: wake the sender
 
     # -- the warm socket --------------------------------------------------------------------------
-    async def _send_park(self, ws: ClientConnection, last: Subscription) -> bool:
+    async def _send_park(self, ws: UpstreamSocket, last: Subscription) -> bool:
         """Replace ``last`` with the cheapest subscription; False when the socket is gone."""
         park = parking_message(last, self.ticket, self.upstream_format)
-        if park is not None:
-            try:
-                await ws.send(orjson.dumps(park).decode())
-            except ConnectionClosed:
-                return False
+        if park is not None and not await ws.send(orjson.dumps(park).decode()):
+            return False
         self.planner.parked(self._clock())
         return True
 
@@ -712,20 +642,6 @@ class Upstream:
         self._on_change()
 
     # -- reading ----------------------------------------------------------------------------------
-    async def _read(self, ws: ClientConnection) -> None:
-        """Wait for the socket to close, handling what websockets' own queue holds.
-
-        Most frames never reach this loop: :class:`_KeepAliveConnection` hands them to
-        :meth:`handle_many` as they are parsed. Fragmented messages (and any frame behind one)
-        come through ``recv()`` here, in order.
-        """
-        taken = ws.message_taken if isinstance(ws, _KeepAliveConnection) else None
-        with contextlib.suppress(ConnectionClosed):
-            async for data in ws:
-                if taken is not None:
-                    taken()
-                self.handle(data)
-
     def handle(self, data: str | bytes) -> None:
         """Decode, route and queue one WebSocket message (never raises for bad input)."""
         self.handle_many((data,))

@@ -6,10 +6,12 @@ the module each class lives in (the client's are also exported by ``upbit_fanout
     ├── InvalidTopicError (ValueError)        subscriptions.errors: a topic the contract refuses
     ├── CodecError        (ValueError)        subscriptions.errors: neither our JSON nor msgpack
     ├── FrameError        (ValueError)        subscriptions.errors: an upstream frame we cannot read
-    │   └── InvalidEvent                      collector.decode: a frame with a wrong field type
+    │   ├── InvalidEvent                      collector.decode: a frame with a wrong field type
+    │   └── InflateError                      collector.deflate: a message that does not inflate
     ├── UpstreamError                         subscriptions.errors: Upbit refused or failed us
-    │   └── UpbitErrorFrame                   subscriptions.errors: {"error": {"name", "message"}}
-    │       └── ExchangeError                 collector.exchange: a REST request Upbit refused
+    │   ├── UpbitErrorFrame                   subscriptions.errors: {"error": {"name", "message"}}
+    │   │   └── ExchangeError                 collector.exchange: a REST request Upbit refused
+    │   └── HandshakeError                    collector.transport: a failed WebSocket handshake
     ├── LeaseLost                             subscriptions.lease: the leader lease is not ours
     ├── EventParseError   (ValueError)        client.events: ``event.typed`` on a malformed event
     ├── ClientError                           client: the client could not do what was asked
@@ -21,6 +23,7 @@ the module each class lives in (the client's are also exported by ``upbit_fanout
     ├── OrderRejected                         emulator.account: an order Upbit would refuse
     ├── EmulatorCrashError (RuntimeError)     emulator.server: a background task of it crashed
     ├── TLSUnavailableError (RuntimeError)    emulator.tls: ``--tls`` without trustme installed
+    ├── TransportUnavailableError (RuntimeError)  collector.transport: picows not installed
     └── LocalRedisUnavailableError (RuntimeError)  upbit_fanout.localredis: no Redis to start
 
 Dependency errors (redis, websockets, jwt, msgpack, httpx) are wrapped at the boundary with

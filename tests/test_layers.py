@@ -45,6 +45,7 @@ ALLOWED_THIRD_PARTY = {
         "orjson",
         "redis",
         "websockets",
+        "picows",  # optional (extra fast): collector/transport_picows.py only
         "jwt",
         "httpx",
         "prometheus_client",

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     redis_grace: float = Field(default=30.0, ge=0)  # intents kept after a Redis outage (s)
     # Upstream protocol (docs/collector.md, "Upstream protocol").
     upstream_format: Literal["DEFAULT", "SIMPLE"] = "DEFAULT"  # republished as DEFAULT anyway
+    # the upstream WebSocket client (docs/collector.md, "Upstream transport"); picows: extra fast
+    upstream_transport: Literal["websockets", "picows"] = "websockets"
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"  # the collector's; uvloop: extra fast
     verify_subscriptions: bool = True  # LIST_SUBSCRIPTIONS after sends, within the budget
     verify_delay: float = Field(default=1.0, ge=0)
     warm_seconds: float = Field(default=60.0, ge=0)  # an emptied union keeps its socket this long

@@ -80,6 +80,8 @@ ENV_CASES: list[tuple[dict[str, str], str, str]] = [
     ({"LOG_FORMAT": "xml"}, "UPBIT_FANOUT_LOG_FORMAT", "'text' or 'json'"),
     ({"RECORD_PRIVATE": "sometimes"}, "UPBIT_FANOUT_RECORD_PRIVATE", "bool"),
     ({"UPSTREAM_FORMAT": "SIMPLE_LIST"}, "UPBIT_FANOUT_UPSTREAM_FORMAT", "'SIMPLE'"),
+    ({"UPSTREAM_TRANSPORT": "aiohttp"}, "UPBIT_FANOUT_UPSTREAM_TRANSPORT", "'picows'"),
+    ({"EVENT_LOOP": "trio"}, "UPBIT_FANOUT_EVENT_LOOP", "'uvloop'"),
     ({"VERIFY_SUBSCRIPTIONS": "perhaps"}, "UPBIT_FANOUT_VERIFY_SUBSCRIPTIONS", "bool"),
     ({"VERIFY_DELAY": "-1"}, "UPBIT_FANOUT_VERIFY_DELAY", "greater than or equal to 0"),
     ({"WARM_SECONDS": "soon"}, "UPBIT_FANOUT_WARM_SECONDS", "number"),

@@ -10,7 +10,7 @@ import contextlib
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from upbit_fanout.collector.upstream import _KeepAliveConnection
+from upbit_fanout.collector.transport_websockets import _KeepAliveConnection
 
 
 async def test_frames_of_one_read_come_as_one_batch_in_order_with_fragments_in_between() -> None:

@@ -123,16 +123,21 @@ def test_every_data_sample_is_covered() -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("codec", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    ("codec", "transport"),
+    [("json", "websockets"), ("msgpack", "websockets"), ("json", "picows")],
+)
 async def test_samples_come_out_on_their_channels_with_exact_digits(
-    codec: CodecName, real_redis_url: str, keys: Keys, tmp_path: Path
+    codec: CodecName, transport: str, real_redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
+    """Public and private endpoints (the JWT in the handshake), deflate negotiated, over each
+    upstream transport (collector/transport.py)."""
     for number, round_events in enumerate(_rounds(SAMPLE_EVENTS)):
         replay = tmp_path / f"round{number}.jsonl"
         lines = list(dict.fromkeys(line for line, _, _ in round_events))
         replay.write_text("\n".join(lines) + "\n")
         await _replay_round(codec, real_redis_url, Keys(f"{keys.prefix}r{number}"), replay,
-                            round_events)  # fmt: skip
+                            round_events, transport=transport)  # fmt: skip
 
 
 async def _replay_round(
@@ -141,6 +146,8 @@ async def _replay_round(
     keys: Keys,
     replay: Path,
     expected: list[tuple[str, str, dict[str, Any]]],
+    *,
+    transport: str = "websockets",
 ) -> None:
     redis = aioredis.Redis.from_url(redis_url)
     listener = redis.pubsub()
@@ -160,6 +167,7 @@ async def _replay_round(
                 secret_key=SECRET,
                 codec=codec,
                 sweep_interval=0.3,
+                upstream_transport=transport,
             ),
         ):
             got: dict[str, list[Any]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from typing import TYPE_CHECKING, Any
 
 from upbit_fanout.validate import arg, client_id, host, port, redis_url, ws_url
@@ -108,6 +109,7 @@ def collector_options(settings: Settings) -> dict[str, Any]:
         "collector_id": settings.collector_id,
         "redis_grace": settings.redis_grace,
         "upstream_format": settings.upstream_format,
+        "upstream_transport": settings.upstream_transport,
         "verify_subscriptions": settings.verify_subscriptions,
         "verify_delay": settings.verify_delay,
         "warm_seconds": settings.warm_seconds,
@@ -135,14 +137,34 @@ def _secret(value: SecretStr | None) -> str | None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop  # noqa: PLC0415 - extra fast, only when chosen
+        except ImportError:
+            print(
+                "upbit-fanout collector: UPBIT_FANOUT_EVENT_LOOP=uvloop needs the uvloop package "
+                "(pip install 'upbit-fanout[fast]'), which is not installed",
+                file=sys.stderr,
+            )
+            return 2
+        return int(uvloop.run(_main(args, settings)))
     return asyncio.run(_main(args, settings))
 
 
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
     from upbit_fanout.collector import Collector  # noqa: PLC0415 - kept off --help's path
     from upbit_fanout.collector.metrics import MetricsServer  # noqa: PLC0415
+    from upbit_fanout.collector.transport import (  # noqa: PLC0415
+        TransportUnavailableError,
+        load_transport,
+    )
     from upbit_fanout.subscriptions.connection import open_redis  # noqa: PLC0415
 
+    try:  # picows chosen but not installed: one line, before anything starts
+        load_transport(settings.upstream_transport)
+    except TransportUnavailableError as exc:
+        print(f"upbit-fanout collector: {exc}", file=sys.stderr)
+        return 2
     options = collector_options(settings)
     if args.collector_id:
         options["collector_id"] = args.collector_id
