@@ -31,10 +31,10 @@ class RateBudget:
     """At most ``count`` events in any ``seconds`` window, for each ``(count, seconds)`` limit."""
 
     __slots__ = (
-        "_longest",
         "_last_penalty",
         "_level",
         "_limits",
+        "_longest",
         "_times",
         "max_level",
         "recovery",
