@@ -133,5 +133,4 @@ def test_the_suite_builds_a_command_environment_in_one_place() -> None:
         if path.name not in {"helpers.py", "test_helpers.py"}
         and 'startswith("UPBIT_FANOUT_")}' in path.read_text(encoding="utf-8")
     }
-    # tests/emulator/test_tls.py is changed with the emulator's tests; then this set is empty.
-    assert copies <= {"emulator/test_tls.py"}
+    assert copies == set()

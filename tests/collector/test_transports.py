@@ -11,10 +11,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -31,7 +29,7 @@ from tests.collector.service_support import (
     sent_messages,
     topics_of,
 )
-from tests.helpers import scaled, until
+from tests.helpers import COMMAND, command_env, scaled, until
 from upbit_fanout.collector.transport import (
     TRANSPORTS,
     ConnectOptions,
@@ -45,7 +43,6 @@ from upbit_fanout.collector.upstream import classify_connect_error
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
-COMMAND = Path(sys.executable).with_name("upbit-fanout")
 WANTED = {"ticker:KRW-BTC", "trade:KRW-ETH"}
 
 transports = pytest.mark.parametrize("transport", TRANSPORTS)
@@ -421,14 +418,13 @@ async def test_the_collector_command_over_wss_with_each_transport(
         async with Emulator(port=0, seed=4, rate=200, tls=True, compression=compression) as emu:
             assert emu.certificates is not None
             ca = emu.certificates.write_ca(tmp_path / "ca.pem")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-            env.update(
-                SSL_CERT_FILE=str(ca),
-                UPBIT_FANOUT_KEY_PREFIX=keys.prefix,
-                UPBIT_FANOUT_SWEEP_INTERVAL="0.3",
-                UPBIT_FANOUT_UPSTREAM_TRANSPORT=transport,
-                UPBIT_FANOUT_EVENT_LOOP=loop,
+            env = command_env(
+                key_prefix=keys.prefix,
+                sweep_interval="0.3",
+                upstream_transport=transport,
+                event_loop=loop,
             )
+            env["SSL_CERT_FILE"] = str(ca)
             await r.sadd(keys.intents("tls"), "ticker:KRW-BTC")
             await r.expire(keys.intents("tls"), 30)
             collector = await asyncio.create_subprocess_exec(
@@ -465,14 +461,10 @@ def test_a_fast_package_chosen_but_not_installed_is_one_line_at_start(
     hidden = tmp_path / "hidden" / package
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-    env.update(
-        {
-            "PYTHONPATH": str(hidden.parent),
-            f"UPBIT_FANOUT_{variable}": value,
-            "UPBIT_FANOUT_REDIS_URL": "redis://127.0.0.1:1/0",  # never reached
-        }
-    )
+    env = command_env(
+        **{variable.lower(): value}, redis_url="redis://127.0.0.1:1/0"
+    )  # never reached
+    env["PYTHONPATH"] = str(hidden.parent)
     done = subprocess.run(
         [str(COMMAND), "collector"],
         check=False,

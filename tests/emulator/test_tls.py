@@ -20,10 +20,10 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
+from tests.helpers import COMMAND, command_env
 from upbit_fanout.emulator import Emulator
 from upbit_fanout.subscriptions.keys import Keys
 
-COMMAND = Path(sys.executable).with_name("upbit-fanout")
 SUBSCRIBE = json.dumps([{"ticket": "tls"}, {"type": "ticker", "codes": ["KRW-BTC"]}])
 
 
@@ -125,12 +125,8 @@ async def test_the_collector_follows_a_wss_upstream_trusted_through_ssl_cert_fil
         async with Emulator(port=0, seed=4, rate=200, tls=True) as emu:
             assert emu.certificates is not None
             ca = emu.certificates.write_ca(tmp_path / "ca.pem")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-            env.update(
-                SSL_CERT_FILE=str(ca),
-                UPBIT_FANOUT_KEY_PREFIX=keys.prefix,
-                UPBIT_FANOUT_SWEEP_INTERVAL="0.3",
-            )
+            env = command_env(key_prefix=keys.prefix, sweep_interval="0.3")
+            env["SSL_CERT_FILE"] = str(ca)
             await r.sadd(keys.intents("tls"), "ticker:KRW-BTC")
             await r.expire(keys.intents("tls"), 30)
             collector = await asyncio.create_subprocess_exec(
