@@ -335,7 +335,23 @@ class ClientRefusal:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What each upstream connection should carry, and which intents are refused."""
+    """What each upstream connection should carry, and which intents are refused: the
+    collector's reconciliation, as :func:`plan` makes it.
+
+    Not :class:`subscriptions.reconcile.DesiredState` under another name, though both hold the
+    union split per connection (``public`` / ``private`` subscriptions and topics): that one is
+    the contract's reference (topic grammar only, every refusal listed, nothing bounded), while
+    a plan is what the collector serves, so it differs in three facts (pinned against
+    :func:`subscriptions.reconcile.desired_state` in tests/collector/test_plan.py):
+
+    - ``private`` may carry more than ``private_topics``: with always-on recording it holds
+      :data:`RECORDED_TOPICS` too, while ``private_topics`` stays the channels intents ask for;
+    - the collector's limits apply (:class:`Limits`, the market list, private topics without
+      API keys), so a valid topic can be refused;
+    - refusals are reports for ``P:invalid``: bounded per client (a count and a few examples,
+      :class:`ClientRefusal`, the texts escaped) and over clients (``hidden_clients``), where
+      ``DesiredState.invalid`` lists every one as it was written.
+    """
 
     public: Subscription = field(default_factory=Subscription)
     public_topics: frozenset[Topic] = frozenset()

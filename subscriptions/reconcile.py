@@ -158,7 +158,14 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class DesiredState:
-    """The union of live intents, split per connection, plus what had to be refused."""
+    """The union of live intents, split per connection, plus what had to be refused.
+
+    The contract's reference reconciliation (:func:`desired_state`): topic grammar only, every
+    refusal listed, no limits. The collector serves ``collector.intents.Plan`` instead, the same
+    union under its limits, with bounded refusal reports and the private recording topics (its
+    docstring says what differs); for intents within those limits the two agree on the
+    subscriptions and topics.
+    """
 
     topics: frozenset[Topic] = frozenset()
     public: Subscription = field(default_factory=Subscription)
