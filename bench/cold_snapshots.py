@@ -55,7 +55,7 @@ async def one_mode(redis_url: str, *, rest: bool, count: int, per_min: int) -> d
             Emulator(port=0, seed=7, rate=200, messages_per_min=per_min) as emu,
             Collector(
                 redis=redis,
-                keys=keys,
+                key_prefix=keys.prefix,
                 upstream_url=emu.public_url,
                 max_per_minute=per_min,
                 rest_snapshots=rest,

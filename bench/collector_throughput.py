@@ -377,7 +377,7 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
 
         collector = Collector(
             redis=redis,
-            keys=keys,
+            key_prefix=keys.prefix,
             upstream_url=url,
             codec=codec,
             ping_interval=600,

@@ -290,7 +290,11 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
     writer = aioredis.Redis(port=opts.redis_port)
     url = f"ws://127.0.0.1:{opts.upstream_port}/websocket/v1"
     collector = Collector(
-        redis=redis, keys=keys, upstream_url=url, ping_interval=600, ping_timeout=600
+        redis=redis,
+        key_prefix=keys.prefix,
+        upstream_url=url,
+        ping_interval=600,
+        ping_timeout=600,
     )
     monitor = StallMonitor()
     result: dict[str, Any] = {}

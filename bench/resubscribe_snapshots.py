@@ -64,7 +64,7 @@ async def _round(
             httpx.AsyncClient() as http,
             Collector(
                 redis=redis,
-                keys=keys,
+                key_prefix=keys.prefix,
                 upstream_url=f"{base}/websocket/v1",
                 validate_markets=False,
                 leader_lease=None,

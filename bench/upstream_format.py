@@ -68,7 +68,7 @@ async def _round(
     try:
         async with Collector(
             redis=redis,
-            keys=keys,
+            key_prefix=keys.prefix,
             upstream_url=f"{base}/websocket/v1",
             upstream_format=fmt,  # type: ignore[arg-type]
             validate_markets=False,

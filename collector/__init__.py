@@ -4,11 +4,12 @@ Public API (everything else is internal and may change)::
 
     from upbit_fanout.collector import Collector
 
-    async with Collector(redis=redis, keys=Keys("upbit"), upstream_url=URL) as collector:
+    async with Collector(redis=redis, key_prefix="upbit", upstream_url=URL) as collector:
         await collector.run()          # until collector.stop()
 
 Modules: :mod:`collector.service` (the :class:`Collector` and its tasks), :mod:`collector.intents`
-(intent tracking), :mod:`collector.upstream` (one connection's life), :mod:`collector.status`
+(intent tracking), :mod:`collector.leadership` (the fenced leader lease, ``P:leader``),
+:mod:`collector.upstream` (one connection's life), :mod:`collector.status`
 (``P:status``, ``P:notices``, ``P:union``, ``P:invalid``), :mod:`collector.decode`,
 :mod:`collector.routing`, :mod:`collector.publisher` (the data path), and the pure helpers
 :mod:`collector.budget`, :mod:`collector.auth`, :mod:`collector.outbox` (reconnect delays come

@@ -21,12 +21,11 @@ task           job
                leader
 =============  =====================================================================
 
-Leadership is fenced (docs/collector.md, "Leadership"): ``P:leader`` holds ``"{token} {id}"``
-with a token from ``INCR P:leader:token`` at every takeover, and every write of a leader (the
-publish script, the status transaction) checks that value first. A collector whose write or
-refresh finds another value steps down and drops what it had queued; one that finds nobody there
-(its lease lapsed, or Redis restarted empty) takes the lease back with a new token, dropping what
-it had queued but keeping its upstream sockets.
+Leadership (docs/collector.md, "Leadership") is :class:`collector.leadership.Leadership`: the
+fenced lease ``P:leader``, takeover, step-down and the lapsed lease. The service only says what
+runs while leading: :meth:`Collector._elected` starts the upstream tasks (``public``,
+``private``, ``recorder``, ``canary``, ``snapshots``, ``backfill``) and
+:meth:`Collector._stop_upstreams` stops them when the collector steps down.
 
 Every task runs under :meth:`Collector._supervise`: a crash is logged (ERROR, with traceback) in
 that one place and the task is restarted after a short backoff; on close every task is cancelled
@@ -38,12 +37,12 @@ reference counts over the clients that changed and is exactly :func:`collector.i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from operator import attrgetter
@@ -68,6 +67,7 @@ from upbit_fanout.collector.intents import (
     Plan,
     RefusalLog,
 )
+from upbit_fanout.collector.leadership import Leadership, Takeover
 from upbit_fanout.collector.markets import MarketList, market_list_url
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.private import PrivateRecorder
@@ -82,13 +82,7 @@ from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.connection import cluster_of, follow_primary, is_sentinel_managed
 from upbit_fanout.subscriptions.keys import Keys
-from upbit_fanout.subscriptions.lease import (
-    REFRESH_SCRIPT,
-    RELEASE_SCRIPT,
-    TAKE_SCRIPT,
-    LeaseLost,
-    parse_leader,
-)
+from upbit_fanout.subscriptions.lease import LeaseLost
 from upbit_fanout.subscriptions.tasks import stop_tasks
 from upbit_fanout.subscriptions.topics import Topic
 from upbit_fanout.subscriptions.version import package_version
@@ -111,25 +105,53 @@ def default_collector_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+DEFAULT_KEY_PREFIX = "upbit"
+"""``P`` of every key name unless ``key_prefix`` says otherwise (the client's default too)."""
+
+
+def _keys_of(key_prefix: str | None, keys: Keys | None) -> Keys:
+    """The :class:`Keys` of ``Collector(key_prefix=...)``, or of the deprecated ``keys=``."""
+    if keys is None:
+        return Keys(DEFAULT_KEY_PREFIX if key_prefix is None else key_prefix)
+    if key_prefix is not None:
+        raise TypeError(
+            "Collector() takes key_prefix= or the deprecated keys=, not both; pass "
+            f"key_prefix={keys.prefix!r} alone"
+        )
+    warnings.warn(
+        "Collector(keys=Keys(prefix)) is deprecated and will be removed in the next release; "
+        f"pass key_prefix={keys.prefix!r} (the spelling of FanoutClient)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return keys
+
+
 class Collector:
     """Reconciles every live intent into one Upbit subscription and republishes the events.
 
     Use it as ``async with Collector(...) as c: await c.run()`` (``run`` returns after
     :meth:`stop`), or ``await c.start()`` ... ``await c.aclose()``.
 
+    ``key_prefix`` (default ``"upbit"``) is ``P`` in every key and channel name, spelled as
+    :class:`client.FanoutClient` spells it; on a Redis Cluster the collector picks the Cluster
+    names itself (:meth:`subscriptions.keys.Keys.clustered`). ``keys=Keys(prefix)`` is the
+    deprecated spelling (a ``DeprecationWarning``; giving both is a ``TypeError``).
+
     What tests and operators can read: :attr:`state` (a :class:`collector.status.State`),
     :attr:`union` (topic texts last sent upstream, both connections), :attr:`counters`,
     :attr:`connected` (set while the public socket is open), :meth:`wait_subscribed`,
     :attr:`public` / :attr:`private` (the :class:`collector.upstream.Upstream` objects),
-    :attr:`collector_id`, :attr:`is_leader`, :attr:`canary` (the delivery probe,
-    :class:`collector.canary.Canary`), :attr:`status` (counters, histograms, fields).
+    :attr:`collector_id`, :attr:`key_prefix`, :attr:`keys`, :attr:`is_leader`,
+    :attr:`leadership` (:class:`collector.leadership.Leadership`), :attr:`canary` (the delivery
+    probe, :class:`collector.canary.Canary`), :attr:`status` (counters, histograms, fields).
     """
 
     def __init__(
         self,
         *,
         redis: Redis,
-        keys: Keys,
+        key_prefix: str | None = None,
         upstream_url: str,
         private_url: str | None = None,
         access_key: str | None = None,
@@ -170,7 +192,9 @@ class Collector:
         rest_snapshots: bool = True,
         backfill_max_trades: int = 2_000,
         snapshot_requests_per_client: int = 10,
+        keys: Keys | None = None,
     ) -> None:
+        keys = _keys_of(key_prefix, keys)
         for url in (upstream_url, private_url):
             if url is not None:
                 parse_uri(url)  # raises InvalidURI (a ValueError) at once for a bad setting
@@ -184,12 +208,12 @@ class Collector:
         if cluster_of(redis) is not None:
             keys = keys.clustered()  # docs/contract.md, "Redis Cluster"
         self.keys = keys
+        """The key names: ``Keys(key_prefix)``, with the Cluster names on a Redis Cluster."""
         self.collector_id = collector_id or default_collector_id()
         self.status = Status(redis, keys, collector_id=self.collector_id, version=package_version())
         self.outbox: Outbox[Outgoing] = Outbox(queue_size)
         self.status.gauges["dropped_events"] = self._dropped  # drops happen while Redis is away
-        self.status.gauges["fenced_events"] = lambda: self._fenced_events
-        self.status.on_lease_lost = self._check_lease_soon
+        self.status.gauges["fenced_events"] = lambda: self.leadership.fenced_events
         self.status.health.on_down = self._redis_down
         self.status.health.on_up = self._redis_up
         self.publisher = Publisher(redis, keys, stream_maxlen=stream_maxlen)
@@ -321,13 +345,20 @@ class Collector:
             else "disabled: no private URL"
         )
         self.leader_lease = leader_lease
-        self.is_leader = leader_lease is None
-        self._reclaim = collector_id is not None  # a configured id may reclaim its own lease
-        self._lease_value: bytes | None = None  # what this collector wrote into P:leader
-        self._last_holder: tuple[bytes, int] | None = None  # (value, last refresh, epoch ms)
-        self._leadership = asyncio.Lock()
-        self._lease_check = asyncio.Event()
-        self._fenced_events = 0
+        self.leadership = Leadership(
+            redis=redis,
+            keys=keys,
+            collector_id=self.collector_id,
+            lease=leader_lease,
+            reclaim=collector_id is not None,  # a configured id may reclaim its own lease
+            status=self.status,
+            outbox=self.outbox,
+            publisher=self.publisher,
+            on_elected=self._elected,
+            on_deposed=self._stop_upstreams,
+        )
+        """The leader lease (:class:`collector.leadership.Leadership`)."""
+        self.status.on_lease_lost = self.leadership.check_soon
         self.redis_grace = redis_grace
         self._held_intents: dict[str, frozenset[str]] = {}
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -355,6 +386,16 @@ class Collector:
     def union(self) -> frozenset[str]:
         """Topic texts last sent upstream (what ``P:union`` shows)."""
         return self._union
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this collector holds the leader lease (always without ``leader_lease``)."""
+        return self.leadership.is_leader
+
+    @property
+    def key_prefix(self) -> str:
+        """``P`` of every key name (as :attr:`client.FanoutClient.key_prefix`)."""
+        return self.keys.prefix
 
     @property
     def connected(self) -> asyncio.Event:
@@ -418,8 +459,7 @@ class Collector:
             markets=self.markets.note if self.markets else "not checked (disabled)",
             limits=self.limits.describe(),
         )
-        self.status.active = self.is_leader
-        self._set_role()
+        self.leadership.show_role()
         if self.is_leader:
             self.status.set_union(())  # forget what a previous run left behind
             self.status.set_invalid({})
@@ -434,7 +474,7 @@ class Collector:
             self._start_upstreams()
         else:
             self.status.set_state(State.STANDBY)
-            self._spawn("leader", self._leader_loop)
+            self._spawn("leader", self.leadership.run)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (safe from a signal handler via ``loop.call_soon``)."""
@@ -475,8 +515,7 @@ class Collector:
         try:
             async with asyncio.timeout(2.0):
                 await self.status.flush()
-                if self.is_leader and self._lease_value is not None:
-                    await self._redis.eval(RELEASE_SCRIPT, 1, self.keys.leader, self._lease_value)
+                await self.leadership.release()
         except LeaseLost:
             log.info("collector %s had lost its lease; final status not written", self.collector_id)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -591,12 +630,6 @@ class Collector:
         if state == State.SUBSCRIBED:
             self.status.recovered(f"{upstream.name} upstream")
 
-    def _set_role(self) -> None:
-        self.status.set(
-            role="leader" if self.is_leader else "standby",
-            leader_since=now_ms() if self.is_leader else "",
-        )
-
     def _overall_state(self) -> State:
         if self._closed:
             return State.STOPPED
@@ -620,9 +653,9 @@ class Collector:
         while True:
             batch = await self.outbox.get_batch(limit=10_000)
             if not self.is_leader:  # stepped down: nothing queued may be published
-                self._fenced_events += len(batch)
+                self.leadership.dropped(len(batch))
                 continue
-            expected = self._lease_value
+            expected = self.leadership.value
             started = time.perf_counter()
             try:
                 await self.publisher.publish(batch)
@@ -630,7 +663,7 @@ class Collector:
                 # Nothing of the batch was written. It is retried only if the lease turns out
                 # to be still ours (a WATCH aborted by this collector's own refresh).
                 try:
-                    ours = await self._lease_lost(expected, lost.holder, in_hand=len(batch))
+                    ours = await self.leadership.lost(expected, lost.holder, in_hand=len(batch))
                 except (RedisError, OSError) as exc:
                     status.health.failed("publisher", exc)
                     ours = False
@@ -638,7 +671,7 @@ class Collector:
                 if ours:
                     self.outbox.put_front(batch)
                 else:
-                    self._fenced_events += len(batch)
+                    self.leadership.dropped(len(batch))
                 continue
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 status.health.failed("publisher", exc)
@@ -679,7 +712,7 @@ class Collector:
             )
 
     def _dropped(self) -> int:
-        return self.outbox.dropped_total + self._refused_events + self._fenced_events
+        return self.outbox.dropped_total + self._refused_events + self.leadership.fenced_events
 
     async def _final_publish(self) -> None:
         if not len(self.outbox):
@@ -689,7 +722,7 @@ class Collector:
             async with asyncio.timeout(1.0):
                 await self.publisher.publish(batch)
         except LeaseLost:
-            self._fenced_events += len(batch)
+            self.leadership.dropped(len(batch))
             log.info("the last %d events were not published: the lease was lost", len(batch))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("could not publish the last %d events (%s)", len(batch), exc)
@@ -730,214 +763,17 @@ class Collector:
         self._index_reset = True
         self._reconcile()
 
-    # -- leadership -------------------------------------------------------------------------------
-    def _check_lease_soon(self) -> None:
-        """A write was refused for the lease: let the leader loop look at once."""
-        self._lease_check.set()
-
-    def _fence(self, value: bytes) -> None:
-        self._lease_value = value
-        self.publisher.fence = (self.keys.leader.encode(), value)
-        self.status.fence = (self.keys.leader, value)
-
-    async def _leader_loop(self) -> None:
-        assert self.leader_lease is not None
-        lease = self.leader_lease
-        lease_ms = round(lease * 1000)
-        interval = lease / 3
-        reclaim = self._reclaim  # only the first attempt of this process may reclaim
-        health = self.status.health
-        while True:
-            wait = interval
-            try:
-                if self.is_leader:
-                    await self._refresh_lease(lease_ms)
-                elif health.recovered_at is None or time.monotonic() - health.recovered_at > lease:
-                    # (Right after Redis came back, the leader gets one lease to re-take its own.)
-                    wait = await self._try_take(lease_ms, reclaim=reclaim)
-                    reclaim = False
-                health.succeeded("leader")
-            except (RedisError, OSError) as exc:
-                # Keep the current role: without Redis nobody else can take over either.
-                health.failed("leader", exc)
-            self._lease_check.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._lease_check.wait()
-
-    async def _follow_primary_loop(self) -> None:
-        """With Sentinel: notice a failover within a second and move every connection to the new
-        primary (connections open to the old one would keep writing where nobody reads)."""
-        while True:
-            await asyncio.sleep(_PRIMARY_CHECK_INTERVAL)
-            try:
-                if await follow_primary(self._redis):
-                    log.warning("the Redis primary moved (Sentinel failover); reconnecting to it")
-            except (RedisError, OSError) as exc:
-                self.status.health.failed("Sentinel", exc)
-
-    async def _try_take(self, lease_ms: int, *, reclaim: bool) -> float:
-        """One attempt to take ``P:leader``; return how long to wait before the next one."""
-        interval = lease_ms / 3000
-        async with self._leadership:
-            reply = await self._redis.eval(
-                TAKE_SCRIPT, 2, self.keys.leader, self.keys.leader_token, self.collector_id,
-                lease_ms, "1" if reclaim else "0",
-            )  # fmt: skip
-            if reply[0] == 1:
-                self._take_over(reply[1], reply[2] or None, lease_ms, seeded=reply[3] == 1)
-                return interval
-        holder, pttl = reply[1], int(reply[2])
-        if self._last_holder is None or self._last_holder[0] != holder:
-            log.info(
-                "collector %s standing by: %s is held by %s",
-                self.collector_id,
-                self.keys.leader,
-                parse_leader(holder)[1],
-            )
-        if pttl < 0:
-            self._last_holder = (holder, now_ms())
-            return interval
-        self._last_holder = (holder, now_ms() - max(0, lease_ms - pttl))
-        # Poll again just after the holder's lease would expire if it is not refreshed.
-        return min(interval, pttl / 1000 + 0.005)
-
-    def _take_over(
-        self, value: bytes, previous: bytes | None, lease_ms: int, *, seeded: bool
-    ) -> None:
-        token, _ = parse_leader(value)
-        log.info(
-            "collector %s is now the leader (%s, fencing token %s)",
-            self.collector_id,
-            self.keys.leader,
-            token,
-        )
-        now = now_ms()
-        since: int | None = None
-        if previous is not None:  # reclaimed from a dead process of the same id
-            since = now - lease_ms
-        elif self._last_holder is not None:
-            previous, since = self._last_holder
-        self._last_holder = None
-        self.outbox.discard()  # nothing of an earlier term (there should be nothing)
-        self._fence(value)
-        self.is_leader = True
-        self.status.active = True
-        self.status.resync()  # this collector's view replaces the previous leader's
-        self._set_role()
+    # -- tasks ------------------------------------------------------------------------------------
+    def _elected(self, term: Takeover) -> None:
+        """This collector became the leader (:meth:`Leadership.take_over`): write its view over
+        the previous leader's, back-fill the failover window, start the leader's tasks."""
         self.status.set_union(self._union)
         self.status.set_invalid(self._plan.invalid_fields(), self._plan.refused_total)
-        if previous is not None:
-            _, previous_id = parse_leader(previous)
-            self.status.notice(
-                "gap",
-                connection="all",
-                reason=f"failover: collector {previous_id} stopped leading and "
-                f"{self.collector_id} took over; events in between are missing",
-                previous_leader=previous_id,
-                since=since,
-                until=now,
-            )
-        elif not seeded:  # the token counter shows an earlier term, its holder already gone
-            self.status.notice(
-                "gap",
-                connection="all",
-                reason=f"failover: an earlier collector had stopped leading and "
-                f"{self.collector_id} took over; events in between are missing",
-                until=now,
-            )
-        self.status.notice("leader", collector_id=self.collector_id, token=token)
-        if self.backfiller is not None and (previous is not None or not seeded):
-            self.backfiller.takeover(since if since is not None else now - lease_ms, now)
+        if self.backfiller is not None and term.backfill_since is not None:
+            self.backfiller.takeover(term.backfill_since, term.until)
         self._start_upstreams()
         self._upstream_changed()
 
-    async def _refresh_lease(self, lease_ms: int) -> None:
-        expected = self._lease_value
-        if expected is None:
-            return
-        reply = await self._redis.eval(REFRESH_SCRIPT, 1, self.keys.leader, expected, lease_ms)
-        if reply != 1:
-            await self._lease_lost(expected, reply or None)
-
-    async def _lease_lost(
-        self, expected: bytes | None, holder: bytes | None, in_hand: int = 0
-    ) -> bool:
-        """A write or refresh found ``P:leader`` not holding ``expected`` (``holder`` instead,
-        None when nobody or not known): take it back if nobody holds it, else step down.
-
-        True only when the lease is still ``expected`` after all (nothing changed)."""
-        async with self._leadership:
-            if not self.is_leader or expected is None or self._lease_value != expected:
-                return False  # already dealt with
-            if holder is None:
-                assert self.leader_lease is not None
-                lease_ms = round(self.leader_lease * 1000)
-                reply = await self._redis.eval(
-                    TAKE_SCRIPT, 2, self.keys.leader, self.keys.leader_token, self.collector_id,
-                    lease_ms, "0",
-                )  # fmt: skip
-                if reply[0] == 1:
-                    self._lease_lapsed(reply[1], in_hand)
-                    return False
-                holder = reply[1]
-            if holder == expected:
-                return True  # still ours (a WATCH aborted by this collector's own refresh)
-            await self._step_down(holder, in_hand)
-            return False
-
-    def _lease_lapsed(self, value: bytes, in_hand: int) -> None:
-        """Nobody held the lease (it lapsed while this collector was paused or cut off, or Redis
-        restarted empty) and this collector took it back: the upstreams keep running, but what
-        was queued under the old token is dropped."""
-        dropped = self.outbox.discard()
-        self._fenced_events += dropped
-        self._fence(value)
-        token, _ = parse_leader(value)
-        log.warning(
-            "collector %s: its leader lease had lapsed (paused, cut off, or Redis restarted); "
-            "took it back with fencing token %s, dropping %d queued events",
-            self.collector_id,
-            token,
-            dropped + in_hand,
-        )
-        self.status.notice(
-            "gap",
-            connection="all",
-            reason="the collector's leader lease lapsed; events queued meanwhile were dropped",
-            dropped=dropped + in_hand,
-        )
-        self.status.notice("leader", collector_id=self.collector_id, token=token)
-
-    async def _step_down(self, holder: bytes | None, in_hand: int = 0) -> None:
-        self.is_leader = False
-        self.status.active = False  # first: nothing more is written, not even a status
-        self._lease_value = None  # the fences keep the old value: every later write is refused
-        _, holder_id = parse_leader(holder) if holder is not None else (None, "nobody")
-        if holder is not None:
-            self._last_holder = (holder, now_ms())
-        self._set_role()
-        await self._stop_upstreams()
-        dropped = self.outbox.discard()
-        self._fenced_events += dropped
-        if holder_id == self.collector_id:
-            log.error(
-                "collector %s lost %s to another process with the SAME collector id; give "
-                "every collector its own UPBIT_FANOUT_COLLECTOR_ID. Standing by",
-                self.collector_id,
-                self.keys.leader,
-            )
-        else:
-            log.warning(
-                "collector %s lost %s to %s; standing by (%d queued events dropped)",
-                self.collector_id,
-                self.keys.leader,
-                holder_id,
-                dropped + in_hand,
-            )
-        self.status.set_state(State.STANDBY)
-
-    # -- tasks ------------------------------------------------------------------------------------
     def _start_upstreams(self) -> None:
         if self.recorder is not None:
             self.recorder.begin_term()
@@ -956,6 +792,17 @@ class Collector:
         """The public socket is back after a gap: back-fill its trade topics (if enabled)."""
         if self.backfiller is not None and self.is_leader:
             self.backfiller.gap(since, topics)
+
+    async def _follow_primary_loop(self) -> None:
+        """With Sentinel: notice a failover within a second and move every connection to the new
+        primary (connections open to the old one would keep writing where nobody reads)."""
+        while True:
+            await asyncio.sleep(_PRIMARY_CHECK_INTERVAL)
+            try:
+                if await follow_primary(self._redis):
+                    log.warning("the Redis primary moved (Sentinel failover); reconnecting to it")
+            except (RedisError, OSError) as exc:
+                self.status.health.failed("Sentinel", exc)
 
     async def _stop_upstreams(self) -> None:
         names = list(self._upstream_tasks)

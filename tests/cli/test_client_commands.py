@@ -276,7 +276,7 @@ async def test_check_is_healthy_with_a_running_collector(
         redis = aioredis.Redis.from_url(real_redis_url)
         try:
             async with Collector(
-                redis=redis, keys=keys, upstream_url=emu.public_url, sweep_interval=0.3
+                redis=redis, key_prefix=keys.prefix, upstream_url=emu.public_url, sweep_interval=0.3
             ) as collector:
 
                 async def idle() -> bool:

@@ -42,7 +42,10 @@ async def collector(real_redis_url: str, keys: Keys) -> AsyncIterator[Collector]
         redis = aioredis.Redis.from_url(real_redis_url)
         try:
             async with Collector(
-                redis=redis, keys=keys, upstream_url=emu.public_url, **COLLECTOR_FAST
+                redis=redis,
+                key_prefix=keys.prefix,
+                upstream_url=emu.public_url,
+                **COLLECTOR_FAST,
             ) as running:
                 yield running
         finally:

@@ -53,7 +53,9 @@ async def running_collector(
     redis = aioredis.Redis.from_url(redis_url)
     settings = {**FAST, **options}
     try:
-        async with Collector(redis=redis, keys=keys, upstream_url=upstream_url, **settings) as c:
+        async with Collector(
+            redis=redis, key_prefix=keys.prefix, upstream_url=upstream_url, **settings
+        ) as c:
             yield c
     finally:
         await redis.aclose()

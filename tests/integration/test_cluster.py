@@ -134,7 +134,7 @@ async def test_the_contract_on_a_three_primary_cluster(
             Sharded(r, [*channels, keys.canary]) as sharded,
             Collector(
                 redis=collector_redis,
-                keys=Keys(keys.prefix),  # cluster names are chosen by the collector itself
+                key_prefix=keys.prefix,  # cluster names are chosen by the collector itself
                 upstream_url=emu.public_url,
                 leader_lease=3.0,
                 **FAST,
@@ -261,7 +261,9 @@ async def test_the_client_library_ssubscribes_and_snapshots_from_last_values(
     async with Emulator(port=0, rate=200, seed=22) as emu:
         collector_redis = await open_redis(redis_cluster.url)
         first_redis = await open_redis(redis_cluster.url)
-        async with Collector(redis=collector_redis, keys=keys, upstream_url=emu.public_url, **FAST):
+        async with Collector(
+            redis=collector_redis, key_prefix=keys.prefix, upstream_url=emu.public_url, **FAST
+        ):
             async with FanoutClient(
                 redis=redis_cluster.url, key_prefix=keys.prefix, client_id="first"
             ) as first:
@@ -308,7 +310,7 @@ async def test_a_resharding_under_a_running_collector_and_client(
         async with (
             Collector(
                 redis=collector_redis,
-                keys=keys,
+                key_prefix=keys.prefix,
                 upstream_url=emu.public_url,
                 leader_lease=3.0,
                 **FAST,
@@ -559,7 +561,7 @@ async def test_a_primary_failover_under_a_running_collector_and_client(
         async with (
             Collector(
                 redis=collector_redis,
-                keys=keys,
+                key_prefix=keys.prefix,
                 upstream_url=emu.public_url,
                 leader_lease=3.0,
                 **FAST,
@@ -615,7 +617,7 @@ async def test_private_events_reach_their_stream_and_channel_on_the_cluster(
             Sharded(r, [keys.channel(topic)]) as sharded,
             Collector(
                 redis=collector_redis,
-                keys=keys,
+                key_prefix=keys.prefix,
                 upstream_url=emu.public_url,
                 private_url=emu.private_url,
                 access_key=ACCESS,

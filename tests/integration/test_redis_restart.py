@@ -53,7 +53,7 @@ async def test_clients_and_collector_recover_from_a_redis_restart(
             Emulator(rate=400, seed=7) as emu,
             Collector(
                 redis=collector_redis,
-                keys=keys,
+                key_prefix=keys.prefix,
                 upstream_url=emu.public_url,
                 sweep_interval=0.3,
                 backoff_initial=0.05,

@@ -160,7 +160,7 @@ async def _replay_round(
             Emulator(replay=replay, access_key=ACCESS, secret_key=SECRET) as emu,
             Collector(
                 redis=redis,
-                keys=keys,
+                key_prefix=keys.prefix,
                 upstream_url=emu.public_url,
                 private_url=emu.private_url,
                 access_key=ACCESS,

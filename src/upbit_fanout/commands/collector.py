@@ -81,10 +81,9 @@ def private_url(args: argparse.Namespace, settings: Settings) -> str | None:
 def collector_options(settings: Settings) -> dict[str, Any]:
     """The :class:`collector.Collector` keyword arguments that come from the settings."""
     from upbit_fanout.collector.intents import Limits  # noqa: PLC0415 - kept off --help's path
-    from upbit_fanout.subscriptions.keys import Keys  # noqa: PLC0415
 
     return {
-        "keys": Keys(settings.key_prefix),
+        "key_prefix": settings.key_prefix,
         "access_key": _secret(settings.access_key),
         "secret_key": _secret(settings.secret_key),
         "codec": settings.codec,

@@ -158,7 +158,6 @@ async def _main(
     from upbit_fanout.subscriptions.redact import redact_url  # noqa: PLC0415
 
     options = collector_options(settings)
-    keys: Keys = options["keys"]
     # The emulator has no account keys of ours: private topics would only be refused.
     options.update(access_key=None, secret_key=None, leader_lease=None)
 
@@ -172,11 +171,13 @@ async def _main(
             Emulator(port=0, seed=args.seed, rate=args.rate) as emulator,
             Collector(redis=redis, upstream_url=emulator.public_url, **options) as collector,
         ):
+            # the collector's names: on a Redis Cluster its own keys carry the {P} hash tag
+            keys = collector.keys
             print(instructions(keys, redact_url(url), names, emulator.public_url), flush=True)
             client = FanoutClient(
                 redis,
                 client_id=CLIENT_ID,
-                key_prefix=keys.prefix,
+                key_prefix=collector.key_prefix,
                 lease_seconds=LEASE_SECONDS,
                 queue_size=100,
                 overflow="drop_oldest",  # the demo only reports the first event
