@@ -69,6 +69,7 @@ import contextlib
 import cProfile
 import datetime as dt
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -115,6 +116,16 @@ CODES = [
     "KAVA", "FLOW", "CHZ", "THETA", "QTUM", "ICX", "ONT", "ZIL", "IOST", "WAVES", "NEO",
     "GAS", "BORA", "MED", "SNT", "STORJ", "ANKR", "CRO", "HIVE", "STEEM", "ARDR", "SC",
 ]  # fmt: skip
+
+
+def prefix_option(collector_class: Any, prefix: str) -> dict[str, Any]:
+    """``Collector``'s key prefix argument: ``key_prefix=``, or ``keys=Keys(prefix)`` for a
+    ``--baseline`` revision from before ``key_prefix`` existed (where ``keys=`` was required)."""
+    if "key_prefix" in inspect.signature(collector_class).parameters:
+        return {"key_prefix": prefix}
+    from upbit_fanout.subscriptions.keys import Keys  # noqa: PLC0415
+
+    return {"keys": Keys(prefix)}
 
 
 def free_port() -> int:
@@ -377,7 +388,7 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
 
         collector = Collector(
             redis=redis,
-            key_prefix=keys.prefix,
+            **prefix_option(Collector, keys.prefix),
             upstream_url=url,
             codec=codec,
             ping_interval=600,

@@ -71,6 +71,7 @@ from collector_throughput import (
     free_port,
     other_cpus,
     pin,
+    prefix_option,
     start_redis,
     start_source,
 )
@@ -291,7 +292,7 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
     url = f"ws://127.0.0.1:{opts.upstream_port}/websocket/v1"
     collector = Collector(
         redis=redis,
-        key_prefix=keys.prefix,
+        **prefix_option(Collector, keys.prefix),
         upstream_url=url,
         ping_interval=600,
         ping_timeout=600,
