@@ -11,7 +11,8 @@ task           job
 ``public``     the public upstream connection (:class:`collector.upstream.Upstream`)
 ``private``    the private one (only with API keys and a private URL)
 ``markets``    Upbit's market list (``GET /v1/market/all``), loaded at start and refreshed
-``leader``     ``P:leader`` (only with ``leader_lease``): upstreams run only while leader
+``leader``     ``P:leader`` (only with ``leader_lease``; collector/leadership.py):
+               upstreams run only while leader
 ``primary``    only with a Sentinel URL: follows a failover within a second
 ``canary``     the delivery probe on ``P:canary`` (:mod:`collector.canary`), while leader
 ``recorder``   private gaps and REST reconciliation (collector/private.py; with keys and
