@@ -240,7 +240,6 @@ class Leadership:
         assert self.lease is not None
         assert self.lease_ms is not None
         interval = self.lease / 3
-        reclaim = self._reclaim  # only the first attempt of this process may reclaim
         health = self._status.health
         while True:
             wait = interval
@@ -254,8 +253,8 @@ class Leadership:
                 if move == "refresh":
                     await self._refresh()
                 elif move == "take":
-                    wait = await self._try_take(reclaim=reclaim)
-                    reclaim = False
+                    wait = await self._try_take(reclaim=self._reclaim)
+                    self._reclaim = False  # only the first answered attempt of this process
                 health.succeeded("leader")
             except (RedisError, OSError) as exc:
                 # Keep the current role: without Redis nobody else can take over either.
