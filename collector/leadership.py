@@ -48,12 +48,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.collector.status import State, Status, now_ms
+from upbit_fanout.subscriptions.connection import REDIS_FAILURES
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import (
     REFRESH_SCRIPT,
@@ -256,7 +256,7 @@ class Leadership:
                     wait = await self._try_take(reclaim=self._reclaim)
                     self._reclaim = False  # only the first answered attempt of this process
                 health.succeeded("leader")
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 # Keep the current role: without Redis nobody else can take over either.
                 health.failed("leader", exc)
             self._check.clear()

@@ -51,8 +51,8 @@ from types import TracebackType
 from typing import Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.uri import parse_uri
 
@@ -81,7 +81,12 @@ from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
 from upbit_fanout.collector.union import UnionIndex
 from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
-from upbit_fanout.subscriptions.connection import cluster_of, follow_primary, is_sentinel_managed
+from upbit_fanout.subscriptions.connection import (
+    REDIS_FAILURES,
+    cluster_of,
+    follow_primary,
+    is_sentinel_managed,
+)
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.lease import LeaseLost
 from upbit_fanout.subscriptions.tasks import stop_tasks
@@ -91,6 +96,16 @@ from upbit_fanout.subscriptions.version import package_version
 __all__ = ["Collector"]
 
 log = logging.getLogger(__name__)
+
+# A batch that met these is kept and retried (Redis away, a Cluster down or resharding); any
+# other RedisError is Redis refusing the batch itself, which is dropped and announced.
+_TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterException,
+    ClusterDownError,
+    TryAgainError,
+)
 
 _TYPE = attrgetter("type")
 
@@ -519,7 +534,7 @@ class Collector:
                 await self.leadership.release()
         except LeaseLost:
             log.info("collector %s had lost its lease; final status not written", self.collector_id)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (*REDIS_FAILURES, TimeoutError) as exc:
             log.warning("could not write the final status to Redis (%s)", exc)
         log.info("collector %s stopped", self.collector_id)
 
@@ -665,7 +680,7 @@ class Collector:
                 # to be still ours (a WATCH aborted by this collector's own refresh).
                 try:
                     ours = await self.leadership.lost(expected, lost.holder, in_hand=len(batch))
-                except (RedisError, OSError) as exc:
+                except REDIS_FAILURES as exc:
                     status.health.failed("publisher", exc)
                     ours = False
                     await asyncio.sleep(next(delays))
@@ -674,7 +689,7 @@ class Collector:
                 else:
                     self.leadership.dropped(len(batch))
                 continue
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (*_TRANSIENT, OSError) as exc:
                 status.health.failed("publisher", exc)
                 self.outbox.put_front(batch)
                 await asyncio.sleep(next(delays))
@@ -725,7 +740,7 @@ class Collector:
         except LeaseLost:
             self.leadership.dropped(len(batch))
             log.info("the last %d events were not published: the lease was lost", len(batch))
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (*REDIS_FAILURES, TimeoutError) as exc:
             log.warning("could not publish the last %d events (%s)", len(batch), exc)
         else:
             self._announce_drops()
@@ -802,7 +817,7 @@ class Collector:
             try:
                 if await follow_primary(self._redis):
                     log.warning("the Redis primary moved (Sentinel failover); reconnecting to it")
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 self.status.health.failed("Sentinel", exc)
 
     async def _stop_upstreams(self) -> None:

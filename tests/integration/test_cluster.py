@@ -670,7 +670,6 @@ def _power_back(deployment: ClusterDeployment) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the service's own loops are mended next", strict=False)
 @pytest.mark.skipif(not COMMAND.exists(), reason="run `make .venv/.installed-dev`")
 async def test_the_whole_cluster_going_away_and_coming_back(tmp_path: Path, keys: Keys) -> None:
     """A power cut: every node stopped for a few seconds, then started again, empty. redis-py's
