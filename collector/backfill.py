@@ -34,13 +34,13 @@ page reached the anchor.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.exchange import ExchangeError
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.quotation import (
@@ -61,7 +61,6 @@ from upbit_fanout.subscriptions.topics import Topic
 
 __all__ = ["Backfiller", "Hole", "missing_trades"]
 
-log = logging.getLogger(__name__)
 
 _PUBLISH_WAIT: Final = 5.0
 """Seconds the notice waits for the back-filled trades to be published first."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.collector.status import LogLimiter, Status, now_ms
@@ -46,7 +46,6 @@ from upbit_fanout.subscriptions.keys import CANARY_TOPIC, Keys
 
 __all__ = ["CANARY_INTERVAL", "Canary", "CanaryBook"]
 
-log = logging.getLogger(__name__)
 
 CANARY_INTERVAL: Final = 2.0
 """Seconds between canaries (the default of ``Collector(canary_interval=...)``)."""

@@ -11,7 +11,6 @@ never holds a key or a token.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,8 +22,6 @@ from upbit_fanout.collector.private_sync import parse_remaining_req, rest_query
 from upbit_fanout.subscriptions.errors import UpbitErrorFrame
 
 __all__ = ["ExchangeClient", "ExchangeError", "error_of"]
-
-log = logging.getLogger(__name__)
 
 
 class ExchangeError(UpbitErrorFrame):

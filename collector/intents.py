@@ -50,7 +50,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.markets import MarketSet
 from upbit_fanout.collector.status import LogLimiter, RedisHealth
 from upbit_fanout.subscriptions.backoff import backoff
@@ -104,7 +104,6 @@ __all__ = [
     "whole_refusal",
 ]
 
-log = logging.getLogger(__name__)
 
 NEEDED_FLAGS = "Egsxe"
 """E: keyevent channels; g: DEL, RENAME, MOVE, COPY, RESTORE; s: SADD, SREM, SPOP,

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.publisher import Publisher
 from upbit_fanout.collector.routing import Outgoing
@@ -75,7 +75,6 @@ __all__ = [
     "takeover",
 ]
 
-log = logging.getLogger(__name__)
 
 POLL_MARGIN = 0.005
 """Seconds after the holder's lease would expire at which a standby asks again."""

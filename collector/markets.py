@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.subscriptions.backoff import backoff
 from upbit_fanout.subscriptions.topics import ALL_MARKETS, Topic
 
@@ -41,7 +41,6 @@ __all__ = [
     "parse_market_list",
 ]
 
-log = logging.getLogger(__name__)
 
 MARKET_LIST_PATH = "/v1/market/all"
 _SCHEMES = {"wss": "https", "ws": "http", "https": "https", "http": "http"}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import platform
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,6 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector as PrometheusCollector
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.status import COUNTER_SPECS, Histogram, State
 from upbit_fanout.subscriptions.health import MAX_DELIVERY_AGE, STALE_STATUS, judge
 from upbit_fanout.subscriptions.version import package_version
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CollectorMetrics", "MetricsServer", "health_report", "healthz"]
 
-log = logging.getLogger(__name__)
 
 PREFIX: Final = "upbit_fanout"
 _CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.exchange import ExchangeClient, ExchangeError
 from upbit_fanout.collector.outbox import Outbox
 from upbit_fanout.collector.private_sync import (
@@ -57,7 +57,6 @@ from upbit_fanout.subscriptions.keys import Keys
 
 __all__ = ["PrivateRecorder"]
 
-log = logging.getLogger(__name__)
 
 _CLOSED_PAGE = 1000
 _OPEN_PAGE = 100

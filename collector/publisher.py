@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
@@ -56,6 +55,7 @@ from redis.asyncio.client import Pipeline
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of, refresh_slots
@@ -67,7 +67,6 @@ __all__ = ["PUBLISH_SCRIPT", "PublishMode", "Publisher"]
 
 PublishMode = Literal["lua", "pipeline"]
 
-log = logging.getLogger(__name__)
 
 PUBLISH_SCRIPT: Final = """\
 -- upbit-fanout publisher: ARGV[1] is msgpack [maxlen, publish, last, stream, seen_cap, seen_ttl,

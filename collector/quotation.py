@@ -23,7 +23,6 @@ Two parts:
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ __all__ = [
     "stream_trade",
 ]
 
-log = logging.getLogger(__name__)
 
 REST: Final = "REST"
 """``stream_type`` of a snapshot answered from REST (docs/contract.md, "Cold snapshots")."""

@@ -38,7 +38,6 @@ reference counts over the clients that changed and is exactly :func:`collector.i
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import time
@@ -56,6 +55,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from websockets.uri import parse_uri
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.auth import Credentials, authorization_header
 from upbit_fanout.collector.backfill import Backfiller
 from upbit_fanout.collector.budget import RateBudget
@@ -95,7 +95,6 @@ from upbit_fanout.subscriptions.version import package_version
 
 __all__ = ["Collector"]
 
-log = logging.getLogger(__name__)
 
 # A batch that met these is kept and retried (Redis away, a Cluster down or resharding); any
 # other RedisError is Redis refusing the batch itself, which is dropped and announced.

@@ -30,7 +30,6 @@ limited to ``notices_per_second``. REST pacing is :class:`collector.quotation.Qu
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any, Final, Literal
 import orjson
 from redis.asyncio import Redis
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.exchange import ExchangeError
 from upbit_fanout.collector.outbox import Outbox
@@ -54,7 +54,6 @@ from upbit_fanout.subscriptions.topics import Topic, parse_topic
 
 __all__ = ["SnapshotRequest", "SnapshotServer", "parse_request"]
 
-log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES: Final = 8192
 MAX_TOPICS: Final = 100

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +41,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of
 from upbit_fanout.subscriptions.keys import Keys
@@ -63,7 +63,6 @@ __all__ = [
     "now_ms",
 ]
 
-log = logging.getLogger(__name__)
 
 MAX_PENDING_NOTICES = 1000
 _RETRY_INITIAL = 0.2

@@ -42,13 +42,13 @@ from picows import (
     WSUpgradeResponse,
 )
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.deflate import OFFER, InflateError, Inflater, accepted
 from upbit_fanout.collector.transport import ConnectOptions, FrameSink, HandshakeError
 from upbit_fanout.subscriptions.redact import REDACTED
 
 __all__ = ["PicowsSocket", "PicowsTransport"]
 
-log = logging.getLogger(__name__)
 
 _TEXT: Final = WSMsgType.TEXT
 _BINARY: Final = WSMsgType.BINARY

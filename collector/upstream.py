@@ -52,7 +52,6 @@ Failures
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -61,6 +60,7 @@ from typing import Final, Literal
 import orjson
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
+from upbit_fanout.collector._log import log
 from upbit_fanout.collector.budget import RateBudget
 from upbit_fanout.collector.decode import InvalidEvent, decode_frame_report
 from upbit_fanout.collector.outbox import Outbox
@@ -109,7 +109,6 @@ __all__ = [
     "retry_class",
 ]
 
-log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 """Largest frame accepted (a LIST_SUBSCRIPTIONS reply for 855 codes is ~10 kB; generous)."""

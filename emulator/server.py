@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import http
 import itertools
-import logging
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +44,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
 
+from upbit_fanout.emulator._log import log
 from upbit_fanout.emulator.account import Account, PrivateEvent
 from upbit_fanout.emulator.admin import admin_response, json_response
 from upbit_fanout.emulator.auth import AuthError, NonceMemory, verify_authorization
@@ -89,7 +89,6 @@ from upbit_fanout.subscriptions.tasks import TaskOwner, stop_tasks
 
 __all__ = ["DEFAULT_RATE", "Emulator", "EmulatorConnection", "EmulatorCrashError", "Received"]
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_RATE: Final = 1000.0
 """Simulated market events per second across all subscribed markets (rate=0: firehose)."""
@@ -292,7 +291,7 @@ class Emulator:
         if self.private_activity > 0:
             self._spawn(self._activity_loop(), "activity")
         mode = "replay" if self._replay_frames is not None else "simulated"
-        logger.info("emulator listening on %s (%s, rate %s/s)", self.base_url, mode, self.rate)
+        log.info("emulator listening on %s (%s, rate %s/s)", self.base_url, mode, self.rate)
 
     async def aclose(self, *, within: float = 10.0) -> None:
         """Stop: cancel and await every task, close every connection (1001), at most ``within``
@@ -314,9 +313,9 @@ class Emulator:
             async with asyncio.timeout(max(0.1, deadline - loop.time())):
                 await self._server.wait_closed()
         except TimeoutError:
-            logger.error("emulator connections did not close within %.1f s", within)
+            log.error("emulator connections did not close within %.1f s", within)
         self._server = None
-        logger.info("emulator stopped")
+        log.info("emulator stopped")
         crash, self._crash = self._crash, None
         if crash is not None:
             name, exc = crash
@@ -332,7 +331,7 @@ class Emulator:
         self._tasks.spawn(name, coro)
 
     def _crashed(self, name: str, exc: BaseException) -> None:
-        logger.error("emulator task %s crashed", name, exc_info=exc)
+        log.error("emulator task %s crashed", name, exc_info=exc)
         if self._crash is None:
             self._crash = (name, exc)
 
@@ -614,7 +613,7 @@ class Emulator:
                 )
             except AuthError as exc:
                 self.counters["auth_failures"] += 1
-                logger.info("refused a private connection from %s: %s", address, exc.reason)
+                log.info("refused a private connection from %s: %s", address, exc.reason)
                 return json_response(http.HTTPStatus.UNAUTHORIZED, error_frame("INVALID_AUTH"))
             assert isinstance(ws, Socket)
             ws.private = True
@@ -654,7 +653,7 @@ class Emulator:
             self.counters["private_connections"] += 1
         if not self._running.is_set():
             client.pause_reading()
-        logger.debug("connection %d opened from %s", client.id, client.remote)
+        log.debug("connection %d opened from %s", client.id, client.remote)
         try:
             while True:
                 try:
@@ -666,7 +665,7 @@ class Emulator:
                     break
         finally:
             await self._forget(client)
-            logger.debug("connection %d closed", client.id)
+            log.debug("connection %d closed", client.id)
 
     async def _forget(self, client: EmulatorConnection) -> None:
         client.closing = True
@@ -706,7 +705,7 @@ class Emulator:
                 request, taken = without_code(request, self._drop_codes.popleft())
                 if taken is not None:
                     self.counters["codes_dropped"] += 1
-                    logger.debug("connection %d: dropped %s from a request", client.id, taken)
+                    log.debug("connection %d: dropped %s from a request", client.id, taken)
             self._subscribe(client, request)
         return True
 
@@ -776,11 +775,11 @@ class Emulator:
             try:
                 buffered = client.flush()
             except Exception:  # the transport failed under us: treat it as lost
-                logger.debug("write to connection %d failed", client.id, exc_info=True)
+                log.debug("write to connection %d failed", client.id, exc_info=True)
                 self._abort(client, "write_failures")
                 continue
             if self.rate > 0 and buffered > self.max_buffer:
-                logger.warning(
+                log.warning(
                     "dropping slow connection %d from %s: more than %d bytes queued",
                     client.id,
                     client.remote,
@@ -803,7 +802,7 @@ class Emulator:
                 async with asyncio.timeout(self.slow_timeout):
                     await client.drain()
             except TimeoutError:
-                logger.warning(
+                log.warning(
                     "dropping connection %d: no progress for %.0f s", client.id, self.slow_timeout
                 )
                 self._abort(client, "slow_consumer_drops")
@@ -946,5 +945,5 @@ class Emulator:
             deadline = loop.time() - self.idle_timeout
             for client in list(self._clients.values()):
                 if client.ws.last_activity < deadline and not client.closing:
-                    logger.debug("connection %d idle for %.0f s", client.id, self.idle_timeout)
+                    log.debug("connection %d idle for %.0f s", client.id, self.idle_timeout)
                     self._abort(client, "idle_closes")

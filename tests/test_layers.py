@@ -122,3 +122,29 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path, monkeypatch: pytest.M
     found = _violations("subscriptions")
     assert any("imports upbit_fanout.collector (collector)" in item for item in found)
     assert any("third-party 'websockets'" in item for item in found)
+
+
+@pytest.mark.parametrize("package", ["collector", "client", "emulator"])
+def test_each_package_logs_through_its_one_logger(package: str) -> None:
+    """docs/logging.md: ``upbit_fanout.collector``, ``.client`` and ``.emulator`` are the names
+    a program configures; only ``_log.py`` makes one, other ``getLogger`` calls name a
+    third-party library's logger (wrapped to hide credentials)."""
+    own = f"upbit_fanout.{package}"
+    offenders, made = [], []
+    for path in sorted(FOLDERS[package].glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "getLogger"
+            ):
+                continue
+            name = (
+                node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+            )
+            if path.name == "_log.py" and name == own:
+                made.append(path.name)
+            elif not isinstance(name, str) or name.startswith("upbit_fanout"):
+                offenders.append(f"{path.name}: {ast.unparse(node)}")
+    assert offenders == []
+    assert made == ["_log.py"]

@@ -4,9 +4,11 @@ Two formats (setting ``UPBIT_FANOUT_LOG_FORMAT``, option ``--log-format``), both
 ISO-8601 UTC timestamps with milliseconds (``2026-12-01T21:06:49.123Z``):
 
 ``text`` (default)
-    ``2026-12-01T21:06:49.123Z INFO    upbit_fanout.collector.service: collector ... starting``
+    ``2026-12-01T21:06:49.123Z INFO    upbit_fanout.collector [service]: collector ... starting``
+    (the logger, then the module that logged)
 ``json``
-    one JSON object per line: ``{"time", "level", "logger", "message"}``, plus ``"exception"``
+    one JSON object per line: ``{"time", "level", "logger", "module", "message"}``, plus
+    ``"exception"``
     (the formatted traceback) when there is one. For log shippers.
 """
 
@@ -45,6 +47,7 @@ class JsonFormatter(logging.Formatter):
             "time": iso_time(record.created),
             "level": record.levelname,
             "logger": record.name,
+            "module": record.module,
             "message": record.getMessage(),
         }
         if record.exc_info:
@@ -62,7 +65,7 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> No
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(IsoFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(IsoFormatter("%(asctime)s %(levelname)-7s %(name)s [%(module)s]: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

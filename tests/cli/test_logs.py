@@ -36,4 +36,21 @@ def test_the_json_format_is_one_object_with_the_exception() -> None:
     body = json.loads(JsonFormatter().format(record(exc=True)))
     assert body["time"] == "2025-12-01T21:06:49.123Z"
     assert (body["level"], body["logger"], body["message"]) == ("WARNING", "upbit_fanout.x", "n=3")
+    assert body["module"] == "f"  # the module that logged (one logger serves a whole package)
     assert "ValueError: boom" in body["exception"]
+
+
+def test_the_command_line_names_the_module_after_the_package_logger() -> None:
+    from upbit_fanout.logs import configure_logging  # noqa: PLC0415
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", "text")
+        formatter = root.handlers[0].formatter
+        assert formatter is not None
+        line = formatter.format(record())
+        assert line == "2025-12-01T21:06:49.123Z WARNING upbit_fanout.x [f]: n=3"
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

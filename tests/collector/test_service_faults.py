@@ -172,7 +172,7 @@ async def test_redis_going_away_keeps_the_upstream_and_is_reported_when_back(
     redis_server_factory: Callable[[], RedisServer],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="collector")
+    caplog.set_level(logging.WARNING, logger="upbit_fanout.collector")
     server: RedisServer = redis_server_factory()
     r = aioredis.Redis.from_url(server.url)
     try:

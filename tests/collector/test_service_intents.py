@@ -154,7 +154,7 @@ def locked_redis_url() -> object:
 async def test_when_config_is_refused_it_says_so_once_and_relies_on_the_sweep(
     keys: Keys, emu: Emulator, locked_redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="collector")
+    caplog.set_level(logging.WARNING, logger="upbit_fanout.collector")
     async with running_collector(locked_redis_url, keys, emu.public_url, sweep_interval=0.3) as c:
         await until(lambda: c.tracker.loaded)
         assert not c.tracker.notifications
@@ -173,7 +173,7 @@ async def test_invalid_intents_are_never_sent_and_are_reported(
     real_redis_url: str, keys: Keys, emu: Emulator, r: aioredis.Redis,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    caplog.set_level(logging.WARNING, logger="collector")
+    caplog.set_level(logging.WARNING, logger="upbit_fanout.collector")
     bad = ["ticker:krw-btc", "bogus:KRW-BTC", "orderbook:KRW-BTC.7", "myAsset:KRW-BTC"]
     async with running_collector(real_redis_url, keys, emu.public_url) as c:
         await r.sadd(keys.intents("sloppy"), "ticker:KRW-BTC", *bad)
