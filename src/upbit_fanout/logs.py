@@ -23,6 +23,7 @@ from typing import Literal
 __all__ = ["IsoFormatter", "JsonFormatter", "configure_logging", "iso_time"]
 
 LogFormat = Literal["text", "json"]
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(module)s]: %(message)s"
 
 
 def iso_time(created: float) -> str:
@@ -65,7 +66,7 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> No
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(IsoFormatter("%(asctime)s %(levelname)-7s %(name)s [%(module)s]: %(message)s"))
+        handler.setFormatter(IsoFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
