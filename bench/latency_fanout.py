@@ -630,7 +630,12 @@ class Session:
         hello = sender.json(30)
         if self.kind != "direct":
             env = {k: v for k, v in os.environ.items() if not k.startswith("UPBIT_FANOUT_")}
-            env.update(UPBIT_FANOUT_KEY_PREFIX=self.prefix, UPBIT_FANOUT_LOG_LEVEL="WARNING")
+            env.update(
+                UPBIT_FANOUT_KEY_PREFIX=self.prefix,
+                UPBIT_FANOUT_LOG_LEVEL="WARNING",
+                UPBIT_FANOUT_UPSTREAM_TRANSPORT=opts.collector_transport,
+                UPBIT_FANOUT_EVENT_LOOP=opts.collector_loop,
+            )
             cli = [sys.executable, "-m", "upbit_fanout.cli"]
             if opts.profile_collector:
                 cli = [sys.executable, "-m", "cProfile", "-o", opts.profile_collector, *cli[1:]]
@@ -1184,6 +1189,8 @@ def orchestrate(opts: argparse.Namespace) -> int:
                 "firehose_seconds",
                 "direct_rate",
                 "direct_seconds",
+                "collector_transport",
+                "collector_loop",
             )
         },
         "note": "shared 2-core machine: other sessions' tests may run at the same time and use "
@@ -1297,6 +1304,18 @@ def main() -> int:
         help="skip the direct run at --rate with 10 consumers (Redis + client only)",
     )
     parser.add_argument("--compression", choices=["deflate", "none"], default="deflate")
+    parser.add_argument(
+        "--collector-transport",
+        choices=["websockets", "picows"],
+        default="websockets",
+        help="the collector's upstream transport (UPBIT_FANOUT_UPSTREAM_TRANSPORT)",
+    )
+    parser.add_argument(
+        "--collector-loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the collector's event loop (UPBIT_FANOUT_EVENT_LOOP)",
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--drain-timeout", type=float, default=20.0)
