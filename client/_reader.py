@@ -501,7 +501,7 @@ class Reader:
                     pipe.execute_command("GET", self._keys.last(name), **{NEVER_DECODE: True})
                 values = await pipe.execute()
         else:
-            values = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+            values = await self._redis.execute_command(  # type: ignore[no-untyped-call, unused-ignore]
                 "MGET", *(self._keys.last(name) for name, _ in topics), **{NEVER_DECODE: True}
             )
         for (name, topic), value in zip(topics, values, strict=True):

@@ -67,7 +67,7 @@ async def transaction(redis: Redis, queue: Queue, *, fence: Fence | None = None)
             holder = await pipe.get(key)
             if holder != value:
                 raise LeaseLost(holder if isinstance(holder, bytes) else None)
-            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.multi()  # type: ignore[no-untyped-call, unused-ignore]
         queued = queue(pipe)
         if inspect.isawaitable(queued):
             await queued
