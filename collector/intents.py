@@ -793,6 +793,9 @@ class IntentTracker:
         self._leases: dict[str, tuple[float, bytes]] = {}
         self._due: list[tuple[float, str]] = []
         self._lost_notifications = 0
+        # The run loop's subscription while its own pass runs (a pass called by anyone else
+        # must not read it: one reader per connection).
+        self._listening: PubSub | NodesPubSub | None = None
         self.lease_checks = 0
         """Keys whose lease a light pass checked (PTTL) because it had run out."""
         self.loaded = False
@@ -904,6 +907,7 @@ class IntentTracker:
             if chunk_changed:
                 changed = True
                 self._on_change()
+            await self._serve_waiting()
         if reread:
             changed |= await self._reread(reread)
         self.sweeps += 1
@@ -1024,6 +1028,7 @@ class IntentTracker:
                 changed = True
                 if notify:
                     self._on_change()
+            await self._serve_waiting()
         return changed
 
     def _apply(self, name: str, members: frozenset[str] | None, refusal: KeyRefusal | None) -> bool:
@@ -1284,22 +1289,11 @@ class IntentTracker:
                                 await _close_quietly(pubsub)
                                 pubsub = None
                                 continue
-                        if self._full_due():
-                            await self.sweep()
-                        elif await self.notifications_lost():
-                            self._lost_notifications += 1
-                            if self._lost_notifications in (1, 10) or not (
-                                self._lost_notifications % 100
-                            ):
-                                log.warning(
-                                    "keyspace notifications were turned off on Redis (%d times "
-                                    "so far); turning them on again and sweeping every key",
-                                    self._lost_notifications,
-                                )
-                            await self.enable_notifications()
-                            await self.sweep()
-                        else:
-                            await self.light_sweep()
+                        self._listening = pubsub  # its passes serve what arrives meanwhile
+                        try:
+                            await self._pass()
+                        finally:
+                            self._listening = None
                         next_sweep = loop.time() + self.sweep_interval
                     self._health.succeeded("intent tracker")
                     delays = backoff(*self._retry)
@@ -1315,6 +1309,24 @@ class IntentTracker:
         finally:
             if pubsub is not None:
                 await _close_quietly(pubsub)
+
+    async def _pass(self) -> None:
+        """One pass over the keys: full when due, else light; full too when the notification
+        flags were turned off meanwhile (they are turned on again first)."""
+        if self._full_due():
+            await self.sweep()
+        elif await self.notifications_lost():
+            self._lost_notifications += 1
+            if self._lost_notifications in (1, 10) or not self._lost_notifications % 100:
+                log.warning(
+                    "keyspace notifications were turned off on Redis (%d times so far); "
+                    "turning them on again and sweeping every key",
+                    self._lost_notifications,
+                )
+            await self.enable_notifications()
+            await self.sweep()
+        else:
+            await self.light_sweep()
 
     def _full_due(self) -> bool:
         """A full sweep: before the first one, without notifications, after a reconnect, and
@@ -1339,14 +1351,33 @@ class IntentTracker:
                 if client_id is not None:
                     dirty.add(client_id)
         if dirty:
-            for _ in range(10_000):  # drain a burst, bounded so a flood cannot starve the sweep
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
-                if message is None:
-                    break
-                client_id = self._client_of(message)
-                if client_id is not None:
-                    dirty.add(client_id)
+            dirty |= await self._waiting(pubsub)
         return dirty
+
+    async def _waiting(self, pubsub: PubSub | NodesPubSub) -> set[str]:
+        """The clients named by the messages already received (none waited for), at most
+        10,000 messages: a flood cannot starve the pass."""
+        dirty: set[str] = set()
+        for _ in range(10_000):
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
+            if message is None:
+                break
+            client_id = self._client_of(message)
+            if client_id is not None:
+                dirty.add(client_id)
+        return dirty
+
+    async def _serve_waiting(self) -> None:
+        """Between two chunks of a pass: re-read the clients whose change was announced
+        meanwhile, so that a new intent never waits for a pass over 10,000 keys (a full sweep,
+        or a light pass when many leases ran out at once). Not before the first sweep ended
+        (the first plan is made from the whole view)."""
+        pubsub = self._listening
+        if pubsub is None or not self.loaded:
+            return
+        dirty = await self._waiting(pubsub)
+        if dirty:
+            await self.refresh(dirty)
 
 
 async def _close_quietly(pubsub: PubSub | NodesPubSub) -> None:

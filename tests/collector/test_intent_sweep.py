@@ -3,13 +3,14 @@ changes. Real Redis (multi-key Lua), the emulator for the delivery test."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 import redis.asyncio as aioredis
 
 from tests.collector.service_support import running_collector
-from tests.helpers import until
+from tests.helpers import scaled, until
 from upbit_fanout.collector.intents import IntentTracker
 from upbit_fanout.collector.status import RedisHealth, Status
 from upbit_fanout.emulator import Emulator
@@ -154,3 +155,37 @@ async def test_a_refresh_of_one_client_touches_only_that_client(
     }
     assert not await tracker.refresh(["c4"])  # re-read, unchanged: no change reported
     assert tracker.take_changes() == set()
+
+
+@pytest.mark.slow
+async def test_a_new_intent_is_served_between_the_chunks_of_a_long_pass(
+    real_redis_url: str,
+    keys: Keys,
+    emu: Emulator,
+    r: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass over thousands of keys takes a while (here 15 chunks made 0.1 s slower each); an
+    intent announced meanwhile is read between two chunks, not after the whole pass."""
+    await _write_clients(r, keys, 3000, "ticker:KRW-BTC")
+    async with running_collector(real_redis_url, keys, emu.public_url, sweep_interval=0.2) as c:
+        await c.wait_subscribed(lambda union: union == {"ticker:KRW-BTC"}, timeout=30)
+        tracker = c.tracker
+        tracker.full_sweep_every = 1  # every pass is a full one
+        read = tracker._read
+        chunk_started = asyncio.Event()
+
+        async def slow(intent_keys: list[bytes]) -> dict[bytes, object]:
+            if len(intent_keys) > 1:  # a pass's chunk; one client's refresh reads one key
+                chunk_started.set()
+                await asyncio.sleep(0.1)
+            return await read(intent_keys)  # type: ignore[return-value]
+
+        monkeypatch.setattr(tracker, "_read", slow)
+        chunk_started.clear()
+        await chunk_started.wait()  # a pass has begun: 1.5 s of it lie ahead
+        started = time.monotonic()
+        await r.sadd(keys.intents("late"), "trade:KRW-ETH")
+        await r.pexpire(keys.intents("late"), 60_000)
+        await c.wait_subscribed(lambda union: "trade:KRW-ETH" in union, timeout=5)
+        assert time.monotonic() - started < scaled(0.8)
