@@ -410,6 +410,8 @@ async def test_a_rate_limit_error_and_close_are_read_in_order(
 async def test_the_collector_command_over_wss_with_each_transport(
     case: tuple[str, str | None, str], real_redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
+    """The real command follows a ``wss://`` upstream trusted through ``SSL_CERT_FILE`` (as it
+    would trust Upbit's), with each transport, deflate on and off, and reports the upstream."""
     transport, compression, loop = case
     if not COMMAND.exists():
         pytest.skip("the upbit-fanout command is not installed")
@@ -437,6 +439,7 @@ async def test_the_collector_command_over_wss_with_each_transport(
                     while await r.get(keys.last("ticker:KRW-BTC")) is None:  # noqa: ASYNC110
                         await asyncio.sleep(0.1)
                 negotiated = [not c.raw for c in emu.connections]  # raw: no deflate
+                assert (await r.hget(keys.status, "upstream")) == emu.public_url.encode()
             finally:
                 collector.terminate()
                 _, stderr = await asyncio.wait_for(collector.communicate(), 15)

@@ -17,12 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
-from tests.helpers import COMMAND, command_env
+from tests.helpers import COMMAND
 from upbit_fanout.emulator import Emulator
-from upbit_fanout.subscriptions.keys import Keys
 
 SUBSCRIBE = json.dumps([{"ticket": "tls"}, {"type": "ticker", "codes": ["KRW-BTC"]}])
 
@@ -113,37 +111,3 @@ async def test_the_command_prints_a_wss_url_and_an_unmodified_client_trusts_it_b
     finally:
         emulator.terminate()
         await asyncio.wait_for(emulator.wait(), 15)
-
-
-async def test_the_collector_follows_a_wss_upstream_trusted_through_ssl_cert_file(
-    real_redis_url: str, keys: Keys, tmp_path: Path
-) -> None:
-    if not COMMAND.exists():
-        pytest.skip("the upbit-fanout command is not installed")
-    r = aioredis.Redis.from_url(real_redis_url)
-    try:
-        async with Emulator(port=0, seed=4, rate=200, tls=True) as emu:
-            assert emu.certificates is not None
-            ca = emu.certificates.write_ca(tmp_path / "ca.pem")
-            env = command_env(key_prefix=keys.prefix, sweep_interval="0.3")
-            env["SSL_CERT_FILE"] = str(ca)
-            await r.sadd(keys.intents("tls"), "ticker:KRW-BTC")
-            await r.expire(keys.intents("tls"), 30)
-            collector = await asyncio.create_subprocess_exec(
-                str(COMMAND), "collector", "--redis-url", real_redis_url,
-                "--upstream", emu.public_url,
-                env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
-            try:
-                async with asyncio.timeout(20):
-                    while await r.get(keys.last("ticker:KRW-BTC")) is None:  # noqa: ASYNC110
-                        await asyncio.sleep(0.1)
-                assert (await r.hget(keys.status, "upstream")) == emu.public_url.encode()
-            finally:
-                collector.terminate()
-                _, stderr = await asyncio.wait_for(collector.communicate(), 15)
-            assert b"Traceback" not in stderr, stderr.decode()
-    finally:
-        async for key in r.scan_iter(match=f"{keys.prefix}:*"):
-            await r.delete(key)
-        await r.aclose()
