@@ -33,12 +33,11 @@ from collections.abc import Iterable
 from typing import Any, Final, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from upbit_fanout.client._errors import ClientError
-from upbit_fanout.client._link import Accept
+from upbit_fanout.client._link import Accept, PubSubConnection
 
 try:
     import hiredis
@@ -66,10 +65,6 @@ _NOT_ENOUGH: Final = object()  # hiredis' "no complete reply yet" (False is a RE
 
 def hiredis_available() -> bool:
     return _HIREDIS
-
-
-async def _passthrough(response: Any) -> Any:
-    return response
 
 
 class _Reader(asyncio.BufferedProtocol):
@@ -226,37 +221,21 @@ def _take_over(conn: AbstractConnection, buffer_size: int) -> _Reader:
     return reader
 
 
-class HiredisLink:
+class HiredisLink(PubSubConnection):
     """The default :class:`client._link.Link`: see the module docstring."""
 
     def __init__(self, redis: Redis, *, buffer_size: int = BUFFER_SIZE) -> None:
         if not _HIREDIS:  # pragma: no cover - see _link_class()
             raise ClientError("the hiredis pub/sub reader needs the hiredis package")
-        self._pubsub: PubSub = redis.pubsub(push_handler_func=_passthrough)
+        super().__init__(redis)
         self._buffer_size = buffer_size
-        self._conn: AbstractConnection | None = None
         self._reader: _Reader | None = None
-        self._connects = 0
-        self.channels: frozenset[str] = frozenset()
-
-    @property
-    def replaced(self) -> bool:
-        return self._connects > 0
 
     async def open(self, channels: Iterable[str]) -> None:
-        names = list(channels)
-        if not names:
-            raise ValueError("a pub/sub link needs at least one channel")
-        await self._pubsub.connect()  # type: ignore[no-untyped-call, unused-ignore]
-        conn = cast(AbstractConnection, self._pubsub.connection)
-        conn.register_connect_callback(self._on_connect)  # type: ignore[no-untyped-call, unused-ignore]
-        self._conn = conn
+        conn, names = await self._connect(channels)
         self._reader = _take_over(conn, self._buffer_size)
         self._reader.write(conn.pack_command("SUBSCRIBE", *names))
         self.channels = frozenset(names)
-
-    def _on_connect(self, connection: AbstractConnection) -> None:
-        self._connects += 1  # registered after the first connect: a reconnect behind our back
 
     async def send(self, *args: str | bytes | int) -> None:
         reader, conn = self._reader, self._conn
@@ -282,6 +261,4 @@ class HiredisLink:
         """Abort the socket (never waits on a dead peer) and give the connection back."""
         if self._reader is not None:
             self._reader.abort()
-        if self._conn is not None:
-            self._conn.deregister_connect_callback(self._on_connect)  # type: ignore[no-untyped-call, unused-ignore]
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+        await self._release()

@@ -132,8 +132,9 @@ class ReadLoop:
             self._gate.set()
 
 
-class PubSubLink(ReadLoop):
-    """A subscribed connection: :meth:`open`, :meth:`send`, :meth:`read`, :meth:`close`."""
+class PubSubConnection:
+    """What both links do with redis-py's pub/sub connection: make it (logged in, the current
+    Sentinel primary, ...) and notice when redis-py re-established it underneath us."""
 
     def __init__(self, redis: Redis) -> None:
         # A handler of our own for RESP3/hiredis push replies: redis-py's default one formats
@@ -142,15 +143,15 @@ class PubSubLink(ReadLoop):
         self._conn: AbstractConnection | None = None
         self._connects = 0
         self.channels: frozenset[str] = frozenset()
-        """The channels subscribed by :meth:`open`."""
+        """The channels subscribed by ``open``."""
 
     @property
     def replaced(self) -> bool:
         """True once the connection was re-established underneath us (subscriptions lost)."""
         return self._connects > 0
 
-    async def open(self, channels: Iterable[str]) -> None:
-        """Connect and send SUBSCRIBE for ``channels`` (at least one)."""
+    async def _connect(self, channels: Iterable[str]) -> tuple[AbstractConnection, list[str]]:
+        """Connect and watch for reconnects; ``channels`` (at least one) as a list."""
         names = list(channels)
         if not names:
             raise ValueError("a pub/sub link needs at least one channel")
@@ -159,12 +160,28 @@ class PubSubLink(ReadLoop):
         conn = cast(AbstractConnection, self._pubsub.connection)
         conn.register_connect_callback(self._on_connect)  # type: ignore[no-untyped-call, unused-ignore]
         self._conn = conn
-        await conn.send_command("SUBSCRIBE", *names, check_health=False)
-        self.channels = frozenset(names)
+        return conn, names
 
     def _on_connect(self, connection: AbstractConnection) -> None:
         # Registered after the first connect: any call means a reconnect behind our back.
         self._connects += 1
+
+    async def _release(self) -> None:
+        """Stop watching and give the connection back to the pool."""
+        conn = self._conn
+        if conn is not None:
+            conn.deregister_connect_callback(self._on_connect)  # type: ignore[no-untyped-call, unused-ignore]
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+
+
+class PubSubLink(PubSubConnection, ReadLoop):
+    """A subscribed connection: :meth:`open`, :meth:`send`, :meth:`read`, :meth:`close`."""
+
+    async def open(self, channels: Iterable[str]) -> None:
+        """Connect and send SUBSCRIBE for ``channels`` (at least one)."""
+        conn, names = await self._connect(channels)
+        await conn.send_command("SUBSCRIBE", *names, check_health=False)
+        self.channels = frozenset(names)
 
     async def send(self, *args: str | bytes | int) -> None:
         """Send a command (SUBSCRIBE, UNSUBSCRIBE, PING) without waiting for its reply."""
@@ -199,7 +216,4 @@ class PubSubLink(ReadLoop):
 
     async def close(self) -> None:
         """Drop the connection (never waits on a dead peer) and give it back to the pool."""
-        conn = self._conn
-        if conn is not None:
-            conn.deregister_connect_callback(self._on_connect)  # type: ignore[no-untyped-call, unused-ignore]
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+        await self._release()
