@@ -189,6 +189,9 @@ class StallMonitor:
         self._gc_started = 0.0
         gc.callbacks.append(self._gc)
         self._main = threading.get_ident()
+        # The sampler sleeps on this while the task is stopped: its 500 wake-ups a second cost
+        # the worker about as much CPU as the idle collector it measures.
+        self._active = threading.Event()
         threading.Thread(target=self._watch, daemon=True, name="stall-sampler").start()
 
     def _gc(self, phase: str, info: dict[str, int]) -> None:
@@ -199,6 +202,7 @@ class StallMonitor:
 
     def _watch(self) -> None:
         while True:
+            self._active.wait()
             time.sleep(0.002)
             since = self.last_tick
             if not since or since in self._flagged or time.monotonic() - since < 0.010:
@@ -229,6 +233,7 @@ class StallMonitor:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+        self._active.set()
 
     def reset(self) -> None:
         self.late = []
@@ -252,6 +257,7 @@ class StallMonitor:
         }
 
     async def stop(self) -> None:
+        self._active.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -261,8 +267,8 @@ class StallMonitor:
 
 
 async def window(seconds: float, monitor: StallMonitor, published: Any) -> dict[str, Any]:
-    """CPU share over ``seconds`` with the stall monitor stopped (its own 200 wake-ups a second
-    would count), then the stalls over another ``seconds`` with it running."""
+    """CPU share over ``seconds`` with the stall monitor stopped (its task's 200 wake-ups a second
+    and its sampler's 500 would count), then the stalls over another ``seconds`` with it running."""
     await monitor.stop()
     wall, cpu, events = time.monotonic(), time.process_time(), published()
     await asyncio.sleep(seconds)
