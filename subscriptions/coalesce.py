@@ -1,0 +1,114 @@
+"""Read coalescing: rest a busy socket's reading for a moment, so one wake-up reads many events.
+
+At a few thousand events per second spread over time, every event arrives in a socket read of its
+own, and every read costs a whole event-loop wake-up (the ``epoll`` return, the read, the
+callbacks, the task it wakes): on a small VM that wake-up, not the event, is most of a process's
+CPU (``bench/consumer_cost.py``, the ``floor`` rows). :class:`ReadCoalescer` trades a bounded
+delay for fewer wake-ups, as a network card's interrupt moderation does:
+
+- a read that comes **less than two intervals** after the previous one means the stream is busy:
+  reading is paused for one ``interval`` (``pause``), then resumed (``resume``) by a timer, and
+  the next read takes whatever arrived meanwhile, in one go;
+- a read after a longer quiet is handed over at once and rests nothing: a lone event, or a
+  stream slower than one event per two intervals, never waits.
+
+So no event waits longer than ``interval`` for being coalesced, and a quiet stream pays nothing.
+``interval`` 0 turns it off (the default everywhere). The owner of the socket may pause reading
+for reasons of its own (backpressure, a drain in chunks): ``held`` says so, and the timer then
+leaves the socket paused, and the owner must not resume it while :attr:`ReadCoalescer.resting`.
+
+The timer is the event loop's (``call_later``): uvloop's timers count whole milliseconds, so there
+an interval below 1 ms rests for no time at all. This module only schedules that callback on the
+caller's loop; it opens nothing and runs no task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["MAX_READ_COALESCE", "ReadCoalescer", "check_interval"]
+
+MAX_READ_COALESCE: Final = 0.1
+"""The longest rest allowed (s): coalescing is for wake-ups, not for batching by the second."""
+
+
+def check_interval(interval: float, name: str = "read_coalesce") -> float:
+    """``interval`` as a float, or ``ValueError`` naming the setting when it is out of range."""
+    value = float(interval)
+    if not 0.0 <= value <= MAX_READ_COALESCE:  # NaN fails both comparisons
+        raise ValueError(
+            f"{name} must be between 0 (off) and {MAX_READ_COALESCE} s, not {interval!r}"
+        )
+    return value
+
+
+class ReadCoalescer:
+    """Decides, after every read of one socket, whether its reading rests (see the module)."""
+
+    __slots__ = (
+        "_held",
+        "_last",
+        "_loop",
+        "_pause",
+        "_resume",
+        "_timer",
+        "_window",
+        "interval",
+        "rests",
+    )
+
+    def __init__(
+        self,
+        interval: float,
+        pause: Callable[[], object],
+        resume: Callable[[], object],
+        *,
+        held: Callable[[], bool] = lambda: False,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.interval = check_interval(interval)
+        self._window = 2 * self.interval
+        self._pause = pause
+        self._resume = resume
+        self._held = held
+        self._loop = loop
+        self._last = -1e18  # monotonic time of the previous read
+        self._timer: asyncio.TimerHandle | None = None
+        self.rests = 0
+        """How many times reading rested (for tests and metrics)."""
+
+    @property
+    def resting(self) -> bool:
+        """True while reading is paused by this coalescer (the owner must not resume it)."""
+        return self._timer is not None
+
+    def after_read(self) -> None:
+        """Call once per socket read, after its events were handed over."""
+        interval = self.interval
+        if not interval:
+            return
+        now = time.monotonic()
+        busy = now - self._last < self._window
+        self._last = now
+        if not busy or self._timer is not None or self._held():
+            return
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._pause()
+        self._timer = loop.call_later(interval, self._wake)
+        self.rests += 1
+
+    def _wake(self) -> None:
+        self._timer = None
+        if not self._held():
+            self._resume()
+
+    def cancel(self) -> None:
+        """Forget a pending rest without resuming (the socket is closing or closed)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
