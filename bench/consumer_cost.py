@@ -27,6 +27,9 @@ kept:
 - ``fanout-data`` / ``fanout-typed``: ``async for`` and ``item.data`` / ``item.typed``: what
   decoding costs on top;
 - ``fanout-redis-py``: ``FanoutClient(..., pubsub_reader="redis-py")``, the previous reader;
+- ``fanout-coalesce``: ``FanoutClient(..., read_coalesce=--coalesce)`` (1 ms by default), reading
+  resting that long after a read that came soon after the previous one (subscriptions/
+  coalesce.py): fewer wake-ups for up to that much added latency;
 - ``redis-py``: raw redis-py asyncio, ``await pubsub.get_message(timeout=None)`` in a loop (the
   baseline that every number is compared with);
 - ``floor``: no client at all, a bare asyncio BufferedProtocol with hiredis' Reader counting
@@ -79,8 +82,10 @@ VARIANTS = [
     "fanout-data",
     "fanout-typed",
     "fanout-redis-py",
+    "fanout-coalesce",
     "redis-py",
     "fanout-uvloop",
+    "fanout-coalesce-uvloop",
     "fanout-batches-uvloop",
     "redis-py-uvloop",
     "floor",
@@ -194,7 +199,11 @@ async def consume(opts: argparse.Namespace) -> dict[str, Any]:
 
         reader = "redis-py" if variant == "fanout-redis-py" else "auto"
         async with FanoutClient(
-            opts.redis_url, key_prefix=opts.prefix, pubsub_reader=reader, queue_size=100_000
+            opts.redis_url,
+            key_prefix=opts.prefix,
+            pubsub_reader=reader,
+            queue_size=100_000,
+            read_coalesce=opts.coalesce if variant == "fanout-coalesce" else 0.0,
         ) as client:
             await client.subscribe(TOPIC)
             await asyncio.sleep(0.2)  # the SUBSCRIBE is sent; let its confirmation arrive
@@ -349,6 +358,7 @@ def measure(
         f"--warm={warm}",
         f"--timeout={opts.seconds * 3 + 10}",
         f"--redis-url={opts.redis_url}",
+        f"--coalesce={opts.coalesce}",
     ]
     if opts.profile:
         args.append(f"--profile={opts.profile}.{variant}")
@@ -400,6 +410,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         "fanout-batches-uvloop": ("C2", "--", "s"),
         "fanout-data": ("C4", ":", "^"),
         "fanout-redis-py": ("C1", "-", "v"),
+        "fanout-coalesce": ("C5", "-", "D"),
+        "fanout-coalesce-uvloop": ("C5", "--", "D"),
         "redis-py": ("C3", "-", "x"),
         "redis-py-uvloop": ("C3", "--", "x"),
         "floor": ("0.55", ":", "."),
@@ -509,6 +521,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", type=lambda t: t.split(","), default=VARIANTS)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--coalesce",
+        type=float,
+        default=0.001,
+        help="read_coalesce of the fanout-coalesce variants (s)",
+    )
     parser.add_argument(
         "--plot-only", action="store_true", help="redraw the plot from the JSON of the last run"
     )

@@ -30,6 +30,7 @@ from upbit_fanout.client._items import Event, Gap, Item, Notice
 from upbit_fanout.client._log import log
 from upbit_fanout.client._streams import PrivateStream, StreamGroup, StreamItem
 from upbit_fanout.client._util import default_client_id
+from upbit_fanout.subscriptions.coalesce import check_interval
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.topics import Topic
 
@@ -72,6 +73,7 @@ class BlockingClient:
         max_outage: float | None = None,
         close_timeout: float = 5.0,
         pubsub_reader: PubSubReader = "auto",
+        read_coalesce: float = 0.0,
         call_timeout: float = 30.0,
     ) -> None:
         self._redis_arg = redis
@@ -88,6 +90,7 @@ class BlockingClient:
             "max_outage": max_outage,
             "close_timeout": close_timeout,
             "pubsub_reader": pubsub_reader,
+            "read_coalesce": check_interval(read_coalesce),
         }
         Keys(key_prefix).intents(self._options["client_id"])  # a bad id or prefix fails here
         self._call_timeout = call_timeout

@@ -24,6 +24,12 @@ waits for a close it would not hear of.
 Commands (SUBSCRIBE, UNSUBSCRIBE, PING) are packed by the connection (``pack_command``, the
 same encoder as redis-py) and written on the transport; their replies come back among the
 messages. Backpressure is the transport's: :meth:`HiredisLink.pause` stops reading the socket.
+
+``read_coalesce`` (``FanoutClient(read_coalesce=...)``, off by default): after a read that came
+soon after the previous one, reading rests that long, so that one wake-up reads every message
+that arrived meanwhile (:mod:`subscriptions.coalesce`). Three parties may pause the socket: the
+owner (backpressure), the reader itself (replies that arrived before anyone runs) and the
+coalescer; it reads again only when none of them holds it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from upbit_fanout.client._errors import ClientError
 from upbit_fanout.client._link import Accept, PubSubConnection
+from upbit_fanout.subscriptions.coalesce import ReadCoalescer, check_interval
 
 try:
     import hiredis
@@ -75,6 +82,7 @@ class _Reader(asyncio.BufferedProtocol):
         transport: asyncio.Transport,
         stream_protocol: asyncio.BaseProtocol,
         buffer_size: int,
+        read_coalesce: float = 0.0,
     ) -> None:
         self._transport = transport
         self._stream_protocol = stream_protocol
@@ -87,6 +95,14 @@ class _Reader(asyncio.BufferedProtocol):
         self._paused = False  # by the owner (backpressure)
         self._parked = False  # by us: replies arrived while nobody runs
         self._lost = False
+        self._coalescer: ReadCoalescer | None = None
+        if read_coalesce:
+            self._coalescer = ReadCoalescer(
+                read_coalesce,
+                transport.pause_reading,
+                self._resume_reading,
+                held=self._held,
+            )
 
     # -- asyncio.BufferedProtocol -------------------------------------------------------------
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -122,12 +138,17 @@ class _Reader(asyncio.BufferedProtocol):
         except Exception as exc:  # a bug in accept: fail loudly, not a reconnect loop
             self._finish(exc)
             self._transport.abort()
+            return
+        if self._coalescer is not None:
+            self._coalescer.after_read()
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._coalescer is not None:
+            self._coalescer.cancel()
         self._finish(
             RedisConnectionError(
                 "Redis closed the pub/sub connection"
@@ -137,6 +158,18 @@ class _Reader(asyncio.BufferedProtocol):
         )
         # redis-py's disconnect() waits on this protocol's close; always a clean one for it.
         self._stream_protocol.connection_lost(None)
+
+    # -- who holds reading paused ----------------------------------------------------------------
+    def _held(self) -> bool:
+        """Reading stays paused for the owner, for early replies, or on a closing socket."""
+        return self._paused or self._parked or self.closing
+
+    def _resting(self) -> bool:
+        return self._coalescer is not None and self._coalescer.resting
+
+    def _resume_reading(self) -> None:
+        if not self._held():
+            self._transport.resume_reading()
 
     # -- for HiredisLink ----------------------------------------------------------------------
     def _finish(self, error: BaseException) -> None:
@@ -163,14 +196,14 @@ class _Reader(asyncio.BufferedProtocol):
     def pause(self) -> None:
         if not self._paused:
             self._paused = True
-            if not self._parked:
+            if not self._parked and not self._resting():
                 self._transport.pause_reading()
 
     def resume(self) -> None:
         if self._paused:
             self._paused = False
-            if not self._parked and not self._transport.is_closing():
-                self._transport.resume_reading()
+            if not self._resting():
+                self._resume_reading()
 
     async def run(self, accept: Accept) -> None:
         self._accept = accept
@@ -180,8 +213,8 @@ class _Reader(asyncio.BufferedProtocol):
                 accept(early)
             if self._parked:
                 self._parked = False
-                if not self._paused and not self._transport.is_closing():
-                    self._transport.resume_reading()
+                if not self._resting():
+                    self._resume_reading()
             if not self._done.done():
                 await asyncio.shield(self._done)
             error = self._error
@@ -192,10 +225,17 @@ class _Reader(asyncio.BufferedProtocol):
 
     def abort(self) -> None:
         self._finish(RedisConnectionError("pub/sub connection closed"))
+        if self._coalescer is not None:
+            self._coalescer.cancel()
         self._transport.abort()
 
+    @property
+    def rests(self) -> int:
+        """How many times reading rested to coalesce (0 with ``read_coalesce`` off)."""
+        return self._coalescer.rests if self._coalescer is not None else 0
 
-def _take_over(conn: AbstractConnection, buffer_size: int) -> _Reader:
+
+def _take_over(conn: AbstractConnection, buffer_size: int, read_coalesce: float) -> _Reader:
     """Put a :class:`_Reader` on ``conn``'s transport (connected and authenticated by redis-py)."""
     writer = getattr(conn, "_writer", None)
     stream = getattr(conn, "_reader", None)
@@ -215,7 +255,7 @@ def _take_over(conn: AbstractConnection, buffer_size: int) -> _Reader:
     if stream.at_eof():
         raise RedisConnectionError("Redis closed the pub/sub connection")
     leftover = bytes(getattr(stream, "_buffer", b""))
-    reader = _Reader(cast(asyncio.Transport, transport), protocol, buffer_size)
+    reader = _Reader(cast(asyncio.Transport, transport), protocol, buffer_size, read_coalesce)
     transport.set_protocol(reader)
     reader.feed(leftover)
     return reader
@@ -224,16 +264,19 @@ def _take_over(conn: AbstractConnection, buffer_size: int) -> _Reader:
 class HiredisLink(PubSubConnection):
     """The default :class:`client._link.Link`: see the module docstring."""
 
-    def __init__(self, redis: Redis, *, buffer_size: int = BUFFER_SIZE) -> None:
+    def __init__(
+        self, redis: Redis, *, buffer_size: int = BUFFER_SIZE, read_coalesce: float = 0.0
+    ) -> None:
         if not _HIREDIS:  # pragma: no cover - see _link_class()
             raise ClientError("the hiredis pub/sub reader needs the hiredis package")
         super().__init__(redis)
         self._buffer_size = buffer_size
+        self._read_coalesce = check_interval(read_coalesce)
         self._reader: _Reader | None = None
 
     async def open(self, channels: Iterable[str]) -> None:
         conn, names = await self._connect(channels)
-        self._reader = _take_over(conn, self._buffer_size)
+        self._reader = _take_over(conn, self._buffer_size, self._read_coalesce)
         self._reader.write(conn.pack_command("SUBSCRIBE", *names))
         self.channels = frozenset(names)
 
@@ -248,6 +291,11 @@ class HiredisLink(PubSubConnection):
         if reader is None:
             raise RedisConnectionError("pub/sub connection is not open")
         await reader.run(accept)
+
+    @property
+    def rests(self) -> int:
+        """How many times reading rested to coalesce (0 with ``read_coalesce`` off)."""
+        return self._reader.rests if self._reader is not None else 0
 
     def pause(self) -> None:
         if self._reader is not None:

@@ -88,6 +88,11 @@ class Link(Protocol):
 
     def resume(self) -> None: ...
 
+    @property
+    def rests(self) -> int:
+        """How many times reading rested to coalesce reads (``read_coalesce``; 0 when off)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -130,6 +135,11 @@ class ReadLoop:
     def resume(self) -> None:
         if self._gate is not None:
             self._gate.set()
+
+    @property
+    def rests(self) -> int:
+        """Always 0: a link that awaits one reply at a time does not coalesce its reads."""
+        return 0
 
 
 class PubSubConnection:

@@ -23,6 +23,7 @@ effort: a link that is down is brought up to date by :meth:`Reader.run` when it 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections import deque
@@ -48,6 +49,7 @@ from upbit_fanout.client._items import Event, Gap, Notice
 from upbit_fanout.client._link import Link, PubSubLink
 from upbit_fanout.client._log import log
 from upbit_fanout.client._policy import GiveUp, Liveness, Outage
+from upbit_fanout.subscriptions.coalesce import check_interval
 from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of, follow_primary
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.tasks import stop_tasks
@@ -92,6 +94,7 @@ class Reader:
         max_outage: float | None,
         close_timeout: float,
         upstream_gaps: bool,
+        read_coalesce: float = 0.0,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -128,6 +131,9 @@ class Reader:
         self._reply_errors = 0
         self.reconnects = 0
         """Times the client lost Redis and came back (one :class:`Gap` each)."""
+        self._rests_closed = 0  # read rests of the links closed so far
+        self._read_coalesce = read_coalesce
+        self._said_no_coalesce = False
         self.upstream_gaps = 0
         """Collector gap notices reported as a :class:`Gap` (``upstream_gaps=True``)."""
 
@@ -159,11 +165,17 @@ class Reader:
     # -- the link -----------------------------------------------------------------------------
     async def open_link(self) -> Link:
         """A new link, subscribed to the notices and every topic's channel."""
-        link: Link = (
-            ClusterLink(self._redis, [self._notices_channel])
-            if self._cluster
-            else self._link_class(self._redis)
-        )
+        if self._cluster:
+            link: Link = ClusterLink(self._redis, [self._notices_channel])
+            if self._read_coalesce and not self._said_no_coalesce:
+                self._said_no_coalesce = True
+                log.info(
+                    "client %s: read_coalesce has no effect on a Redis Cluster (its node "
+                    "connections are read through redis-py)",
+                    self._client_id,
+                )
+        else:
+            link = self._link_class(self._redis)
         channels = [self._notices_channel, *(self._keys.channel(name) for name in self._topics)]
         try:
             await link.open(channels)
@@ -171,6 +183,12 @@ class Reader:
             await _close_link(link)
             raise
         return link
+
+    @property
+    def read_rests(self) -> int:
+        """How many times reading rested to coalesce reads, over every connection so far."""
+        link = self._link
+        return self._rests_closed + (link.rests if link is not None else 0)
 
     def adopt(self, link: Link) -> None:
         """The first link, opened by the client before it starts :meth:`run` with it."""
@@ -182,6 +200,7 @@ class Reader:
         link, self._link = self._link, None
         self.connected = False
         if link is not None:
+            self._rests_closed += link.rests
             await _close_link(link)
 
     async def run(self, first: Link) -> None:
@@ -247,6 +266,7 @@ class Reader:
             finally:
                 self.connected = False
                 self._link = None
+                self._rests_closed += link.rests
                 await _close_link(link)
             link = None
 
@@ -525,13 +545,22 @@ async def stop_client_tasks(tasks: list[asyncio.Task[None]], limit: float) -> No
         log.error("client task %s did not stop within %.1f s", task.get_name(), limit)
 
 
-def link_class(reader: PubSubReader) -> Callable[[Redis], Link]:
-    """The link for ``pubsub_reader`` (``"auto"``: hiredis when importable, else redis-py)."""
+def link_class(reader: PubSubReader, read_coalesce: float = 0.0) -> Callable[[Redis], Link]:
+    """The link for ``pubsub_reader`` (``"auto"``: hiredis when importable, else redis-py),
+    resting its reads ``read_coalesce`` seconds when busy (the hiredis link only)."""
+    read_coalesce = check_interval(read_coalesce)
     if reader == "redis-py":
+        if read_coalesce:
+            raise ValueError(
+                "read_coalesce needs the hiredis pub/sub reader (pubsub_reader='auto' or "
+                "'hiredis'), not 'redis-py'"
+            )
         return PubSubLink
     if reader not in ("auto", "hiredis"):
         raise ValueError(f"pubsub_reader must be 'auto', 'hiredis' or 'redis-py', not {reader!r}")
     if hiredis_available():
+        if read_coalesce:
+            return functools.partial(HiredisLink, read_coalesce=read_coalesce)
         return HiredisLink
     if reader == "hiredis":
         raise ClientError(
