@@ -397,6 +397,7 @@ async def consumer_role(opts: argparse.Namespace) -> tuple[dict[str, Any], list[
         key_prefix=opts.prefix,
         client_id=f"bench-{opts.index}",
         pubsub_reader="redis-py" if opts.reader == "redis-py" else "hiredis",
+        read_coalesce=opts.read_coalesce,
     ) as client:
         await client.subscribe(TOPIC)
         loop = asyncio.get_running_loop()
@@ -635,6 +636,7 @@ class Session:
                 UPBIT_FANOUT_LOG_LEVEL="WARNING",
                 UPBIT_FANOUT_UPSTREAM_TRANSPORT=opts.collector_transport,
                 UPBIT_FANOUT_EVENT_LOOP=opts.collector_loop,
+                UPBIT_FANOUT_READ_COALESCE=str(opts.collector_coalesce),
             )
             cli = [sys.executable, "-m", "upbit_fanout.cli"]
             if opts.profile_collector:
@@ -665,7 +667,7 @@ class Session:
                 raise RuntimeError("the tap subscriber did not start")
         for index in range(self.n):
             args = [*me, "--role", "consumer", "--mode", self.mode, "--index", str(index)]
-            args += ["--reader", self.reader]
+            args += ["--reader", self.reader, "--read-coalesce", str(opts.consumer_coalesce)]
             args += ["--out", str(self.tmp / f"c{index}.bin")]
             if index == 0 and opts.profile_consumer:
                 args = [sys.executable, "-m", "cProfile", "-o", opts.profile_consumer, *args[1:]]
@@ -1191,6 +1193,8 @@ def orchestrate(opts: argparse.Namespace) -> int:
                 "direct_seconds",
                 "collector_transport",
                 "collector_loop",
+                "collector_coalesce",
+                "consumer_coalesce",
             )
         },
         "note": "shared 2-core machine: other sessions' tests may run at the same time and use "
@@ -1316,6 +1320,18 @@ def main() -> int:
         default="asyncio",
         help="the collector's event loop (UPBIT_FANOUT_EVENT_LOOP)",
     )
+    parser.add_argument(
+        "--collector-coalesce",
+        type=float,
+        default=0.0,
+        help="the collector's read coalescing, s (UPBIT_FANOUT_READ_COALESCE; 0: off)",
+    )
+    parser.add_argument(
+        "--consumer-coalesce",
+        type=float,
+        default=0.0,
+        help="the consumers' FanoutClient(read_coalesce=...), s (0: off)",
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--drain-timeout", type=float, default=20.0)
@@ -1338,6 +1354,7 @@ def main() -> int:
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="payload", help=argparse.SUPPRESS)
     parser.add_argument("--reader", default="hiredis", help=argparse.SUPPRESS)
+    parser.add_argument("--read-coalesce", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     if "--quick" in sys.argv:  # shorter defaults; explicit flags still win
