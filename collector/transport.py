@@ -6,7 +6,9 @@ library. ``picows`` (:mod:`collector.transport_picows`, extra ``fast``) is a lea
 frame parser is C: less CPU per event on the collector's read path (bench/collector_throughput.py
 ``--transports``). Both hand the frames of one socket read to the sink in one call, negotiate
 permessage-deflate, ping the upstream and report a close the same way, so the upstream's
-decisions (reconnects, backoff classes, logging) do not know which one runs.
+decisions (reconnects, backoff classes, logging) do not know which one runs. Both can rest a busy
+socket's reading for ``read_coalesce`` seconds after a read (:mod:`subscriptions.coalesce`), so
+that one wake-up reads the frames of several; off (0) by default.
 
 A transport is the object :func:`load_transport` returns: ``connect()`` opens one socket and
 returns an :class:`UpstreamSocket`. A failed handshake raises what
@@ -68,6 +70,7 @@ class ConnectOptions:
     max_size: int = 16 * 1024 * 1024  # largest message accepted (after inflating)
     compression: bool = True  # offer permessage-deflate
     user_agent: str = "upbit-fanout"
+    read_coalesce: float = 0.0  # rest a busy socket's reading this long (s; 0: never)
 
 
 class UpstreamSocket(Protocol):
@@ -90,6 +93,11 @@ class UpstreamSocket(Protocol):
     async def read(self) -> None:
         """Return once the socket is closed. Frames normally reach the sink as they are parsed;
         a transport that queues some (websockets' fragmented messages) delivers them here."""
+        ...
+
+    @property
+    def read_rests(self) -> int:
+        """How many times read coalescing rested this socket's reading (0 when it is off)."""
         ...
 
     def detach(self) -> None:

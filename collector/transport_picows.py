@@ -14,7 +14,12 @@ What picows leaves to its user is done here:
 - a close frame from the server is answered and the socket closed;
 - keep-alive: picows pings every ``ping_interval`` s and disconnects when a pong is
   ``ping_timeout`` s late (at most ``ping_interval``: picows wants it before the next ping);
-  every pong is reported (``on_pong``).
+  every pong is reported (``on_pong``);
+- read coalescing (``read_coalesce``, :mod:`subscriptions.coalesce`): after a busy read, the
+  socket's reading rests for a moment (``pause_reading`` of the transport under picows), so the
+  next read takes several frames at once. The chunked hand-over of a big read pauses reading too:
+  each leaves the other's pause alone (the coalescer's timer does not resume while a drain runs,
+  the drain does not resume while the coalescer rests).
 
 Its handshake request (with a private stream's ``Authorization`` header) is logged at picows'
 debug level through an adapter that redacts credential headers.
@@ -45,6 +50,7 @@ from picows import (
 from upbit_fanout.collector._log import log
 from upbit_fanout.collector.deflate import OFFER, InflateError, Inflater, accepted
 from upbit_fanout.collector.transport import ConnectOptions, FrameSink, HandshakeError
+from upbit_fanout.subscriptions.coalesce import ReadCoalescer
 from upbit_fanout.subscriptions.redact import REDACTED
 
 __all__ = ["PicowsSocket", "PicowsTransport"]
@@ -88,6 +94,7 @@ class _Listener(WSListener):
         on_pong: Callable[[], None],
         inflater: Inflater | None,
         max_size: int,
+        read_coalesce: float = 0.0,
     ) -> None:
         super().__init__()
         self.sink: FrameSink | None = sink
@@ -102,9 +109,27 @@ class _Listener(WSListener):
         self.transport: WSTransport | None = None
         self.draining = False
         self._loop = asyncio.get_running_loop()
+        self.read_coalesce = read_coalesce
+        self.coalescer: ReadCoalescer | None = None
+        """Rests reading after busy reads (None: ``read_coalesce`` 0)."""
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        if self.read_coalesce:
+            reading = transport.underlying_transport
+            self.coalescer = ReadCoalescer(
+                self.read_coalesce,
+                reading.pause_reading,
+                reading.resume_reading,
+                held=self._reading_held,
+                loop=self._loop,
+            )
+
+    def _reading_held(self) -> bool:
+        """Reading is paused by the chunked hand-over (which resumes it when done), or the socket
+        is gone: the coalescer's timer leaves it paused."""
+        transport = self.transport
+        return self.draining or transport is None or transport.is_disconnected
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -134,6 +159,9 @@ class _Listener(WSListener):
             self.on_pong()
         if frame.last_in_buffer:
             self.flush()
+            coalescer = self.coalescer
+            if coalescer is not None:
+                coalescer.after_read()
 
     def _continue(self, frame: WSFrame) -> None:
         parts = self.parts
@@ -178,6 +206,8 @@ class _Listener(WSListener):
         return False
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.coalescer is not None:
+            self.coalescer.cancel()
         self.flush()
         while self.backlog and self.sink is not None:  # what was read is handed over
             self.sink(self.backlog.popleft())
@@ -216,7 +246,10 @@ class _Listener(WSListener):
         self.draining = False
         backlog.clear()
         transport = self.transport
-        if transport is not None and not transport.is_disconnected:
+        if transport is None or transport.is_disconnected:
+            return
+        coalescer = self.coalescer
+        if coalescer is None or not coalescer.resting:  # else its timer resumes reading
             transport.underlying_transport.resume_reading()
 
 
@@ -264,6 +297,11 @@ class PicowsSocket:
         except WSProtocolError as exc:  # a violation (by the server, or found by the listener)
             log.warning("upstream socket closed: protocol violation: %s", exc)
 
+    @property
+    def read_rests(self) -> int:
+        coalescer = self.listener.coalescer
+        return 0 if coalescer is None else coalescer.rests
+
     def detach(self) -> None:
         self.listener.sink = None
 
@@ -303,7 +341,7 @@ class PicowsTransport:
             if params is not None and not options.compression:
                 raise HandshakeError("the server compresses, but no compression was offered")
             inflater = None if params is None else Inflater(params, options.max_size)
-            return _Listener(sink, on_pong, inflater, options.max_size)
+            return _Listener(sink, on_pong, inflater, options.max_size, options.read_coalesce)
 
         try:
             async with asyncio.timeout(options.open_timeout):

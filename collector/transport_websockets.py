@@ -5,6 +5,8 @@ undone there); :class:`_KeepAliveConnection` hands the unfragmented data frames 
 sink as one list, in order, with no message queue, task wake-up or ``recv()`` per frame.
 Anything else (a fragmented message, or a frame behind one still queued) takes websockets' own
 path, ``recv()``, which :meth:`WebsocketsSocket.read` drains: frames never overtake each other.
+With ``read_coalesce``, a busy socket's reading rests for a moment after a read
+(:mod:`subscriptions.coalesce`), so that the next read takes several frames at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
 from upbit_fanout.collector.transport import ConnectOptions, FrameSink
+from upbit_fanout.subscriptions.coalesce import ReadCoalescer
 from upbit_fanout.subscriptions.redact import redacting_logger
 
 __all__ = ["WebsocketsSocket", "WebsocketsTransport"]
@@ -33,11 +36,15 @@ class _KeepAliveConnection(ClientConnection):
 
     Without ``on_frames`` the connection is an ordinary websockets one. Flow control: the sink
     is synchronous and the outbox drops its oldest items when full, so reading never has to
-    pause.
+    pause for it; websockets pauses reading when its own queue (the fragmented path) is full,
+    and :attr:`coalescer` (:meth:`coalesce_reads`) pauses it after busy reads. The coalescer's
+    timer leaves websockets' pause alone; websockets may resume reading during a rest, which
+    only makes that rest shorter.
     """
 
     on_pong: Callable[[], None] | None = None
     on_frames: Callable[[list[bytes]], None] | None = None
+    coalescer: ReadCoalescer | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,9 +75,34 @@ class _KeepAliveConnection(ClientConnection):
                 self._queued += 1
         super().process_event(event)
 
+    def coalesce_reads(self, interval: float) -> None:
+        """Rest reading for ``interval`` s after a busy read (0: never)."""
+        if interval:
+            transport = self.transport
+            self.coalescer = ReadCoalescer(
+                interval,
+                transport.pause_reading,
+                transport.resume_reading,
+                held=self._reading_held,
+                loop=self.loop,
+            )
+
+    def _reading_held(self) -> bool:
+        """websockets paused reading itself (its message queue is full), or the socket is
+        closing: the coalescer's timer leaves reading paused."""
+        return self.recv_messages.paused or self.transport.is_closing()
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._flush()
+        coalescer = self.coalescer
+        if coalescer is not None:
+            coalescer.after_read()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.coalescer is not None:
+            self.coalescer.cancel()
+        super().connection_lost(exc)
 
     def eof_received(self) -> None:
         super().eof_received()
@@ -118,6 +150,11 @@ class WebsocketsSocket:
                 if ws.on_frames is not None:
                     self._sink([data.encode() if isinstance(data, str) else data])
 
+    @property
+    def read_rests(self) -> int:
+        coalescer = self.ws.coalescer
+        return 0 if coalescer is None else coalescer.rests
+
     def detach(self) -> None:
         self.ws.on_frames = None
 
@@ -156,4 +193,5 @@ class WebsocketsTransport:
         assert isinstance(ws, _KeepAliveConnection)
         ws.on_pong = on_pong
         ws.on_frames = sink
+        ws.coalesce_reads(options.read_coalesce)
         return WebsocketsSocket(ws, sink)
