@@ -81,6 +81,7 @@ from upbit_fanout.collector.status import LogLimiter, State, Status, now_ms
 from upbit_fanout.collector.union import UnionIndex
 from upbit_fanout.collector.upstream import Upstream
 from upbit_fanout.subscriptions.backoff import backoff
+from upbit_fanout.subscriptions.coalesce import check_interval
 from upbit_fanout.subscriptions.connection import (
     REDIS_FAILURES,
     cluster_of,
@@ -207,6 +208,7 @@ class Collector:
         rest_snapshots: bool = True,
         backfill_max_trades: int = 2_000,
         snapshot_requests_per_client: int = 10,
+        read_coalesce: float = 0.0,  # s a busy upstream socket's reading rests (0: off)
         keys: Keys | None = None,
     ) -> None:
         keys = _keys_of(key_prefix, keys)
@@ -219,6 +221,7 @@ class Collector:
             raise ValueError("leader_lease must be at least 1 s")
         if redis_grace < 0:
             raise ValueError("redis_grace must be >= 0")
+        read_coalesce = check_interval(read_coalesce)
         self._redis = redis
         if cluster_of(redis) is not None:
             keys = keys.clustered()  # docs/contract.md, "Redis Cluster"
@@ -293,6 +296,7 @@ class Collector:
                 verify=verify_subscriptions,
                 verify_delay=verify_delay,
                 warm_seconds=warm_seconds,
+                read_coalesce=read_coalesce,
                 rng=rng,
                 on_change=self._upstream_changed,
                 on_gap=on_gap,

@@ -12,8 +12,10 @@ Life of a connection
     chosen :mod:`collector.transport`: websockets by default, or picows) with protocol pings
     (``ping_interval``/``ping_timeout``: a missed pong closes the socket; a quiet market never
     does, there is no "no data for N s" timer), no Origin header (§6), a ``max_size`` large enough
-    for big frames. Then a reader task decodes and routes every frame into the bounded outbox
-    while the sender keeps the socket's subscription equal to the desired one:
+    for big frames, and ``read_coalesce`` (a busy socket's reading rests that long after a read,
+    :mod:`subscriptions.coalesce`; 0: off). Then a reader task decodes and routes every frame
+    into the bounded outbox while the sender keeps the socket's subscription equal to the desired
+    one:
 
     - a change never sends at once: after ``coalesce`` seconds, and only when the per-connection
       budget allows (5/s and 100/min, sliding windows), ONE message carrying the LATEST desired
@@ -193,7 +195,7 @@ class Upstream:
     across reconnects, emptied when the socket is closed or parked for lack of topics),
     :attr:`ticket`, :attr:`connected`, :attr:`applied` (the streams the socket carries, as far as
     the last send and LIST_SUBSCRIPTIONS check tell), :attr:`warm` (the socket is kept open with
-    nothing wanted).
+    nothing wanted), :attr:`socket` (the open socket, None between sockets).
     """
 
     def __init__(
@@ -225,6 +227,7 @@ class Upstream:
         clock: Callable[[], float] = time.monotonic,
         transport: str | Transport = "websockets",
         compression: bool = True,
+        read_coalesce: float = 0.0,
     ) -> None:
         self.name = name
         self.transport: Transport = (
@@ -232,6 +235,7 @@ class Upstream:
         )
         """How sockets are opened (:mod:`collector.transport`: ``websockets``, ``picows``)."""
         self._compression = compression
+        self._read_coalesce = read_coalesce
         self.url = url
         self.router = router
         self._outbox = outbox
@@ -269,6 +273,8 @@ class Upstream:
         self.ticket = ""
         self.connected = asyncio.Event()
         self.connections = 0
+        self.socket: UpstreamSocket | None = None
+        """The open socket (None between sockets): its ``read_rests``, for tests and benches."""
         self._changed = asyncio.Event()
         self._gap_pending = False
         self._gap_since = 0
@@ -369,9 +375,11 @@ class Upstream:
                     continue
                 opened = self._clock()
                 outcome = "lost"
+                self.socket = ws
                 try:
                     outcome = await self._serve(ws)
                 finally:
+                    self.socket = None
                     self.connected.clear()
                     self.planner.socket_closed()
                     await self._close(ws)
@@ -397,6 +405,7 @@ class Upstream:
             close_timeout=self._close_timeout,
             max_size=MAX_FRAME_BYTES,
             compression=self._compression,
+            read_coalesce=self._read_coalesce,
         )
         ws = await self.transport.connect(
             self.url,

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from upbit_fanout import validate
+from upbit_fanout.subscriptions.coalesce import MAX_READ_COALESCE
 from upbit_fanout.subscriptions.lease import MIN_LEASE_SECONDS
 
 ENV_PREFIX = "UPBIT_FANOUT_"
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     # the upstream WebSocket client (docs/collector.md, "Upstream transport"); picows: extra fast
     upstream_transport: Literal["websockets", "picows"] = "websockets"
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"  # the collector's; uvloop: extra fast
+    # a busy upstream socket's reading rests this long after a read (s; 0: off; docs/collector.md,
+    # "Read coalescing")
+    read_coalesce: float = Field(default=0.0, ge=0, le=MAX_READ_COALESCE)
     verify_subscriptions: bool = True  # LIST_SUBSCRIPTIONS after sends, within the budget
     verify_delay: float = Field(default=1.0, ge=0)
     warm_seconds: float = Field(default=60.0, ge=0)  # an emptied union keeps its socket this long

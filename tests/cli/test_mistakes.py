@@ -82,6 +82,8 @@ ENV_CASES: list[tuple[dict[str, str], str, str]] = [
     ({"UPSTREAM_FORMAT": "SIMPLE_LIST"}, "UPBIT_FANOUT_UPSTREAM_FORMAT", "'SIMPLE'"),
     ({"UPSTREAM_TRANSPORT": "aiohttp"}, "UPBIT_FANOUT_UPSTREAM_TRANSPORT", "'picows'"),
     ({"EVENT_LOOP": "trio"}, "UPBIT_FANOUT_EVENT_LOOP", "'uvloop'"),
+    ({"READ_COALESCE": "0.5"}, "UPBIT_FANOUT_READ_COALESCE", "less than or equal to 0.1"),
+    ({"READ_COALESCE": "-0.001"}, "UPBIT_FANOUT_READ_COALESCE", "greater than or equal to 0"),
     ({"VERIFY_SUBSCRIPTIONS": "perhaps"}, "UPBIT_FANOUT_VERIFY_SUBSCRIPTIONS", "bool"),
     ({"VERIFY_DELAY": "-1"}, "UPBIT_FANOUT_VERIFY_DELAY", "greater than or equal to 0"),
     ({"WARM_SECONDS": "soon"}, "UPBIT_FANOUT_WARM_SECONDS", "number"),

@@ -109,6 +109,7 @@ def collector_options(settings: Settings) -> dict[str, Any]:
         "redis_grace": settings.redis_grace,
         "upstream_format": settings.upstream_format,
         "upstream_transport": settings.upstream_transport,
+        "read_coalesce": settings.read_coalesce,
         "verify_subscriptions": settings.verify_subscriptions,
         "verify_delay": settings.verify_delay,
         "warm_seconds": settings.warm_seconds,
