@@ -398,21 +398,24 @@ async def test_a_rate_limit_error_and_close_are_read_in_order(
 
 
 @pytest.mark.parametrize(
-    "case",  # (transport, compression, event loop)
+    "case",  # (transport, compression, event loop, read coalescing)
     [
-        ("websockets", "deflate", "asyncio"),
-        ("websockets", None, "asyncio"),
-        ("picows", "deflate", "asyncio"),
-        ("picows", None, "asyncio"),
-        ("picows", "deflate", "uvloop"),
+        ("websockets", "deflate", "asyncio", "0"),
+        ("websockets", None, "asyncio", "0"),
+        ("picows", "deflate", "asyncio", "0"),
+        ("picows", None, "asyncio", "0"),
+        ("picows", "deflate", "uvloop", "0"),
+        ("websockets", "deflate", "asyncio", "0.001"),
+        ("picows", "deflate", "uvloop", "0.001"),
     ],
 )
 async def test_the_collector_command_over_wss_with_each_transport(
-    case: tuple[str, str | None, str], real_redis_url: str, keys: Keys, tmp_path: Path
+    case: tuple[str, str | None, str, str], real_redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
     """The real command follows a ``wss://`` upstream trusted through ``SSL_CERT_FILE`` (as it
-    would trust Upbit's), with each transport, deflate on and off, and reports the upstream."""
-    transport, compression, loop = case
+    would trust Upbit's), with each transport, deflate on and off, read coalescing on and off,
+    and reports the upstream."""
+    transport, compression, loop, read_coalesce = case
     if not COMMAND.exists():
         pytest.skip("the upbit-fanout command is not installed")
     r = aioredis.Redis.from_url(real_redis_url)
@@ -425,6 +428,7 @@ async def test_the_collector_command_over_wss_with_each_transport(
                 sweep_interval="0.3",
                 upstream_transport=transport,
                 event_loop=loop,
+                read_coalesce=read_coalesce,
             )
             env["SSL_CERT_FILE"] = str(ca)
             await r.sadd(keys.intents("tls"), "ticker:KRW-BTC")

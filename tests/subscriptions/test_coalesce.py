@@ -1,0 +1,133 @@
+"""subscriptions.coalesce on a real event loop with tiny intervals: a busy sequence of reads rests
+(paused, then resumed by the timer), a quiet one never does, the owner's hold keeps a pause,
+``cancel()`` forgets a rest, and ``check_interval`` refuses what is out of range.
+
+Only counts and states are asserted; the quiet gaps are ten times the busy window and more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from tests.helpers import until
+from upbit_fanout.subscriptions.coalesce import MAX_READ_COALESCE, ReadCoalescer, check_interval
+
+INTERVAL = 0.005
+
+
+class Reading:
+    """A socket's reading switch as the coalescer sees it: pause, resume, and the owner's hold."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+        self.resumes = 0
+        self.held = False
+        self.resumed = asyncio.Event()
+
+    def pause(self) -> None:
+        self.paused = True
+        self.pauses += 1
+        self.resumed.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self.resumes += 1
+        self.resumed.set()
+
+    def coalescer(self, interval: float = INTERVAL) -> ReadCoalescer:
+        return ReadCoalescer(interval, self.pause, self.resume, held=lambda: self.held)
+
+
+async def test_a_read_right_after_another_rests_until_the_timer_resumes() -> None:
+    reading = Reading()
+    coalescer = reading.coalescer()
+    coalescer.after_read()
+    assert (coalescer.rests, reading.pauses) == (0, 0)  # the first read: nothing came before
+    coalescer.after_read()
+    assert coalescer.resting
+    assert reading.paused
+    assert coalescer.rests == 1
+    await until(lambda: not coalescer.resting, within=2)
+    assert not reading.paused  # the timer resumed reading
+    assert (reading.pauses, reading.resumes) == (1, 1)
+
+
+async def test_a_busy_stream_rests_again_and_again_and_is_always_resumed() -> None:
+    reading = Reading()
+    coalescer = reading.coalescer()
+    coalescer.after_read()
+    for _ in range(10):  # a socket that always has data: read as soon as reading resumes
+        coalescer.after_read()
+        if reading.paused:
+            async with asyncio.timeout(2):
+                await reading.resumed.wait()
+    assert coalescer.rests >= 1
+    assert reading.pauses == reading.resumes == coalescer.rests  # every rest ended
+    assert not coalescer.resting
+
+
+async def test_a_quiet_stream_never_rests() -> None:
+    reading = Reading()
+    coalescer = reading.coalescer()
+    for _ in range(6):
+        coalescer.after_read()
+        assert not reading.paused  # handed over at once, reading goes on
+        await asyncio.sleep(20 * INTERVAL)  # ten times the two-interval window
+    assert coalescer.rests == 0
+    assert reading.pauses == 0
+
+
+async def test_an_interval_of_zero_never_rests() -> None:
+    reading = Reading()
+    coalescer = reading.coalescer(0)
+    for _ in range(100):
+        coalescer.after_read()
+    assert coalescer.rests == 0
+    assert reading.pauses == 0
+
+
+async def test_the_owners_hold_keeps_reading_paused_when_the_rest_ends() -> None:
+    reading = Reading()
+    coalescer = reading.coalescer()
+    coalescer.after_read()
+    coalescer.after_read()
+    assert coalescer.resting
+    reading.held = True  # the owner paused reading for a reason of its own meanwhile
+    await until(lambda: not coalescer.resting, within=2)
+    assert reading.paused  # the timer left the owner's pause alone
+    assert reading.resumes == 0
+    coalescer.after_read()  # a busy read while the owner holds reading: no rest of its own
+    assert coalescer.rests == 1
+    assert not coalescer.resting
+
+
+async def test_cancel_forgets_a_rest_without_resuming() -> None:
+    reading = Reading()
+    coalescer = reading.coalescer()
+    coalescer.after_read()
+    coalescer.after_read()
+    coalescer.cancel()  # the socket closes
+    assert not coalescer.resting
+    await asyncio.sleep(10 * INTERVAL)
+    assert reading.resumes == 0  # nothing touched the (closed) socket afterwards
+    coalescer.cancel()  # twice, or with nothing pending: nothing happens
+    assert reading.resumes == 0
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan, 0.2, math.inf])
+def test_check_interval_refuses_what_is_out_of_range(bad: float) -> None:
+    with pytest.raises(ValueError, match=r"UPBIT_FANOUT_READ_COALESCE must be between 0 \(off\)"):
+        check_interval(bad, "UPBIT_FANOUT_READ_COALESCE")
+    with pytest.raises(ValueError, match="read_coalesce must be"):
+        ReadCoalescer(bad, lambda: None, lambda: None)
+
+
+@pytest.mark.parametrize("good", [0, 0.0, 0.001, MAX_READ_COALESCE])
+def test_check_interval_accepts_zero_up_to_the_maximum(good: float) -> None:
+    assert check_interval(good) == good
+    assert isinstance(check_interval(good), float)
+    assert MAX_READ_COALESCE == 0.1
