@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/collector_throughput.py [--seconds 8] [--codes 50] [--source auto]
         [--rate 0] [--baseline main] [--rounds 1] [--modes ...] [--codecs json,msgpack]
-        [--transports websockets,picows,picows+uvloop]
+        [--transports websockets,picows,picows+uvloop] [--read-coalesce 0,0.001]
 
 Processes (on a 2-core machine): the collector worker is pinned to CPU 0; the upstream source,
 a redis-server of the bench's own (loopback, no persistence) and a subscriber process that counts
@@ -24,9 +24,13 @@ Each mode runs for both codecs. Sources: ``emulator`` (``emulator.Emulator`` fir
 pre-built DEFAULT frames (ticker, trade with a fresh ``sequential_id`` each, 30-unit orderbook,
 built from tests/data/upbit-samples) as fast as the reader takes them, so that the collector, not
 the source, is the bottleneck. ``auto`` runs the emulator when it starts, and always ``replay``.
+``paced`` (never in ``auto``) writes the replay's frames at ``--rate`` per second, evenly spread,
+one ``send`` (and so one read of an idle reader) per frame, where the emulator's pacer writes a
+batch every 10 ms, which the collector takes in one read: the source for read coalescing.
 
-``--rate N`` paces the emulator at N events/s in all (0: firehose): the figure that matters there
-is the worker's CPU per event at a realistic rate, where per-wake-up costs dominate.
+``--rate N`` paces the emulator (or the ``paced`` source) at N events/s in all (0: firehose): the
+figure that matters there is the worker's CPU per event at a realistic rate, where per-wake-up
+costs dominate.
 ``cryptofeed`` (a mode for the emulator source) is the reference beside the collector: an
 unmodified cryptofeed Upbit feed (a dev dependency; trades and order books, SIMPLE format, as it
 subscribes) in a worker process of its own, pinned like the others, consuming the same emulator
@@ -47,6 +51,15 @@ transport figures of the README come from one such run::
 
 (the emulator paced at 5,000 events/s with permessage-deflate over TLS, cryptofeed beside; then
 the replaying source, firehose, no compression).
+``--read-coalesce 0,0.001`` runs the ``service`` mode once per value for each of those transports
+(``Collector(read_coalesce=)``, ``UPBIT_FANOUT_READ_COALESCE``: a busy upstream socket's reading
+rests that long after a read, subscriptions/coalesce.py); a variant with a rest is named
+``TRANSPORT/SECONDS`` (``picows+uvloop/0.001``), its ratio is to the same transport without it
+when that runs too, and its JSON rows say how often reading rested (``read_rests_per_s``)::
+
+    .venv/bin/python bench/collector_throughput.py --source paced --rate 5000 \
+        --modes service --codecs json --transports websockets,picows,picows+uvloop \
+        --read-coalesce 0,0.001 --rounds 3 --seconds 8
 ``--no-msgspec`` adds a run of the current code with :mod:`msgspec` hidden (an ``ImportError`` put
 first on ``PYTHONPATH``): the collector with its typed fast path off.
 ``--baseline REF`` runs every worker a second time with another git revision's code (``main``, a
@@ -83,6 +96,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,22 +193,26 @@ def _ws_frame(payload: bytes) -> bytes:
     return bytes((0x82, 127)) + n.to_bytes(8, "big") + payload
 
 
+def _upgrade_answer(head: bytes) -> bytes:
+    """The server's answer to a WebSocket upgrade request (no extension: no compression)."""
+    found = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head)
+    assert found is not None
+    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    accept = base64.b64encode(hashlib.sha1(found.group(1) + guid).digest())
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+
+
 async def replay_server(port: int, codes: list[str]) -> None:
     fixed, trades = build_frames(codes)
     framed = [_ws_frame(frame) for frame in fixed]
-    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
     sid = 10**16
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal sid
-        head = await reader.readuntil(b"\r\n\r\n")
-        found = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head)
-        assert found is not None
-        accept = base64.b64encode(hashlib.sha1(found.group(1) + guid).digest())
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        writer.write(_upgrade_answer(await reader.readuntil(b"\r\n\r\n")))
         await reader.read(65536)  # the subscribe message: start the firehose
 
         async def discard() -> None:
@@ -224,6 +242,62 @@ async def replay_server(port: int, codes: list[str]) -> None:
         await server.serve_forever()
 
 
+def paced_server(port: int, codes: list[str], rate: float) -> None:
+    """The ``paced`` source: the replay's frames, ``rate`` per second, evenly spread, each in a
+    ``send`` of its own (``TCP_NODELAY``); one thread per connection. An idle reader wakes for
+    every frame, as with a feed whose events are spread over time (the emulator's pacer writes a
+    batch every 10 ms instead, which a reader takes in one read)."""
+    fixed, trades = build_frames(codes)
+    framed = [_ws_frame(frame) for frame in fixed]
+    listener = socket.create_server(("127.0.0.1", port))
+    print("ready", flush=True)
+    while True:
+        connection, _ = listener.accept()
+        threading.Thread(
+            target=_paced_connection, args=(connection, framed, trades, rate), daemon=True
+        ).start()
+
+
+def _paced_connection(
+    connection: socket.socket,
+    framed: list[bytes],
+    trades: list[tuple[bytes, bytes]],
+    rate: float,
+) -> None:
+    with connection, contextlib.suppress(OSError):
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = connection.recv(65536)
+            if not data:
+                return
+            head += data
+        connection.sendall(_upgrade_answer(head))
+        connection.recv(65536)  # the subscribe message: start
+
+        def discard() -> None:
+            with contextlib.suppress(OSError):
+                while connection.recv(65536):
+                    pass
+
+        threading.Thread(target=discard, daemon=True).start()
+        interval = 1.0 / rate
+        due = time.perf_counter()
+        sid = 10**16
+        while True:  # until the reader goes (a send fails)
+            for index, (prefix, suffix) in enumerate(trades):
+                sid += 1
+                trade = _ws_frame(prefix + str(sid).encode() + suffix)
+                for frame in (trade, framed[2 * index], framed[2 * index + 1]):
+                    connection.sendall(frame)
+                    due += interval
+                    wait = due - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    elif wait < -0.05:  # fell behind (the machine is busy): no catch-up burst
+                        due = time.perf_counter()
+
+
 EMULATOR_CODE = """
 import asyncio, sys
 port = int(sys.argv[1])
@@ -251,6 +325,11 @@ def start_source(
     certificate there."""
     if kind == "replay":
         args = [sys.executable, __file__, "--serve-replay", str(port), "--codes", str(len(codes))]
+    elif kind == "paced":
+        args = [
+            sys.executable, __file__, "--serve-paced", str(port), "--codes", str(len(codes)),
+            "--rate", str(rate),
+        ]  # fmt: skip
     else:
         args = [sys.executable, "-c", EMULATOR_CODE, str(port), str(rate), str(ca or "")]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
@@ -336,28 +415,42 @@ def subscriber(port: int, channels: list[str]) -> None:
 
 
 class Meter:
-    """Samples the worker's published-event counter and CPU time at the window's edges."""
+    """Samples the worker's published-event counter and CPU time at the window's edges (and,
+    for the service, how often its upstream socket's reading rested: ``read_rests_per_s``)."""
 
-    def __init__(self, published: Callable[[], int], frames: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        published: Callable[[], int],
+        frames: Callable[[], int],
+        rests: Callable[[], int] | None = None,
+    ) -> None:
         self.published = published
         self.frames = frames
+        self.rests = rests
         self.samples: list[tuple[float, float, int, int]] = []
+        self.rest_samples: list[int] = []
 
     def sample(self) -> None:
         self.samples.append(
             (time.monotonic(), time.process_time(), self.published(), self.frames())
         )
+        if self.rests is not None:
+            self.rest_samples.append(self.rests())
 
     def result(self) -> dict[str, float]:
         (t0, c0, e0, f0), (t1, c1, e1, f1) = self.samples[0], self.samples[-1]
         events = max(e1 - e0, 1)
-        return {
+        result: dict[str, float] = {
             "events_per_s": round(events / (t1 - t0)),
             "frames_per_s": round((f1 - f0) / (t1 - t0)),
             "cpu_us_per_event": round((c1 - c0) / events * 1e6, 2),
             "cpu_share": round((c1 - c0) / (t1 - t0), 3),
             "events": events,
         }
+        if self.rest_samples:
+            rests = self.rest_samples[-1] - self.rest_samples[0]
+            result["read_rests_per_s"] = round(rests / (t1 - t0))
+        return result
 
 
 async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
@@ -386,6 +479,8 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
         # Imported here: the service is written in parallel and may not import yet.
         from upbit_fanout.collector.service import Collector  # noqa: PLC0415
 
+        read_coalesce = float(opts.read_coalesce)  # the orchestrator passes one value
+
         collector = Collector(
             redis=redis,
             **prefix_option(Collector, keys.prefix),
@@ -395,15 +490,22 @@ async def run_worker(opts: argparse.Namespace) -> dict[str, Any]:
             ping_timeout=600,
             sweep_interval=600,
             queue_size=100_000,
-            # only when asked: a baseline revision may not know the option
+            # only when asked: a baseline revision may not know the options
             **({"upstream_transport": opts.transport} if opts.transport != "websockets" else {}),
+            **({"read_coalesce": read_coalesce} if read_coalesce else {}),
         )
         await redis.sadd(keys.intents("bench"), *topics)
         await redis.pexpire(keys.intents("bench"), 3_600_000)
         await collector.start()
+
+        def read_rests() -> int:
+            socket = getattr(collector.public, "socket", None)  # None in a baseline revision
+            return 0 if socket is None else int(socket.read_rests)
+
         meter = Meter(
             lambda: collector.publisher.events_published,
             lambda: collector.public.router.events,
+            read_rests,
         )
     else:
         ws = await connect(
@@ -586,6 +688,7 @@ def run_mode(
     profile_out: str | None = None,
     python_path: Path | None = None,
     transport: str = "websockets",
+    read_coalesce: float = 0.0,
 ) -> dict[str, Any]:
     env = dict(os.environ)
     if opts.ca is not None:
@@ -608,6 +711,7 @@ def run_mode(
         "--codes", str(opts.codes), "--batch", str(opts.batch),
         "--compression", compression or "none",
         "--transport", transport.removesuffix("+uvloop"),
+        "--read-coalesce", repr(read_coalesce),
     ]  # fmt: skip
     if transport.endswith("+uvloop"):
         args.append("--uvloop")
@@ -705,11 +809,10 @@ def _orchestrate(
     opts: argparse.Namespace, base: Path | None, no_msgspec: Path | None, tmp: str
 ) -> None:
     codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
-    sources = ["replay"] if opts.source == "replay" else ["emulator", "replay"]
-    if opts.source == "emulator":
-        sources = ["emulator"]
+    sources = ["emulator", "replay"] if opts.source == "auto" else [opts.source]
     modes = opts.modes.split(",")
     transports = opts.transports.split(",")
+    coalesces = read_coalesce_values(opts.read_coalesce)
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -719,6 +822,7 @@ def _orchestrate(
         "websockets": websockets.__version__,
         "picows": _version("picows"),
         "transports": transports,
+        "read_coalesce": coalesces,
         "redis_py": sync_redis.__version__,
         "redis_server": None,
         "codes": len(codes),
@@ -747,13 +851,13 @@ def _orchestrate(
             opts.ca = Path(tmp) / "emulator-ca.pem" if source == "emulator" and opts.tls else None
             try:
                 proc = start_source(
-                    source, port, codes, opts.rate if source == "emulator" else 0, opts.ca
+                    source, port, codes, opts.rate if source != "replay" else 0, opts.ca
                 )
             except RuntimeError as exc:
                 print(f"{source}: skipped ({str(exc).splitlines()[-1] if str(exc) else exc})")
                 report["runs"].append({"source": source, "error": str(exc)[-300:]})
                 continue
-            compressions = [None] if source == "replay" else ["deflate", None]
+            compressions = ["deflate", None] if source == "emulator" else [None]
             try:
                 for compression in compressions:
                     for mode in modes:
@@ -763,7 +867,7 @@ def _orchestrate(
                             if (
                                 mode in ("service", "cryptofeed")
                                 and compression is None
-                                and source != "replay"
+                                and source == "emulator"
                             ):
                                 continue  # both offer deflate (websockets' default)
                             if mode == "cryptofeed" and (source != "emulator" or codec != "json"):
@@ -787,26 +891,34 @@ def _orchestrate(
                                     report["runs"].append(result)
                                     _print(result)
                                 continue
-                            variants: list[tuple[str, Path | None, str]] = [
-                                ("current", None, "websockets")
+                            # (name, code path, transport, read_coalesce)
+                            variants: list[tuple[str, Path | None, str, float]] = [
+                                ("current", None, "websockets", 0.0)
                             ]
-                            if mode == "service" and transports != ["websockets"]:
-                                variants = [(spec, None, spec) for spec in transports]
+                            if mode == "service" and (
+                                transports != ["websockets"] or coalesces != [0.0]
+                            ):
+                                variants = [
+                                    (variant_name(spec, value), None, spec, value)
+                                    for spec in transports
+                                    for value in coalesces
+                                ]
                             if base is not None:
                                 variants.insert(
-                                    0, (f"baseline {opts.baseline}", base, "websockets")
+                                    0, (f"baseline {opts.baseline}", base, "websockets", 0.0)
                                 )
                             if no_msgspec is not None:
-                                variants.insert(-1, ("no msgspec", no_msgspec, "websockets"))
+                                variants.insert(-1, ("no msgspec", no_msgspec, "websockets", 0.0))
                             if (
                                 mode == "service"
                                 and "cryptofeed" in modes
                                 and source == "emulator"
                                 and paired
                             ):
-                                variants.append(("cryptofeed", None, ""))  # each round, beside
+                                # each round, beside
+                                variants.append(("cryptofeed", None, "", 0.0))
                             for _ in range(opts.rounds):
-                                for code, path, transport in variants:
+                                for code, path, transport, read_coalesce in variants:
                                     result = run_mode(
                                         opts,
                                         "cryptofeed" if code == "cryptofeed" else mode,
@@ -816,6 +928,7 @@ def _orchestrate(
                                         compression=compression,
                                         python_path=path,
                                         transport=transport or "websockets",
+                                        read_coalesce=read_coalesce,
                                     )
                                     result["code"] = code
                                     result["source"] = source
@@ -838,13 +951,28 @@ def _orchestrate(
     report["ratios"] = _ratios(report["medians"])
     for ratio in report["ratios"]:
         print(
-            f"ratio   {ratio['code']:>13} / {ratio['against']} ({ratio['source']}, "
+            f"ratio   {ratio['code']:>19} / {ratio['against']} ({ratio['source']}, "
             f"{ratio['compression']}, {ratio['codec']}): CPU/event x{ratio['cpu_us_per_event']}, "
             f"events/s x{ratio['events_per_s']}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     opts.results.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written {opts.results}")
+
+
+def read_coalesce_values(text: str) -> list[float]:
+    """``--read-coalesce``: comma-separated rests in seconds, each 0 (off) to 0.1."""
+    from upbit_fanout.subscriptions.coalesce import check_interval  # noqa: PLC0415
+
+    try:
+        return [check_interval(float(value), "--read-coalesce") for value in text.split(",")]
+    except ValueError as exc:
+        raise SystemExit(f"collector_throughput: {exc}") from exc
+
+
+def variant_name(transport: str, read_coalesce: float) -> str:
+    """A service variant's name: the transport, and ``/SECONDS`` when reading rests."""
+    return f"{transport}/{read_coalesce:g}" if read_coalesce else transport
 
 
 def _medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -874,14 +1002,19 @@ def _medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _ratios(medians: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each service variant against websockets (or ``current``) of the same source, compression
-    and codec: the ratio of the medians (below 1: less CPU per event, more events/s above 1)."""
+    and codec, a ``TRANSPORT/SECONDS`` one against its transport without the rest when it ran:
+    the ratio of the medians (below 1: less CPU per event, more events/s above 1)."""
     out: list[dict[str, Any]] = []
     index = {(m["source"], m["compression"], m["codec"], m["code"]): m for m in medians}
     for row in medians:
         if row["code"] in ("websockets", "current") or row["mode"] not in ("service", "cryptofeed"):
             continue
         codec = "json" if row["code"] == "cryptofeed" else row["codec"]
-        for against in ("websockets", "current"):
+        transport, rests, _ = row["code"].partition("/")  # TRANSPORT/SECONDS: reading rests
+        references = ("websockets", "current")
+        if rests:
+            references = (transport, *references)
+        for against in references:
             ref = index.get((row["source"], row["compression"], codec, against))
             if ref is not None and ref["mode"] == "service":
                 break
@@ -916,7 +1049,7 @@ def _version(package: str) -> str | None:
 
 def _line(r: dict[str, Any]) -> str:
     head = (
-        f"{r.get('code', 'current'):>13} {r['source']:>8} {r['compression']:>7} "
+        f"{r.get('code', 'current'):>19} {r['source']:>8} {r['compression']:>7} "
         f"{r['mode']:>16} {r['codec']:>7}"
     )
     if "error" in r:
@@ -961,6 +1094,7 @@ def profile(opts: argparse.Namespace) -> None:
             compression=None,
             profile_out=out,
             transport=opts.transports.split(",")[-1],  # --transports picows: profile that one
+            read_coalesce=read_coalesce_values(opts.read_coalesce)[-1],  # likewise
         )
         print(result)
     finally:
@@ -978,7 +1112,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--codes", type=int, default=50, help="KRW codes (x3 topics)")
     parser.add_argument("--batch", type=int, default=1000, help="items per publish, at most")
-    parser.add_argument("--source", choices=["auto", "emulator", "replay"], default="auto")
+    parser.add_argument("--source", choices=["auto", "emulator", "replay", "paced"], default="auto")
     parser.add_argument(
         "--modes", default="batched-lua,batched-pipeline,service,naive", help="comma-separated"
     )
@@ -1003,6 +1137,13 @@ def main() -> None:
         help="the service's upstream transports, each a variant of the current code in every "
         "round: websockets, picows, picows+uvloop (the worker on uvloop)",
     )
+    parser.add_argument(
+        "--read-coalesce",
+        default="0",
+        metavar="SECONDS[,SECONDS...]",
+        help="the service's read coalescing (Collector(read_coalesce=), 0: off, at most 0.1), "
+        "each value a variant combined with every --transports one (picows+uvloop/0.001)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     # internal
     parser.add_argument("--cryptofeed-worker", action="store_true", help=argparse.SUPPRESS)
@@ -1015,8 +1156,11 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     parser.add_argument("--serve-replay", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-paced", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--subscriber", nargs="+", help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.source == "paced" and opts.rate <= 0:
+        parser.error("--source paced needs --rate N (events per second)")
     if opts.compression == "none":
         opts.compression = None
     opts.ca = None
@@ -1024,6 +1168,8 @@ def main() -> None:
         opts.tls = True
     if opts.cryptofeed_worker:
         cryptofeed_worker(opts)
+    elif opts.serve_paced is not None:
+        paced_server(opts.serve_paced, [f"KRW-{c}" for c in CODES[: opts.codes]], opts.rate)
     elif opts.serve_replay is not None:
         codes = [f"KRW-{c}" for c in CODES[: opts.codes]]
         asyncio.run(replay_server(opts.serve_replay, codes))
