@@ -56,7 +56,7 @@ async def test_a_read_right_after_another_rests_until_the_timer_resumes() -> Non
     assert (reading.pauses, reading.resumes) == (1, 1)
 
 
-async def test_a_busy_stream_rests_again_and_again_and_is_always_resumed() -> None:
+async def test_a_busy_stream_rests_after_every_other_read_and_is_always_resumed() -> None:
     reading = Reading()
     coalescer = reading.coalescer()
     coalescer.after_read()
@@ -65,7 +65,9 @@ async def test_a_busy_stream_rests_again_and_again_and_is_always_resumed() -> No
         if reading.paused:
             async with asyncio.timeout(2):
                 await reading.resumed.wait()
-    assert coalescer.rests >= 1
+    # the read right after a rest comes a whole interval after the one before: no rest; the
+    # next comes at once: a rest
+    assert coalescer.rests == 5
     assert reading.pauses == reading.resumes == coalescer.rests  # every rest ended
     assert not coalescer.resting
 
@@ -76,7 +78,7 @@ async def test_a_quiet_stream_never_rests() -> None:
     for _ in range(6):
         coalescer.after_read()
         assert not reading.paused  # handed over at once, reading goes on
-        await asyncio.sleep(20 * INTERVAL)  # ten times the two-interval window
+        await asyncio.sleep(20 * INTERVAL)  # forty times the busy window (half an interval)
     assert coalescer.rests == 0
     assert reading.pauses == 0
 
