@@ -23,9 +23,9 @@ So no event waits longer than ``interval`` for being coalesced, and a quiet stre
 for reasons of its own (backpressure, a drain in chunks): ``held`` says so, and the timer then
 leaves the socket paused, and the owner must not resume it while :attr:`ReadCoalescer.resting`.
 
-The timer is the event loop's (``call_later``): uvloop's timers count whole milliseconds, so there
-an interval below 1 ms rests for no time at all. This module only schedules that callback on the
-caller's loop; it opens nothing and runs no task.
+The timer is the event loop's (``call_later``): uvloop's timers count whole milliseconds (a delay
+is rounded), so there an interval below 0.5 ms rests for no time at all and 1.4 ms rests 1 ms.
+This module only schedules that callback on the caller's loop; it opens nothing, runs no task.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class ReadCoalescer:
         self._held = held
         self._loop = loop
         self._last = -1e18  # monotonic time of the previous read
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None  # uvloop: a plain Handle for 0 ms
         self.rests = 0
         """How many times reading rested (for tests and metrics)."""
 
