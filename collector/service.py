@@ -356,6 +356,7 @@ class Collector:
                     start_wait=private_start_wait,
                     lookback=reconcile_lookback,
                 )
+        self.status.gauges["read_rests"] = self._read_rests
         self._private_note = (
             "enabled"
             if self.private is not None
@@ -729,6 +730,10 @@ class Collector:
                 dropped=dropped,
                 since=round(since * 1000) if since is not None else None,
             )
+
+    def _read_rests(self) -> int:
+        private = self.private
+        return self.public.read_rests + (private.read_rests if private is not None else 0)
 
     def _dropped(self) -> int:
         return self.outbox.dropped_total + self._refused_events + self.leadership.fenced_events

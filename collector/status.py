@@ -119,6 +119,11 @@ COUNTER_SPECS: Final = (
     CounterSpec(
         "incomplete_backfills", "Trade topics whose gap stayed open.", "incomplete_backfills"
     ),
+    CounterSpec(
+        "read_rests",
+        "Times an upstream socket's reading rested to coalesce reads (READ_COALESCE).",
+        "read_rests",
+    ),
 )
 """Every counter of ``P:status``, once: the status hash, ``upbit-fanout status`` and the
 Prometheus exporter (collector/metrics.py) all read this table."""

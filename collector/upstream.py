@@ -274,7 +274,8 @@ class Upstream:
         self.connected = asyncio.Event()
         self.connections = 0
         self.socket: UpstreamSocket | None = None
-        """The open socket (None between sockets): its ``read_rests``, for tests and benches."""
+        """The open socket (None between sockets)."""
+        self._rests_closed = 0  # read rests of the sockets closed so far
         self._changed = asyncio.Event()
         self._gap_pending = False
         self._gap_since = 0
@@ -380,6 +381,7 @@ class Upstream:
                     outcome = await self._serve(ws)
                 finally:
                     self.socket = None
+                    self._rests_closed += ws.read_rests
                     self.connected.clear()
                     self.planner.socket_closed()
                     await self._close(ws)
@@ -650,6 +652,13 @@ class Upstream:
         self._on_change()
 
     # -- reading ----------------------------------------------------------------------------------
+    @property
+    def read_rests(self) -> int:
+        """Times this connection's reading rested to coalesce reads (``read_coalesce``), over
+        every socket so far."""
+        socket = self.socket
+        return self._rests_closed + (socket.read_rests if socket is not None else 0)
+
     def handle(self, data: str | bytes) -> None:
         """Decode, route and queue one WebSocket message (never raises for bad input)."""
         self.handle_many((data,))
