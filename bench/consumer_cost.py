@@ -229,6 +229,7 @@ async def consume(opts: argparse.Namespace) -> dict[str, Any]:
 
             print(json.dumps({"ready": True}), flush=True)
             await wait_end(asyncio.create_task(run_client()))
+            state["rests"] = client.read_rests
     cpu = time.process_time() - state["t0"]
     wall = time.monotonic() - state["w0"]
     measured = state["n"] - warm
@@ -239,6 +240,7 @@ async def consume(opts: argparse.Namespace) -> dict[str, Any]:
         "cpu_s": cpu,
         "wall_s": wall,
         "cpu_us_per_event": cpu / measured * 1e6 if measured > 0 else None,
+        "read_rests": int(state.get("rests", 0)),  # the fanout variants' (read_coalesce)
     }
 
 
@@ -470,6 +472,7 @@ def orchestrate(opts: argparse.Namespace) -> int:
                 "received": [r["received"] for r in rs],
                 "sent": rs[0]["sent"],
                 "achieved_rate": [r["achieved_rate"] for r in rs],
+                "read_rests": [r.get("read_rests", 0) for r in rs],
             }
         base = results[BASELINE]["cpu_us_per_event"] if BASELINE in results else None
         for result in results.values():

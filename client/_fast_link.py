@@ -67,6 +67,7 @@ _TRANSPORT_METHODS: Final = (
     "abort",
     "is_closing",
 )
+_NEWLINE: Final = 10  # b"\n"
 _NOT_ENOUGH: Final = object()  # hiredis' "no complete reply yet" (False is a RESP3 value)
 
 
@@ -139,7 +140,11 @@ class _Reader(asyncio.BufferedProtocol):
             self._finish(exc)
             self._transport.abort()
             return
-        if self._coalescer is not None:
+        if self._coalescer is not None and self._view[nbytes - 1] == _NEWLINE:
+            # A read that ends inside a message is part of one write (a large write comes in
+            # several reads, microseconds apart): only a read that ends where a message can end
+            # (every RESP message ends with CRLF) counts for the rhythm. A cut right after an
+            # inner CRLF passes for an end: then one rest too many, nothing worse.
             self._coalescer.after_read()
 
     def eof_received(self) -> bool:

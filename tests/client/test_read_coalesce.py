@@ -66,6 +66,22 @@ async def test_a_busy_stream_rests_once_per_interval_and_reading_comes_back() ->
     task.cancel()
 
 
+async def test_one_write_split_over_two_reads_counts_as_one_read() -> None:
+    """A large write reaches the reader in pieces, microseconds apart: that is no busy stream."""
+    reader, transport = coalescing_reader()
+    task, batches = await started(reader)
+    write = message(1) + message(2) + message(3)
+    cut = len(message(1)) + 5  # inside the second message
+    feed(reader, write[:cut])
+    feed(reader, write[cut:])
+    assert reader.rests == 0
+    assert transport.reading
+    assert [item[2] for batch in batches for item in batch] == [b"m1", b"m2", b"m3"]
+    feed(reader, message(4))  # a whole second write right after: busy
+    assert reader.rests == 1
+    task.cancel()
+
+
 async def test_a_quiet_stream_never_rests() -> None:
     reader, transport = coalescing_reader()
     task, batches = await started(reader)
