@@ -145,7 +145,7 @@ class _Reader(asyncio.BufferedProtocol):
             # several reads, microseconds apart): only a read that ends where a message can end
             # (every RESP message ends with CRLF) counts for the rhythm. A cut right after an
             # inner CRLF passes for an end: then one rest too many, nothing worse.
-            self._coalescer.after_read()
+            self._coalescer.after_read(len(replies))
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself; connection_lost follows

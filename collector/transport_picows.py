@@ -158,10 +158,11 @@ class _Listener(WSListener):
         elif kind is _PONG:
             self.on_pong()
         if frame.last_in_buffer:
+            messages = len(self.batch)
             self.flush()
             coalescer = self.coalescer
             if coalescer is not None:
-                coalescer.after_read()
+                coalescer.after_read(messages)
 
     def _continue(self, frame: WSFrame) -> None:
         parts = self.parts

@@ -94,10 +94,11 @@ class _KeepAliveConnection(ClientConnection):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        messages = len(self._batch)
         self._flush()
         coalescer = self.coalescer
         if coalescer is not None:
-            coalescer.after_read()
+            coalescer.after_read(messages)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.coalescer is not None:

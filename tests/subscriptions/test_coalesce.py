@@ -13,7 +13,12 @@ import math
 import pytest
 
 from tests.helpers import until
-from upbit_fanout.subscriptions.coalesce import MAX_READ_COALESCE, ReadCoalescer, check_interval
+from upbit_fanout.subscriptions.coalesce import (
+    MAX_READ_COALESCE,
+    SMALL_READ,
+    ReadCoalescer,
+    check_interval,
+)
 
 INTERVAL = 0.005
 
@@ -81,6 +86,21 @@ async def test_a_quiet_stream_never_rests() -> None:
         await asyncio.sleep(20 * INTERVAL)  # forty times the busy window (half an interval)
     assert coalescer.rests == 0
     assert reading.pauses == 0
+
+
+async def test_big_reads_and_empty_reads_never_rest() -> None:
+    """A read that brought many messages spreads its wake-up thin; one that brought none (a
+    partial message, a pong) says nothing about the stream."""
+    reading = Reading()
+    coalescer = reading.coalescer()
+    for _ in range(10):
+        coalescer.after_read(SMALL_READ)
+    coalescer.after_read(0)
+    coalescer.after_read(0)
+    assert coalescer.rests == 0
+    assert reading.pauses == 0
+    coalescer.after_read(SMALL_READ - 1)  # a small read right after a big one: busy
+    assert coalescer.rests == 1
 
 
 async def test_an_interval_of_zero_never_rests() -> None:
