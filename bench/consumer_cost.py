@@ -39,6 +39,13 @@ kept:
   read (a bare future, no client): the floor of any consumer that reads in a task of its own;
 - ``*-uvloop``: the same on uvloop's event loop (``uvloop.run``), when uvloop is installed.
 
+``--latency`` (a separate run; figures in bench/results/consumer_latency.json, no plot): every
+write carries the publisher's ``time.monotonic_ns()`` in a fixed-width field of the payload
+(``"bench_sent_ns"``, the same clock in every process of a Linux machine), and the ``fanout*``
+variants stamp each event as ``async for`` yields it: p50, p99 and the maximum of receipt - send,
+per variant. What ``read_coalesce`` adds in delay shows there; the field costs the consumer a
+``bytes.find`` per event, so the CPU figures of such a run are not the cost run's.
+
 Before the runs, ``client_hot_path_in_process`` times the client's own Python alone (the link's
 ``accept`` and the iterator, fed in process: no socket, no event-loop turn), so what is the
 client's and what is the event loop's can be told apart.
@@ -94,9 +101,16 @@ VARIANTS = [
 ]
 
 
-def payload() -> bytes:
+STAMP_FIELD = b'"bench_sent_ns":"'
+STAMP_WIDTH = 19  # digits of time.monotonic_ns(), zero-padded
+
+
+def payload(*, stamped: bool = False) -> bytes:
     line = SAMPLE.read_text(encoding="utf-8").splitlines()[0]
-    return dumps_exact(loads_exact(line))
+    data = dumps_exact(loads_exact(line))
+    if stamped:  # room for the send time, patched into every write (see --latency)
+        data = b"{" + STAMP_FIELD + b"0" * STAMP_WIDTH + b'",' + data[1:]
+    return data
 
 
 # -- consumer (a subprocess per measurement) ------------------------------------------------------
@@ -108,6 +122,7 @@ async def consume(opts: argparse.Namespace) -> dict[str, Any]:
     warm: int = opts.warm
     channel = Keys(opts.prefix).channel(TOPIC)
     state = {"n": 0, "t0": 0.0, "w0": 0.0}
+    latencies: list[int] = []  # ns, --latency only
 
     def tick() -> bool:
         n = state["n"] = state["n"] + 1
@@ -218,6 +233,12 @@ async def consume(opts: argparse.Namespace) -> dict[str, Any]:
                 async for item in client:
                     if item.kind != "event":
                         continue
+                    if opts.latency:
+                        received = time.monotonic_ns()
+                        body = item.payload
+                        at = body.find(STAMP_FIELD) + len(STAMP_FIELD)
+                        if state["n"] >= warm:
+                            latencies.append(received - int(body[at : at + STAMP_WIDTH]))
                     if variant == "fanout-data":
                         item.data  # noqa: B018 - the decode is what is measured
                     elif variant == "fanout-typed":
@@ -241,6 +262,17 @@ async def consume(opts: argparse.Namespace) -> dict[str, Any]:
         "wall_s": wall,
         "cpu_us_per_event": cpu / measured * 1e6 if measured > 0 else None,
         "read_rests": int(state.get("rests", 0)),  # the fanout variants' (read_coalesce)
+        **({"latency_us": _latency_figures(latencies)} if latencies else {}),
+    }
+
+
+def _latency_figures(latencies: list[int]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "p50": round(ordered[len(ordered) // 2] / 1000, 1),
+        "p99": round(ordered[int(len(ordered) * 0.99)] / 1000, 1),
+        "max": round(ordered[-1] / 1000, 1),
+        "samples": len(ordered),
     }
 
 
@@ -302,8 +334,17 @@ def command(channel: bytes, data: bytes) -> bytes:
     return b"".join(out)
 
 
-def publish(address: tuple[str, int], cmd: bytes, rate: int, per_write: int, count: int) -> float:
-    """Send ``count`` PUBLISH commands, ``per_write`` per socket write, at ``rate`` per second.
+def publish(
+    address: tuple[str, int],
+    cmd: bytes,
+    rate: int,
+    per_write: int,
+    count: int,
+    *,
+    stamped: bool = False,
+) -> float:
+    """Send ``count`` PUBLISH commands, ``per_write`` per socket write, at ``rate`` per second;
+    ``stamped``: each write's ``time.monotonic_ns()`` goes into every payload's stamp field.
 
     Returns the achieved rate. Replies are read and discarded by a second thread.
     """
@@ -320,7 +361,13 @@ def publish(address: tuple[str, int], cmd: bytes, rate: int, per_write: int, cou
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    chunk = cmd * per_write
+    chunk = bytearray(cmd * per_write)
+    offsets: list[int] = []
+    if stamped:
+        at = chunk.find(STAMP_FIELD)
+        while at >= 0:
+            offsets.append(at + len(STAMP_FIELD))
+            at = chunk.find(STAMP_FIELD, at + 1)
     interval = per_write / rate
     writes = count // per_write
     start = time.monotonic()
@@ -329,6 +376,10 @@ def publish(address: tuple[str, int], cmd: bytes, rate: int, per_write: int, cou
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
+        if offsets:
+            stamp = b"%019d" % time.monotonic_ns()
+            for at in offsets:
+                chunk[at : at + STAMP_WIDTH] = stamp
         sock.sendall(chunk)
         due += interval
     elapsed = time.monotonic() - start
@@ -361,6 +412,7 @@ def measure(
         f"--timeout={opts.seconds * 3 + 10}",
         f"--redis-url={opts.redis_url}",
         f"--coalesce={opts.coalesce}",
+        *(["--latency"] if opts.latency else []),
     ]
     if opts.profile:
         args.append(f"--profile={opts.profile}.{variant}")
@@ -372,7 +424,14 @@ def measure(
             raise RuntimeError(f"consumer {variant} did not start: {line!r}")
         time.sleep(0.3)
         channel = Keys(prefix).channel(TOPIC).encode()
-        achieved = publish((host, int(port)), command(channel, data), rate, per_write, count + warm)
+        achieved = publish(
+            (host, int(port)),
+            command(channel, data),
+            rate,
+            per_write,
+            count + warm,
+            stamped=opts.latency,
+        )
         out, _ = proc.communicate(timeout=opts.seconds * 3 + 30)
         lines = out.strip().splitlines()
         if not lines:  # e.g. Redis dropped a subscriber that fell past its output-buffer limit
@@ -439,7 +498,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def orchestrate(opts: argparse.Namespace) -> int:
-    data = payload()
+    data = payload(stamped=opts.latency)
     variants = available(opts.variants)
     scenarios = SCENARIOS[:1] if opts.quick else SCENARIOS
     load_before = os.getloadavg()
@@ -453,11 +512,18 @@ def orchestrate(opts: argparse.Namespace) -> int:
             for variant in order:
                 result = measure(opts, variant, rate, per_write, data)
                 runs.setdefault((rate, per_write, variant), []).append(result)
+                latency = result.get("latency_us")
                 print(
                     f"round {round_ + 1} {rate:>6,}/s x{per_write:<3} {variant:<22} "
                     f"{result['cpu_us_per_event'] or float('nan'):7.1f} us/event "
                     f"({result['received']:,}/{result['sent']:,} received, "
-                    f"sent at {result['achieved_rate']:,}/s)",
+                    f"sent at {result['achieved_rate']:,}/s)"
+                    + (
+                        f" latency p50 {latency['p50']} us, p99 {latency['p99']} us, "
+                        f"max {latency['max']} us"
+                        if latency
+                        else ""
+                    ),
                     flush=True,
                 )
     report_scenarios = []
@@ -473,6 +539,7 @@ def orchestrate(opts: argparse.Namespace) -> int:
                 "sent": rs[0]["sent"],
                 "achieved_rate": [r["achieved_rate"] for r in rs],
                 "read_rests": [r.get("read_rests", 0) for r in rs],
+                "latency_us": [r["latency_us"] for r in rs if "latency_us" in r],
             }
         base = results[BASELINE]["cpu_us_per_event"] if BASELINE in results else None
         for result in results.values():
@@ -508,7 +575,24 @@ def orchestrate(opts: argparse.Namespace) -> int:
             cells.append(us + (f" ({ratio:>5.2f}x)" if ratio is not None else " (  -  )"))
         print(f"{variant:<24}" + "".join(f"{c:>22}" for c in cells))
     print(f"\n(x: CPU per event relative to {BASELINE} in the same run; {report['machine']})")
-    if not opts.quick:
+    if opts.latency:
+        print("\nlatency, receipt - send (medians of the rounds' p50 / p99, us):")
+        for variant in variants:
+            cells = []
+            for scenario in report_scenarios:
+                rounds = scenario["results"][variant]["latency_us"]
+                if rounds:
+                    p50 = statistics.median(r["p50"] for r in rounds)
+                    p99 = statistics.median(r["p99"] for r in rounds)
+                    cells.append(f"{p50:.0f} / {p99:.0f}")
+                else:
+                    cells.append("-")
+            print(f"{variant:<24}" + "".join(f"{c:>22}" for c in cells))
+    if not opts.quick and opts.latency:
+        out = RESULTS / "consumer_latency.json"
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
+    elif not opts.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / "consumer_cost.json"
         out.write_text(json.dumps(report, indent=2) + "\n")
@@ -533,6 +617,11 @@ def main() -> int:
         type=float,
         default=0.001,
         help="read_coalesce of the fanout-coalesce variants (s)",
+    )
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="stamp every write; the fanout variants report receipt - send (see above)",
     )
     parser.add_argument(
         "--plot-only", action="store_true", help="redraw the plot from the JSON of the last run"
