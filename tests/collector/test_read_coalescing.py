@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests.collector.service_support import Listener, running_collector
+from tests.collector.test_transports import Sink
 from tests.helpers import scaled, until
 from upbit_fanout.collector import Collector
 from upbit_fanout.collector.transport import (
@@ -37,25 +38,6 @@ from upbit_fanout.settings import Settings
 from upbit_fanout.subscriptions.keys import Keys
 
 transports = pytest.mark.parametrize("transport", TRANSPORTS)
-
-
-class Sink:
-    """What a socket hands over, and the size of every hand-over (one per socket read)."""
-
-    def __init__(self, expected: int) -> None:
-        self.got: list[bytes] = []
-        self.calls: list[int] = []
-        self.expected = expected
-        self.complete = asyncio.Event()
-
-    def __call__(self, batch: list[bytes]) -> None:
-        self.calls.append(len(batch))
-        self.got.extend(batch)
-        if len(self.got) >= self.expected:
-            self.complete.set()
-
-    def pong(self) -> None:
-        pass
 
 
 @contextlib.asynccontextmanager
