@@ -201,7 +201,8 @@ class FanoutClient:
     @property
     def read_rests(self) -> int:
         """How many times the pub/sub reading rested to coalesce reads (``read_coalesce``; 0
-        when off): a busy stream's wake-ups saved, roughly."""
+        when off), over every connection so far. A rest saves wake-ups only when more than one
+        write arrives during it."""
         return self._reader.read_rests
 
     @property
