@@ -50,6 +50,7 @@ from upbit_fanout.client._reader import PubSubReader, Reader, link_class, stop_c
 from upbit_fanout.client._snapshot import take_snapshots
 from upbit_fanout.client._streams import PrivateStream, StreamGroup
 from upbit_fanout.client._util import default_client_id, transient_id
+from upbit_fanout.subscriptions.coalesce import check_interval
 from upbit_fanout.subscriptions.connection import (
     REDIS_FAILURES,
     cluster_of,
@@ -142,8 +143,8 @@ class FanoutClient:
         self._max_outage = max_outage
         self._upstream_gaps = upstream_gaps
         self._close_timeout = float(close_timeout)
-        self._link_class = link_class(pubsub_reader, read_coalesce)
-        self._read_coalesce = float(read_coalesce)
+        self._read_coalesce = check_interval(read_coalesce)
+        self._link_class = link_class(pubsub_reader, self._read_coalesce)
         self._snapshot_seq = 0
 
         self._state: Literal["new", "open", "closing", "closed"] = "new"

@@ -44,7 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from upbit_fanout.client._errors import ClientError
 from upbit_fanout.client._link import Accept, PubSubConnection
-from upbit_fanout.subscriptions.coalesce import ReadCoalescer, check_interval
+from upbit_fanout.subscriptions.coalesce import ReadCoalescer
 
 try:
     import hiredis
@@ -276,7 +276,7 @@ class HiredisLink(PubSubConnection):
             raise ClientError("the hiredis pub/sub reader needs the hiredis package")
         super().__init__(redis)
         self._buffer_size = buffer_size
-        self._read_coalesce = check_interval(read_coalesce)
+        self._read_coalesce = read_coalesce  # checked by the client and by the coalescer
         self._reader: _Reader | None = None
 
     async def open(self, channels: Iterable[str]) -> None:

@@ -49,7 +49,6 @@ from upbit_fanout.client._items import Event, Gap, Notice
 from upbit_fanout.client._link import Link, PubSubLink
 from upbit_fanout.client._log import log
 from upbit_fanout.client._policy import GiveUp, Liveness, Outage
-from upbit_fanout.subscriptions.coalesce import check_interval
 from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of, follow_primary
 from upbit_fanout.subscriptions.keys import Keys
 from upbit_fanout.subscriptions.tasks import stop_tasks
@@ -547,8 +546,8 @@ async def stop_client_tasks(tasks: list[asyncio.Task[None]], limit: float) -> No
 
 def link_class(reader: PubSubReader, read_coalesce: float = 0.0) -> Callable[[Redis], Link]:
     """The link for ``pubsub_reader`` (``"auto"``: hiredis when importable, else redis-py),
-    resting its reads ``read_coalesce`` seconds when busy (the hiredis link only)."""
-    read_coalesce = check_interval(read_coalesce)
+    resting its reads ``read_coalesce`` seconds when busy (the hiredis link only; checked by
+    the caller, :func:`subscriptions.coalesce.check_interval`)."""
     if reader == "redis-py":
         if read_coalesce:
             raise ValueError(
