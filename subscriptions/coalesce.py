@@ -10,6 +10,10 @@ delay for fewer wake-ups, as a network card's interrupt moderation does:
   interval** after the previous one means the stream is busy with small writes: reading is paused
   for one ``interval`` (``pause``), then resumed (``resume``) by a timer, and the next read takes
   whatever arrived meanwhile, in one go;
+- the read that ends a rest rests again when it brought at least **twice as many messages** as
+  the read that began the resting: the stream still writes more than once per interval, so the
+  next rest saves wake-ups too; with fewer it stops resting (the stream slowed down, or writes
+  many messages at once, which a rest does not merge);
 - a read after a longer quiet is handed over at once and rests nothing: a lone event, or a
   stream whose reads come less often than twice per interval, never waits;
 - a read that already brought many messages rests nothing either: its wake-up is spread thin.
@@ -17,8 +21,11 @@ delay for fewer wake-ups, as a network card's interrupt moderation does:
 Why half: a rest costs about one wake-up itself (the timer; and pausing and resuming the socket
 are system calls), so it pays only when at least two reads would have happened during it. A
 stream of one write per interval (5,000 events/s in writes of 5, with 1 ms) would only pay more.
-The read right after a rest comes an interval after the one before it, so it does not rest;
-under steady load a rest follows every other read. Why not after big reads: at 50,000 events/s
+Why not judge the read that ends a rest by the clock as well: it always comes an interval
+after the one before it, so a busy stream would rest only after every other read, and each
+cycle would pay two reads and a timer for what one read and a timer take (at 5,000 events/s one
+per write with 1 ms: about a fifth more CPU per event, ``bench/consumer_cost.py``). Why not
+after big reads: at 50,000 events/s
 in writes of 50, reads come about 1 ms apart but unevenly (a writer catching up sends two at
 once); resting there doubled the messages per read and still cost 10-15 % more CPU per event
 than not resting (``bench/consumer_cost.py``), the rests' own timer and system calls outweighing
@@ -64,6 +71,7 @@ class ReadCoalescer:
     """Decides, after every read of one socket, whether its reading rests (see the module)."""
 
     __slots__ = (
+        "_began",
         "_held",
         "_last",
         "_loop",
@@ -91,6 +99,7 @@ class ReadCoalescer:
         self._held = held
         self._loop = loop
         self._last = -1e18  # monotonic time of the previous read
+        self._began = 0  # messages of the read that began the resting; 0: not resting since
         self._timer: asyncio.Handle | None = None  # uvloop: a plain Handle for 0 ms
         self.rests = 0
         """How many times reading rested (for tests and metrics)."""
@@ -107,10 +116,17 @@ class ReadCoalescer:
         if not interval or messages <= 0:
             return
         now = time.monotonic()
-        busy = now - self._last < self._window
+        began = self._began
+        if began and self._timer is None:  # the read that ends a rest
+            busy = messages >= 2 * began
+            self._began = 0
+        else:
+            busy = now - self._last < self._window
+            began = messages
         self._last = now
         if not busy or messages >= SMALL_READ or self._timer is not None or self._held():
             return
+        self._began = began
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -126,5 +142,6 @@ class ReadCoalescer:
     def cancel(self) -> None:
         """Forget a pending rest without resuming (the socket is closing or closed)."""
         timer, self._timer = self._timer, None
+        self._began = 0
         if timer is not None:
             timer.cancel()

@@ -77,6 +77,58 @@ async def test_a_busy_stream_rests_after_every_other_read_and_is_always_resumed(
     assert not coalescer.resting
 
 
+async def read_after_rest(reading: Reading, coalescer: ReadCoalescer, messages: int) -> None:
+    """Wait for the rest to end, then read ``messages`` (what arrived during it)."""
+    async with asyncio.timeout(2):
+        await reading.resumed.wait()
+    coalescer.after_read(messages)
+
+
+async def test_a_stream_writing_more_than_once_per_interval_rests_after_every_read() -> None:
+    """One event per write, many writes per interval: the read that ends a rest brings several
+    of them, so reading rests again at once (one read and one timer per interval, not two reads
+    and a timer)."""
+    reading = Reading()
+    coalescer = reading.coalescer()
+    coalescer.after_read(1)
+    coalescer.after_read(1)  # a second single event at once: rest
+    assert coalescer.rests == 1
+    for rests in range(2, 7):
+        await read_after_rest(reading, coalescer, 5)  # five single writes came meanwhile
+        assert coalescer.resting
+        assert coalescer.rests == rests
+    await read_after_rest(reading, coalescer, 1)  # the stream slowed to one per interval
+    assert not coalescer.resting  # so resting stops
+    assert coalescer.rests == 6
+    assert reading.pauses == reading.resumes == 6
+
+
+async def test_a_stream_of_big_writes_stops_resting_after_one_rest() -> None:
+    """Writes of five, about one per interval: a rest that a hurried pair of them began brings
+    one write (five messages, not twice five): no second rest, which would merge nothing."""
+    reading = Reading()
+    coalescer = reading.coalescer()
+    coalescer.after_read(5)
+    coalescer.after_read(5)
+    assert coalescer.rests == 1
+    await read_after_rest(reading, coalescer, 5)
+    assert not coalescer.resting
+    assert coalescer.rests == 1
+    await asyncio.sleep(INTERVAL)  # the next write comes an interval later: still no rest
+    coalescer.after_read(5)
+    assert coalescer.rests == 1
+
+
+async def test_a_rest_that_brings_many_messages_ends_the_resting() -> None:
+    reading = Reading()
+    coalescer = reading.coalescer()
+    coalescer.after_read(1)
+    coalescer.after_read(1)
+    await read_after_rest(reading, coalescer, SMALL_READ)  # many: the wake-up is spread thin
+    assert not coalescer.resting
+    assert coalescer.rests == 1
+
+
 async def test_a_quiet_stream_never_rests() -> None:
     reading = Reading()
     coalescer = reading.coalescer()
