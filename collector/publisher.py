@@ -166,6 +166,14 @@ return 1
 _PACK: Final = msgpack.Packer(use_bin_type=False).pack
 
 
+def _unpacked(blob: bytes) -> memoryview:
+    """The batch's blob as redis-py should send it: a memoryview is written as it is, after its
+    RESP header, where hiredis' command packer copies a bytes argument into a new buffer at
+    about 1 ns per byte (1.5 ms for a 1.5 MB batch: a twentieth of the collector's time in
+    bursts, ``bench/collector_throughput.py``)."""
+    return memoryview(blob)
+
+
 class Publisher:
     """Publishes routed items to Redis, one round trip per batch.
 
@@ -317,7 +325,8 @@ class Publisher:
         )
         redis = self._redis
         fence = self.fence
-        args: list[bytes] = [blob] if fence is None else [fence[0], blob, fence[1]]
+        view = _unpacked(blob)
+        args: list[bytes | memoryview] = [view] if fence is None else [fence[0], view, fence[1]]
         keys = 0 if fence is None else 1
         try:
             reply = await redis.evalsha(_SCRIPT_SHA, keys, *args)
@@ -411,9 +420,11 @@ class Publisher:
             fence_key = self._keys.fence(self._fence_tag(node))
             expected = fence[1] if fence is not None else b""
             try:
-                reply = await redis.evalsha(_CLUSTER_SHA, 1, fence_key, blob, expected)
+                reply = await redis.evalsha(_CLUSTER_SHA, 1, fence_key, _unpacked(blob), expected)
             except NoScriptError:  # not loaded on that node yet: EVAL loads it
-                reply = await redis.eval(CLUSTER_PUBLISH_SCRIPT, 1, fence_key, blob, expected)
+                reply = await redis.eval(
+                    CLUSTER_PUBLISH_SCRIPT, 1, fence_key, _unpacked(blob), expected
+                )
             if reply and reply[0] in (b"fenced", "fenced"):  # nothing was written
                 if fence is None or attempt == 2:
                     break
