@@ -63,9 +63,10 @@ when that runs too, and its JSON rows say how often reading rested (``read_rests
 ``--no-msgspec`` adds a run of the current code with :mod:`msgspec` hidden (an ``ImportError`` put
 first on ``PYTHONPATH``): the collector with its typed fast path off.
 ``--baseline REF`` runs every worker a second time with another git revision's code (``main``, a
-commit), laid out from ``git archive`` and put first on ``PYTHONPATH`` (as
-bench/emulator_firehose.py does), against the same source and Redis, alternating the two
-``--rounds`` times; the report gives each run and the medians.
+commit; on websockets, once per ``--read-coalesce`` value: ``baseline REF/0.001``), laid out
+from ``git archive`` and put first on ``PYTHONPATH`` (as bench/emulator_firehose.py does),
+against the same source and Redis, alternating the two ``--rounds`` times; the report gives each
+run and the medians.
 
 Figures: events/s published by the collector in the measuring window (after a warm-up), the
 worker process's CPU time per event (µs), and the rate the subscriber counted between two marks.
@@ -903,10 +904,17 @@ def _orchestrate(
                                     for spec in transports
                                     for value in coalesces
                                 ]
-                            if base is not None:
-                                variants.insert(
-                                    0, (f"baseline {opts.baseline}", base, "websockets", 0.0)
-                                )
+                            if base is not None:  # websockets, once per --read-coalesce
+                                base_coalesces = coalesces if mode == "service" else [0.0]
+                                variants[:0] = [
+                                    (
+                                        variant_name(f"baseline {opts.baseline}", value),
+                                        base,
+                                        "websockets",
+                                        value,
+                                    )
+                                    for value in base_coalesces
+                                ]
                             if no_msgspec is not None:
                                 variants.insert(-1, ("no msgspec", no_msgspec, "websockets", 0.0))
                             if (
