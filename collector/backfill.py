@@ -25,7 +25,11 @@ this task.
 After a takeover (:meth:`Backfiller.takeover`, a failover gap) the new leader has seen no trade
 yet: once its socket is subscribed, each trade topic's anchor is the previous leader's last
 trade, read from ``P:last:{topic}`` (if it is older than the takeover; otherwise the pages stop
-at the gap's start).
+at the gap's start). This leader's own first trade of a topic overwrites that value, and it may
+be published before the hole is filled (the socket's trades flow at once, the hole waits its
+turn): so the publisher calls :meth:`Backfiller.before_publish` with every batch during the
+takeover window, and the last values of the trade topics a batch would write first are read
+just before it is published and kept as their anchors.
 
 :func:`missing_trades` is the pure decision: which trades of a page are missing, and whether the
 page reached the anchor.
@@ -107,6 +111,22 @@ def missing_trades(
     return found, False
 
 
+def _anchor_of(payload: bytes | str | None, before: int) -> int | None:
+    """The ``sequential_id`` of a last value that is a trade older than ``before`` (ms)."""
+    raw = payload.encode() if isinstance(payload, str) else payload
+    try:
+        event = decode_event(raw) if raw else None
+    except CodecError as exc:
+        log.warning("back-fill: a trade's last value does not decode (%s); no anchor", exc)
+        return None
+    if not isinstance(event, dict):
+        return None
+    sid, stamp = event.get("sequential_id"), event.get("trade_timestamp")
+    if isinstance(sid, int) and isinstance(stamp, int) and stamp < before:
+        return sid
+    return None  # written by this leader already (or not a trade): fill from ``since``
+
+
 class Backfiller:
     """Fills each trade topic's hole after an upstream gap (see the module docstring).
 
@@ -142,6 +162,8 @@ class Backfiller:
         self._redis = redis
         self._keys = keys
         self._takeover: tuple[int, int] | None = None
+        self._anchoring: tuple[int, set[str]] | None = None  # (takeover at, topics read)
+        self._anchors: dict[str, int | None] = {}  # topic -> anchor read before it was written
         self._wake = asyncio.Event()
         self.gaps = 0
         self.trades = 0
@@ -170,6 +192,42 @@ class Backfiller:
         socket is subscribed (:meth:`subscribed`), its trade topics are filled from the previous
         leader's last trades (``P:last``)."""
         self._takeover = (since, at)
+        self._anchoring = (at, set())
+        self._anchors = {}
+
+    async def before_publish(self, batch: Sequence[Outgoing], *, now: int | None = None) -> None:
+        """Called with every batch before it is published: during a takeover's window, read the
+        previous leader's last trade of each trade topic whose last value the batch would write
+        first, and keep it as the topic's anchor (see the module). Never raises; a read that
+        fails leaves those topics without an anchor (their pages stop at the gap's start)."""
+        anchoring = self._anchoring
+        if anchoring is None:
+            return
+        at, read = anchoring
+        if (now if now is not None else now_ms()) - at > _TAKEOVER_WINDOW_MS:
+            self._anchoring = None
+            return
+        topics = sorted(
+            {
+                item.topic
+                for item in batch
+                if item.type == "trade" and item.publish and item.last and item.topic not in read
+            }
+        )
+        if not topics or self._redis is None or self._keys is None:
+            return
+        read.update(topics)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for topic in topics:
+                    pipe.get(self._keys.last(topic))
+                values = await pipe.execute()
+        except REDIS_FAILURES as exc:
+            log.warning("back-fill after the takeover: no anchors from the last values (%s)", exc)
+            self._anchors.update(dict.fromkeys(topics))
+            return
+        for topic, payload in zip(topics, values, strict=True):
+            self._anchors[topic] = _anchor_of(payload, at)
 
     def subscribed(self, topics: Iterable[Topic], *, now: int | None = None) -> None:
         """The public socket is subscribed: after a takeover, queue its trade topics."""
@@ -190,22 +248,18 @@ class Backfiller:
             self._wake.set()
 
     async def _anchor_from_last(self, hole: Hole) -> int | None:
-        """The previous leader's last trade of the topic, if it is older than the takeover."""
+        """The previous leader's last trade of the topic, if it is older than the takeover: as
+        read before this leader first wrote the topic's last value, or read now."""
         if self._redis is None or self._keys is None or hole.before is None:
             return None
+        if hole.topic in self._anchors:
+            return self._anchors.pop(hole.topic)
         try:
             payload = await self._redis.get(self._keys.last(hole.topic))
-            raw = payload.encode() if isinstance(payload, str) else payload
-            event = decode_event(raw) if raw else None
-        except (*REDIS_FAILURES, CodecError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("back-fill of %s: no anchor from its last value (%s)", hole.topic, exc)
             return None
-        if not isinstance(event, dict):
-            return None
-        sid, stamp = event.get("sequential_id"), event.get("trade_timestamp")
-        if isinstance(sid, int) and isinstance(stamp, int) and stamp < hole.before:
-            return sid
-        return None  # written by this leader already (or not a trade): fill from ``since``
+        return _anchor_of(payload, hole.before)
 
     async def run(self) -> None:
         """Fill the queued holes, one topic at a time, forever."""

@@ -675,6 +675,8 @@ class Collector:
             if not self.is_leader:  # stepped down: nothing queued may be published
                 self.leadership.dropped(len(batch))
                 continue
+            if self.backfiller is not None:  # after a takeover: anchors before last values
+                await self.backfiller.before_publish(batch)
             expected = self.leadership.value
             started = time.perf_counter()
             try:

@@ -175,6 +175,66 @@ async def test_a_rest_failure_is_announced(status: Status) -> None:
     assert notice["count"] == 0
 
 
+async def test_a_takeover_anchor_is_read_before_this_leaders_first_trade_overwrites_it(
+    status: Status,
+) -> None:
+    """The socket's trades flow at once after a takeover, the hole waits its turn: the new
+    leader's first live trade would overwrite the previous leader's last value before the
+    back-fill reads it, and the hole would be filled from its start (trades published twice)."""
+    redis = fakeredis.FakeAsyncRedis()
+    keys = Keys("t")
+    router = Router(codec="json")
+    router.set_topics([TOPIC], fresh_connection=True)
+    outbox: Outbox[Outgoing] = Outbox(1000)
+    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(Tape(300)))
+    backfiller = Backfiller(
+        client=client, router=router, outbox=outbox, status=status, codec="json",
+        published=lambda: 0, publish_wait=0.0, redis=redis, keys=keys,
+    )  # fmt: skip
+    try:
+        await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 250,
+                                                        "trade_timestamp": 900}))  # fmt: skip
+        backfiller.takeover(since=500, at=1000)
+        first = orjson.dumps({"sequential_id": 300, "trade_timestamp": 1100})
+        other = Outgoing("ticker:KRW-BTC", b"{}", "ticker")
+        await backfiller.before_publish([other, Outgoing(str(TOPIC), first, "trade")], now=1100)
+        await redis.set(keys.last(TOPIC), first)  # what the publisher then wrote
+        # a later batch: the topic's anchor is kept, its last value is not read again
+        await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 299,
+                                                        "trade_timestamp": 1001}))  # fmt: skip
+        await backfiller.before_publish([Outgoing(str(TOPIC), first, "trade")], now=1200)
+        router.claim_trades("KRW-BTC", [300])  # the socket delivered it
+        backfiller.subscribed([TOPIC], now=1500)
+        await backfiller._fill(backfiller._pending.pop(str(TOPIC)))
+        sids = [decode_event(item.payload)["sequential_id"] for item in await outbox.get_batch()]
+        assert sids == list(range(251, 300))  # from the previous leader's last trade on, once
+    finally:
+        await client.aclose()
+
+
+async def test_before_publish_reads_nothing_outside_a_takeovers_window(status: Status) -> None:
+    redis = fakeredis.FakeAsyncRedis()
+    keys = Keys("t")
+    router = Router(codec="json")
+    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(Tape(1)))
+    backfiller = Backfiller(
+        client=client, router=router, outbox=Outbox(10), status=status, codec="json",
+        published=lambda: 0, publish_wait=0.0, redis=redis, keys=keys,
+    )  # fmt: skip
+    live = [Outgoing(str(TOPIC), b"{}", "trade")]
+    backfilled = [Outgoing(str(TOPIC), b"{}", "trade", last=False)]
+    try:
+        await backfiller.before_publish(live, now=1100)  # no takeover: nothing to keep
+        backfiller.takeover(since=500, at=1000)
+        await backfiller.before_publish(backfilled, now=1100)  # writes no last value
+        assert backfiller._anchors == {}
+        await backfiller.before_publish(live, now=1000 + 60_000)  # the window is over
+        assert backfiller._anchors == {}
+        assert backfiller._anchoring is None
+    finally:
+        await client.aclose()
+
+
 async def test_after_a_takeover_the_anchor_is_the_previous_leaders_last_trade(
     status: Status,
 ) -> None:
