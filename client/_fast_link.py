@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
@@ -45,6 +45,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from upbit_fanout.client._errors import ClientError
 from upbit_fanout.client._link import Accept, PubSubConnection
 from upbit_fanout.subscriptions.coalesce import ReadCoalescer
+from upbit_fanout.subscriptions.takeover import NotTakeable, detach
 
 try:
     import hiredis
@@ -59,14 +60,6 @@ __all__ = ["BUFFER_SIZE", "HiredisLink", "hiredis_available"]
 BUFFER_SIZE: Final = 256 * 1024
 """Bytes read from the socket at most per read (larger messages take several reads)."""
 
-_TRANSPORT_METHODS: Final = (
-    "set_protocol",
-    "pause_reading",
-    "resume_reading",
-    "write",
-    "abort",
-    "is_closing",
-)
 _NEWLINE: Final = 10  # b"\n"
 _NOT_ENOUGH: Final = object()  # hiredis' "no complete reply yet" (False is a RESP3 value)
 
@@ -242,27 +235,17 @@ class _Reader(asyncio.BufferedProtocol):
 
 def _take_over(conn: AbstractConnection, buffer_size: int, read_coalesce: float) -> _Reader:
     """Put a :class:`_Reader` on ``conn``'s transport (connected and authenticated by redis-py)."""
-    writer = getattr(conn, "_writer", None)
-    stream = getattr(conn, "_reader", None)
-    if writer is None or stream is None:
-        raise RedisConnectionError("pub/sub connection is not open")
-    transport = writer.transport
-    protocol = transport.get_protocol()
-    # uvloop's transports are not asyncio.Transport subclasses: ask for what is used instead.
-    if not isinstance(protocol, asyncio.StreamReaderProtocol) or not all(
-        hasattr(transport, name) for name in _TRANSPORT_METHODS
-    ):
+    try:
+        detached = detach(conn)
+    except NotTakeable as exc:
         raise ClientError(
-            f"the hiredis pub/sub reader cannot read a {type(conn).__name__} connection "
-            f"(transport {type(transport).__name__}); use FanoutClient(..., "
+            f"the hiredis pub/sub reader cannot read {exc}; use FanoutClient(..., "
             "pubsub_reader='redis-py')"
-        )
-    if stream.at_eof():
-        raise RedisConnectionError("Redis closed the pub/sub connection")
-    leftover = bytes(getattr(stream, "_buffer", b""))
-    reader = _Reader(cast(asyncio.Transport, transport), protocol, buffer_size, read_coalesce)
+        ) from None
+    transport = detached.transport
+    reader = _Reader(transport, detached.stream_protocol, buffer_size, read_coalesce)
     transport.set_protocol(reader)
-    reader.feed(leftover)
+    reader.feed(detached.leftover)
     return reader
 
 

@@ -24,6 +24,7 @@ the module each class lives in (the client's are also exported by ``upbit_fanout
     ├── EmulatorCrashError (RuntimeError)     emulator.server: a background task of it crashed
     ├── TLSUnavailableError (RuntimeError)    emulator.tls: ``--tls`` without trustme installed
     ├── TransportUnavailableError (RuntimeError)  collector.transport: picows not installed
+    ├── NotTakeable                           subscriptions.takeover: a socket no lean link reads
     └── LocalRedisUnavailableError (RuntimeError)  upbit_fanout.localredis: no Redis to start
 
 Dependency errors (redis, websockets, jwt, msgpack, httpx) are wrapped at the boundary with
