@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgpack
 import redis.asyncio as aioredis
@@ -56,6 +56,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from upbit_fanout.collector._log import log
+from upbit_fanout.collector.publink import NotTakeable, PublishLink, open_link
 from upbit_fanout.collector.routing import Outgoing
 from upbit_fanout.subscriptions.clock import now_ms
 from upbit_fanout.subscriptions.connection import REDIS_FAILURES, cluster_of, refresh_slots
@@ -225,6 +226,11 @@ class Publisher:
         self._fenced_with: bytes | None = None  # the value installed on every node's copy
         self._owner: dict[bytes, str] = {}  # channel or stream key -> its node, as last seen
         self.fence_installs = 0
+        self._link: PublishLink | None = None
+        self._linking = asyncio.Lock()
+        self.lean = self._cluster is None
+        """True while batches go over the lean link (collector/publink.py); False on a Redis
+        Cluster, and for good once a connection could not be taken over (redis-py's way)."""
 
     def counters(self) -> dict[str, int]:
         return {
@@ -305,6 +311,42 @@ class Publisher:
             )
         return key
 
+    async def _evalsha(self, sha: str, keys: int, *args: bytes | memoryview) -> Any:
+        """``EVALSHA`` over the lean link (opened on first use and after it failed), or through
+        redis-py where the link cannot be used."""
+        if not self.lean:
+            return await self._redis.evalsha(sha, keys, *args)  # type: ignore[no-untyped-call, unused-ignore]
+        link = self._link
+        if link is None or link.closed:
+            link = await self._relink()
+            if link is None:
+                return await self._redis.evalsha(sha, keys, *args)  # type: ignore[no-untyped-call, unused-ignore]
+        return await link.execute("EVALSHA", sha, keys, *args)
+
+    async def _relink(self) -> PublishLink | None:
+        """A working link: the current one, or a new one in place of a failed one; None (and
+        :attr:`lean` False) when the pool's connections cannot be taken over."""
+        async with self._linking:
+            link = self._link
+            if link is not None and not link.closed:
+                return link
+            self._link = None
+            if link is not None:
+                await link.aclose()  # gives the connection back to the pool
+            try:
+                self._link = await open_link(self._redis)
+            except NotTakeable as exc:
+                self.lean = False
+                log.info("publishing through redis-py: the lean link cannot read %s", exc)
+                return None
+            return self._link
+
+    async def aclose(self) -> None:
+        """Close the lean link, if one is open (the collector is stopping)."""
+        link, self._link = self._link, None
+        if link is not None:
+            await link.aclose()
+
     async def _run_script(
         self, publish: list[bytes], last: dict[bytes, int], stream: list[bytes | str | int]
     ) -> tuple[int, int]:
@@ -329,10 +371,10 @@ class Publisher:
         args: list[bytes | memoryview] = [view] if fence is None else [fence[0], view, fence[1]]
         keys = 0 if fence is None else 1
         try:
-            reply = await redis.evalsha(_SCRIPT_SHA, keys, *args)
+            reply = await self._evalsha(_SCRIPT_SHA, keys, *args)
         except NoScriptError:  # not loaded yet, or Redis restarted: nothing ran, so retry once
             await redis.script_load(PUBLISH_SCRIPT)
-            reply = await redis.evalsha(_SCRIPT_SHA, keys, *args)
+            reply = await self._evalsha(_SCRIPT_SHA, keys, *args)
         except ResponseError as exc:
             text = str(exc).lower()
             if "unknown command" not in text and "noperm" not in text:

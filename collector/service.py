@@ -519,6 +519,7 @@ class Collector:
         await self._stop_upstreams()
         await self._cancel(["publisher"], insist=True)
         await self._final_publish()
+        await self._close_publisher()
         await self._cancel(["status"], insist=True)
         if self._exchange is not None:
             await self._exchange.aclose()
@@ -754,6 +755,13 @@ class Collector:
             log.warning("could not publish the last %d events (%s)", len(batch), exc)
         else:
             self._announce_drops()
+
+    async def _close_publisher(self) -> None:
+        try:
+            async with asyncio.timeout(1.0):
+                await self.publisher.aclose()
+        except (*REDIS_FAILURES, TimeoutError, OSError) as exc:  # closing; nothing depends on it
+            log.debug("closing the publish connection: %s", exc)
 
     # -- Redis restarts ---------------------------------------------------------------------------
     def _intents(self) -> Mapping[str, frozenset[str]]:

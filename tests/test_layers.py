@@ -46,6 +46,7 @@ ALLOWED_THIRD_PARTY = {
         "redis",
         "websockets",
         "picows",  # optional (extra fast): collector/transport_picows.py only
+        "hiredis",  # redis[hiredis]: the publish link's reply parser (collector/publink.py)
         "jwt",
         "httpx",
         "prometheus_client",
