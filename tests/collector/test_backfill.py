@@ -6,6 +6,9 @@ The fill runs against httpx's mock transport playing ``trades/ticks`` (pages new
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -175,23 +178,44 @@ async def test_a_rest_failure_is_announced(status: Status) -> None:
     assert notice["count"] == 0
 
 
+@dataclass
+class Takeover:
+    """A back-filler with a Redis of its own (fakeredis) for the takeover tests."""
+
+    backfiller: Backfiller
+    redis: fakeredis.FakeAsyncRedis
+    keys: Keys
+    router: Router
+    outbox: Outbox[Outgoing]
+
+
+@contextlib.asynccontextmanager
+async def takeover_backfiller(status: Status, trades: int = 300) -> AsyncIterator[Takeover]:
+    """``trade:KRW-BTC`` live, ``trades/ticks`` over sequential ids 1..``trades``."""
+    redis = fakeredis.FakeAsyncRedis()
+    keys = Keys("t")
+    router = Router(codec="json")
+    router.set_topics([TOPIC], fresh_connection=True)
+    outbox: Outbox[Outgoing] = Outbox(1000)
+    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(Tape(trades)))
+    backfiller = Backfiller(
+        client=client, router=router, outbox=outbox, status=status, codec="json",
+        published=lambda: 0, publish_wait=0.0, redis=redis, keys=keys,
+    )  # fmt: skip
+    try:
+        yield Takeover(backfiller, redis, keys, router, outbox)
+    finally:
+        await client.aclose()
+
+
 async def test_a_takeover_anchor_is_read_before_this_leaders_first_trade_overwrites_it(
     status: Status,
 ) -> None:
     """The socket's trades flow at once after a takeover, the hole waits its turn: the new
     leader's first live trade would overwrite the previous leader's last value before the
     back-fill reads it, and the hole would be filled from its start (trades published twice)."""
-    redis = fakeredis.FakeAsyncRedis()
-    keys = Keys("t")
-    router = Router(codec="json")
-    router.set_topics([TOPIC], fresh_connection=True)
-    outbox: Outbox[Outgoing] = Outbox(1000)
-    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(Tape(300)))
-    backfiller = Backfiller(
-        client=client, router=router, outbox=outbox, status=status, codec="json",
-        published=lambda: 0, publish_wait=0.0, redis=redis, keys=keys,
-    )  # fmt: skip
-    try:
+    async with takeover_backfiller(status) as t:
+        backfiller, redis, keys = t.backfiller, t.redis, t.keys
         await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 250,
                                                         "trade_timestamp": 900}))  # fmt: skip
         backfiller.takeover(since=500, at=1000)
@@ -203,27 +227,19 @@ async def test_a_takeover_anchor_is_read_before_this_leaders_first_trade_overwri
         await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 299,
                                                         "trade_timestamp": 1001}))  # fmt: skip
         await backfiller.before_publish([Outgoing(str(TOPIC), first, "trade")], now=1200)
-        router.claim_trades("KRW-BTC", [300])  # the socket delivered it
+        t.router.claim_trades("KRW-BTC", [300])  # the socket delivered it
         backfiller.subscribed([TOPIC], now=1500)
         await backfiller._fill(backfiller._pending.pop(str(TOPIC)))
-        sids = [decode_event(item.payload)["sequential_id"] for item in await outbox.get_batch()]
+        assert len(t.outbox) == 49  # (filled from the hole's start, none: the tape is older)
+        sids = [decode_event(i.payload)["sequential_id"] for i in await t.outbox.get_batch()]
         assert sids == list(range(251, 300))  # from the previous leader's last trade on, once
-    finally:
-        await client.aclose()
 
 
 async def test_before_publish_reads_nothing_outside_a_takeovers_window(status: Status) -> None:
-    redis = fakeredis.FakeAsyncRedis()
-    keys = Keys("t")
-    router = Router(codec="json")
-    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(Tape(1)))
-    backfiller = Backfiller(
-        client=client, router=router, outbox=Outbox(10), status=status, codec="json",
-        published=lambda: 0, publish_wait=0.0, redis=redis, keys=keys,
-    )  # fmt: skip
     live = [Outgoing(str(TOPIC), b"{}", "trade")]
     backfilled = [Outgoing(str(TOPIC), b"{}", "trade", last=False)]
-    try:
+    async with takeover_backfiller(status) as t:
+        backfiller = t.backfiller
         await backfiller.before_publish(live, now=1100)  # no takeover: nothing to keep
         backfiller.takeover(since=500, at=1000)
         await backfiller.before_publish(backfilled, now=1100)  # writes no last value
@@ -231,32 +247,20 @@ async def test_before_publish_reads_nothing_outside_a_takeovers_window(status: S
         await backfiller.before_publish(live, now=1000 + 60_000)  # the window is over
         assert backfiller._anchors == {}
         assert backfiller._anchoring is None
-    finally:
-        await client.aclose()
 
 
 async def test_after_a_takeover_the_anchor_is_the_previous_leaders_last_trade(
     status: Status,
 ) -> None:
-    redis = fakeredis.FakeAsyncRedis()
-    keys = Keys("t")
-    router = Router(codec="json")
-    router.set_topics([TOPIC], fresh_connection=True)
-    outbox: Outbox[Outgoing] = Outbox(1000)
-    tape = Tape(300)
-    client = QuotationClient("http://127.0.0.1:1", transport=httpx.MockTransport(tape))
-    backfiller = Backfiller(
-        client=client, router=router, outbox=outbox, status=status, codec="json",
-        published=lambda: 0, publish_wait=0.0, redis=redis, keys=keys,
-    )  # fmt: skip
-    try:
+    async with takeover_backfiller(status) as t:
+        backfiller, redis, keys = t.backfiller, t.redis, t.keys
         # the previous leader's last trade: id 250, traded before the takeover at 1000 ms
         await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 250,
                                                         "trade_timestamp": 900}))  # fmt: skip
         backfiller.takeover(since=500, at=1000)
         backfiller.subscribed([TOPIC], now=1500)
         await backfiller._fill(backfiller._pending.pop(str(TOPIC)))
-        sids = [decode_event(item.payload)["sequential_id"] for item in await outbox.get_batch()]
+        sids = [decode_event(item.payload)["sequential_id"] for item in await t.outbox.get_batch()]
         assert sids == list(range(251, 301))
         # a last value this leader wrote itself (after the takeover) is no anchor
         await redis.set(keys.last(TOPIC), orjson.dumps({"sequential_id": 299,
@@ -269,5 +273,3 @@ async def test_after_a_takeover_the_anchor_is_the_previous_leaders_last_trade(
         backfiller.takeover(since=280, at=1000)
         backfiller.subscribed([TOPIC], now=1000 + 60_000)
         assert backfiller._pending == {}
-    finally:
-        await client.aclose()
