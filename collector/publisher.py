@@ -20,6 +20,10 @@ Two ways to send a batch, both one round trip:
     restart). It names keys inside its argument; on a Redis Cluster the batch is split by node
     and each node runs :data:`CLUSTER_PUBLISH_SCRIPT` (``SPUBLISH``, only that node's keys,
     checking that node's fence copy ``P:fence:{N}``: docs/contract.md, "Redis Cluster").
+    Outside a Cluster the ``EVALSHA`` goes over the publisher's own link
+    (:mod:`collector.publink`: a connection of the pool whose replies a protocol parses with
+    hiredis, a round trip for less than half the CPU of redis-py's command path), or through
+    redis-py when the connection cannot be taken over.
 ``pipeline``
     A non-transactional pipeline: N ``PUBLISH`` + one ``MSET`` + one ``XADD`` per private item.
     Kept for comparison (``bench/collector_throughput.py`` measures both) and for servers where
