@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tests.client.test_fast_link import tls_redis, unix_redis  # noqa: F401 - fixtures
 from tests.conftest import RedisServer
 from tests.helpers import until
 from upbit_fanout.collector.publink import PublishLink, open_link
@@ -197,3 +198,43 @@ async def test_a_connection_that_cannot_be_taken_over_publishes_through_redis_py
     finally:
         await publisher.aclose()
         await redis.aclose()
+
+
+async def _publishes_over_the_link(url: str, keys: Keys) -> None:
+    """A batch with a payload larger than any socket read goes over the link, whole and in order,
+    and a subscriber of the same Redis receives it."""
+    redis = aioredis.Redis.from_url(url)
+    publisher = Publisher(redis, keys)
+    big = b'{"blob":"' + b"z" * 300_000 + b'"}'
+    try:
+        async with redis.pubsub() as pubsub:
+            await pubsub.subscribe(keys.channel("trade:KRW-BTC"))
+            await pubsub.get_message(timeout=1)  # the subscribe confirmation
+            batch = [*_batch(2), Outgoing("trade:KRW-BTC", big, "trade"), *_batch(1)]
+            await publisher.publish(batch)
+            assert publisher.lean
+            assert publisher._link is not None
+            got: list[bytes] = []
+            async with asyncio.timeout(10):
+                while len(got) < 4:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                    if message is not None:
+                        got.append(message["data"])
+            assert got == [item.payload for item in batch]
+            assert await redis.get(keys.last("trade:KRW-BTC")) == b'{"n":0}'
+    finally:
+        await publisher.aclose()
+        await redis.aclose()
+
+
+async def test_the_link_over_tls(tls_redis: tuple[str, str], keys: Keys) -> None:  # noqa: F811
+    await _publishes_over_the_link(tls_redis[0], keys)
+
+
+async def test_the_link_over_a_unix_socket(unix_redis: str, keys: Keys) -> None:  # noqa: F811
+    await _publishes_over_the_link(unix_redis, keys)
+
+
+def test_the_link_on_uvloop(server: RedisServer, keys: Keys) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    uvloop.run(_publishes_over_the_link(server.url, keys))
