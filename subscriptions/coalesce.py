@@ -25,10 +25,10 @@ Why not judge the read that ends a rest by the clock as well: it always comes an
 after the one before it, so a busy stream would rest only after every other read, and each
 cycle would pay two reads and a timer for what one read and a timer take (at 5,000 events/s one
 per write with 1 ms: about a fifth more CPU per event, ``bench/consumer_cost.py``). Why not
-after big reads: at 50,000 events/s
-in writes of 50, reads come about 1 ms apart but unevenly (a writer catching up sends two at
-once); resting there doubled the messages per read and still cost 10-15 % more CPU per event
-than not resting (``bench/consumer_cost.py``), the rests' own timer and system calls outweighing
+after big reads: at 50,000 events/s in writes of 50, reads come about 1 ms apart but unevenly (a
+writer catching up sends two at once); resting there doubled the messages per read and still
+cost 10-15 % more CPU per event than not resting (``bench/consumer_cost.py``), the rests' own
+timer and system calls outweighing
 the few wake-ups saved.
 
 So no event waits longer than ``interval`` for being coalesced, and a quiet stream pays nothing.
