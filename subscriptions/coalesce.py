@@ -28,8 +28,7 @@ per write with 1 ms: about a fifth more CPU per event, ``bench/consumer_cost.py`
 after big reads: at 50,000 events/s in writes of 50, reads come about 1 ms apart but unevenly (a
 writer catching up sends two at once); resting there doubled the messages per read and still
 cost 10-15 % more CPU per event than not resting (``bench/consumer_cost.py``), the rests' own
-timer and system calls outweighing
-the few wake-ups saved.
+timer and system calls outweighing the few wake-ups saved.
 
 So no event waits longer than ``interval`` for being coalesced, and a quiet stream pays nothing.
 ``interval`` 0 turns it off (the default everywhere). The owner of the socket may pause reading
